@@ -1,0 +1,57 @@
+"""Channel-layer group names and publishing.
+
+Every event is `{"type": "chat.<kind>", ...}` holding primitives only. Frames are JSON-encoded
+once per publish, not once per recipient. Publishing from a service is scheduled with
+`transaction.on_commit`, so no client ever sees a change that a rollback could undo.
+"""
+import json
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def room_group(room_id: int) -> str:
+    return f"room.{room_id}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+def encode(frame: dict) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def frame_event(frame: dict, *, room_id: int | None = None, message_id: int | None = None,
+                skip_user: int | None = None, origin: str | None = None) -> dict:
+    """A `chat.frame` event: the consumer forwards `text` to its client, except
+
+    - a `message_id` the connection already replayed (dedupe after `join since`),
+    - to `skip_user` (typing is not echoed to the typist),
+    - to `origin`, the connection that caused the event and already got it as its reply.
+    """
+    return {"type": "chat.frame", "text": encode(frame), "room_id": room_id,
+            "message_id": message_id, "skip_user": skip_user, "origin": origin}
+
+
+def publish(group: str, event: dict) -> None:
+    """Send `event` to `group` once the current transaction commits (at once outside one).
+
+    A publish that fails (broker down) is logged, not raised: the change is already
+    committed, and clients recover it with `join since`.
+    """
+    transaction.on_commit(lambda: send(group, event), robust=True)
+
+
+def send(group: str, event: dict) -> None:
+    """Send now, from synchronous code (a service after commit, a command, a thread)."""
+    async_to_sync(get_channel_layer().group_send)(group, event)
+
+
+async def send_async(group: str, event: dict) -> None:
+    """Send now, from the event loop; for events that change no state (typing, presence)."""
+    await get_channel_layer().group_send(group, event)

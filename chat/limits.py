@@ -1,0 +1,32 @@
+"""Per-user message rate limit, shared by every process through Django's cache (Redis when set)."""
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+
+from .errors import RateLimited
+
+WINDOW_S = 10
+
+
+def check_send_rate(user_id: int) -> None:
+    """Count one message for `user_id`; raise RateLimited once the 10-second window is full.
+
+    A fixed window costs one cache round trip for the common case; its worst-case burst
+    (twice the limit across a window edge) is acceptable for chat.
+    """
+    limit = settings.CHAT_RATE_PER_10S
+    now = time.time()
+    window = int(now // WINDOW_S)
+    key = f"chat:rate:{user_id}:{window}"
+    if cache.add(key, 1, timeout=WINDOW_S * 2):
+        count = 1
+    else:
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=WINDOW_S * 2)
+            count = 1
+    if count > limit:
+        retry_after = max(1, int((window + 1) * WINDOW_S - now + 0.999))
+        raise RateLimited(f"Slow down: at most {limit} messages per {WINDOW_S} seconds.", retry_after=retry_after)

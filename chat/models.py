@@ -1,0 +1,109 @@
+"""Rooms, memberships and messages: fields, constraints and tiny properties only.
+
+State changes go through `chat.services`; nothing here saves on its own or sends events.
+"""
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+SLUG_PATTERN = r"^[a-z0-9-]{1,50}$"
+slug_validator = RegexValidator(SLUG_PATTERN, "Use 1-50 lowercase letters, digits or hyphens.")
+
+
+class Room(models.Model):
+    class Kind(models.TextChoices):
+        PUBLIC = "public"
+        PRIVATE = "private"
+        DIRECT = "direct"
+
+    slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PUBLIC)
+    topic = models.CharField(max_length=300, blank=True)
+    locked = models.BooleanField(default=False, help_text="Read-only: sends are refused.")
+    archived = models.BooleanField(default=False, help_text="Hidden from lists; connections are closed.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=["public", "private", "direct"]), name="room_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def group_name(self) -> str:
+        return f"room.{self.pk}"
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MODERATOR = "moderator"
+        MEMBER = "member"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    last_read_id = models.BigIntegerField(default=0)
+    muted_until = models.DateTimeField(null=True, blank=True)
+    # A banned membership is kept so the ban outlives leaving; it grants no access.
+    banned = models.BooleanField(default=False)
+    banned_until = models.DateTimeField(null=True, blank=True, help_text="Empty: until lifted.")
+    ban_reason = models.CharField(max_length=300, blank=True)
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["room", "user"], name="membership_unique")]
+        indexes = [models.Index(fields=["user", "room"], name="membership_user_room")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.room}"
+
+    def is_banned(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.banned and (self.banned_until is None or self.banned_until > now)
+
+    def is_muted(self, now=None) -> bool:
+        now = now or timezone.now()
+        return self.muted_until is not None and self.muted_until > now
+
+    @property
+    def can_moderate(self) -> bool:
+        return self.role in (self.Role.OWNER, self.Role.MODERATOR)
+
+
+class Message(models.Model):
+    class Kind(models.TextChoices):
+        USER = "user"
+        SYSTEM = "system"
+        EMOTE = "emote"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+    )
+    body = models.TextField(blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.USER)
+    client_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["author", "client_id"], condition=~Q(client_id=""), name="message_author_client_id_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["room", "id"], name="message_room_id")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} in {self.room_id}"

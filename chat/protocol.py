@@ -1,0 +1,186 @@
+"""The WebSocket wire contract: every frame type in both directions, error and close codes.
+
+`parse_client_frame` turns raw text into a validated `ClientFrame` or raises `FrameError`;
+the consumer never indexes raw JSON itself. Server frames are built by the functions at
+the bottom (room and message events are built by the services that publish them).
+"""
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from .serializers import timestamp
+
+# Error codes (the `code` of an `error` frame).
+BAD_FRAME = "bad_frame"
+UNKNOWN_TYPE = "unknown_type"
+INVALID = "invalid"
+NOT_FOUND = "not_found"
+FORBIDDEN = "forbidden"
+MUTED = "muted"
+ROOM_LOCKED = "room_locked"
+TOO_LARGE = "too_large"
+RATE_LIMITED = "rate_limited"
+
+# Close codes.
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NO_ROOM = 4404
+CLOSE_ARCHIVED = 4410
+
+SLUG_RE = re.compile(r"[a-z0-9-]{1,50}")
+MAX_REF = 64
+
+
+class FrameError(Exception):
+    """A client frame that cannot be acted on; answered with an `error` frame."""
+
+    def __init__(self, code: str, detail: str, ref: str | None = None):
+        super().__init__(detail)
+        self.code, self.detail, self.ref = code, detail, ref
+
+
+def _slug(value):
+    if not isinstance(value, str) or not SLUG_RE.fullmatch(value):
+        raise ValueError("a room slug (1-50 lowercase letters, digits or hyphens)")
+    return value
+
+
+def _id(value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("a non-negative integer")
+    return value
+
+
+def _text(value):
+    if not isinstance(value, str):
+        raise ValueError("a string")
+    return value
+
+
+def _client_id(value):
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("a string of at most 64 characters")
+    return value
+
+
+def _username(value):
+    if not isinstance(value, str) or not 1 <= len(value) <= 150:
+        raise ValueError("a username")
+    return value
+
+
+# type -> {field: (validator, required)}
+CLIENT_FRAMES: dict[str, dict[str, tuple]] = {
+    "join": {"room": (_slug, True), "since": (_id, False)},
+    "leave": {"room": (_slug, True)},
+    "message.send": {"room": (_slug, False), "to": (_username, False), "body": (_text, True),
+                     "client_id": (_client_id, False)},
+    "message.edit": {"id": (_id, True), "body": (_text, True)},
+    "message.delete": {"id": (_id, True)},
+    "typing": {"room": (_slug, True)},
+    "read": {"room": (_slug, True), "message_id": (_id, True)},
+    "ping": {},
+}
+
+
+@dataclass(frozen=True)
+class ClientFrame:
+    type: str
+    ref: str | None = None
+    fields: dict = field(default_factory=dict)
+
+    def get(self, name, default=None):
+        return self.fields.get(name, default)
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """Validate one client frame. Unknown extra fields are ignored, for forward compatibility."""
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError):
+        raise FrameError(BAD_FRAME, "Frames must be JSON objects.") from None
+    if not isinstance(data, dict):
+        raise FrameError(BAD_FRAME, "Frames must be JSON objects.")
+    ref = data.get("ref")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF):
+        raise FrameError(INVALID, f"ref: a string of at most {MAX_REF} characters.")
+    kind = data.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise FrameError(BAD_FRAME, "Every frame needs a string `type`.", ref)
+    spec = CLIENT_FRAMES.get(kind)
+    if spec is None:
+        raise FrameError(UNKNOWN_TYPE, f"Unknown frame type '{kind[:64]}'.", ref)
+    fields = {}
+    for name, (check, required) in spec.items():
+        if name not in data or data[name] is None:
+            if required:
+                raise FrameError(INVALID, f"{name}: this field is required for '{kind}'.", ref)
+            continue
+        try:
+            fields[name] = check(data[name])
+        except ValueError as exc:
+            raise FrameError(INVALID, f"{name}: must be {exc}.", ref) from None
+    if kind == "message.send" and ("room" in fields) == ("to" in fields):
+        raise FrameError(INVALID, "message.send: give exactly one of `room` or `to`.", ref)
+    return ClientFrame(kind, ref, fields)
+
+
+def now_iso() -> str:
+    return timestamp(datetime.now(timezone.utc))
+
+
+def error(code: str, detail: str, ref: str | None = None, retry_after: int | None = None) -> dict:
+    frame = {"type": "error", "code": code, "detail": detail}
+    if ref is not None:
+        frame["ref"] = ref
+    if retry_after is not None:
+        frame["retry_after"] = retry_after
+    return frame
+
+
+def reply(frame: dict, ref: str | None) -> dict:
+    """`frame` with the client's `ref` echoed, when it sent one."""
+    return frame if ref is None else {**frame, "ref": ref}
+
+
+def hello(*, user: dict, rooms: list[dict], connection_id: str, max_body: int, rate_per_10s: int) -> dict:
+    return {"type": "hello", "user": user, "rooms": rooms, "connection_id": connection_id,
+            "server_time": now_iso(), "limits": {"max_body": max_body, "rate_per_10s": rate_per_10s}}
+
+
+def room_joined(room: str, online: list[str], last_message_id: int | None) -> dict:
+    return {"type": "room.joined", "room": room, "online": online, "last_message_id": last_message_id}
+
+
+def room_left(room: str, reason: str = "left") -> dict:
+    return {"type": "room.left", "room": room, "reason": reason}
+
+
+def room_gap(room: str, after: int, before: int) -> dict:
+    return {"type": "room.gap", "room": room, "after": after, "before": before}
+
+
+def message_new(message: dict, duplicate: bool = False) -> dict:
+    frame = {"type": "message.new", "room": message["room"], "message": message}
+    if duplicate:
+        frame["duplicate"] = True
+    return frame
+
+
+def presence(room: str, user: dict, status: str) -> dict:
+    return {"type": "presence", "room": room, "user": user, "status": status}
+
+
+def typing(room: str, user: dict) -> dict:
+    return {"type": "typing", "room": room, "user": user}
+
+
+def pong() -> dict:
+    return {"type": "pong", "server_time": now_iso()}
+

@@ -1,0 +1,166 @@
+"""Reads. `room_for_user` is the one access rule, used by the API, the consumer and the services."""
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from .errors import Forbidden, Gone, NotFound
+from .models import Membership, Message, Room
+
+User = get_user_model()
+
+
+def active_membership_q(prefix: str = "", now=None) -> Q:
+    """Memberships that grant access: not banned, or banned with an expired ban."""
+    now = now or timezone.now()
+    return Q(**{f"{prefix}banned": False}) | Q(**{f"{prefix}banned_until__lte": now})
+
+
+def room_for_user(user, slug: str) -> tuple[Room, Membership | None]:
+    """Return the room and the user's active membership (None if not a member).
+
+    Raises NotFound (no such room), Gone (archived), Forbidden (private or direct room the
+    user is not in, or banned). Staff see every room.
+    """
+    room = Room.objects.filter(slug=slug).first()
+    if room is None:
+        raise NotFound(f"No room '{slug}'.")
+    if room.archived:
+        raise Gone(f"Room '{slug}' is archived.")
+    membership = Membership.objects.filter(room=room, user=user).first()
+    if membership is not None and membership.is_banned():
+        raise Forbidden(f"You are banned from '{slug}'.")
+    if membership is None and room.kind != Room.Kind.PUBLIC and not user.is_staff:
+        raise Forbidden(f"Room '{slug}' is private: a member must invite you.")
+    return room, membership
+
+
+def member_room_for_user(user, slug: str) -> tuple[Room, Membership]:
+    """As `room_for_user`, and the user must be a member."""
+    room, membership = room_for_user(user, slug)
+    if membership is None:
+        raise Forbidden(f"You are not a member of '{slug}': join it first.")
+    return room, membership
+
+
+def message_for_user(user, message_id: int) -> Message:
+    """A message in a room the user may see, with room and author loaded."""
+    message = Message.objects.select_related("room", "author").filter(pk=message_id).first()
+    if message is None:
+        raise NotFound(f"No message {message_id}.")
+    room_for_user(user, message.room.slug)
+    return message
+
+
+def _last_message_id():
+    return Subquery(
+        Message.objects.filter(room=OuterRef("pk")).order_by("-id").values("id")[:1], output_field=IntegerField()
+    )
+
+
+def _unread_count(user, last_read_ref):
+    return Coalesce(
+        Subquery(
+            Message.objects.filter(room=OuterRef("pk"), id__gt=last_read_ref, deleted=False)
+            .exclude(author=user)
+            .order_by()
+            .values("room")
+            .annotate(n=Count("id"))
+            .values("n"),
+            output_field=IntegerField(),
+        ),
+        Value(0),
+    )
+
+
+def member_room_ids(user) -> list[tuple[int, str]]:
+    """(id, slug) of every unarchived room the user is an active member of."""
+    return list(
+        Room.objects.filter(archived=False, memberships__user=user)
+        .filter(active_membership_q("memberships__"))
+        .values_list("id", "slug")
+    )
+
+
+def rooms_for_user(user, *, member_only: bool = False):
+    """Rooms the user can see (public ones and their own), with `unread`, `member`, `role`, `last_message_id`."""
+    mine = Membership.objects.filter(room=OuterRef("pk"), user=user)
+    rooms = (
+        Room.objects.filter(archived=False)
+        .annotate(
+            member=Exists(mine.filter(active_membership_q())),
+            role=Subquery(mine.values("role")[:1]),
+            last_read=Subquery(mine.values("last_read_id")[:1]),
+            last_message_id=_last_message_id(),
+        )
+        .annotate(unread=_unread_count(user, Coalesce(OuterRef("last_read"), Value(0))))
+    )
+    if member_only:
+        return rooms.filter(member=True)
+    banned_here = Membership.objects.filter(room=OuterRef("pk"), user=user).exclude(active_membership_q())
+    return rooms.filter(Q(kind=Room.Kind.PUBLIC) | Q(member=True)).exclude(Exists(banned_here))
+
+
+def room_summaries(user) -> list[dict]:
+    """The `rooms` list of the `hello` frame."""
+    return [
+        {"slug": r.slug, "name": r.name, "kind": r.kind, "unread": r.unread or 0, "last_message_id": r.last_message_id}
+        for r in rooms_for_user(user, member_only=True)
+    ]
+
+
+def last_message_id(room: Room) -> int | None:
+    return Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first()
+
+
+def message_history(room: Room, *, before: int | None = None, after: int | None = None,
+                    limit: int = 50) -> tuple[list[Message], bool]:
+    """One keyset page, ascending by id, and whether more lie beyond it.
+
+    `after` pages forward from an id; otherwise the page is the newest before `before`
+    (or the newest overall). Two queries at most, whatever `limit` is.
+    """
+    qs = Message.objects.filter(room=room).select_related("room", "author")
+    if after is not None:
+        qs = qs.filter(id__gt=after)
+        if before is not None:
+            qs = qs.filter(id__lt=before)
+        rows = list(qs.order_by("id")[: limit + 1])
+        return rows[:limit], len(rows) > limit
+    if before is not None:
+        qs = qs.filter(id__lt=before)
+    rows = list(qs.order_by("-id")[: limit + 1])
+    has_more = len(rows) > limit
+    return list(reversed(rows[:limit])), has_more
+
+
+def messages_since(room_id: int, since: int, limit: int) -> tuple[list[Message], bool]:
+    """Messages after `since`, ascending; if more than `limit`, the newest `limit` and True (a gap)."""
+    rows = list(
+        Message.objects.filter(room_id=room_id, id__gt=since).select_related("room", "author").order_by("-id")[: limit + 1]
+    )
+    gap = len(rows) > limit
+    return list(reversed(rows[:limit])), gap
+
+
+def room_members(room: Room) -> list[Membership]:
+    return list(
+        Membership.objects.filter(room=room).filter(active_membership_q()).select_related("user").order_by("joined_at", "id")
+    )
+
+
+def room_member_user_ids(room_id: int) -> list[int]:
+    return list(Membership.objects.filter(room_id=room_id).filter(active_membership_q()).values_list("user_id", flat=True))
+
+
+def usernames(user_ids) -> dict[int, str]:
+    return dict(User.objects.filter(pk__in=list(user_ids)).values_list("id", "username"))
+
+
+def unread_count(membership: Membership) -> int:
+    return (
+        Message.objects.filter(room_id=membership.room_id, id__gt=membership.last_read_id, deleted=False)
+        .exclude(author_id=membership.user_id)
+        .count()
+    )
+

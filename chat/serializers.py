@@ -1,0 +1,134 @@
+"""DRF serializers. `message_data` is the one message representation, for REST and WebSocket alike."""
+from datetime import datetime, timezone
+
+from django.contrib.auth import get_user_model, password_validation
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .models import Membership, Message, Room, SLUG_PATTERN
+
+User = get_user_model()
+
+
+def timestamp(value: datetime | None) -> str | None:
+    """UTC, millisecond precision, `Z` suffix: `2026-11-22T10:00:00.123Z`."""
+    if value is None:
+        return None
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def user_data(user) -> dict | None:
+    return None if user is None else {"id": user.pk, "username": user.username}
+
+
+def message_data(message: Message) -> dict:
+    """The wire shape of a message. Expects `room` and `author` loaded (select_related)."""
+    return {
+        "id": message.pk,
+        "room": message.room.slug,
+        "author": user_data(message.author),
+        "body": "" if message.deleted else message.body,
+        "kind": message.kind,
+        "client_id": message.client_id or None,
+        "created_at": timestamp(message.created_at),
+        "edited_at": timestamp(message.edited_at),
+        "deleted": message.deleted,
+    }
+
+
+class UserSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    username = serializers.CharField(read_only=True)
+
+
+class MessageSerializer(serializers.Serializer):
+    """Read-only: the representation is `message_data`; fields are declared for the schema."""
+
+    id = serializers.IntegerField()
+    room = serializers.CharField()
+    author = UserSerializer(allow_null=True)
+    body = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Message.Kind.choices)
+    client_id = serializers.CharField(allow_null=True)
+    created_at = serializers.CharField()
+    edited_at = serializers.CharField(allow_null=True)
+    deleted = serializers.BooleanField()
+
+    def to_representation(self, instance):
+        return message_data(instance)
+
+
+class MessagePageSerializer(serializers.Serializer):
+    results = MessageSerializer(many=True)
+    has_more = serializers.BooleanField()
+
+
+class MessageSendSerializer(serializers.Serializer):
+    body = serializers.CharField(trim_whitespace=False, allow_blank=True)
+    client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    kind = serializers.ChoiceField(choices=[("user", "user"), ("emote", "emote")], default="user")
+
+
+class MessageEditSerializer(serializers.Serializer):
+    body = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+
+class RegisterSerializer(serializers.Serializer):
+    username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
+    password = serializers.CharField(write_only=True, style={"input_type": "password"})
+    email = serializers.EmailField(required=False, allow_blank=True, default="")
+
+    def validate_username(self, value):
+        if User.objects.filter(username__iexact=value).exists():
+            raise serializers.ValidationError("That username is taken.")
+        return value
+
+    def validate(self, attrs):
+        password_validation.validate_password(attrs["password"], User(username=attrs["username"]))
+        return attrs
+
+
+class RoomSerializer(serializers.ModelSerializer):
+    unread = serializers.IntegerField(read_only=True, default=0)
+    member = serializers.BooleanField(read_only=True, default=False)
+    role = serializers.CharField(read_only=True, allow_null=True, default=None)
+    last_message_id = serializers.IntegerField(read_only=True, allow_null=True, default=None)
+
+    class Meta:
+        model = Room
+        fields = ["slug", "name", "kind", "topic", "locked", "archived", "created_at",
+                  "unread", "member", "role", "last_message_id"]
+
+
+class RoomCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    slug = serializers.RegexField(SLUG_PATTERN, required=False, allow_blank=True, default="")
+    kind = serializers.ChoiceField(choices=[("public", "public"), ("private", "private")], default="public")
+    topic = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+
+class RoomUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    topic = serializers.CharField(max_length=300, required=False, allow_blank=True)
+    locked = serializers.BooleanField(required=False)
+
+
+class MemberSerializer(serializers.Serializer):
+    user = serializers.SerializerMethodField()
+    role = serializers.CharField()
+    online = serializers.BooleanField()
+    joined_at = serializers.DateTimeField()
+
+    @extend_schema_field(UserSerializer)
+    def get_user(self, membership: Membership):
+        return user_data(membership.user)
+
+
+class InviteSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+
+
+class ReadSerializer(serializers.Serializer):
+    message_id = serializers.IntegerField(min_value=0)

@@ -1,0 +1,352 @@
+"""The only code that changes chat state.
+
+Each service checks access through `chat.selectors`, validates, writes inside
+`transaction.atomic` and publishes its events through `chat.events.publish`, which sends
+them after commit. REST views, the WebSocket consumer, the admin and management
+commands all call these functions; none of them writes models directly.
+"""
+import math
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from . import events, protocol
+from .errors import Forbidden, Invalid, Muted, NotFound, RoomLocked, TooLarge
+from .limits import check_send_rate
+from .models import Membership, Message, Room
+from .selectors import member_room_for_user, message_for_user, room_for_user, unread_count
+from .serializers import message_data, user_data
+
+User = get_user_model()
+
+
+# Users
+
+def user_register(*, username: str, password: str, email: str = "") -> User:
+    if not settings.CHAT_REGISTRATION_OPEN:
+        raise Forbidden("Registration is closed on this server.")
+    return User.objects.create_user(username=username, password=password, email=email)
+
+
+# Rooms
+
+def _room_frame(room: Room) -> dict:
+    return {"type": "room.updated", "room": room.slug, "name": room.name, "topic": room.topic,
+            "locked": room.locked, "archived": room.archived}
+
+
+def _subscribe(user_id: int, room: Room, *, since: int) -> None:
+    """Tell the user's open connections to subscribe to `room`, replaying messages after `since`."""
+    events.publish(events.user_group(user_id), {"type": "chat.subscribe", "room_id": room.pk, "slug": room.slug, "since": since})
+
+
+def _unsubscribe(user_id: int, room: Room, *, reason: str) -> None:
+    events.publish(events.user_group(user_id), {"type": "chat.unsubscribe", "room_id": room.pk, "slug": room.slug, "reason": reason})
+
+
+def _member_event(kind: str, room: Room, user) -> None:
+    frame = {"type": kind, "room": room.slug, "user": user_data(user)}
+    events.publish(events.room_group(room.pk), events.frame_event(frame, room_id=room.pk))
+
+
+def _require_moderator(user, room: Room, membership: Membership | None) -> None:
+    if user.is_staff or (membership is not None and membership.can_moderate):
+        return
+    raise Forbidden(f"Only the owner and moderators of '{room.slug}' can do that.")
+
+
+def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "") -> Room:
+    """Create a public or private room; the creator becomes its owner."""
+    if kind not in (Room.Kind.PUBLIC, Room.Kind.PRIVATE):
+        raise Invalid("kind: use 'public' or 'private'; direct rooms are created by sending to a user.")
+    name = name.strip()
+    if not name:
+        raise Invalid("name: must not be empty.")
+    slug = slug or slugify(name)[:50].strip("-")
+    if not slug:
+        raise Invalid("slug: could not derive one from the name; give a slug of lowercase letters, digits and hyphens.")
+    try:
+        with transaction.atomic():
+            room = Room.objects.create(slug=slug, name=name, kind=kind, topic=topic, created_by=user)
+            Membership.objects.create(room=room, user=user, role=Membership.Role.OWNER)
+            _subscribe(user.pk, room, since=0)
+    except IntegrityError:
+        raise Invalid(f"slug: '{slug}' is taken; choose another.") from None
+    return room
+
+
+def room_update(*, user, slug: str, name: str | None = None, topic: str | None = None,
+                locked: bool | None = None) -> Room:
+    room, membership = room_for_user(user, slug)
+    _require_moderator(user, room, membership)
+    with transaction.atomic():
+        room = Room.objects.select_for_update().get(pk=room.pk)
+        if name is not None:
+            if not name.strip():
+                raise Invalid("name: must not be empty.")
+            room.name = name.strip()
+        topic_changed = topic is not None and topic != room.topic
+        if topic is not None:
+            room.topic = topic
+        if locked is not None:
+            room.locked = locked
+        room.save(update_fields=["name", "topic", "locked"])
+        if topic_changed:
+            _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM,
+                            body=f"{user.username} set the topic: {topic}" if topic else f"{user.username} cleared the topic")
+        events.publish(events.room_group(room.pk), events.frame_event(_room_frame(room), room_id=room.pk))
+    return room
+
+
+def room_archive(*, user, slug: str) -> Room:
+    """Archive: the room leaves every list and its connections are told so."""
+    room, membership = room_for_user(user, slug)
+    if not (user.is_staff or (membership is not None and membership.role == Membership.Role.OWNER)):
+        raise Forbidden(f"Only the owner of '{slug}' or staff can archive it.")
+    with transaction.atomic():
+        room.archived = True
+        room.save(update_fields=["archived"])
+        events.publish(events.room_group(room.pk), {"type": "chat.archived", "room_id": room.pk,
+                                                    "text": events.encode(_room_frame(room))})
+    return room
+
+
+def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
+    """Become a member of a public room (or, as staff, any room). Returns (room, membership, created)."""
+    room, membership = room_for_user(user, slug)
+    if membership is not None:
+        return room, membership, False
+    if room.kind == Room.Kind.DIRECT:
+        raise Forbidden("Direct rooms cannot be joined.")
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(room=room, user=user)
+        if not created:  # an expired ban: the row stays, the ban goes
+            membership.banned, membership.banned_until, membership.ban_reason = False, None, ""
+            membership.save(update_fields=["banned", "banned_until", "ban_reason"])
+        _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} joined")
+        _member_event("member.joined", room, user)
+        _subscribe(user.pk, room, since=0)
+    return room, membership, True
+
+
+def room_leave(*, user, slug: str) -> Room:
+    room, membership = member_room_for_user(user, slug)
+    if room.kind == Room.Kind.DIRECT:
+        raise Forbidden("You cannot leave a direct conversation.")
+    with transaction.atomic():
+        membership.delete()
+        _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} left")
+        _member_event("member.left", room, user)
+        _unsubscribe(user.pk, room, reason="left")
+    return room
+
+
+def member_invite(*, actor, slug: str, username: str, role: str = Membership.Role.MEMBER) -> Membership:
+    """Add a user to a room (any member may invite; only owners and staff grant roles)."""
+    room, actor_membership = member_room_for_user(actor, slug) if not actor.is_staff else room_for_user(actor, slug)
+    if room.kind == Room.Kind.DIRECT:
+        raise Forbidden("Direct rooms have exactly two members.")
+    if role not in Membership.Role.values:
+        raise Invalid("role: use owner, moderator or member.")
+    is_owner = actor.is_staff or (actor_membership is not None and actor_membership.role == Membership.Role.OWNER)
+    if role != Membership.Role.MEMBER and not is_owner:
+        raise Forbidden("Only the owner can grant roles.")
+    target = User.objects.filter(username=username, is_active=True).first()
+    if target is None:
+        raise NotFound(f"No user '{username}'.")
+    with transaction.atomic():
+        membership, created = Membership.objects.get_or_create(room=room, user=target, defaults={"role": role})
+        if not created:
+            if membership.is_banned():
+                raise Forbidden(f"'{username}' is banned from '{slug}': lift the ban first.")
+            if membership.banned:
+                membership.banned, membership.banned_until, membership.ban_reason = False, None, ""
+                created = True
+            elif membership.role == role:
+                raise Invalid(f"'{username}' is already a member of '{slug}'.")
+            elif not is_owner:
+                raise Forbidden("Only the owner can change roles.")
+            membership.role = role
+            membership.save()
+        if created:
+            _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
+                            body=f"{actor.username} added {target.username}")
+            _member_event("member.joined", room, target)
+            _subscribe(target.pk, room, since=0)
+    return membership
+
+
+def member_remove(*, actor, slug: str, username: str) -> None:
+    """Kick a member. Moderators may remove members only; nobody removes staff."""
+    if username == actor.username:
+        room_leave(user=actor, slug=slug)
+        return
+    room, actor_membership = room_for_user(actor, slug)
+    _require_moderator(actor, room, actor_membership)
+    membership = Membership.objects.select_related("user").filter(room=room, user__username=username).first()
+    if membership is None:
+        raise NotFound(f"'{username}' is not a member of '{slug}'.")
+    if membership.user.is_staff and not actor.is_staff:
+        raise Forbidden("Staff cannot be removed by room moderators.")
+    if not actor.is_staff and actor_membership.role != Membership.Role.OWNER and membership.role != Membership.Role.MEMBER:
+        raise Forbidden("Moderators can remove members only.")
+    with transaction.atomic():
+        membership.delete()
+        _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
+                        body=f"{actor.username} removed {membership.user.username}")
+        _member_event("member.left", room, membership.user)
+        _unsubscribe(membership.user_id, room, reason="kicked")
+
+
+def direct_room(*, user, username: str) -> Room:
+    """The direct room between `user` and `username`, created (with both memberships) on first use."""
+    other = User.objects.filter(username=username, is_active=True).first()
+    if other is None:
+        raise NotFound(f"No user '{username}'.")
+    if other.pk == user.pk:
+        raise Invalid("to: you cannot send a direct message to yourself.")
+    low, high = sorted([user, other], key=lambda u: u.pk)
+    slug = f"dm-{low.pk}-{high.pk}"
+    room = Room.objects.filter(slug=slug).first()
+    if room is not None:
+        return room
+    try:
+        with transaction.atomic():
+            room = Room.objects.create(slug=slug, name=f"{low.username}, {high.username}", kind=Room.Kind.DIRECT)
+            Membership.objects.bulk_create([Membership(room=room, user=low), Membership(room=room, user=high)])
+            _subscribe(low.pk, room, since=0)
+            _subscribe(high.pk, room, since=0)
+    except IntegrityError:  # created concurrently
+        room = Room.objects.get(slug=slug)
+    return room
+
+
+# Messages
+
+def _clean_body(body) -> str:
+    if not isinstance(body, str) or not body.strip():
+        raise Invalid("body: must be a non-empty string.")
+    if len(body) > settings.CHAT_MAX_BODY:
+        raise TooLarge(f"body: {len(body)} characters; the limit is {settings.CHAT_MAX_BODY}.")
+    return body
+
+
+def _insert_message(*, room: Room, author, body: str, kind: str = Message.Kind.USER, client_id: str = "",
+                    origin: str | None = None) -> Message:
+    """Insert a message and publish `message.new` on commit. Call inside `transaction.atomic`.
+
+    Ids must grow in commit order within a room, so that "every message after id N" never
+    misses one committed later with a smaller id. The room's row lock serialises inserts
+    per room on PostgreSQL: the id is drawn and the transaction commits while the lock is
+    held, so no other writer to this room can interleave. SQLite allows one writer at a
+    time, which gives the same order (and Django ignores FOR UPDATE there).
+    """
+    Room.objects.select_for_update().filter(pk=room.pk).values_list("pk").first()
+    message = Message.objects.create(room=room, author=author, body=body, kind=kind, client_id=client_id)
+    message.room, message.author = room, author
+    frame = protocol.message_new(message_data(message))
+    events.publish(events.room_group(room.pk),
+                   events.frame_event(frame, room_id=room.pk, message_id=message.pk, origin=origin))
+    return message
+
+
+def _original(author, client_id: str) -> Message | None:
+    if not client_id:
+        return None
+    return Message.objects.select_related("room", "author").filter(author=author, client_id=client_id).first()
+
+
+def message_send(*, user, slug: str | None = None, to: str | None = None, body, client_id: str = "",
+                 kind: str = Message.Kind.USER, origin: str | None = None) -> tuple[Message, bool]:
+    """Persist a message in room `slug` (or the direct room with user `to`), then publish it.
+
+    Returns (message, created). A `client_id` the author already used creates nothing and
+    returns the original, so a client may resend after a lost acknowledgement.
+    `origin` names the connection that sent it, which acknowledges it itself.
+    """
+    if not isinstance(client_id, str) or len(client_id) > 64:
+        raise Invalid("client_id: a string of at most 64 characters.")
+    if kind not in (Message.Kind.USER, Message.Kind.EMOTE):
+        raise Invalid("kind: use 'user' or 'emote'.")
+    original = _original(user, client_id)
+    if original is not None:
+        return original, False
+    body = _clean_body(body)
+    if to is not None:
+        slug = direct_room(user=user, username=to).slug
+    if not slug:
+        raise Invalid("room: give a room slug, or `to` with a username.")
+    room, membership = member_room_for_user(user, slug)
+    if room.locked and not user.is_staff:
+        raise RoomLocked(f"Room '{slug}' is locked: it is read-only.")
+    now = timezone.now()
+    if membership.is_muted(now):
+        left = math.ceil((membership.muted_until - now).total_seconds())
+        raise Muted(f"You are muted in '{slug}' for {left} more seconds.", retry_after=left)
+    check_send_rate(user.pk)
+    try:
+        with transaction.atomic():
+            message = _insert_message(room=room, author=user, body=body, kind=kind, client_id=client_id, origin=origin)
+    except IntegrityError:
+        original = _original(user, client_id)
+        if original is None:
+            raise
+        return original, False
+    return message, True
+
+
+def _require_author_or_moderator(user, message: Message, what: str) -> None:
+    if message.author_id == user.pk or user.is_staff:
+        return
+    membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
+    if membership is None or not membership.can_moderate or membership.is_banned():
+        raise Forbidden(f"Only the author or a moderator can {what} this message.")
+
+
+def message_edit(*, user, message_id: int, body, origin: str | None = None) -> Message:
+    message = message_for_user(user, message_id)
+    _require_author_or_moderator(user, message, "edit")
+    if message.deleted:
+        raise Invalid("This message is deleted.")
+    if message.kind == Message.Kind.SYSTEM:
+        raise Forbidden("System messages cannot be edited.")
+    body = _clean_body(body)
+    with transaction.atomic():
+        message.body, message.edited_at = body, timezone.now()
+        message.save(update_fields=["body", "edited_at"])
+        frame = {"type": "message.updated", "room": message.room.slug, "message": message_data(message)}
+        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
+    return message
+
+
+def message_delete(*, user, message_id: int, origin: str | None = None) -> Message:
+    """Soft delete: the id stays, the body is hidden from every reader (and kept for moderation)."""
+    message = message_for_user(user, message_id)
+    _require_author_or_moderator(user, message, "delete")
+    if message.deleted:
+        return message
+    with transaction.atomic():
+        message.deleted = True
+        message.save(update_fields=["deleted"])
+        frame = {"type": "message.deleted", "room": message.room.slug, "id": message.pk}
+        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
+    return message
+
+
+def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) -> Membership:
+    """Move the read marker forward (never back, so a stale device cannot undo another's reads)."""
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
+        raise Invalid("message_id: a non-negative integer.")
+    room, membership = member_room_for_user(user, slug)
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().get(pk=membership.pk)
+        if message_id > membership.last_read_id:
+            membership.last_read_id = message_id
+            membership.save(update_fields=["last_read_id"])
+        frame = {"type": "unread", "room": room.slug, "count": unread_count(membership),
+                 "last_read_id": membership.last_read_id}
+        events.publish(events.user_group(user.pk), events.frame_event(frame, room_id=room.pk, origin=origin))
+    return membership

@@ -1,0 +1,85 @@
+"""Shared fixtures: users, JWT-authenticated API clients and a recorder of published events."""
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from chat import events
+
+User = get_user_model()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(settings):
+    """Each test starts with empty rate-limit counters."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture
+def make_user(db):
+    def make(username="alice", password="s3cret-pass-1", **extra):
+        return User.objects.create_user(username=username, password=password, **extra)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def carol(make_user):
+    return make_user("carol")
+
+
+def access_token(user) -> str:
+    return str(RefreshToken.for_user(user).access_token)
+
+
+@pytest.fixture
+def api():
+    """An APIClient factory: `api(user)` is authenticated with a JWT, `api()` is anonymous."""
+
+    def client(user=None):
+        c = APIClient()
+        if user is not None:
+            c.credentials(HTTP_AUTHORIZATION=f"Bearer {access_token(user)}")
+        return c
+
+    return client
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Records every event sent to the channel layer as (group, event).
+
+    Events are round-tripped through JSON (the Redis layer uses msgpack), so a payload
+    that is not plain data fails here. `chat.frame` events get their decoded `frame`.
+    """
+    sent = []
+
+    def record(group, event):
+        event = json.loads(json.dumps(event))
+        if "text" in event:
+            event["frame"] = json.loads(event["text"])
+        sent.append((group, event))
+
+    monkeypatch.setattr(events, "send", record)
+    return sent
+
+
+def frames(sent, type_=None):
+    """The decoded frames in recorded events, optionally of one type."""
+    out = [e["frame"] for _, e in sent if "frame" in e]
+    return [f for f in out if type_ is None or f["type"] == type_]
