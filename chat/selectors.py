@@ -1,6 +1,6 @@
 """Reads. `room_for_user` is the one access rule, used by the API, the consumer and the services."""
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
+from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -82,19 +82,28 @@ def member_room_ids(user) -> list[tuple[int, str]]:
     )
 
 
-def rooms_for_user(user, *, member_only: bool = False):
-    """Rooms the user can see (public ones and their own), with `unread`, `member`, `role`, `last_message_id`."""
+def _with_user_state(rooms, user):
+    """Annotate `member`, `role`, `last_message_id` and `unread` (0 outside the rooms one belongs to)."""
     mine = Membership.objects.filter(room=OuterRef("pk"), user=user)
-    rooms = (
-        Room.objects.filter(archived=False)
-        .annotate(
+    return (
+        rooms.annotate(
             member=Exists(mine.filter(active_membership_q())),
             role=Subquery(mine.values("role")[:1]),
             last_read=Subquery(mine.values("last_read_id")[:1]),
             last_message_id=_last_message_id(),
         )
-        .annotate(unread=_unread_count(user, Coalesce(OuterRef("last_read"), Value(0))))
+        .annotate(unread=Case(When(member=True, then=_unread_count(user, OuterRef("last_read"))), default=Value(0)))
     )
+
+
+def room_state(user, room: Room) -> Room:
+    """`room` annotated as `rooms_for_user` annotates; the caller has checked access (`room_for_user`)."""
+    return _with_user_state(Room.objects.filter(pk=room.pk), user).get()
+
+
+def rooms_for_user(user, *, member_only: bool = False):
+    """Rooms the user can see (public ones and their own), with `unread`, `member`, `role`, `last_message_id`."""
+    rooms = _with_user_state(Room.objects.filter(archived=False), user)
     if member_only:
         return rooms.filter(member=True)
     banned_here = Membership.objects.filter(room=OuterRef("pk"), user=user).exclude(active_membership_q())
@@ -164,3 +173,14 @@ def unread_count(membership: Membership) -> int:
         .count()
     )
 
+
+
+def last_message_id_for(room_id: int) -> int | None:
+    return Message.objects.filter(room_id=room_id).order_by("-id").values_list("id", flat=True).first()
+
+
+def member_usernames(room_id: int) -> dict[int, str]:
+    """user id -> username of the room's active members."""
+    return dict(
+        Membership.objects.filter(room_id=room_id).filter(active_membership_q()).values_list("user_id", "user__username")
+    )

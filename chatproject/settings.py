@@ -5,6 +5,7 @@ channel layer. Production sets at least DJANGO_SECRET_KEY, JWT_SIGNING_KEY,
 DJANGO_ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
 """
 import os
+import tempfile
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -89,7 +90,13 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (daphne and the test runner) may write the same file.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
-    DATABASES["default"]["TEST"] = {"NAME": os.environ.get("SQLITE_TEST_NAME", str(BASE_DIR / "test-db.sqlite3"))}
+    # The test database is a file (not in-memory) so that live tests' daphne processes can
+    # open it; one per test run, so concurrent runs don't collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("SQLITE_TEST_NAME", os.path.join(tempfile.gettempdir(), f"chat-test-{os.getpid()}.sqlite3"))
+    }
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -4,7 +4,7 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.tokens import AccessToken
 
 from chat import events
 
@@ -44,7 +44,7 @@ def carol(make_user):
 
 
 def access_token(user) -> str:
-    return str(RefreshToken.for_user(user).access_token)
+    return str(AccessToken.for_user(user))
 
 
 @pytest.fixture

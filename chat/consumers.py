@@ -1,0 +1,274 @@
+"""The WebSocket consumer: a thin adapter from frames to services, and from events to frames.
+
+One connection multiplexes every room its user belongs to. It never touches the ORM:
+reads go through `chat.selectors`, writes through `chat.services`, each in one
+`database_sync_to_async` call. Channel-layer events arrive pre-encoded (`chat.frame`), so
+fan-out costs one `send` per recipient.
+
+Resuming without gap or duplicate: a connection subscribes to a room's group *before* it
+reads the room's messages, and remembers the highest id it has read (`self.rooms`). A
+message committed before that read is in the replay; one committed after it is published
+after the subscription and arrives live. Live `message.new` events at or below the mark
+were replayed already and are dropped. Live events above it may arrive out of id order
+from different processes; clients order by id.
+"""
+import logging
+import time
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import events, presence, protocol, selectors, services
+from .errors import ChatError, Forbidden, Gone, NotFound
+from .protocol import FrameError
+from .serializers import message_data, user_data
+
+logger = logging.getLogger(__name__)
+
+open_connections = 0  # in this process, for CHAT_MAX_CONNECTIONS
+_last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monotonic time
+
+
+def db(fn):
+    return database_sync_to_async(fn)
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    user = None
+    counted = False
+    online = False
+
+    # Connection lifecycle
+
+    async def connect(self):
+        global open_connections
+        # Accept first: a handshake refused before acceptance reaches a browser as 1006,
+        # with no code to act on.
+        await self.accept()
+        self.rooms: dict[int, int] = {}  # room id -> highest message id already sent or replayed
+        self.slugs: dict[int, str] = {}
+        self.bound_room: int | None = None
+        self.flood_strikes = 0
+        self.user = self.scope.get("user")
+        if self.scope.get("auth_error") or self.user is None or not self.user.is_authenticated:
+            return await self.close(protocol.CLOSE_UNAUTHENTICATED, self.scope.get("auth_error") or "no credentials")
+        if not self.user.is_active:
+            return await self.close(protocol.CLOSE_FORBIDDEN, "inactive user")
+        if open_connections >= settings.CHAT_MAX_CONNECTIONS:
+            return await self.close(protocol.CLOSE_TRY_AGAIN, "server at its connection limit")
+        if await presence.backend().count(self.user.pk) >= settings.CHAT_MAX_CONNECTIONS_PER_USER:
+            return await self.close(protocol.CLOSE_TRY_AGAIN, "too many connections for this user")
+        open_connections += 1
+        self.counted = True
+
+        slug = self.scope["url_route"]["kwargs"].get("slug")
+        try:
+            room_ids = await db(self._open_session)(slug)
+        except ChatError as exc:
+            code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM}.get(type(exc), protocol.CLOSE_FORBIDDEN)
+            return await self.close(code, exc.detail)
+        await self.channel_layer.group_add(events.user_group(self.user.pk), self.channel_name)
+        for room_id, room_slug in room_ids:
+            await self._group_add(room_id, room_slug)
+        rooms = await db(selectors.room_summaries)(self.user)
+        ids = {room_slug: room_id for room_id, room_slug in room_ids}
+        for room in rooms:
+            if room["slug"] in ids:
+                self.rooms[ids[room["slug"]]] = room["last_message_id"] or 0
+        self.online = True
+        if await presence.backend().connect(self.user.pk, self.channel_name):
+            await self._announce_presence("online")
+        await self._send(protocol.hello(
+            user=user_data(self.user), rooms=rooms, connection_id=self.channel_name,
+            max_body=settings.CHAT_MAX_BODY, rate_per_10s=settings.CHAT_RATE_PER_10S,
+        ))
+        if slug is not None:
+            self.bound_room = ids[slug]
+            await self._replay(self.bound_room, slug, since=None, ref=None)
+
+    def _open_session(self, slug):
+        if slug is not None:
+            services.room_join(user=self.user, slug=slug)
+        return selectors.member_room_ids(self.user)
+
+    async def disconnect(self, code):
+        global open_connections
+        if self.counted:
+            open_connections -= 1
+            self.counted = False
+        if self.user is None or not getattr(self.user, "is_authenticated", False) or not hasattr(self, "rooms"):
+            return
+        if self.online:
+            self.online = False
+            try:
+                if await presence.backend().disconnect(self.user.pk, self.channel_name):
+                    await self._announce_presence("offline")
+            except Exception:
+                logger.warning("presence update on disconnect failed", exc_info=True)
+        for room_id in list(self.rooms):
+            await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
+        await self.channel_layer.group_discard(events.user_group(self.user.pk), self.channel_name)
+
+    # Client frames
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if bytes_data is not None:
+            text_data = bytes_data.decode("utf-8", "replace")
+        if len(text_data) > settings.CHAT_MAX_FRAME_BYTES or len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+            return await self.close(protocol.CLOSE_TOO_BIG, f"frame over {settings.CHAT_MAX_FRAME_BYTES} bytes")
+        ref = None
+        try:
+            frame = protocol.parse_client_frame(text_data)
+            ref = frame.ref
+            await getattr(self, "on_" + frame.type.replace(".", "_"))(frame)
+        except FrameError as exc:
+            await self._send(protocol.error(exc.code, exc.detail, exc.ref))
+        except ChatError as exc:
+            await self._send(protocol.error(exc.code, exc.detail, ref, exc.retry_after))
+            if exc.code == protocol.RATE_LIMITED:
+                self.flood_strikes += 1
+                if self.flood_strikes >= settings.CHAT_FLOOD_CLOSE_AFTER:
+                    await self.close(protocol.CLOSE_POLICY, "flooding after rate_limited errors")
+        except Exception:
+            incident = uuid.uuid4().hex[:12]
+            logger.exception("internal error %s in %s", incident, self.user)
+            await self.close(protocol.CLOSE_INTERNAL, f"internal error {incident}")
+
+    async def on_join(self, frame):
+        room, _, _ = await db(services.room_join)(user=self.user, slug=frame.get("room"))
+        await self._group_add(room.pk, room.slug)
+        await self._replay(room.pk, room.slug, since=frame.get("since"), ref=frame.ref)
+
+    async def on_leave(self, frame):
+        room = await db(services.room_leave)(user=self.user, slug=frame.get("room"))
+        await self._group_discard(room.pk)
+        await self._send(protocol.reply(protocol.room_left(room.slug, "left"), frame.ref))
+
+    async def on_message_send(self, frame):
+        message, created = await db(self._message_send)(frame)
+        self.flood_strikes = 0
+        if message.room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
+            await self._group_add(message.room_id, message.room.slug)
+            await self._replay(message.room_id, message.room.slug, since=message.pk, ref=None)
+        await self._send(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
+
+    def _message_send(self, frame):
+        return services.message_send(user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
+                                     client_id=frame.get("client_id", ""), origin=self.channel_name)
+
+    async def on_message_edit(self, frame):
+        message = await db(services.message_edit)(user=self.user, message_id=frame.get("id"), body=frame.get("body"),
+                                                  origin=self.channel_name)
+        await self._send(protocol.reply({"type": "message.updated", "room": message.room.slug,
+                                         "message": message_data(message)}, frame.ref))
+
+    async def on_message_delete(self, frame):
+        message = await db(services.message_delete)(user=self.user, message_id=frame.get("id"), origin=self.channel_name)
+        await self._send(protocol.reply({"type": "message.deleted", "room": message.room.slug, "id": message.pk}, frame.ref))
+
+    async def on_typing(self, frame):
+        room_id = self._subscribed(frame.get("room"))
+        now = time.monotonic()
+        key = (self.user.pk, room_id)
+        if now - _last_typing.get(key, 0) < settings.CHAT_TYPING_INTERVAL_S:
+            return
+        _last_typing[key] = now
+        event = events.frame_event(protocol.typing(frame.get("room"), user_data(self.user)), room_id=room_id,
+                                   skip_user=self.user.pk)
+        await events.send_async(events.room_group(room_id), event)
+
+    async def on_read(self, frame):
+        membership = await db(services.read_mark)(user=self.user, slug=frame.get("room"),
+                                                  message_id=frame.get("message_id"), origin=self.channel_name)
+        count = await db(selectors.unread_count)(membership)
+        await self._send(protocol.reply({"type": "unread", "room": frame.get("room"), "count": count,
+                                         "last_read_id": membership.last_read_id}, frame.ref))
+
+    async def on_ping(self, frame):
+        await self._send(protocol.reply(protocol.pong(), frame.ref))
+
+    # Channel-layer events
+
+    async def chat_frame(self, event):
+        if event.get("origin") == self.channel_name or event.get("skip_user") == self.user.pk:
+            return
+        message_id = event.get("message_id")
+        if message_id is not None and message_id <= self.rooms.get(event.get("room_id"), -1):
+            return
+        await self.send(text_data=event["text"])
+
+    async def chat_subscribe(self, event):
+        if event["room_id"] in self.rooms:
+            return
+        await self._group_add(event["room_id"], event["slug"])
+        await self._replay(event["room_id"], event["slug"], since=event["since"], ref=None)
+
+    async def chat_unsubscribe(self, event):
+        room_id = event["room_id"]
+        if room_id in self.rooms:
+            await self._group_discard(room_id)
+            await self._send(protocol.room_left(event["slug"], event["reason"]))
+        if room_id == self.bound_room and event["reason"] in ("kicked", "banned"):
+            await self.close(protocol.CLOSE_FORBIDDEN, f"removed from the room ({event['reason']})")
+
+    async def chat_archived(self, event):
+        room_id = event["room_id"]
+        if room_id in self.rooms:
+            await self.send(text_data=event["text"])
+            await self._group_discard(room_id)
+        if room_id == self.bound_room:
+            await self.close(protocol.CLOSE_ARCHIVED, "the room was archived")
+
+    # Helpers
+
+    async def _send(self, frame: dict):
+        await self.send(text_data=events.encode(frame))
+
+    async def _group_add(self, room_id: int, slug: str):
+        if room_id not in self.rooms:
+            self.rooms[room_id] = 0
+            await self.channel_layer.group_add(events.room_group(room_id), self.channel_name)
+        self.slugs[room_id] = slug
+
+    async def _group_discard(self, room_id: int):
+        self.rooms.pop(room_id, None)
+        self.slugs.pop(room_id, None)
+        await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
+
+    def _subscribed(self, slug: str) -> int:
+        for room_id, room_slug in self.slugs.items():
+            if room_slug == slug:
+                return room_id
+        raise Forbidden(f"You have not joined '{slug}': join it first.")
+
+    async def _replay(self, room_id: int, slug: str, *, since: int | None, ref: str | None):
+        """Send `room.joined`, then every message after `since` (newest CHAT_REPLAY_LIMIT, after a `room.gap`).
+
+        Must run after `_group_add` so that nothing committed after the read is missed.
+        """
+        limit = settings.CHAT_REPLAY_LIMIT
+        messages, gap, last_id, members = await db(self._replay_state)(room_id, since, limit)
+        online = await presence.backend().online(members)
+        await self._send(protocol.reply(protocol.room_joined(slug, sorted(members[uid] for uid in online), last_id), ref))
+        if gap:
+            await self._send(protocol.room_gap(slug, since, messages[0]["id"]))
+        for message in messages:
+            await self._send(protocol.message_new(message))
+        self.rooms[room_id] = max(self.rooms.get(room_id, 0), last_id or 0)
+
+    @staticmethod
+    def _replay_state(room_id, since, limit):
+        if since is None:
+            messages, gap = [], False
+        else:
+            rows, gap = selectors.messages_since(room_id, since, limit)
+            messages = [message_data(m) for m in rows]
+        last_id = messages[-1]["id"] if messages else selectors.last_message_id_for(room_id)
+        return messages, gap, last_id, selectors.member_usernames(room_id)
+
+    async def _announce_presence(self, status: str):
+        for room_id, slug in list(self.slugs.items()):
+            event = events.frame_event(protocol.presence(slug, user_data(self.user), status), room_id=room_id)
+            await events.send_async(events.room_group(room_id), event)

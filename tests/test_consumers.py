@@ -1,0 +1,454 @@
+"""The consumer through the full ASGI stack (auth middleware, routing) with WebsocketCommunicator.
+
+Runs on whatever channel layer the settings give: in memory by default, the real Redis
+layer when REDIS_URL is set.
+"""
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+
+from chat import services
+from chat.models import Message
+from chatproject.asgi import application
+from tests.conftest import access_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def fresh_layer():
+    """A channel layer per test: layers hold queues bound to the test's event loop."""
+    channel_layers.backends = {}
+    if django_settings.REDIS_URL:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(django_settings.REDIS_URL)
+        keys = await client.keys("chat:presence:*")
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    yield
+    for layer in channel_layers.backends.values():
+        if hasattr(layer, "flush"):
+            await layer.flush()
+    channel_layers.backends = {}
+
+
+class Client:
+    """A connected test client that reads frames by type, skipping the ones a test doesn't care about."""
+
+    def __init__(self, comm):
+        self.comm = comm
+
+    async def send(self, **frame):
+        await self.comm.send_to(text_data=json.dumps(frame))
+
+    async def send_raw(self, text):
+        await self.comm.send_to(text_data=text)
+
+    async def recv(self, timeout=2):
+        out = await self.comm.receive_output(timeout)
+        assert out["type"] == "websocket.send", f"expected a frame, got {out}"
+        return json.loads(out["text"])
+
+    async def expect(self, type_, timeout=2, where=None, **match):
+        """The next frame of `type_` matching `match` (and `where(frame)`); other frames are skipped."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
+                if where is None or where(frame):
+                    return frame
+
+    async def drain(self, timeout=0.2):
+        """Read until quiet; returns the frames read."""
+        out = []
+        while not await self.comm.receive_nothing(timeout):
+            out.append(await self.recv())
+        return out
+
+    async def nothing(self, timeout=0.2):
+        assert await self.comm.receive_nothing(timeout), "expected no frame"
+
+    async def closed(self, timeout=2):
+        """The close code the server sent; then the client side hangs up, as a real socket would."""
+        while True:
+            out = await self.comm.receive_output(timeout)
+            if out["type"] == "websocket.close":
+                await self.comm.disconnect()
+                return out.get("code")
+
+    async def close(self):
+        await self.comm.disconnect()
+
+
+async def connect(user=None, path="/ws/chat/", *, via="query", headers=None, hello=True):
+    token = access_token(user) if user is not None else None
+    headers = list(headers or [])
+    if token and via == "header":
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    elif token:
+        path = f"{path}?token={token}"
+    comm = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await comm.connect()
+    assert connected
+    client = Client(comm)
+    if hello:
+        frame = await client.recv()
+        assert frame["type"] == "hello", frame
+        client.hello = frame
+    return client
+
+
+db = database_sync_to_async
+
+
+@pytest.fixture
+def general(alice):
+    return services.room_create(user=alice, name="General", slug="general")
+
+
+@pytest.fixture
+def secret(alice):
+    return services.room_create(user=alice, name="Secret", slug="secret", kind="private")
+
+
+# Authentication and close codes
+
+async def test_hello_lists_rooms_and_limits(alice, general):
+    client = await connect(alice, via="header")
+    assert client.hello["user"] == {"id": alice.pk, "username": "alice"}
+    assert [r["slug"] for r in client.hello["rooms"]] == ["general"]
+    assert client.hello["limits"] == {"max_body": django_settings.CHAT_MAX_BODY,
+                                      "rate_per_10s": django_settings.CHAT_RATE_PER_10S}
+    assert client.hello["connection_id"]
+    await client.close()
+
+
+async def test_no_credentials_closes_4401():
+    client = await connect(None, hello=False)
+    assert await client.closed() == 4401
+
+
+async def test_bad_token_closes_4401_without_falling_back(alice):
+    comm = WebsocketCommunicator(application, "/ws/chat/?token=not-a-jwt")
+    assert (await comm.connect())[0]
+    assert await Client(comm).closed() == 4401
+
+
+async def test_inactive_user_closes_4403(make_user):
+    user = await db(make_user)("ghost", is_active=False)
+    client = await connect(user, hello=False)
+    assert await client.closed() == 4403
+
+
+async def test_room_route_close_codes(alice, bob, general, secret):
+    assert await (await connect(bob, "/ws/chat/nope/", hello=False)).closed() == 4404
+    assert await (await connect(bob, "/ws/chat/Bad_Slug/", hello=False)).closed() == 4404
+    assert await (await connect(bob, "/ws/chat/secret/", hello=False)).closed() == 4403
+    await db(services.room_archive)(user=alice, slug="general")
+    assert await (await connect(bob, "/ws/chat/general/", hello=False)).closed() == 4410
+
+
+async def test_room_route_joins_at_connect(alice, bob, general):
+    client = await connect(bob, "/ws/chat/general/")
+    joined = await client.expect("room.joined")
+    assert joined["room"] == "general"
+    assert "bob" in joined["online"]
+    assert await db(Message.objects.filter(room=general, kind="system").count)() == 1
+    await client.close()
+
+
+async def test_session_cookie_needs_allowed_origin(client, alice, general):
+    await db(client.force_login)(alice)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    good = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")])
+    assert good.hello["user"]["username"] == "alice"
+    await good.close()
+    bad = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://evil.example")], hello=False)
+    assert await bad.closed() == 4401
+
+
+async def test_connection_limit_closes_1013(alice, settings):
+    settings.CHAT_MAX_CONNECTIONS = 1
+    first = await connect(alice)
+    second = await connect(alice, hello=False)
+    assert await second.closed() == 1013
+    await first.close()
+
+
+async def test_per_user_connection_limit(alice, settings):
+    settings.CHAT_MAX_CONNECTIONS_PER_USER = 1
+    first = await connect(alice)
+    second = await connect(alice, hello=False)
+    assert await second.closed() == 1013
+    await first.close()
+
+
+# Messages
+
+async def test_send_persists_then_delivers_to_every_subscriber(alice, bob, general):
+    await db(services.room_join)(user=bob, slug="general")
+    a, b = await connect(alice), await connect(bob)
+    await a.send(type="message.send", room="general", body="hello", client_id="c1", ref="r1")
+    ack = await a.expect("message.new")
+    assert ack["ref"] == "r1" and "duplicate" not in ack
+    got = await b.expect("message.new")
+    assert got["message"] == {**ack["message"]}
+    assert got["message"]["body"] == "hello" and got["message"]["author"] == {"id": alice.pk, "username": "alice"}
+    assert await db(Message.objects.filter(pk=got["message"]["id"], body="hello").exists)()
+    # the sender gets its acknowledgement once, not the broadcast again
+    assert not [f for f in await a.drain() if f["type"] == "message.new"]
+    await a.close(), await b.close()
+
+
+async def test_resend_with_same_client_id_creates_nothing(alice, general):
+    a = await connect(alice)
+    await a.send(type="message.send", room="general", body="once", client_id="same")
+    first = await a.expect("message.new")
+    await a.send(type="message.send", room="general", body="once", client_id="same", ref="again")
+    again = await a.expect("message.new")
+    assert again["duplicate"] is True and again["ref"] == "again"
+    assert again["message"]["id"] == first["message"]["id"]
+    assert await db(Message.objects.filter(client_id="same").count)() == 1
+    await a.close()
+
+
+async def test_edit_and_delete_are_broadcast(alice, bob, general):
+    await db(services.room_join)(user=bob, slug="general")
+    a, b = await connect(alice), await connect(bob)
+    await a.send(type="message.send", room="general", body="typo")
+    mid = (await a.expect("message.new"))["message"]["id"]
+    await a.send(type="message.edit", id=mid, body="fixed", ref="e")
+    assert (await a.expect("message.updated"))["ref"] == "e"
+    updated = await b.expect("message.updated")
+    assert updated["message"]["body"] == "fixed" and updated["message"]["edited_at"]
+    await b.send(type="message.edit", id=mid, body="hijack", ref="x")
+    err = await b.expect("error")
+    assert err["code"] == "forbidden" and err["ref"] == "x"
+    await a.send(type="message.delete", id=mid)
+    assert (await b.expect("message.deleted")) == {"type": "message.deleted", "room": "general", "id": mid}
+    await a.close(), await b.close()
+
+
+async def test_join_since_replays_in_order_without_duplicates(alice, bob, general):
+    for i in range(5):
+        await db(services.message_send)(user=alice, slug="general", body=f"m{i}")
+    first_id = await db(lambda: Message.objects.filter(body="m0").get().pk)()
+    b = await connect(bob)
+    await b.send(type="join", room="general", since=first_id, ref="j")
+    joined = await b.expect("room.joined")
+    assert joined["ref"] == "j"
+    bodies = [(await b.expect("message.new"))["message"]["body"] for _ in range(5)]
+    assert bodies == ["m1", "m2", "m3", "m4", "bob joined"]
+    await b.nothing()
+    a = await connect(alice)
+    await a.send(type="message.send", room="general", body="live")
+    assert (await b.expect("message.new"))["message"]["body"] == "live"
+    await b.nothing()
+    await a.close(), await b.close()
+
+
+async def test_join_since_with_too_many_missed_sends_gap(alice, general, settings):
+    settings.CHAT_REPLAY_LIMIT = 3
+    ids = [(await db(services.message_send)(user=alice, slug="general", body=f"m{i}"))[0].pk for i in range(6)]
+    a = await connect(alice)
+    await a.send(type="join", room="general", since=ids[0])
+    await a.expect("room.joined")
+    gap = await a.expect("room.gap")
+    assert gap == {"type": "room.gap", "room": "general", "after": ids[0], "before": ids[3]}
+    assert [(await a.expect("message.new"))["message"]["id"] for _ in range(3)] == ids[3:]
+    await a.close()
+
+
+async def test_direct_message_reaches_recipients_open_connection(alice, bob):
+    a, b = await connect(alice), await connect(bob)
+    await a.send(type="message.send", to="bob", body="psst", ref="dm")
+    ack = await a.expect("message.new", ref="dm")
+    room = ack["message"]["room"]
+    assert room.startswith("dm-")
+    joined = await b.expect("room.joined")
+    assert joined["room"] == room
+    got = await b.expect("message.new")
+    assert got["message"]["body"] == "psst"
+    await b.send(type="message.send", to="alice", body="hi back")
+    assert (await a.expect("message.new"))["message"]["body"] == "hi back"
+    await a.close(), await b.close()
+
+
+# Bad input
+
+@pytest.mark.parametrize("raw, code", [
+    ("not json", "bad_frame"),
+    ("[1, 2]", "bad_frame"),
+    ('{"room": "general"}', "bad_frame"),
+    ('{"type": "dance"}', "unknown_type"),
+    ('{"type": "join"}', "invalid"),
+    ('{"type": "join", "room": 5}', "invalid"),
+    ('{"type": "join", "room": "general", "since": -1}', "invalid"),
+    ('{"type": "message.send", "body": "x"}', "invalid"),
+    ('{"type": "message.edit", "id": "7", "body": "x"}', "invalid"),
+    ('{"type": "join", "room": "nope"}', "not_found"),
+])
+async def test_bad_frames_get_errors_and_connection_survives(alice, general, raw, code):
+    a = await connect(alice)
+    await a.send_raw(raw)
+    err = await a.expect("error")
+    assert err["code"] == code and err["detail"]
+    await a.send(type="ping", ref="p")
+    assert (await a.expect("pong"))["ref"] == "p"
+    await a.close()
+
+
+async def test_oversized_body_is_too_large_and_stores_nothing(alice, general):
+    a = await connect(alice)
+    await a.send(type="message.send", room="general", body="x" * (django_settings.CHAT_MAX_BODY + 1), ref="big")
+    err = await a.expect("error")
+    assert (err["code"], err["ref"]) == ("too_large", "big")
+    assert await db(Message.objects.filter(kind="user").count)() == 0
+    await a.send(type="ping")
+    await a.expect("pong")
+    await a.close()
+
+
+async def test_oversized_frame_closes_1009(alice, settings):
+    settings.CHAT_MAX_FRAME_BYTES = 1000
+    a = await connect(alice)
+    await a.send(type="message.send", room="general", body="x" * 2000)
+    assert await a.closed() == 1009
+
+
+async def test_forbidden_actions(alice, bob, secret):
+    b = await connect(bob)
+    await b.send(type="join", room="secret")
+    assert (await b.expect("error"))["code"] == "forbidden"
+    await b.send(type="message.send", room="secret", body="let me in")
+    assert (await b.expect("error"))["code"] == "forbidden"
+    await b.send(type="typing", room="secret")
+    assert (await b.expect("error"))["code"] == "forbidden"
+    assert await db(Message.objects.filter(kind="user").count)() == 0
+    await b.close()
+
+
+async def test_rate_limit_then_flood_close(alice, general, settings):
+    settings.CHAT_RATE_PER_10S = 2
+    settings.CHAT_FLOOD_CLOSE_AFTER = 3
+    a = await connect(alice)
+    for i in range(2):
+        await a.send(type="message.send", room="general", body=f"m{i}")
+        await a.expect("message.new")
+    await a.send(type="message.send", room="general", body="too many")
+    err = await a.expect("error")
+    assert err["code"] == "rate_limited" and 1 <= err["retry_after"] <= 10
+    await a.send(type="message.send", room="general", body="again")
+    await a.expect("error")
+    await a.send(type="message.send", room="general", body="and again")
+    assert await a.closed() == 1008
+    assert await db(Message.objects.filter(kind="user").count)() == 2
+
+
+# Rooms, presence, typing, reads
+
+async def test_presence_first_open_and_last_close(alice, bob, general):
+    await db(services.room_join)(user=bob, slug="general")
+    a = await connect(alice)
+    b1 = await connect(bob)
+    is_bob = lambda f: f["user"]["username"] == "bob"  # noqa: E731
+    assert (await a.expect("presence", where=is_bob))["status"] == "online"
+    b2 = await connect(bob)
+    await b1.close()
+    assert not [f for f in await a.drain() if f["type"] == "presence"]  # still online through b2
+    await b2.close()
+    offline = await a.expect("presence", where=is_bob)
+    assert offline["status"] == "offline"
+    await a.close()
+
+
+async def test_typing_relayed_to_others_throttled(alice, bob, general):
+    await db(services.room_join)(user=bob, slug="general")
+    a, b = await connect(alice), await connect(bob)
+    await a.drain(), await b.drain()
+    await a.send(type="typing", room="general")
+    typing = await b.expect("typing")
+    assert typing == {"type": "typing", "room": "general", "user": {"id": alice.pk, "username": "alice"}}
+    await a.send(type="typing", room="general")
+    await b.nothing(0.3)
+    await a.nothing(0.1)
+    await a.close(), await b.close()
+
+
+async def test_read_marker_sends_unread(alice, bob, general):
+    await db(services.room_join)(user=bob, slug="general")
+    ids = [(await db(services.message_send)(user=alice, slug="general", body=f"m{i}"))[0].pk for i in range(3)]
+    b1, b2 = await connect(bob), await connect(bob)
+    await b1.send(type="read", room="general", message_id=ids[0], ref="rd")
+    assert await b1.expect("unread") == {"type": "unread", "room": "general", "count": 2, "last_read_id": ids[0], "ref": "rd"}
+    other = await b2.expect("unread")
+    assert (other["count"], other["last_read_id"]) == (2, ids[0])
+    await b1.close(), await b2.close()
+
+
+async def test_leave_and_kick(alice, bob, carol, general):
+    b = await connect(bob, "/ws/chat/general/")
+    await b.expect("room.joined")
+    c = await connect(carol)
+    await c.send(type="join", room="general")
+    await c.expect("room.joined")
+    await c.send(type="leave", room="general", ref="bye")
+    assert await c.expect("room.left") == {"type": "room.left", "room": "general", "reason": "left", "ref": "bye"}
+    await db(services.member_remove)(actor=alice, slug="general", username="bob")
+    left = await b.expect("room.left")
+    assert left["reason"] == "kicked"
+    assert await b.closed() == 4403
+    await c.close()
+
+
+async def test_join_over_rest_subscribes_open_connections(alice, bob, general):
+    b = await connect(bob)
+    await db(services.room_join)(user=bob, slug="general")
+    assert (await b.expect("room.joined"))["room"] == "general"
+    a = await connect(alice)
+    await a.send(type="message.send", room="general", body="welcome")
+    assert await b.expect("message.new", where=lambda f: f["message"]["body"] == "welcome")
+    await a.close(), await b.close()
+
+
+async def test_http_send_is_delivered_live(alice, bob, general):
+    await db(services.room_join)(user=bob, slug="general")
+    b = await connect(bob)
+    await db(services.message_send)(user=alice, slug="general", body="from rest")
+    assert (await b.expect("message.new"))["message"]["body"] == "from rest"
+    await b.close()
+
+
+async def test_archive_closes_bound_connections_4410(alice, bob, general):
+    b = await connect(bob, "/ws/chat/general/")
+    await b.expect("room.joined")
+    await db(services.room_archive)(user=alice, slug="general")
+    updated = await b.expect("room.updated")
+    assert updated["archived"] is True
+    assert await b.closed() == 4410
+
+
+async def test_replay_races_with_live_sends(alice, bob, general, settings):
+    """Messages committed while a join replays arrive exactly once."""
+    settings.CHAT_RATE_PER_10S = 1000
+    b = await connect(bob)  # not yet a member: the join below is its first subscription
+
+    async def writer():
+        for i in range(30):
+            await db(services.message_send)(user=alice, slug="general", body=f"w{i}", client_id=f"w{i}")
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(0.01)
+    await b.send(type="join", room="general", since=0)
+    await task
+    seen = [f["message"]["id"] for f in await b.drain(0.5) if f["type"] == "message.new"]
+    expected = await db(lambda: list(Message.objects.filter(room=general).order_by("id").values_list("id", flat=True)))()
+    assert sorted(seen) == expected and len(seen) == len(set(seen))
+    await b.close()
