@@ -1,0 +1,72 @@
+"""`manage.py seed_demo`: demo users, rooms and messages for trying the chat locally.
+
+Idempotent: users, rooms and memberships are created once, and messages carry fixed
+`client_id`s, so the services return the originals on a second run instead of duplicating.
+Rooms, memberships and messages go through `chat.services`, like every other writer.
+"""
+from django.contrib.auth import get_user_model, password_validation
+from django.core.management.base import BaseCommand
+
+from chat import services
+from chat.errors import ChatError
+from chat.models import Membership, Room
+
+User = get_user_model()
+
+PASSWORD = "chat-demo-pass"
+USERS = ["alice", "bob", "carol"]
+ADMIN = "admin"
+# slug -> (name, kind, topic, owner, other members)
+ROOMS = {
+    "general": ("General", Room.Kind.PUBLIC, "Say hello", "alice", ["bob", "carol"]),
+    "random": ("Random", Room.Kind.PUBLIC, "Anything goes", "bob", ["alice"]),
+    "team": ("Team", Room.Kind.PRIVATE, "alice and bob only", "alice", ["bob"]),
+}
+MESSAGES = [
+    ("general", "alice", "Welcome to the demo chat!"),
+    ("general", "bob", "Hi Alice. Messages arrive live in every open tab."),
+    ("general", "carol", "And history stays when you reload."),
+    ("random", "bob", "Try typing in two browsers side by side."),
+    ("team", "alice", "This room is private: only invited members see it."),
+    ("team", "bob", "Got it."),
+]
+
+
+class Command(BaseCommand):
+    help = "Create demo users (alice, bob, carol, admin), rooms (general, random, team) and a few messages."
+
+    def handle(self, *args, **options):
+        users = {name: self._user(name) for name in USERS}
+        users[ADMIN] = self._user(ADMIN, is_staff=True, is_superuser=True)
+        for slug, (name, kind, topic, owner, members) in ROOMS.items():
+            self._try(slug, self._room, slug, name, kind, topic, users[owner], [users[m] for m in members])
+        for index, (slug, author, body) in enumerate(MESSAGES):
+            self._try(slug, services.message_send, user=users[author], slug=slug, body=body,
+                      client_id=f"seed-demo-{index}")
+        self.stdout.write(self.style.SUCCESS("Demo data is ready."))
+        self.stdout.write(f"Users: {', '.join(USERS)} and {ADMIN} (staff); password for all: {PASSWORD}")
+        self.stdout.write("Run `daphne chatproject.asgi:application` (or `manage.py runserver`) and open http://127.0.0.1:8000/")
+
+    def _try(self, slug, call, /, *args, **kwargs) -> None:
+        """A room someone archived, locked or left since the last run is reported and skipped."""
+        try:
+            call(*args, **kwargs)
+        except ChatError as exc:
+            self.stderr.write(self.style.WARNING(f"Skipped in '{slug}': {exc.detail}"))
+
+    def _user(self, username: str, **flags) -> User:
+        user, created = User.objects.get_or_create(username=username, defaults=flags)
+        if created or not user.check_password(PASSWORD):
+            password_validation.validate_password(PASSWORD, user)
+            user.set_password(PASSWORD)
+            user.save()
+        return user
+
+    def _room(self, slug, name, kind, topic, owner, members) -> None:
+        if not Room.objects.filter(slug=slug).exists():
+            services.room_create(user=owner, name=name, slug=slug, kind=kind, topic=topic)
+        for member in members:
+            if kind == Room.Kind.PUBLIC:
+                services.room_join(user=member, slug=slug)  # a no-op for members
+            elif not Membership.objects.filter(room__slug=slug, user=member).exists():
+                services.member_invite(actor=owner, slug=slug, username=member.username)

@@ -1,0 +1,130 @@
+"""Server-rendered pages: registration, the room list and the room page that starts the browser client.
+
+Views parse input, call one service or selector and render. Service errors become an
+error page (or form errors) with the error's HTTP status.
+"""
+from functools import wraps
+
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.utils.http import urlencode
+from django.views.decorators.http import require_POST
+
+from . import selectors, services
+from .errors import ChatError
+from .forms import DirectForm, RegisterForm, RoomCreateForm, add_service_error
+
+HISTORY_PAGE = 50
+
+
+def chat_errors(view):
+    """Render a ChatError (no such room, archived, forbidden, ...) as a page with its status."""
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except ChatError as exc:
+            return render(request, "chat/error.html", {"error": exc}, status=exc.status)
+
+    return wrapped
+
+
+def register(request):
+    if not settings.CHAT_REGISTRATION_OPEN:
+        return render(request, "registration/register.html", {"closed": True}, status=403)
+    form = RegisterForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.user_register(username=form.cleaned_data["username"],
+                                          password=form.cleaned_data["password1"],
+                                          email=form.cleaned_data["email"])
+        except ChatError as exc:
+            add_service_error(form, exc)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            return redirect(settings.LOGIN_REDIRECT_URL)
+    return render(request, "registration/register.html", {"form": form}, status=400 if form.errors else 200)
+
+
+def _room_list(request, *, create_form=None, direct_form=None, status=200):
+    rooms = list(selectors.rooms_for_user(request.user))
+    context = {
+        "my_rooms": [r for r in rooms if r.member],
+        "public_rooms": [r for r in rooms if not r.member],
+        "create_form": create_form or RoomCreateForm(),
+        "direct_form": direct_form or DirectForm(),
+    }
+    return render(request, "chat/room_list.html", context, status=status)
+
+
+@login_required
+def room_list(request):
+    return _room_list(request)
+
+
+@login_required
+@require_POST
+def room_create(request):
+    form = RoomCreateForm(request.POST)
+    if form.is_valid():
+        try:
+            room = services.room_create(user=request.user, **form.cleaned_data)
+        except ChatError as exc:
+            add_service_error(form, exc)
+        else:
+            return redirect("chat:room", slug=room.slug)
+    return _room_list(request, create_form=form, status=400)
+
+
+@login_required
+@require_POST
+def direct(request):
+    form = DirectForm(request.POST)
+    status = 400
+    if form.is_valid():
+        try:
+            room = services.direct_room(user=request.user, username=form.cleaned_data["username"])
+        except ChatError as exc:
+            add_service_error(form, exc)
+            status = exc.status
+        else:
+            return redirect("chat:room", slug=room.slug)
+    return _room_list(request, direct_form=form, status=status)
+
+
+@login_required
+@chat_errors
+def room(request, slug):
+    room, membership = selectors.room_for_user(request.user, slug)
+    history, has_more = selectors.message_history(room, limit=HISTORY_PAGE)
+    client = {
+        "room": room.slug,
+        "user": {"id": request.user.pk, "username": request.user.username, "isStaff": request.user.is_staff},
+        "lastId": history[-1].pk if history else 0,
+        "oldestId": history[0].pk if history else None,
+        "hasMore": has_more,
+        "socketPath": "/ws/chat/",
+        "historyUrl": f"/api/rooms/{room.slug}/messages/",
+        "loginUrl": f"{settings.LOGIN_URL}?{urlencode({'next': request.path})}",
+    }
+    context = {"room": room, "membership": membership, "history": history, "has_more": has_more, "client": client}
+    return render(request, "chat/room.html", context)
+
+
+@login_required
+@require_POST
+@chat_errors
+def room_join(request, slug):
+    services.room_join(user=request.user, slug=slug)
+    return redirect("chat:room", slug=slug)
+
+
+@login_required
+@require_POST
+@chat_errors
+def room_leave(request, slug):
+    services.room_leave(user=request.user, slug=slug)
+    return redirect("chat:rooms")
