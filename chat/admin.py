@@ -1,0 +1,135 @@
+"""Moderation in the Django admin.
+
+Every change to chat state goes through `chat.services`, so connected clients see it live
+(`room.updated`, `message.deleted`, `room.left`, ...). Fields no service changes are
+read-only here, and hard deletes are disabled: rooms are archived, messages soft-deleted,
+members removed.
+"""
+from django.contrib import admin, messages
+from django.utils.text import Truncator
+
+from . import services
+from .errors import ChatError
+from .models import Membership, Message, Room
+
+
+def _run_each(modeladmin, request, objects, call, done: str) -> None:
+    """Apply a service to each selected object, reporting successes and each refusal."""
+    count = 0
+    for obj in objects:
+        try:
+            call(obj)
+        except ChatError as exc:
+            modeladmin.message_user(request, f"{obj}: {exc.detail}", messages.ERROR)
+        else:
+            count += 1
+    if count:
+        modeladmin.message_user(request, f"{count} {done}.", messages.SUCCESS)
+
+
+class ModerationMixin:
+    """A view-only admin whose actions (which call services) need the model's change permission."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_moderate_permission(self, request):
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+
+@admin.register(Room)
+class RoomAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "kind", "locked", "archived", "created_by", "created_at")
+    list_filter = ("kind", "locked", "archived")
+    search_fields = ("slug", "name")
+    list_select_related = ("created_by",)
+    ordering = ("slug",)
+    actions = ("lock_rooms", "unlock_rooms", "archive_rooms")
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("slug", "name", "kind", "topic")
+        return ("slug", "name", "kind", "topic", "locked", "archived", "created_by", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ()
+        if obj.archived:  # an archived room is closed to every service
+            return self.get_fields(request, obj)
+        return ("slug", "kind", "archived", "created_by", "created_at")
+
+    def formfield_for_choice_field(self, db_field, request, **kwargs):
+        if db_field.name == "kind":  # direct rooms are created by messaging a user
+            kwargs["choices"] = [(Room.Kind.PUBLIC, "Public"), (Room.Kind.PRIVATE, "Private")]
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # archive instead: it closes connections and keeps history
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            room = services.room_update(user=request.user, slug=obj.slug, name=obj.name, topic=obj.topic,
+                                        locked=obj.locked)
+        else:
+            room = services.room_create(user=request.user, name=obj.name, slug=obj.slug, kind=obj.kind,
+                                        topic=obj.topic)
+        obj.pk = room.pk  # the admin's log entry and redirect use it
+
+    @admin.action(description="Lock selected rooms (read-only)", permissions=["change"])
+    def lock_rooms(self, request, queryset):
+        _run_each(self, request, queryset, lambda r: services.room_update(user=request.user, slug=r.slug, locked=True),
+                  "room(s) locked")
+
+    @admin.action(description="Unlock selected rooms", permissions=["change"])
+    def unlock_rooms(self, request, queryset):
+        _run_each(self, request, queryset, lambda r: services.room_update(user=request.user, slug=r.slug, locked=False),
+                  "room(s) unlocked")
+
+    @admin.action(description="Archive selected rooms", permissions=["change"])
+    def archive_rooms(self, request, queryset):
+        _run_each(self, request, queryset, lambda r: services.room_archive(user=request.user, slug=r.slug),
+                  "room(s) archived")
+
+
+@admin.register(Membership)
+class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
+    list_display = ("room", "user", "role", "banned", "banned_until", "muted_until", "last_read_id", "joined_at")
+    list_filter = ("role", "banned")
+    search_fields = ("room__slug", "room__name", "user__username")
+    list_select_related = ("room", "user")
+    raw_id_fields = ("room", "user")
+    actions = ("remove_members",)
+
+    @admin.action(description="Remove selected members from their rooms", permissions=["moderate"])
+    def remove_members(self, request, queryset):
+        _run_each(self, request, queryset.select_related("room", "user"),
+                  lambda m: services.member_remove(actor=request.user, slug=m.room.slug, username=m.user.username),
+                  "member(s) removed")
+
+
+@admin.register(Message)
+class MessageAdmin(ModerationMixin, admin.ModelAdmin):
+    list_display = ("id", "room", "author", "excerpt", "kind", "deleted", "created_at", "edited_at")
+    list_filter = ("room", "deleted", "kind", "created_at")
+    search_fields = ("body", "author__username")
+    list_select_related = ("room", "author")
+    raw_id_fields = ("room", "author")
+    ordering = ("-id",)
+    show_full_result_count = False  # a COUNT(*) over all messages on every search is too slow
+    actions = ("soft_delete",)
+
+    @admin.display(description="body")
+    def excerpt(self, message: Message) -> str:
+        return Truncator(message.body).chars(80)
+
+    @admin.action(description="Delete selected messages (soft)", permissions=["moderate"])
+    def soft_delete(self, request, queryset):
+        _run_each(self, request, queryset,
+                  lambda m: services.message_delete(user=request.user, message_id=m.pk), "message(s) deleted")
