@@ -1,0 +1,31 @@
+# Two commands for a fresh clone: `make run` (server on embedded defaults) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test test-services migrate
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+migrate: $(VENV)/.installed
+	$(BIN)/python manage.py migrate --noinput -v0
+
+run: migrate
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	$(BIN)/python manage.py seed_demo
+	$(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application
+
+test: $(VENV)/.installed
+	$(BIN)/pytest -q
+
+# The whole suite again on the local Redis and PostgreSQL; nothing may be skipped for want of them.
+test-services: $(VENV)/.installed
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
+	CHAT_REQUIRE_SERVICES=1 $(BIN)/pytest -q
