@@ -6,6 +6,7 @@ them after commit. REST views, the WebSocket consumer, the admin and management
 commands all call these functions; none of them writes models directly.
 """
 import math
+import re
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -17,7 +18,8 @@ from . import events, protocol
 from .errors import Forbidden, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rate
 from .models import Membership, Message, Room
-from .selectors import member_room_for_user, message_for_user, room_for_user, unread_count
+from .selectors import (active_membership_q, last_message_id, member_room_for_user, message_for_user, room_for_user,
+                        unread_count)
 from .serializers import message_data, user_data
 
 User = get_user_model()
@@ -58,16 +60,36 @@ def _require_moderator(user, room: Room, membership: Membership | None) -> None:
     raise Forbidden(f"Only the owner and moderators of '{room.slug}' can do that.")
 
 
+# The slugs `direct_room` gives; another room holding one would receive that pair's messages.
+DIRECT_SLUG_RE = re.compile(r"dm-\d+-\d+")
+
+
+def _clean_name(name) -> str:
+    limit = Room._meta.get_field("name").max_length
+    name = name.strip() if isinstance(name, str) else ""
+    if not 1 <= len(name) <= limit:
+        raise Invalid(f"name: 1-{limit} characters, not only spaces.")
+    return name
+
+
+def _clean_topic(topic) -> str:
+    limit = Room._meta.get_field("topic").max_length
+    if not isinstance(topic, str) or len(topic) > limit:
+        raise Invalid(f"topic: a string of at most {limit} characters.")
+    return topic
+
+
 def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "") -> Room:
     """Create a public or private room; the creator becomes its owner."""
     if kind not in (Room.Kind.PUBLIC, Room.Kind.PRIVATE):
         raise Invalid("kind: use 'public' or 'private'; direct rooms are created by sending to a user.")
-    name = name.strip()
-    if not name:
-        raise Invalid("name: must not be empty.")
-    slug = slug or slugify(name)[:50].strip("-")
-    if not slug:
-        raise Invalid("slug: could not derive one from the name; give a slug of lowercase letters, digits and hyphens.")
+    name, topic = _clean_name(name), _clean_topic(topic)
+    if not slug and not (slug := slugify(name).replace("_", "-")[:50].strip("-")):
+        raise Invalid("slug: none could be derived from the name; give 1-50 lowercase letters, digits or hyphens.")
+    if not protocol.SLUG_RE.fullmatch(slug):
+        raise Invalid("slug: use 1-50 lowercase letters, digits or hyphens.")
+    if DIRECT_SLUG_RE.fullmatch(slug):
+        raise Invalid(f"slug: '{slug}' is reserved for direct rooms; choose another.")
     try:
         with transaction.atomic():
             room = Room.objects.create(slug=slug, name=name, kind=kind, topic=topic, created_by=user)
@@ -82,12 +104,12 @@ def room_update(*, user, slug: str, name: str | None = None, topic: str | None =
                 locked: bool | None = None) -> Room:
     room, membership = room_for_user(user, slug)
     _require_moderator(user, room, membership)
+    name = None if name is None else _clean_name(name)
+    topic = None if topic is None else _clean_topic(topic)
     with transaction.atomic():
         room = Room.objects.select_for_update().get(pk=room.pk)
         if name is not None:
-            if not name.strip():
-                raise Invalid("name: must not be empty.")
-            room.name = name.strip()
+            room.name = name
         topic_changed = topic is not None and topic != room.topic
         if topic is not None:
             room.topic = topic
@@ -117,12 +139,15 @@ def room_archive(*, user, slug: str) -> Room:
 def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
     """Become a member of a public room (or, as staff, any room). Returns (room, membership, created)."""
     room, membership = room_for_user(user, slug)
-    if membership is not None:
+    # A row with an expired ban is not yet a fresh membership: joining clears the ban.
+    if membership is not None and not membership.banned:
         return room, membership, False
     if room.kind == Room.Kind.DIRECT:
         raise Forbidden("Direct rooms cannot be joined.")
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(room=room, user=user)
+        if not created and not membership.banned:  # joined concurrently
+            return room, membership, False
         if not created:  # an expired ban: the row stays, the ban goes
             membership.banned, membership.banned_until, membership.ban_reason = False, None, ""
             membership.save(update_fields=["banned", "banned_until", "ban_reason"])
@@ -186,7 +211,9 @@ def member_remove(*, actor, slug: str, username: str) -> None:
         return
     room, actor_membership = room_for_user(actor, slug)
     _require_moderator(actor, room, actor_membership)
-    membership = Membership.objects.select_related("user").filter(room=room, user__username=username).first()
+    # Banned rows are excluded: deleting one would lift the ban.
+    membership = (Membership.objects.select_related("user").filter(room=room, user__username=username)
+                  .filter(active_membership_q()).first())
     if membership is None:
         raise NotFound(f"'{username}' is not a member of '{slug}'.")
     if membership.user.is_staff and not actor.is_staff:
@@ -341,6 +368,8 @@ def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) ->
     if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
         raise Invalid("message_id: a non-negative integer.")
     room, membership = member_room_for_user(user, slug)
+    # Capped at the newest message, so a bogus or foreign id cannot mark future messages read.
+    message_id = min(message_id, last_message_id(room) or 0)
     with transaction.atomic():
         membership = Membership.objects.select_for_update().get(pk=membership.pk)
         if message_id > membership.last_read_id:
