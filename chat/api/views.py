@@ -1,0 +1,263 @@
+"""The REST API: thin views that parse input, call one service or selector, and serialize.
+
+Access rules live in `chat.selectors.room_for_user` and the services; a `ChatError` they
+raise becomes `{"detail", "code"}` with its status in `chat.api.errors`. `healthz` is a
+plain Django view, served outside `/api/`.
+"""
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView
+
+from chat import selectors, services
+from chat.serializers import (
+    InviteSerializer,
+    MemberSerializer,
+    MessageEditSerializer,
+    MessagePageSerializer,
+    MessageSendSerializer,
+    MessageSerializer,
+    ReadSerializer,
+    RegisterSerializer,
+    RoomCreateSerializer,
+    RoomSerializer,
+    RoomUpdateSerializer,
+    UserSerializer,
+    message_data,
+)
+
+logger = logging.getLogger(__name__)
+
+HISTORY_MAX = 200
+
+NO_CONTENT = {204: OpenApiResponse(description="Done.")}
+
+
+def validated(serializer_class, data) -> dict:
+    """Validated input; a field error is a 400 that names the field."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def room_response(user, room, status_code=status.HTTP_200_OK) -> Response:
+    """The room with the caller's `member`, `role`, `unread` and `last_message_id`."""
+    return Response(RoomSerializer(selectors.room_state(user, room)).data, status=status_code)
+
+
+def with_online(memberships: list) -> list:
+    """Set `online` on each membership, with one presence lookup for the whole list."""
+    from chat.presence import online_user_ids  # its backend is chosen from settings on first use
+
+    online = online_user_ids({m.user_id for m in memberships})
+    for m in memberships:
+        m.online = m.user_id in online
+    return memberships
+
+
+# Authentication
+
+class RegisterView(APIView):
+    authentication_classes = []  # a stale token sent along must not turn a sign-up into a 401
+    permission_classes = [AllowAny]
+
+    @extend_schema(request=RegisterSerializer, responses={201: UserSerializer})
+    def post(self, request):
+        user = services.user_register(**validated(RegisterSerializer, request.data))
+        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class LoginView(TokenObtainPairView):
+    """`{"username","password"}` -> `{"access","refresh"}`, throttled per client address."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "login"
+
+
+class LogoutView(TokenBlacklistView):
+    """Blacklist a refresh token. Holding the token is the credential, so an expired access token is no obstacle."""
+
+    @extend_schema(responses={205: OpenApiResponse(description="The refresh token is blacklisted.")})
+    def post(self, request, *args, **kwargs):
+        super().post(request, *args, **kwargs)
+        return Response(status=status.HTTP_205_RESET_CONTENT)
+
+
+class MeView(APIView):
+    @extend_schema(responses=UserSerializer)
+    def get(self, request):
+        return Response(UserSerializer(request.user).data)
+
+
+# Rooms
+
+class RoomListView(APIView):
+    @extend_schema(responses=RoomSerializer(many=True))
+    def get(self, request):
+        return Response(RoomSerializer(selectors.rooms_for_user(request.user), many=True).data)
+
+    @extend_schema(request=RoomCreateSerializer, responses={201: RoomSerializer})
+    def post(self, request):
+        room = services.room_create(user=request.user, **validated(RoomCreateSerializer, request.data))
+        return room_response(request.user, room, status.HTTP_201_CREATED)
+
+
+class RoomDetailView(APIView):
+    @extend_schema(responses=RoomSerializer)
+    def get(self, request, slug):
+        room, _ = selectors.room_for_user(request.user, slug)
+        return room_response(request.user, room)
+
+    @extend_schema(request=RoomUpdateSerializer, responses=RoomSerializer)
+    def patch(self, request, slug):
+        room = services.room_update(user=request.user, slug=slug, **validated(RoomUpdateSerializer, request.data))
+        return room_response(request.user, room)
+
+    @extend_schema(responses=NO_CONTENT)
+    def delete(self, request, slug):
+        services.room_archive(user=request.user, slug=slug)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RoomJoinView(APIView):
+    @extend_schema(request=None, responses={200: RoomSerializer, 201: RoomSerializer})
+    def post(self, request, slug):
+        """201 when this made the caller a member, 200 when they already were."""
+        room, _, created = services.room_join(user=request.user, slug=slug)
+        return room_response(request.user, room, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class RoomLeaveView(APIView):
+    @extend_schema(request=None, responses=NO_CONTENT)
+    def post(self, request, slug):
+        services.room_leave(user=request.user, slug=slug)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberListView(APIView):
+    @extend_schema(responses=MemberSerializer(many=True))
+    def get(self, request, slug):
+        room, _ = selectors.room_for_user(request.user, slug)
+        return Response(MemberSerializer(with_online(selectors.room_members(room)), many=True).data)
+
+    @extend_schema(request=InviteSerializer, responses={201: MemberSerializer})
+    def post(self, request, slug):
+        membership = services.member_invite(actor=request.user, slug=slug, **validated(InviteSerializer, request.data))
+        return Response(MemberSerializer(with_online([membership])[0]).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailView(APIView):
+    @extend_schema(responses=NO_CONTENT)
+    def delete(self, request, slug, username):
+        services.member_remove(actor=request.user, slug=slug, username=username)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DirectRoomView(APIView):
+    @extend_schema(responses=RoomSerializer)
+    def get(self, request, username):
+        """The direct room with `username`, created on first use."""
+        return room_response(request.user, services.direct_room(user=request.user, username=username))
+
+
+# Messages
+
+class HistoryQuerySerializer(serializers.Serializer):
+    before = serializers.IntegerField(min_value=1, required=False)
+    after = serializers.IntegerField(min_value=0, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=HISTORY_MAX, default=50)
+
+
+class MessageListView(APIView):
+    @extend_schema(parameters=[HistoryQuerySerializer], responses=MessagePageSerializer)
+    def get(self, request, slug):
+        """One page, ascending by id: the newest unless `before` or `after` is given."""
+        query = validated(HistoryQuerySerializer, request.query_params)
+        room, _ = selectors.room_for_user(request.user, slug)
+        messages, has_more = selectors.message_history(room, **query)
+        return Response({"results": [message_data(m) for m in messages], "has_more": has_more})
+
+    @extend_schema(request=MessageSendSerializer, responses={201: MessageSerializer, 200: MessageSerializer})
+    def post(self, request, slug):
+        """201 with the new message; 200 with the original when `client_id` was already used."""
+        message, created = services.message_send(user=request.user, slug=slug,
+                                                 **validated(MessageSendSerializer, request.data))
+        return Response(message_data(message), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class MessageDetailView(APIView):
+    @extend_schema(request=MessageEditSerializer, responses=MessageSerializer)
+    def patch(self, request, message_id):
+        body = validated(MessageEditSerializer, request.data)["body"]
+        return Response(message_data(services.message_edit(user=request.user, message_id=message_id, body=body)))
+
+    @extend_schema(responses=NO_CONTENT)
+    def delete(self, request, message_id):
+        services.message_delete(user=request.user, message_id=message_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ReadView(APIView):
+    @extend_schema(
+        request=ReadSerializer,
+        responses=inline_serializer("ReadMarker", {
+            "room": serializers.CharField(), "last_read_id": serializers.IntegerField(),
+            "unread": serializers.IntegerField(),
+        }),
+    )
+    def post(self, request, slug):
+        message_id = validated(ReadSerializer, request.data)["message_id"]
+        membership = services.read_mark(user=request.user, slug=slug, message_id=message_id)
+        return Response({"room": slug, "last_read_id": membership.last_read_id,
+                         "unread": selectors.unread_count(membership)})
+
+
+# Health
+
+HEALTH_TIMEOUT_S = 3
+
+
+def check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def check_channel_layer() -> None:
+    """A `group_send` to a group nobody joins: the path every publish takes, storing nothing.
+
+    On Redis it is a round trip to the server; on the in-memory layer, a no-op.
+    """
+    layer = get_channel_layer()
+
+    async def probe():
+        await asyncio.wait_for(layer.group_send("healthz", {"type": "healthz"}), HEALTH_TIMEOUT_S)
+
+    async_to_sync(probe)()
+
+
+@require_safe
+@never_cache
+def healthz(request):
+    """200 when the database and the channel layer answer, else 503 naming the part that failed."""
+    state = {}
+    for name, check in (("database", check_database), ("channel_layer", check_channel_layer)):
+        try:
+            check()
+            state[name] = "ok"
+        except Exception:  # any failure means unhealthy; the details go to the log, not to the public
+            logger.exception("healthz: %s check failed", name)
+            state[name] = "error"
+    healthy = all(value == "ok" for value in state.values())
+    return JsonResponse(state, status=200 if healthy else 503)
