@@ -1,0 +1,58 @@
+"""/healthz (database and channel layer) and the OpenAPI schema and docs."""
+import pytest
+from django.db import OperationalError
+from django.test import Client
+
+from chat.api import views
+
+
+def test_healthz_ok_without_auth(db):
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "channel_layer": "ok"}
+    assert "no-cache" in response["Cache-Control"]
+
+
+class DownDatabase:
+    def cursor(self):
+        raise OperationalError("connection refused")
+
+
+def test_healthz_503_when_the_database_is_down(db, monkeypatch):
+    monkeypatch.setattr(views, "connection", DownDatabase())
+    response = Client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"database": "error", "channel_layer": "ok"}
+
+
+@pytest.mark.parametrize("backend", ["channels_redis.core.RedisChannelLayer",
+                                     "channels_redis.pubsub.RedisPubSubChannelLayer"])
+def test_healthz_503_when_redis_is_down(db, settings, backend):
+    # A real Redis channel layer pointed at a port nothing listens on.
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend,
+                                           "CONFIG": {"hosts": ["redis://127.0.0.1:9"]}}}
+    response = Client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"database": "ok", "channel_layer": "error"}
+
+
+@pytest.mark.parametrize("method", ["post", "delete"])
+def test_healthz_is_read_only(db, method):
+    assert getattr(Client(), method)("/healthz").status_code == 405
+
+
+def test_schema_is_openapi(api, db):
+    response = api().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    assert {"/api/rooms/", "/api/rooms/{slug}/messages/", "/api/auth/token/", "/api/auth/logout/"} <= set(schema["paths"])
+    history = schema["paths"]["/api/rooms/{slug}/messages/"]["get"]
+    assert {p["name"] for p in history["parameters"]} == {"slug", "before", "after", "limit"}
+
+
+def test_docs_page_points_at_the_schema(api, db):
+    response = api().get("/api/docs/")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert b"/api/schema/" in response.content
