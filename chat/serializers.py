@@ -94,11 +94,15 @@ class RoomSerializer(serializers.ModelSerializer):
     member = serializers.BooleanField(read_only=True, default=False)
     role = serializers.CharField(read_only=True, allow_null=True, default=None)
     last_message_id = serializers.IntegerField(read_only=True, allow_null=True, default=None)
+    created_at = serializers.SerializerMethodField()
 
     class Meta:
         model = Room
         fields = ["slug", "name", "kind", "topic", "locked", "archived", "created_at",
                   "unread", "member", "role", "last_message_id"]
+
+    def get_created_at(self, room: Room) -> str:
+        return timestamp(room.created_at)
 
 
 class RoomCreateSerializer(serializers.Serializer):

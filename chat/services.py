@@ -30,7 +30,13 @@ User = get_user_model()
 def user_register(*, username: str, password: str, email: str = "") -> User:
     if not settings.CHAT_REGISTRATION_OPEN:
         raise Forbidden("Registration is closed on this server.")
-    return User.objects.create_user(username=username, password=password, email=email)
+    if User.objects.filter(username__iexact=username).exists():
+        raise Invalid("username: that username is taken.")
+    try:
+        with transaction.atomic():
+            return User.objects.create_user(username=username, password=password, email=email)
+    except IntegrityError:  # registered concurrently
+        raise Invalid("username: that username is taken.") from None
 
 
 # Rooms

@@ -156,6 +156,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("CHAT_LOGIN_RATE", "10/min")},
     "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
+    # Throttles key on REMOTE_ADDR unless told how many proxies append to X-Forwarded-For.
+    "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")

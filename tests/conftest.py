@@ -13,9 +13,10 @@ User = get_user_model()
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(settings):
-    """Each test starts with empty rate-limit counters."""
+    """Each test starts with empty rate-limit counters, and hashes passwords cheaply."""
     from django.core.cache import cache
 
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     cache.clear()
     yield
 
