@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "chat",
 ]
 
@@ -176,6 +177,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Rooms, history and membership for the chat server. WebSocket frames: see docs/protocol.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # Chat limits. Load tests raise them through the environment; production keeps these.
