@@ -91,7 +91,7 @@ def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC
         raise Invalid("kind: use 'public' or 'private'; direct rooms are created by sending to a user.")
     name, topic = _clean_name(name), _clean_topic(topic)
     if not slug and not (slug := slugify(name).replace("_", "-")[:50].strip("-")):
-        raise Invalid("slug: none could be derived from the name; give 1-50 lowercase letters, digits or hyphens.")
+        raise Invalid("slug: could not derive one from the name; give a slug of lowercase letters, digits and hyphens.")
     if not protocol.SLUG_RE.fullmatch(slug):
         raise Invalid("slug: use 1-50 lowercase letters, digits or hyphens.")
     if DIRECT_SLUG_RE.fullmatch(slug):

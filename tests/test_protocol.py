@@ -29,8 +29,8 @@ def test_not_an_object_is_bad_frame(value):
     assert error_of(json.dumps(value)).code == protocol.BAD_FRAME
 
 
-@pytest.mark.parametrize("frame", [{}, {"ref": "r1"}, {"type": ""}, {"type": None, "ref": "r1"}, {"type": 5, "ref": "r1"},
-                                   {"type": ["ping"], "ref": "r1"}])
+@pytest.mark.parametrize("frame", [{}, {"ref": "r1"}, {"type": ""}, {"type": None, "ref": "r1"},
+                                   {"type": 5, "ref": "r1"}, {"type": ["ping"], "ref": "r1"}])
 def test_missing_or_non_string_type_is_bad_frame(frame):
     err = error_of(json.dumps(frame))
     assert err.code == protocol.BAD_FRAME

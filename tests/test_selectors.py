@@ -10,11 +10,6 @@ from chat.models import Membership, Message, Room
 from chat.serializers import message_data
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def make_room(slug, kind="public", **fields) -> Room:
     return Room.objects.create(slug=slug, name=slug.title(), kind=kind, **fields)
 

@@ -28,11 +28,6 @@ def snapshot():
     return tuple(list(model.objects.order_by("pk").values()) for model in (Room, Membership, Message))
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def committed(django_capture_on_commit_callbacks):
     """`with committed():` runs the on-commit callbacks (the publishes) registered inside."""
@@ -163,6 +158,18 @@ def test_room_join_again_changes_nothing(alice, bob, general, published, committ
     with committed():
         room, member, created = services.room_join(user=bob, slug="general")
     assert (room, member, created) == (general, membership(general, bob), False)
+    assert snapshot() == before
+    assert published == []
+
+
+def test_room_join_racing_another_join_of_the_same_user_writes_once(bob, general, monkeypatch, published, committed):
+    services.room_join(user=bob, slug="general")
+    before = snapshot()
+    # As if the other join committed between the access check and the insert.
+    monkeypatch.setattr(services, "room_for_user", lambda user, slug: (general, None))
+    with committed():
+        _, member, created = services.room_join(user=bob, slug="general")
+    assert (created, member) == (False, membership(general, bob))
     assert snapshot() == before
     assert published == []
 
@@ -547,6 +554,23 @@ def test_duplicate_client_id_returns_the_original(alice, bob, general, published
         other, created = services.message_send(user=bob, slug="general", body="mine", client_id="c-1")
     assert created and other.pk > original.pk and other.author == bob
     assert [f["message"]["id"] for f in frames(published, "message.new")] == [other.pk]
+
+
+def test_duplicate_client_id_racing_the_original_returns_it(alice, general, monkeypatch, published, committed):
+    original = send(alice, general, "first", client_id="c-1")
+    before = snapshot()
+    real, calls = services._original, []
+
+    def lookup(author, client_id):  # the first lookup runs before the racing original commits
+        calls.append(client_id)
+        return None if len(calls) == 1 else real(author, client_id)
+
+    monkeypatch.setattr(services, "_original", lookup)
+    with committed():
+        message, created = services.message_send(user=alice, slug="general", body="again", client_id="c-1")
+    assert (message, created, calls) == (original, False, ["c-1", "c-1"])
+    assert snapshot() == before
+    assert published == []
 
 
 @pytest.mark.parametrize("body", ["", "   ", "\n\t", None, 5, ["hi"]])
