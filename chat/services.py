@@ -313,12 +313,7 @@ def message_send(*, user, slug: str | None = None, to: str | None = None, body, 
     if not slug:
         raise Invalid("room: give a room slug, or `to` with a username.")
     room, membership = member_room_for_user(user, slug)
-    if room.locked and not user.is_staff:
-        raise RoomLocked(f"Room '{slug}' is locked: it is read-only.")
-    now = timezone.now()
-    if membership.is_muted(now):
-        left = math.ceil((membership.muted_until - now).total_seconds())
-        raise Muted(f"You are muted in '{slug}' for {left} more seconds.", retry_after=left)
+    _require_writable(user, room, membership)
     check_send_rate(user.pk)
     try:
         with transaction.atomic():
@@ -339,9 +334,22 @@ def _require_author_or_moderator(user, message: Message, what: str) -> None:
         raise Forbidden(f"Only the author or a moderator can {what} this message.")
 
 
+def _require_writable(user, room: Room, membership: Membership | None) -> None:
+    """Locked rooms and muted members cannot write (send or edit); staff always can."""
+    if user.is_staff:
+        return
+    if room.locked:
+        raise RoomLocked(f"Room '{room.slug}' is locked: it is read-only.")
+    now = timezone.now()
+    if membership is not None and membership.is_muted(now):
+        left = math.ceil((membership.muted_until - now).total_seconds())
+        raise Muted(f"You are muted in '{room.slug}' for {left} more seconds.", retry_after=left)
+
+
 def message_edit(*, user, message_id: int, body, origin: str | None = None) -> Message:
     message = message_for_user(user, message_id)
     _require_author_or_moderator(user, message, "edit")
+    _require_writable(user, message.room, Membership.objects.filter(room_id=message.room_id, user=user).first())
     if message.deleted:
         raise Invalid("This message is deleted.")
     if message.kind == Message.Kind.SYSTEM:

@@ -641,6 +641,19 @@ def test_message_send_while_muted(alice, bob, general, refused):
     assert send(bob, general).author == bob
 
 
+def test_message_edit_obeys_lock_and_mute(alice, bob, staff, general, refused):
+    services.room_join(user=bob, slug="general")
+    message = send(bob, general, "first")
+    services.room_update(user=alice, slug="general", locked=True)
+    with refused(RoomLocked):
+        services.message_edit(user=bob, message_id=message.pk, body="changed")
+    services.room_update(user=alice, slug="general", locked=False)
+    Membership.objects.filter(user=bob).update(muted_until=timezone.now() + timedelta(seconds=60))
+    with refused(Muted):
+        services.message_edit(user=bob, message_id=message.pk, body="changed")
+    assert services.message_edit(user=staff, message_id=message.pk, body="by staff").body == "by staff"
+
+
 def test_message_send_rate_limit(alice, general, settings, monkeypatch, refused):
     settings.CHAT_RATE_PER_10S = 3
     clock = SimpleNamespace(time=lambda: 1_000_003.5)  # 3.5 s into a 10 s window
