@@ -1,0 +1,263 @@
+"""Real servers for live tests: daphne subprocesses on free local ports, sharing the test database.
+
+Use inside a test that has the `transactional_db` fixture, so that what the test writes is
+committed and the server sees it:
+
+    with run_daphne() as server:
+        ...  # server.url == "http://127.0.0.1:<port>", server.ws_url == "ws://127.0.0.1:<port>"
+
+The server's output is kept and shown if it fails to start; `server.output()` reads it later.
+
+For tests that talk to servers over real sockets: module-scoped fixtures `daphne_a` and
+`daphne_b` (a second process on the same Redis and database; needs `redis_url`), the
+`redis_url` fixture (skips without REDIS_URL, fails instead when CHAT_REQUIRE_SERVICES=1),
+`ws_connect()`, a client of the `websockets` library that reads frames by type, and
+`http_json()`. tests/conftest.py registers this module as a plugin, so the fixtures are everywhere.
+"""
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import quote
+from urllib.request import Request, urlopen
+
+import pytest
+from django.db import connection
+from websockets.asyncio.client import connect as websocket_connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import access_token
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DAPHNE = [sys.executable, "-m", "daphne"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url(settings_dict: dict | None = None) -> str:
+    """A DATABASE_URL naming the database this process uses (the test database, under pytest-django)."""
+    db = settings_dict or connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    if db["ENGINE"].endswith("postgresql"):
+        auth = quote(db.get("USER") or "", safe="")
+        if db.get("PASSWORD"):
+            auth += ":" + quote(db["PASSWORD"], safe="")
+        host = db.get("HOST") or "127.0.0.1"
+        port = f":{db['PORT']}" if db.get("PORT") else ""
+        return f"postgres://{auth}{'@' if auth else ''}{host}{port}/{quote(db['NAME'], safe='')}"
+    raise RuntimeError(f"Live tests cannot pass a {db['ENGINE']} database to a subprocess.")
+
+
+@dataclass
+class LiveServer:
+    port: int
+    process: subprocess.Popen
+    log: object
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited with code {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"daphne did not listen on port {port} within {timeout} s")
+
+
+def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: float = 30.0) -> LiveServer:
+    """Start daphne with the test database (and `env` on top); return once it accepts.
+
+    `port` restarts a server where its clients expect it; by default a free one is picked.
+    """
+    port = port or free_port()
+    full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+                "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **(env or {})}
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen([*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
+                               cwd=BASE_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    server = LiveServer(port, process, log)
+    try:
+        wait_for_port(port, process, timeout)
+    except RuntimeError as exc:
+        server.stop()
+        raise RuntimeError(f"{exc}; its output:\n{server.output()}") from None
+    return server
+
+
+@contextlib.contextmanager
+def run_daphne(env: dict | None = None, *, port: int | None = None, timeout: float = 30.0):
+    """`start_daphne` as a context manager that terminates the server at the end."""
+    server = start_daphne(env, port=port, timeout=timeout)
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.log.close()
+
+
+# Fixtures
+
+# Clients in live tests send as fast as the test wants; a per-user connection limit a test can reach.
+LIVE_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "5"}
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """REDIS_URL, for tests that need a real Redis: they skip without it, or fail when
+    CHAT_REQUIRE_SERVICES=1 (CI), so that a missing service never passes as a green run."""
+    url = os.environ.get("REDIS_URL", "")
+    required = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
+    if not url:
+        if required:
+            pytest.fail("set REDIS_URL: CHAT_REQUIRE_SERVICES=1 forbids skipping the Redis tests")
+        pytest.skip("set REDIS_URL")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"REDIS_URL={url} is set but Redis does not answer: {exc}")
+    return url
+
+
+@pytest.fixture(scope="module")
+def daphne_a(django_db_setup):
+    """A daphne on the test database, for the whole module (on Redis when REDIS_URL is set).
+
+    Tests still need `transactional_db`: the data they create must be committed to be seen.
+    """
+    with run_daphne(LIVE_ENV) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def daphne_b(redis_url, daphne_a):
+    """A second daphne process, sharing Redis (channel layer, presence, cache) and the database with `daphne_a`."""
+    with run_daphne({**LIVE_ENV, "REDIS_URL": redis_url}) as server:
+        yield server
+
+
+# Clients
+
+class WsClient:
+    """A real WebSocket client that reads frames by type, skipping the ones a test doesn't care about."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.hello: dict | None = None
+
+    async def send(self, **frame) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> dict:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def expect(self, type_: str, timeout: float = 5.0, where=None, **match) -> dict:
+        """The next frame of `type_` matching `match` (and `where(frame)`) within `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
+                    if where is None or where(frame):
+                        return frame
+
+    async def drain(self, timeout: float = 0.3) -> list[dict]:
+        """Read until quiet for `timeout` seconds; returns the frames read."""
+        out = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                out.append(await self.recv(timeout))
+        return out
+
+    async def read_for(self, seconds: float) -> list[dict]:
+        """Every frame that arrives within `seconds`, however busy the connection."""
+        out = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    out.append(await self.recv(seconds))
+        return out
+
+    async def closed(self, timeout: float = 5.0) -> tuple[int, str]:
+        """(code, reason) of the close frame the server sends, as a browser's CloseEvent shows them."""
+        async with asyncio.timeout(timeout):
+            try:
+                while True:
+                    await self.ws.recv()
+            except ConnectionClosed as exc:
+                assert exc.rcvd is not None, f"the connection dropped without a close frame: {exc}"
+                return exc.rcvd.code, exc.rcvd.reason
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame, as a lost network does."""
+        self.ws.transport.abort()
+
+
+async def ws_connect(server: LiveServer, user=None, path: str = "/ws/chat/", *, token: str | None = None,
+                     hello: bool = True) -> WsClient:
+    """Open a WebSocket to `server` with `user`'s JWT (or `token`) in the Authorization header.
+
+    The handshake must succeed (the server refuses with close codes after accepting); with
+    `hello` the `hello` frame is read and kept as `client.hello`.
+    """
+    if user is not None:
+        token = access_token(user)
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = WsClient(await websocket_connect(server.ws_url + path, additional_headers=headers, open_timeout=5))
+    if hello:
+        client.hello = await client.expect("hello")
+    return client
+
+
+def http_json(server: LiveServer, method: str, path: str, data=None, *, user=None) -> tuple[int, dict]:
+    """(status, decoded body) of one JSON request to `server`, as `user` (JWT) or anonymous. Blocking."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if user is not None:
+        headers["Authorization"] = f"Bearer {access_token(user)}"
+    body = None if data is None else json.dumps(data).encode()
+    request = Request(server.url + path, data=body, headers=headers, method=method)
+    try:
+        with urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")

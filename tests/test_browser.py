@@ -1,0 +1,148 @@
+"""The browser client in headless Chromium against a real daphne: live messages, presence, typing,
+history paging, reconnecting with resends, and reloads.
+
+Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls, so
+the database is prepared before the browser starts and checked after it stops.
+"""
+import re
+from pathlib import Path
+
+import pytest
+from django.conf import global_settings
+from django.test import override_settings
+
+from chat import services
+from chat.models import Membership, Message
+from tests.live import start_daphne
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PASSWORD = "s3cret-pass-1"  # conftest's make_user default
+OLD_MESSAGES = 55
+TIMEOUT_MS = 15_000
+
+pytestmark = pytest.mark.browser
+
+
+def use_server_hasher(*users):
+    """conftest hashes passwords cheaply; daphne runs the real settings, whose hashers must read them."""
+    with override_settings(PASSWORD_HASHERS=global_settings.PASSWORD_HASHERS):
+        for user in users:
+            user.set_password(PASSWORD)
+            user.save(update_fields=["password"])
+
+
+def log_in(browser, server, username):
+    page = browser.new_context(base_url=server.url).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    assert page.goto("/login/").status == 200
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{server.url}/")
+    return page
+
+
+def open_room(page, slug):
+    from playwright.sync_api import expect
+
+    assert page.goto(f"/rooms/{slug}/").status == 200
+    expect(page.locator("#conn-state")).to_have_text("online")
+
+
+def message_ids(page) -> list[int]:
+    return page.eval_on_selector_all("#messages li", "items => items.map(li => Number(li.dataset.id))")
+
+
+def last_body(page) -> str:
+    return page.locator("#messages li .body").last.text_content()
+
+
+def test_two_users_chat_live_in_chromium(transactional_db, alice, bob, settings):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests")
+    from playwright.sync_api import expect, sync_playwright
+
+    settings.CHAT_RATE_PER_10S = 1000
+    use_server_hasher(alice, bob)
+    services.room_create(user=alice, name="General", slug="general")
+    services.room_join(user=bob, slug="general")
+    for n in range(OLD_MESSAGES):
+        services.message_send(user=alice, slug="general", body=f"old {n}")
+    history_size = Message.objects.filter(room__slug="general").count()
+
+    server = start_daphne()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            page_a, page_b = log_in(browser, server, "alice"), log_in(browser, server, "bob")
+            open_room(page_a, "general")
+            open_room(page_b, "general")
+
+            # Presence: each sees the other online.
+            expect(page_b.locator("#online li", has_text="alice")).to_be_visible()
+            expect(page_a.locator("#online li", has_text="bob")).to_be_visible()
+
+            # Typing shows up for bob while alice types; Enter sends; bob gets it live, as text.
+            page_a.locator("#body").press_sequentially("<b>x</b>", delay=20)
+            expect(page_b.locator("#typing")).to_have_text("alice is typing…")
+            page_a.locator("#body").press("Enter")
+            expect(page_b.locator("#messages li")).to_have_count(50 + 1)
+            assert last_body(page_b) == "<b>x</b>"
+            assert page_b.locator("#messages li .author").last.text_content() == "alice"
+            assert page_b.locator("#messages b").count() == 0
+            expect(page_b.locator("#typing")).to_have_text("")
+            expect(page_a.locator("#pending li")).to_have_count(0)
+            assert last_body(page_a) == "<b>x</b>"
+
+            # Shift+Enter is a new line, not a send.
+            page_a.locator("#body").press_sequentially("line one")
+            page_a.locator("#body").press("Shift+Enter")
+            page_a.locator("#body").press_sequentially("line two")
+            page_a.locator("#body").press("Enter")
+            expect(page_b.locator("#messages li")).to_have_count(50 + 2)
+            assert last_body(page_b) == "line one\nline two"
+
+            # Older history over REST, in id order without duplicates.
+            expect(page_b.locator("#load-older")).to_be_visible()
+            page_b.click("#load-older")
+            expect(page_b.locator("#messages li")).to_have_count(history_size + 2)
+            expect(page_b.locator("#load-older")).to_be_hidden()
+            ids = message_ids(page_b)
+            assert ids == sorted(set(ids))
+
+            # The server restarts: both show offline; a send made meanwhile goes out once, after reconnecting.
+            port = server.port
+            server.stop()
+            expect(page_a.locator("#conn-state")).to_have_class(re.compile(r"\boffline\b"))
+            expect(page_b.locator("#conn-state")).to_have_class(re.compile(r"\boffline\b"))
+            page_a.locator("#body").fill("sent while offline")
+            page_a.locator("#body").press("Enter")
+            expect(page_a.locator("#pending li")).to_have_count(1)
+            server = start_daphne(port=port)
+            expect(page_a.locator("#conn-state")).to_have_text("online", timeout=30_000)
+            expect(page_b.locator("#conn-state")).to_have_text("online", timeout=30_000)
+            expect(page_a.locator("#pending li")).to_have_count(0)
+            expect(page_b.locator("#messages li")).to_have_count(history_size + 3)
+            assert last_body(page_b) == "sent while offline"
+            ids = message_ids(page_b)
+            assert ids == sorted(set(ids))
+
+            # A reload renders the history on the server, still as text; the page marks it read.
+            with page_b.expect_websocket() as socket_info:
+                page_b.reload()
+            socket_info.value.wait_for_event("framereceived", lambda text: '"type":"unread"' in text)
+            expect(page_b.locator("#conn-state")).to_have_text("online")
+            bodies = page_b.locator("#messages li .body").all_text_contents()
+            assert bodies[-3:] == ["<b>x</b>", "line one\nline two", "sent while offline"]
+            assert page_b.locator("#messages b").count() == 0
+            browser.close()
+    finally:
+        server.stop()
+
+    sent = Message.objects.filter(room__slug="general", author=alice, body="sent while offline")
+    assert sent.count() == 1
+    newest = Message.objects.filter(room__slug="general").latest("id")
+    assert newest == sent.get()
+    assert Membership.objects.get(room__slug="general", user=bob).last_read_id == newest.pk
