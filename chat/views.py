@@ -4,12 +4,12 @@ Views parse input, call one service or selector and render. Service errors becom
 error page (or form errors) with the error's HTTP status.
 """
 from functools import wraps
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from . import selectors, services
@@ -108,7 +108,7 @@ def room(request, slug):
         "hasMore": has_more,
         "socketPath": "/ws/chat/",
         "historyUrl": f"/api/rooms/{room.slug}/messages/",
-        "loginUrl": f"{settings.LOGIN_URL}?{urlencode({'next': request.path})}",
+        "loginUrl": f"{settings.LOGIN_URL}?next={quote(request.path)}",
     }
     context = {"room": room, "membership": membership, "history": history, "has_more": has_more, "client": client}
     return render(request, "chat/room.html", context)

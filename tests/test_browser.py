@@ -2,14 +2,19 @@
 history paging, reconnecting with resends, and reloads.
 
 Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls, so
-the database is prepared before the browser starts and checked after it stops.
+the database is prepared before the browser starts and checked after it stops, or written
+from another thread (`in_thread`) meanwhile.
 """
+import contextlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from django.conf import global_settings
+from django.db import connection
 from django.test import override_settings
+from playwright.sync_api import expect, sync_playwright
 
 from chat import services
 from chat.models import Membership, Message
@@ -23,6 +28,18 @@ OLD_MESSAGES = 55
 TIMEOUT_MS = 15_000
 
 pytestmark = pytest.mark.browser
+
+
+def in_thread(fn, *args, **kwargs):
+    """Run an ORM call while the browser runs, closing the thread's own connection after it."""
+    def run():
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
 
 
 def use_server_hasher(*users):
@@ -45,8 +62,6 @@ def log_in(browser, server, username):
 
 
 def open_room(page, slug):
-    from playwright.sync_api import expect
-
     assert page.goto(f"/rooms/{slug}/").status == 200
     expect(page.locator("#conn-state")).to_have_text("online")
 
@@ -59,11 +74,24 @@ def last_body(page) -> str:
     return page.locator("#messages li .body").last.text_content()
 
 
-def test_two_users_chat_live_in_chromium(transactional_db, alice, bob, settings):
+@pytest.fixture(autouse=True)
+def _needs_chromium():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests")
-    from playwright.sync_api import expect, sync_playwright
 
+
+@contextlib.contextmanager
+def chromium():
+    """A headless browser; enter it only after the test's own ORM calls (see the module docstring)."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_two_users_chat_live_in_chromium(transactional_db, alice, bob, settings):
     settings.CHAT_RATE_PER_10S = 1000
     use_server_hasher(alice, bob)
     services.room_create(user=alice, name="General", slug="general")
@@ -74,8 +102,7 @@ def test_two_users_chat_live_in_chromium(transactional_db, alice, bob, settings)
 
     server = start_daphne()
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        with chromium() as browser:
             page_a, page_b = log_in(browser, server, "alice"), log_in(browser, server, "bob")
             open_room(page_a, "general")
             open_room(page_b, "general")
@@ -137,7 +164,6 @@ def test_two_users_chat_live_in_chromium(transactional_db, alice, bob, settings)
             bodies = page_b.locator("#messages li .body").all_text_contents()
             assert bodies[-3:] == ["<b>x</b>", "line one\nline two", "sent while offline"]
             assert page_b.locator("#messages b").count() == 0
-            browser.close()
     finally:
         server.stop()
 
@@ -146,3 +172,54 @@ def test_two_users_chat_live_in_chromium(transactional_db, alice, bob, settings)
     newest = Message.objects.filter(room__slug="general").latest("id")
     assert newest == sent.get()
     assert Membership.objects.get(room__slug="general", user=bob).last_read_id == newest.pk
+
+
+def test_client_fills_gaps_and_obeys_removal_and_lost_sessions(transactional_db, alice, bob, settings):
+    settings.CHAT_RATE_PER_10S = 1000
+    use_server_hasher(alice, bob)
+    services.room_create(user=alice, name="General", slug="general")
+    services.room_join(user=bob, slug="general")
+    services.message_send(user=alice, slug="general", body="before")
+    env = {"CHAT_REPLAY_LIMIT": "5"}
+
+    server = start_daphne(env)
+    try:
+        with chromium() as browser:
+            page_a, page_b = log_in(browser, server, "alice"), log_in(browser, server, "bob")
+            open_room(page_a, "general")
+            open_room(page_b, "general")
+            shown = page_b.locator("#messages li").count()
+
+            # 12 messages while bob is away, more than the server replays: the client fetches the gap.
+            port = server.port
+            server.stop()
+            expect(page_b.locator("#conn-state")).to_have_class(re.compile(r"\boffline\b"))
+            in_thread(lambda: [services.message_send(user=alice, slug="general", body=f"missed {n}") for n in range(12)])
+            server = start_daphne(env, port=port)
+            expect(page_b.locator("#conn-state")).to_have_text("online", timeout=30_000)
+            expect(page_b.locator("#messages li")).to_have_count(shown + 12)
+            assert page_b.locator("#messages li .body").all_text_contents()[-12:] == [f"missed {n}" for n in range(12)]
+            ids = message_ids(page_b)
+            assert ids == sorted(set(ids))
+
+            # Alice removes bob over REST with her session and CSRF token: bob's page stops.
+            status = page_a.evaluate("""async () => {
+                const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
+                const response = await fetch("/api/rooms/general/members/bob/",
+                                             {method: "DELETE", headers: {"X-CSRFToken": token}});
+                return response.status;
+            }""")
+            assert status == 204
+            expect(page_b.locator("#notice")).to_have_text("You were removed from this room.")
+            expect(page_b.locator("#conn-state")).to_have_text("disconnected")
+            expect(page_b.locator("#body")).to_be_disabled()
+
+            # Alice's session ends; after the next reconnect the server closes with 4401: to the login page.
+            page_a.context.clear_cookies()
+            server.stop()
+            server = start_daphne(env, port=port)
+            page_a.wait_for_url(re.compile(r"/login/\?next=/rooms/general/$"), timeout=30_000)
+    finally:
+        server.stop()
+
+    assert not Membership.objects.filter(room__slug="general", user=bob).exists()
