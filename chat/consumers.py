@@ -138,8 +138,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_join(self, frame):
         room, _, _ = await db(services.room_join)(user=self.user, slug=frame.get("room"))
+        mark = self.rooms.get(room.pk)  # already subscribed: what is above the mark came, or comes, live
         await self._group_add(room.pk, room.slug)
-        await self._replay(room.pk, room.slug, since=frame.get("since"), ref=frame.ref)
+        await self._replay(room.pk, room.slug, since=frame.get("since"), ref=frame.ref, until=mark)
 
     async def on_leave(self, frame):
         room = await db(services.room_leave)(user=self.user, slug=frame.get("room"))
@@ -243,27 +244,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return room_id
         raise Forbidden(f"You have not joined '{slug}': join it first.")
 
-    async def _replay(self, room_id: int, slug: str, *, since: int | None, ref: str | None):
+    async def _replay(self, room_id: int, slug: str, *, since: int | None, ref: str | None, until: int | None = None):
         """Send `room.joined`, then every message after `since` (newest CHAT_REPLAY_LIMIT, after a `room.gap`).
 
         Must run after `_group_add` so that nothing committed after the read is missed.
+        `until` is the mark of a room this connection was already subscribed to: messages above
+        it were forwarded live or are on their way, so only those up to it are replayed, and the
+        mark stays (raising it would drop the ones still on their way).
         """
         limit = settings.CHAT_REPLAY_LIMIT
-        messages, gap, last_id, members = await db(self._replay_state)(room_id, since, limit)
+        messages, gap, last_id, members = await db(self._replay_state)(room_id, since, until, limit)
         online = await presence.backend().online(members)
         await self._send(protocol.reply(protocol.room_joined(slug, sorted(members[uid] for uid in online), last_id), ref))
         if gap:
             await self._send(protocol.room_gap(slug, since, messages[0]["id"]))
         for message in messages:
             await self._send(protocol.message_new(message))
-        self.rooms[room_id] = max(self.rooms.get(room_id, 0), last_id or 0)
+        if until is None:
+            self.rooms[room_id] = max(self.rooms.get(room_id, 0), last_id or 0)
 
     @staticmethod
-    def _replay_state(room_id, since, limit):
+    def _replay_state(room_id, since, until, limit):
         if since is None:
             messages, gap = [], False
         else:
-            rows, gap = selectors.messages_since(room_id, since, limit)
+            rows, gap = selectors.messages_since(room_id, since, limit, until)
             messages = [message_data(m) for m in rows]
         last_id = messages[-1]["id"] if messages else selectors.last_message_id_for(room_id)
         return messages, gap, last_id, selectors.member_usernames(room_id)

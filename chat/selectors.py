@@ -143,11 +143,12 @@ def message_history(room: Room, *, before: int | None = None, after: int | None 
     return list(reversed(rows[:limit])), has_more
 
 
-def messages_since(room_id: int, since: int, limit: int) -> tuple[list[Message], bool]:
-    """Messages after `since`, ascending; if more than `limit`, the newest `limit` and True (a gap)."""
-    rows = list(
-        Message.objects.filter(room_id=room_id, id__gt=since).select_related("room", "author").order_by("-id")[: limit + 1]
-    )
+def messages_since(room_id: int, since: int, limit: int, until: int | None = None) -> tuple[list[Message], bool]:
+    """Messages after `since` (and up to `until`), ascending; if more than `limit`, the newest `limit` and True (a gap)."""
+    rows = Message.objects.filter(room_id=room_id, id__gt=since)
+    if until is not None:
+        rows = rows.filter(id__lte=until)
+    rows = list(rows.select_related("room", "author").order_by("-id")[: limit + 1])
     gap = len(rows) > limit
     return list(reversed(rows[:limit])), gap
 
