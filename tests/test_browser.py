@@ -194,7 +194,8 @@ def test_client_fills_gaps_and_obeys_removal_and_lost_sessions(transactional_db,
             port = server.port
             server.stop()
             expect(page_b.locator("#conn-state")).to_have_class(re.compile(r"\boffline\b"))
-            in_thread(lambda: [services.message_send(user=alice, slug="general", body=f"missed {n}") for n in range(12)])
+            in_thread(lambda: [services.message_send(user=alice, slug="general", body=f"missed {n}")
+                               for n in range(12)])
             server = start_daphne(env, port=port)
             expect(page_b.locator("#conn-state")).to_have_text("online", timeout=30_000)
             expect(page_b.locator("#messages li")).to_have_count(shown + 12)

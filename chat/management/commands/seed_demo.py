@@ -45,7 +45,8 @@ class Command(BaseCommand):
                       client_id=f"seed-demo-{index}")
         self.stdout.write(self.style.SUCCESS("Demo data is ready."))
         self.stdout.write(f"Users: {', '.join(USERS)} and {ADMIN} (staff); password for all: {PASSWORD}")
-        self.stdout.write("Run `daphne chatproject.asgi:application` (or `manage.py runserver`) and open http://127.0.0.1:8000/")
+        self.stdout.write("Start the server (`make run`, or `daphne chatproject.asgi:application`) "
+                          "and open http://127.0.0.1:8000/")
 
     def _try(self, slug, call, /, *args, **kwargs) -> None:
         """A room someone archived, locked or left since the last run is reported and skipped."""
