@@ -1,5 +1,6 @@
 """The browser client in headless Chromium against a real daphne: live messages, presence, typing,
-history paging, reconnecting with resends, and reloads.
+history paging, reconnecting with resends, reloads, gaps, live edits and deletes, locks,
+removal from the room and a lost session (close 4401).
 
 Playwright's sync API runs an event loop in this thread, where Django refuses ORM calls, so
 the database is prepared before the browser starts and checked after it stops, or written
@@ -64,6 +65,16 @@ def log_in(browser, server, username):
 def open_room(page, slug):
     assert page.goto(f"/rooms/{slug}/").status == 200
     expect(page.locator("#conn-state")).to_have_text("online")
+
+
+def session_fetch(page, method, url, data=None) -> int:
+    """The status of a same-origin JSON request from `page`, with its session cookie and CSRF token."""
+    return page.evaluate("""async ([method, url, data]) => {
+        const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
+        const response = await fetch(url, {method, body: data === null ? undefined : JSON.stringify(data),
+                                           headers: {"X-CSRFToken": token, "Content-Type": "application/json"}});
+        return response.status;
+    }""", [method, url, data])
 
 
 def message_ids(page) -> list[int]:
@@ -174,7 +185,7 @@ def test_two_users_chat_live_in_chromium(transactional_db, alice, bob, settings)
     assert Membership.objects.get(room__slug="general", user=bob).last_read_id == newest.pk
 
 
-def test_client_fills_gaps_and_obeys_removal_and_lost_sessions(transactional_db, alice, bob, settings):
+def test_client_follows_gaps_edits_locks_removal_and_lost_sessions(transactional_db, alice, bob, settings):
     settings.CHAT_RATE_PER_10S = 1000
     use_server_hasher(alice, bob)
     services.room_create(user=alice, name="General", slug="general")
@@ -203,14 +214,21 @@ def test_client_fills_gaps_and_obeys_removal_and_lost_sessions(transactional_db,
             ids = message_ids(page_b)
             assert ids == sorted(set(ids))
 
-            # Alice removes bob over REST with her session and CSRF token: bob's page stops.
-            status = page_a.evaluate("""async () => {
-                const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
-                const response = await fetch("/api/rooms/general/members/bob/",
-                                             {method: "DELETE", headers: {"X-CSRFToken": token}});
-                return response.status;
-            }""")
-            assert status == 204
+            # Alice edits, deletes and locks over REST with her session and CSRF token; bob sees each live.
+            edited, deleted = ids[-1], ids[-2]
+            assert session_fetch(page_a, "PATCH", f"/api/messages/{edited}/", {"body": "edited <i>y</i>"}) == 200
+            item = page_b.locator(f'#messages li[data-id="{edited}"]')
+            expect(item.locator(".edited")).to_be_visible()
+            assert item.locator(".body").text_content() == "edited <i>y</i>"
+            assert session_fetch(page_a, "DELETE", f"/api/messages/{deleted}/") == 204
+            expect(page_b.locator(f'#messages li[data-id="{deleted}"]')).to_have_class(re.compile(r"\bdeleted\b"))
+            expect(page_b.locator(f'#messages li[data-id="{deleted}"] .body')).to_have_text("")
+            assert session_fetch(page_a, "PATCH", "/api/rooms/general/", {"locked": True}) == 200
+            expect(page_b.locator("#room-locked")).to_be_visible()
+            expect(page_b.locator("#body")).to_be_disabled()
+
+            # Alice removes bob: bob's page stops.
+            assert session_fetch(page_a, "DELETE", "/api/rooms/general/members/bob/") == 204
             expect(page_b.locator("#notice")).to_have_text("You were removed from this room.")
             expect(page_b.locator("#conn-state")).to_have_text("disconnected")
             expect(page_b.locator("#body")).to_be_disabled()
