@@ -10,6 +10,8 @@ from chat import events
 
 User = get_user_model()
 
+pytest_plugins = ["tests.live"]  # fixtures for tests against real servers: daphne_a, daphne_b, redis_url
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(settings):

@@ -1,0 +1,221 @@
+"""Real daphne processes and real WebSocket clients: what a browser or a bot sees over the network.
+
+The first tests need one server (on the in-memory layer without REDIS_URL). The
+cross-process tests run two servers on one Redis and one database, and are skipped
+without REDIS_URL (failed instead under CHAT_REQUIRE_SERVICES=1).
+"""
+import asyncio
+import random
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+from rest_framework_simplejwt.tokens import AccessToken
+
+from chat import services
+from chat.models import Message
+from tests.live import LIVE_ENV, http_json, ws_connect
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+db = database_sync_to_async
+
+
+@pytest.fixture
+def general(alice, bob):
+    room = services.room_create(user=alice, name="General", slug="general")
+    services.room_join(user=bob, slug="general")
+    return room
+
+
+def room_message_ids(room) -> list[int]:
+    return list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
+
+
+def about(username):
+    return lambda frame: frame["user"]["username"] == username
+
+
+# Close codes, as a browser's CloseEvent shows them
+
+def expired_token(user) -> str:
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    return str(token)
+
+
+@pytest.mark.parametrize("who, path, code, reason", [
+    ("nobody", "/ws/chat/", 4401, "no credentials"),
+    ("nobody", "/ws/chat/?token=not-a-jwt", 4401, "invalid or expired token"),
+    ("expired", "/ws/chat/", 4401, "invalid or expired token"),
+    ("bob", "/ws/chat/unknown/", 4404, "no room 'unknown'"),
+    ("bob", "/ws/chat/old/", 4410, "room 'old' is archived"),
+    ("bob", "/ws/chat/secret/", 4403, "room 'secret' is private"),
+])
+async def test_refusals_arrive_as_close_codes_after_the_handshake(daphne_a, alice, bob, who, path, code, reason):
+    await db(services.room_create)(user=alice, name="Old", slug="old")
+    await db(services.room_archive)(user=alice, slug="old")
+    await db(services.room_create)(user=alice, name="Secret", slug="secret", kind="private")
+    messages_before = await db(Message.objects.count)()
+    credentials = {"nobody": {}, "expired": {"token": expired_token(bob)}, "bob": {"user": bob}}[who]
+    client = await ws_connect(daphne_a, path=path, hello=False, **credentials)  # the handshake succeeds
+    got_code, got_reason = await client.closed()
+    assert got_code == code
+    assert reason in got_reason.lower(), got_reason
+    assert await db(Message.objects.count)() == messages_before  # bob joined nothing
+
+
+async def test_oversized_frame_closes_1009_with_reason_and_cleans_up(daphne_a, alice, bob, general):
+    watcher = await ws_connect(daphne_a, bob)
+    client = await ws_connect(daphne_a, alice)
+    await watcher.expect("presence", where=about("alice"), status="online")
+    limit = django_settings.CHAT_MAX_FRAME_BYTES
+    await client.send(type="message.send", room="general", body="x" * limit)
+    assert await client.closed() == (1009, f"frame over {limit} bytes")
+    # the consumer's disconnect ran: alice's only connection is gone, so she is offline
+    await watcher.expect("presence", where=about("alice"), status="offline")
+    assert not await db(Message.objects.filter(kind="user").exists)()
+    await watcher.close()
+
+
+async def test_connection_limit_per_user_closes_1013(daphne_a, alice):
+    limit = int(LIVE_ENV["CHAT_MAX_CONNECTIONS_PER_USER"])
+    clients = [await ws_connect(daphne_a, alice) for _ in range(limit)]
+    refused = await ws_connect(daphne_a, alice, hello=False)
+    assert await refused.closed() == (1013, "too many connections for this user")
+    for client in clients:
+        await client.send(type="ping")
+        await client.expect("pong")
+        await client.close()
+
+
+async def test_a_valid_token_gets_hello_over_the_network(daphne_a, alice, general):
+    client = await ws_connect(daphne_a, alice)
+    assert client.hello["user"] == {"id": alice.pk, "username": "alice"}
+    assert [room["slug"] for room in client.hello["rooms"]] == ["general"]
+    await client.send(type="ping", ref="p")
+    assert (await client.expect("pong"))["ref"] == "p"
+    await client.close()
+
+
+async def test_join_since_on_a_subscribed_room_replays_only_what_did_not_come_live(daphne_a, alice, bob, general):
+    """A client on /ws/chat/ gets its rooms' messages live from `hello` on; its `join since`
+    (as the browser client sends it after `hello`) must not send those again."""
+    old = [(await db(services.message_send)(user=alice, slug="general", body=f"old{i}"))[0].pk for i in range(3)]
+    b = await ws_connect(daphne_a, bob)
+    a = await ws_connect(daphne_a, alice)
+    await a.send(type="message.send", room="general", body="live", ref="s")
+    live = (await a.expect("message.new", ref="s"))["message"]["id"]
+    assert (await b.expect("message.new"))["message"]["id"] == live
+    await b.send(type="join", room="general", since=old[0], ref="j")
+    await b.expect("room.joined", ref="j")
+    replayed = [f["message"]["id"] for f in await b.drain() if f["type"] == "message.new"]
+    assert replayed == old[1:]
+    await a.send(type="message.send", room="general", body="after", ref="s2")
+    after = (await a.expect("message.new", ref="s2"))["message"]["id"]
+    assert (await b.expect("message.new"))["message"]["id"] == after  # still live, no gap
+    await a.close(), await b.close()
+
+
+# Across processes: two servers on one Redis and one database
+
+@pytest.mark.redis
+async def test_message_sent_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice, bob, general):
+    a = await ws_connect(daphne_a, alice)
+    b = await ws_connect(daphne_b, bob)
+    await a.send(type="message.send", room="general", body="over redis", client_id="x1", ref="s1")
+    ack = await a.expect("message.new", ref="s1")
+    got = await b.expect("message.new")
+    assert got == {"type": "message.new", "room": "general", "message": ack["message"]}
+    assert got["message"]["body"] == "over redis" and got["message"]["author"]["username"] == "alice"
+    assert await db(Message.objects.filter(pk=ack["message"]["id"], body="over redis").exists)()
+    # the sender gets its acknowledgement, not the broadcast as well
+    assert not [f for f in await a.drain() if f["type"] == "message.new"]
+    await a.close(), await b.close()
+
+
+@pytest.mark.redis
+async def test_message_posted_over_http_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice, bob, general):
+    b = await ws_connect(daphne_b, bob)
+    status, message = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/messages/",
+                                              {"body": "from rest", "client_id": "h1"}, user=alice)
+    assert status == 201, message
+    got = await b.expect("message.new")
+    assert got["message"] == message
+    assert message["body"] == "from rest" and message["room"] == "general"
+    await b.close()
+
+
+@pytest.mark.redis
+async def test_presence_across_processes(daphne_a, daphne_b, alice, bob, general):
+    a = await ws_connect(daphne_a, alice)
+    b = await ws_connect(daphne_b, bob)
+    online = await a.expect("presence", where=about("bob"))
+    assert (online["room"], online["status"]) == ("general", "online")
+    await a.send(type="join", room="general", ref="j")
+    joined = await a.expect("room.joined", ref="j")
+    assert joined["online"] == ["alice", "bob"]
+    await b.close()
+    offline = await a.expect("presence", where=about("bob"))
+    assert (offline["room"], offline["status"]) == ("general", "offline")
+    await a.send(type="join", room="general", ref="j2")
+    assert (await a.expect("room.joined", ref="j2"))["online"] == ["alice"]
+    await a.close()
+
+
+@pytest.mark.redis
+async def test_join_since_while_messages_keep_arriving(daphne_a, daphne_b, alice, bob, general):
+    """A reader on B keeps reconnecting with `join since` while a writer on A sends: in the end
+    it has every message of the room exactly once."""
+    n, min_reconnects = 200, 8
+    rng = random.Random(7)
+    writing = True
+    received: list[int] = []  # message ids in the order the reader got them, over all its connections
+    reconnects = early = 0
+
+    async def write():
+        nonlocal writing
+        writer = await ws_connect(daphne_a, alice)
+        for i in range(n):
+            while reconnects < i * min_reconnects // n:  # however slow the reader, it reconnects meanwhile
+                await asyncio.sleep(0.005)
+            await writer.send(type="message.send", room="general", body=f"m{i}", client_id=f"w{i}", ref=str(i))
+            await writer.expect("message.new", ref=str(i))
+            await asyncio.sleep(rng.uniform(0, 0.01))
+        writing = False
+        await writer.close()
+
+    async def read_once(window: float):
+        nonlocal early
+        reader = await ws_connect(daphne_b, bob)
+        await asyncio.sleep(rng.uniform(0, 0.03))  # a client busy with `hello` before it joins
+        await reader.send(type="join", room="general", since=max(received, default=0), ref="j")
+        # The connection is subscribed from `hello` on, so live messages may come before `room.joined`.
+        frames = [await reader.recv()]
+        while frames[-1].get("ref") != "j":
+            frames.append(await reader.recv())
+        assert frames[-1]["type"] == "room.joined", frames[-1]
+        early += sum(f["type"] == "message.new" for f in frames)
+        frames += await reader.read_for(window)
+        received.extend(f["message"]["id"] for f in frames if f["type"] == "message.new")
+        return reader
+
+    writer = asyncio.create_task(write())
+    while writing:
+        reader = await read_once(rng.uniform(0.02, 0.15))
+        if reconnects % 2:
+            reader.abort()
+        else:
+            await reader.close()
+        reconnects += 1
+    await writer
+    await (await read_once(0.2)).close()
+
+    assert await db(Message.objects.filter(room=general, kind="user").count)() == n
+    assert reconnects >= min_reconnects
+    assert early, "no live message came between `hello` and `room.joined`: the race this test is about did not happen"
+    assert not sorted({i for i in received if received.count(i) > 1}), "duplicates"
+    # Live messages that came before `room.joined` precede the replay of older ones: clients
+    # order by id (PROTOCOL.md), so the set and the count are what must match.
+    assert sorted(received) == await db(room_message_ids)(general)
