@@ -452,3 +452,18 @@ async def test_replay_races_with_live_sends(alice, bob, general, settings):
     expected = await db(lambda: list(Message.objects.filter(room=general).order_by("id").values_list("id", flat=True)))()
     assert sorted(seen) == expected and len(seen) == len(set(seen))
     await b.close()
+
+
+async def test_internal_error_closes_1011_with_reference(alice, general, monkeypatch, caplog):
+    def broken(**kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(services, "message_send", broken)
+    a = await connect(alice)
+    await a.drain()
+    await a.send(type="message.send", room="general", body="hi")
+    out = await a.comm.receive_output(2)
+    assert (out["type"], out["code"]) == ("websocket.close", 1011)
+    reference = out["reason"].removeprefix("internal error ")
+    assert len(reference) == 12 and reference in caplog.text and "disk on fire" in caplog.text
+    await a.comm.disconnect()

@@ -21,7 +21,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView
 
-from chat import selectors, services
+from chat import presence, selectors, services
 from chat.serializers import (
     InviteSerializer,
     MemberSerializer,
@@ -59,9 +59,7 @@ def room_response(user, room, status_code=status.HTTP_200_OK) -> Response:
 
 def with_online(memberships: list) -> list:
     """Set `online` on each membership, with one presence lookup for the whole list."""
-    from chat.presence import online_user_ids  # its backend is chosen from settings on first use
-
-    online = online_user_ids({m.user_id for m in memberships})
+    online = presence.online_user_ids({m.user_id for m in memberships})
     for m in memberships:
         m.online = m.user_id in online
     return memberships
