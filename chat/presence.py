@@ -1,6 +1,6 @@
 """Who is online: a user is online while at least one of their connections is open, on any process.
 
-With REDIS_URL set, each user has a sorted set `chat:presence:<user_id>` of connection ids
+With REDIS_URL set, each user has a sorted set `<REDIS_PREFIX>:presence:<user_id>` of connection ids
 scored by expiry time. Every process refreshes its own connections each heartbeat, so the
 entries of a crashed process expire within `ttl()` seconds. Without Redis, a dict in this
 process holds the same. `connect`/`disconnect` report the first open and the last close
@@ -15,7 +15,9 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-KEY = "chat:presence:{}"
+
+def presence_key(user_id: int) -> str:
+    return f"{settings.REDIS_PREFIX}:presence:{user_id}"
 
 
 def ttl() -> int:
@@ -76,7 +78,7 @@ class RedisPresence:
         self._ensure_refresher()
         now = time.time()
         async with self._client().pipeline(transaction=True) as pipe:
-            key = KEY.format(user_id)
+            key = presence_key(user_id)
             pipe.zremrangebyscore(key, "-inf", now)
             pipe.zadd(key, {conn_id: now + ttl()})
             pipe.zcard(key)
@@ -89,7 +91,7 @@ class RedisPresence:
             return False
         now = time.time()
         async with self._client().pipeline(transaction=True) as pipe:
-            key = KEY.format(user_id)
+            key = presence_key(user_id)
             pipe.zrem(key, conn_id)
             pipe.zremrangebyscore(key, "-inf", now)
             pipe.zcard(key)
@@ -97,7 +99,7 @@ class RedisPresence:
         return bool(removed) and count == 0
 
     async def count(self, user_id: int) -> int:
-        return await self._client().zcount(KEY.format(user_id), time.time(), "+inf")
+        return await self._client().zcount(presence_key(user_id), time.time(), "+inf")
 
     async def online(self, user_ids) -> set[int]:
         user_ids = list(user_ids)
@@ -106,7 +108,7 @@ class RedisPresence:
         now = time.time()
         async with self._client().pipeline(transaction=False) as pipe:
             for uid in user_ids:
-                pipe.zcount(KEY.format(uid), now, "+inf")
+                pipe.zcount(presence_key(uid), now, "+inf")
             counts = await pipe.execute()
         return {uid for uid, n in zip(user_ids, counts) if n}
 
@@ -121,7 +123,7 @@ class RedisPresence:
         now = time.time()
         with self._sync_client.pipeline(transaction=False) as pipe:
             for uid in user_ids:
-                pipe.zcount(KEY.format(uid), now, "+inf")
+                pipe.zcount(presence_key(uid), now, "+inf")
             counts = pipe.execute()
         return {uid for uid, n in zip(user_ids, counts) if n}
 
@@ -137,7 +139,7 @@ class RedisPresence:
             try:
                 async with self._client().pipeline(transaction=False) as pipe:
                     for conn_id, user_id in list(self.local.items()):
-                        key = KEY.format(user_id)
+                        key = presence_key(user_id)
                         pipe.zadd(key, {conn_id: expiry})
                         pipe.expire(key, ttl())
                     await pipe.execute()

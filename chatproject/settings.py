@@ -102,6 +102,9 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Namespaces this deployment's channel-layer, cache and presence keys: Redis pub/sub channels
+# ignore the database number, so two deployments on one Redis need different prefixes.
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "chat")  # letters, digits, hyphens: it starts channel names
 CHAT_CHANNEL_LAYER = os.environ.get("CHAT_CHANNEL_LAYER", "pubsub")
 if REDIS_URL:
     # The pub/sub layer publishes once per group instead of once per member, and never
@@ -112,10 +115,16 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"
             if CHAT_CHANNEL_LAYER == "pubsub"
             else "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}."},
         }
     }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX,
+        }
+    }
 else:
     # The default capacity (100 per channel) drops events for a client that falls behind a burst.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10000}}}

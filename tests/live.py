@@ -30,6 +30,7 @@ from urllib.parse import quote
 from urllib.request import Request, urlopen
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed
@@ -107,8 +108,11 @@ def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: f
     `port` restarts a server where its clients expect it; by default a free one is picked.
     """
     port = port or free_port()
+    # The server shares the rate-limit counters (the Redis cache) with this process, so it also
+    # takes the test's limit: messages a test seeds must not count against its browser sends.
     full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-                "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **(env or {})}
+                "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1",
+                "CHAT_RATE_PER_10S": str(settings.CHAT_RATE_PER_10S), **(env or {})}
     log = tempfile.TemporaryFile()
     process = subprocess.Popen([*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
                                cwd=BASE_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT)

@@ -28,7 +28,7 @@ async def fresh_layer():
         import redis.asyncio
 
         client = redis.asyncio.Redis.from_url(django_settings.REDIS_URL)
-        keys = await client.keys("chat:presence:*")
+        keys = await client.keys(f"{django_settings.REDIS_PREFIX}:presence:*")
         if keys:
             await client.delete(*keys)
         await client.aclose()
