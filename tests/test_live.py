@@ -15,7 +15,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from chat import services
 from chat.models import Message
-from tests.live import LIVE_ENV, http_json, ws_connect
+from tests.live import LIVE_ENV, http_json, run_daphne, ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -219,3 +219,19 @@ async def test_join_since_while_messages_keep_arriving(daphne_a, daphne_b, alice
     # Live messages that came before `room.joined` precede the replay of older ones: clients
     # order by id (PROTOCOL.md), so the set and the count are what must match.
     assert sorted(received) == await db(room_message_ids)(general)
+
+
+async def test_shutdown_closes_sockets_1001(daphne_a, alice, bob, general):
+    """SIGTERM: every socket gets 1001 (clients reconnect elsewhere), and consumers clean up,
+    so a user on another process sees the leaving user go offline."""
+    with run_daphne(LIVE_ENV) as doomed:
+        b = await ws_connect(doomed, bob)
+        a = await ws_connect(daphne_a if django_settings.REDIS_URL else doomed, alice)
+        doomed.process.terminate()
+        assert await b.closed() == (1001, "server shutting down")
+        if django_settings.REDIS_URL:
+            offline = await a.expect("presence", where=about("bob"), status="offline")
+            assert offline["room"] == "general"
+            await a.close()
+        else:
+            assert (await a.closed())[0] == 1001
