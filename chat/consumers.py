@@ -20,14 +20,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import events, presence, protocol, selectors, services
-from .errors import ChatError, Forbidden, Gone, NotFound
+from . import connections, events, presence, protocol, selectors, services
+from .errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gone, NotFound
 from .protocol import FrameError
 from .serializers import message_data, user_data
 
 logger = logging.getLogger(__name__)
 
-open_connections = 0  # in this process, for CHAT_MAX_CONNECTIONS
 _last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monotonic time
 
 
@@ -37,16 +36,21 @@ def db(fn):
 
 class ChatConsumer(AsyncWebsocketConsumer):
     user = None
-    counted = False
     online = False
 
     # Connection lifecycle
 
     async def connect(self):
-        global open_connections
         # Accept first: a handshake refused before acceptance reaches a browser as 1006,
         # with no code to act on.
         await self.accept()
+        try:
+            await self._open()
+        except INFRASTRUCTURE:
+            logger.warning("connect failed: database or Redis unavailable", exc_info=True)
+            await self.close(protocol.CLOSE_TRY_AGAIN, "service unavailable: retry later")
+
+    async def _open(self):
         self.rooms: dict[int, int] = {}  # room id -> highest message id already sent or replayed
         self.slugs: dict[int, str] = {}
         self.bound_room: int | None = None
@@ -56,12 +60,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return await self.close(protocol.CLOSE_UNAUTHENTICATED, self.scope.get("auth_error") or "no credentials")
         if not self.user.is_active:
             return await self.close(protocol.CLOSE_FORBIDDEN, "inactive user")
-        if open_connections >= settings.CHAT_MAX_CONNECTIONS:
+        if connections.count() >= settings.CHAT_MAX_CONNECTIONS:
             return await self.close(protocol.CLOSE_TRY_AGAIN, "server at its connection limit")
         if await presence.backend().count(self.user.pk) >= settings.CHAT_MAX_CONNECTIONS_PER_USER:
             return await self.close(protocol.CLOSE_TRY_AGAIN, "too many connections for this user")
-        open_connections += 1
-        self.counted = True
+        connections.add(self)
 
         slug = self.scope["url_route"]["kwargs"].get("slug")
         try:
@@ -94,22 +97,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return selectors.member_room_ids(self.user)
 
     async def disconnect(self, code):
-        global open_connections
-        if self.counted:
-            open_connections -= 1
-            self.counted = False
+        connections.discard(self)
         if self.user is None or not getattr(self.user, "is_authenticated", False) or not hasattr(self, "rooms"):
             return
-        if self.online:
-            self.online = False
-            try:
+        try:
+            if self.online:
+                self.online = False
                 if await presence.backend().disconnect(self.user.pk, self.channel_name):
                     await self._announce_presence("offline")
-            except Exception:
-                logger.warning("presence update on disconnect failed", exc_info=True)
-        for room_id in list(self.rooms):
-            await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
-        await self.channel_layer.group_discard(events.user_group(self.user.pk), self.channel_name)
+            for room_id in list(self.rooms):
+                await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
+            await self.channel_layer.group_discard(events.user_group(self.user.pk), self.channel_name)
+        except INFRASTRUCTURE:
+            # Redis is away: its entries expire and the sweep announces the user offline.
+            logger.warning("cleanup on disconnect failed: Redis unavailable")
 
     # Client frames
 
@@ -125,6 +126,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await getattr(self, "on_" + frame.type.replace(".", "_"))(frame)
         except FrameError as exc:
             await self._send(protocol.error(exc.code, exc.detail, exc.ref))
+        except INFRASTRUCTURE:
+            logger.warning("frame failed: database or Redis unavailable", exc_info=True)
+            await self._send(protocol.error(protocol.UNAVAILABLE, "The server cannot reach its database or Redis "
+                                            "right now; nothing was changed: retry.", ref, RETRY_AFTER_S))
         except ChatError as exc:
             await self._send(protocol.error(exc.code, exc.detail, ref, exc.retry_after))
             if exc.code == protocol.RATE_LIMITED:
@@ -274,6 +279,4 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return messages, gap, last_id, selectors.member_usernames(room_id)
 
     async def _announce_presence(self, status: str):
-        for room_id, slug in list(self.slugs.items()):
-            event = events.frame_event(protocol.presence(slug, user_data(self.user), status), room_id=room_id)
-            await events.send_async(events.room_group(room_id), event)
+        await presence.announce(self.user.pk, status, user=user_data(self.user), rooms=list(self.slugs.items()))

@@ -1,4 +1,11 @@
 """The errors services and selectors raise; each maps to one protocol error code and one HTTP status."""
+import redis
+from django.db import InterfaceError, OperationalError
+
+# Failures of the database or Redis, not of the request: answered `unavailable`, retried later.
+INFRASTRUCTURE = (OperationalError, InterfaceError, redis.exceptions.ConnectionError,
+                  redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
+RETRY_AFTER_S = 2
 
 
 class ChatError(Exception):
@@ -43,3 +50,9 @@ class TooLarge(ChatError):
 
 class RateLimited(ChatError):
     code, status = "rate_limited", 429
+
+
+class Unavailable(ChatError):
+    """The database or Redis failed; nothing was changed."""
+
+    code, status = "unavailable", 503

@@ -1,10 +1,13 @@
 """Per-user message rate limit, shared by every process through Django's cache (Redis when set)."""
+import logging
 import time
 
 from django.conf import settings
 from django.core.cache import cache
 
-from .errors import RateLimited
+from .errors import INFRASTRUCTURE, RateLimited
+
+logger = logging.getLogger(__name__)
 
 WINDOW_S = 10
 
@@ -19,14 +22,19 @@ def check_send_rate(user_id: int) -> None:
     now = time.time()
     window = int(now // WINDOW_S)
     key = f"chat:rate:{user_id}:{window}"
-    if cache.add(key, 1, timeout=WINDOW_S * 2):
-        count = 1
-    else:
-        try:
-            count = cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=WINDOW_S * 2)
+    try:
+        if cache.add(key, 1, timeout=WINDOW_S * 2):
             count = 1
+        else:
+            try:
+                count = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.add(key, 1, timeout=WINDOW_S * 2)
+                count = 1
+    except INFRASTRUCTURE:
+        # The counters live in Redis: while it is away, accept rather than refuse every message.
+        logger.warning("rate limit not checked: cache unavailable")
+        return
     if count > limit:
         retry_after = max(1, int((window + 1) * WINDOW_S - now + 0.999))
         raise RateLimited(f"Slow down: at most {limit} messages per {WINDOW_S} seconds.", retry_after=retry_after)

@@ -21,12 +21,14 @@ MUTED = "muted"
 ROOM_LOCKED = "room_locked"
 TOO_LARGE = "too_large"
 RATE_LIMITED = "rate_limited"
+UNAVAILABLE = "unavailable"  # the database or Redis failed; retry after `retry_after` seconds
 
 # Close codes.
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_TRY_AGAIN = 1013
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403

@@ -104,7 +104,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # Namespaces this deployment's channel-layer, cache and presence keys: Redis pub/sub channels
 # ignore the database number, so two deployments on one Redis need different prefixes.
-REDIS_PREFIX = os.environ.get("REDIS_PREFIX", "chat")  # letters, digits, hyphens: it starts channel names
+# Letters, digits, hyphens: it starts channel names. A test run gets its own, so that runs
+# sharing a Redis (pub/sub ignores database numbers) never see each other's events.
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX") or (f"chattest{os.getpid()}" if os.environ.get("PYTEST_VERSION") else "chat")
 CHAT_CHANNEL_LAYER = os.environ.get("CHAT_CHANNEL_LAYER", "pubsub")
 if REDIS_URL:
     # The pub/sub layer publishes once per group instead of once per member, and never
@@ -200,6 +202,8 @@ CHAT_FLOOD_CLOSE_AFTER = env_int("CHAT_FLOOD_CLOSE_AFTER", 10)
 CHAT_MAX_CONNECTIONS = env_int("CHAT_MAX_CONNECTIONS", 10000)
 CHAT_MAX_CONNECTIONS_PER_USER = env_int("CHAT_MAX_CONNECTIONS_PER_USER", 20)
 CHAT_HEARTBEAT_S = env_int("CHAT_HEARTBEAT_S", 30)
+CHAT_LAYER_CHECK_S = float(os.environ.get("CHAT_LAYER_CHECK_S", "1"))
+CHAT_MAX_SEND_BUFFER = env_int("CHAT_MAX_SEND_BUFFER", 1024 * 1024)
 CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 500)
 CHAT_TYPING_INTERVAL_S = 2
 CHAT_REGISTRATION_OPEN = env_bool("CHAT_REGISTRATION_OPEN", True)

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from chat import events
+from chat import broker, events
 
 User = get_user_model()
 
@@ -19,7 +19,13 @@ def _isolated_cache(settings):
     from django.core.cache import cache
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    cache.clear()
+    if settings.REDIS_URL:  # only this run's keys: other runs may share the Redis database
+        client = broker.sync_client()
+        keys = list(client.scan_iter(f"{settings.REDIS_PREFIX}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    else:
+        cache.clear()
     yield
 
 

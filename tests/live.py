@@ -112,7 +112,8 @@ def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: f
     # takes the test's limit: messages a test seeds must not count against its browser sends.
     full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatproject.settings",
                 "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1",
-                "CHAT_RATE_PER_10S": str(settings.CHAT_RATE_PER_10S), **(env or {})}
+                "CHAT_RATE_PER_10S": str(settings.CHAT_RATE_PER_10S), "REDIS_PREFIX": settings.REDIS_PREFIX,
+                **(env or {})}
     log = tempfile.TemporaryFile()
     process = subprocess.Popen([*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
                                cwd=BASE_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT)

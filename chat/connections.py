@@ -1,0 +1,68 @@
+"""This process's open WebSocket connections, and the watchdog over the channel layer.
+
+A channel layer delivers at most once: while this process's Redis subscription is broken,
+events published for its sockets are lost for good. They are in the database, but a client
+cannot tell that it missed them. So when the watchdog finds Redis unreachable, or restarted
+(its `run_id` changed, which drops every subscription and group), it closes every local
+socket with 1012; clients reconnect and resume each room with `join since`.
+"""
+import asyncio
+import logging
+
+from django.conf import settings
+
+from . import broker, protocol
+
+logger = logging.getLogger(__name__)
+
+_open: set = set()  # consumers with an accepted, counted connection
+_watchdog: asyncio.Task | None = None
+_run_id: str | None = None
+
+
+def count() -> int:
+    return len(_open)
+
+
+def add(consumer) -> None:
+    _open.add(consumer)
+    if settings.REDIS_URL:
+        _ensure_watchdog()
+
+
+def discard(consumer) -> None:
+    _open.discard(consumer)
+
+
+async def close_all(code: int, reason: str) -> int:
+    """Close every local socket; returns how many."""
+    closing = list(_open)
+    _open.clear()
+    for consumer in closing:
+        await consumer.close(code, reason)
+    return len(closing)
+
+
+def _ensure_watchdog() -> None:
+    global _watchdog
+    if _watchdog is None or _watchdog.done():
+        _watchdog = asyncio.get_running_loop().create_task(_watch())
+
+
+async def check_layer() -> bool:
+    """True if Redis answers with the same run_id as last time (or for the first time)."""
+    global _run_id
+    try:
+        run_id = (await broker.async_client().info("server"))["run_id"]
+    except broker.UNAVAILABLE:
+        return False
+    previous, _run_id = _run_id, run_id
+    return previous is None or previous == run_id
+
+
+async def _watch() -> None:
+    while _open:
+        if not await check_layer():
+            closed = await close_all(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
+            logger.warning("Redis was unreachable or restarted: closed %d sockets for them to resume", closed)
+        await asyncio.sleep(settings.CHAT_LAYER_CHECK_S)
