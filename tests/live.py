@@ -102,10 +102,12 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"daphne did not listen on port {port} within {timeout} s")
 
 
-def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: float = 30.0) -> LiveServer:
+def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: float = 30.0,
+                 args: list[str] | None = None) -> LiveServer:
     """Start daphne with the test database (and `env` on top); return once it accepts.
 
     `port` restarts a server where its clients expect it; by default a free one is picked.
+    `args` are extra daphne options, such as `["--ping-interval", "1"]`.
     """
     port = port or free_port()
     # The server shares the rate-limit counters (the Redis cache) with this process, so it also
@@ -115,7 +117,7 @@ def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: f
                 "CHAT_RATE_PER_10S": str(settings.CHAT_RATE_PER_10S), "REDIS_PREFIX": settings.REDIS_PREFIX,
                 **(env or {})}
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen([*DAPHNE, "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
+    process = subprocess.Popen([*DAPHNE, "-b", "127.0.0.1", "-p", str(port), *(args or []), "chatproject.asgi:application"],
                                cwd=BASE_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     server = LiveServer(port, process, log)
     try:
@@ -127,9 +129,10 @@ def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: f
 
 
 @contextlib.contextmanager
-def run_daphne(env: dict | None = None, *, port: int | None = None, timeout: float = 30.0):
+def run_daphne(env: dict | None = None, *, port: int | None = None, timeout: float = 30.0,
+               args: list[str] | None = None):
     """`start_daphne` as a context manager that terminates the server at the end."""
-    server = start_daphne(env, port=port, timeout=timeout)
+    server = start_daphne(env, port=port, timeout=timeout, args=args)
     try:
         yield server
     finally:
