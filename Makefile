@@ -19,7 +19,7 @@ migrate: $(VENV)/.installed
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py seed_demo
-	$(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application
+	$(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 20 --ping-timeout 30 chatproject.asgi:application
 
 test: $(VENV)/.installed
 	$(BIN)/pytest -q

@@ -1,5 +1,10 @@
-"""Make daphne send the WebSocket close frames that PROTOCOL.md promises: every code, with its reason,
-and 1001 to every open socket when the server shuts down.
+"""Three fixes to daphne's WebSocket handling, applied when daphne is the server in this process.
+
+1. Send the close frames that PROTOCOL.md promises: every code, with its reason.
+2. At shutdown, close every open socket with 1001 (see `_close_sockets_on_shutdown`).
+3. Drop a client that stopped reading: once more than CHAT_MAX_SEND_BUFFER bytes wait in
+   its socket's write buffer, the connection is aborted instead of buffering without end.
+   The client reconnects and recovers what it missed with `join since`.
 
 Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
 the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
@@ -9,10 +14,21 @@ counted and its user online). This sends the close frame itself, as daphne alrea
 for its own 1011.
 """
 import asyncio
+import logging
 import sys
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 MAX_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
 SHUTDOWN_GRACE_S = 2.0  # time the consumers get to run `disconnect` (presence) before being cancelled
+
+
+def _unsent_bytes(transport) -> int:
+    """Bytes written to a Twisted TCP transport and not yet accepted by the kernel."""
+    buffered = getattr(transport, "dataBuffer", b"")
+    return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
 def patch_daphne() -> None:
@@ -25,13 +41,22 @@ def patch_daphne() -> None:
         return
     handle_reply = protocol.handle_reply
 
-    def handle_reply_closing_with_reason(self, message):
-        if message.get("type") != "websocket.close" or self.state == self.STATE_CONNECTING:
-            return handle_reply(self, message)
-        reason = (message.get("reason") or "").encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore")
-        self.sendCloseFrame(code=message.get("code") or 1000, reasonUtf8=reason.encode() or None)
+    def patched_handle_reply(self, message):
+        kind = message.get("type")
+        if kind == "websocket.send":
+            if self.state != self.STATE_OPEN:
+                return None  # closing or closed: nothing can be sent any more
+            if _unsent_bytes(self.transport) > settings.CHAT_MAX_SEND_BUFFER:
+                logger.warning("dropping a client that stopped reading (%s)", self.client_addr)
+                self.transport.abortConnection()
+                return None
+        elif kind == "websocket.close" and self.state != self.STATE_CONNECTING:
+            reason = (message.get("reason") or "").encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore")
+            self.sendCloseFrame(code=message.get("code") or 1000, reasonUtf8=reason.encode() or None)
+            return None
+        return handle_reply(self, message)
 
-    protocol.handle_reply = handle_reply_closing_with_reason
+    protocol.handle_reply = patched_handle_reply
     protocol.chat_close_patched = True
     _close_sockets_on_shutdown(sys.modules["daphne.server"].Server, protocol)
 
