@@ -5,12 +5,17 @@ reads go through `chat.selectors`, writes through `chat.services`, each in one
 `database_sync_to_async` call. Channel-layer events arrive pre-encoded (`chat.frame`), so
 fan-out costs one `send` per recipient.
 
-Resuming without gap or duplicate: a connection subscribes to a room's group *before* it
-reads the room's messages, and remembers the highest id it has read (`self.rooms`). A
-message committed before that read is in the replay; one committed after it is published
-after the subscription and arrives live. Live `message.new` events at or below the mark
-were replayed already and are dropped. Live events above it may arrive out of id order
-from different processes; clients order by id.
+Delivery without gap or duplicate, in id order, per room:
+- A connection subscribes to a room's group *before* it reads the room's messages. A
+  message committed before that read is in the replay; one committed after it is
+  published after the subscription and arrives live.
+- `self.rooms[room]` is the mark: every message of the room up to it has been sent to the
+  client (or predates the connection). A live `message.new` at or below the mark is
+  dropped. One whose predecessor (`prev_id`) is above the mark overtook another on its way
+  from a different process: the consumer sends the missing ones from the database first.
+  So the highest id a client holds, once its join's replay is in, is a safe `since`.
+- `self.floors[room]` is the mark when the room was subscribed: a later `join since` on
+  the same connection replays only up to the floor, since everything above came live.
 """
 import logging
 import time
@@ -51,7 +56,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(protocol.CLOSE_TRY_AGAIN, "service unavailable: retry later")
 
     async def _open(self):
-        self.rooms: dict[int, int] = {}  # room id -> highest message id already sent or replayed
+        self.rooms: dict[int, int] = {}  # room id -> mark (see the module docstring)
+        self.floors: dict[int, int] = {}  # room id -> mark when subscribed
         self.slugs: dict[int, str] = {}
         self.bound_room: int | None = None
         self.flood_strikes = 0
@@ -79,7 +85,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ids = {room_slug: room_id for room_id, room_slug in room_ids}
         for room in rooms:
             if room["slug"] in ids:
-                self.rooms[ids[room["slug"]]] = room["last_message_id"] or 0
+                self.rooms[ids[room["slug"]]] = self.floors[ids[room["slug"]]] = room["last_message_id"] or 0
         self.online = True
         if await presence.backend().connect(self.user.pk, self.channel_name):
             await self._announce_presence("online")
@@ -143,9 +149,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_join(self, frame):
         room, _, _ = await db(services.room_join)(user=self.user, slug=frame.get("room"))
-        mark = self.rooms.get(room.pk)  # already subscribed: what is above the mark came, or comes, live
+        floor = self.floors.get(room.pk)  # already subscribed: what is above the floor came, or comes, live
         await self._group_add(room.pk, room.slug)
-        await self._replay(room.pk, room.slug, since=frame.get("since"), ref=frame.ref, until=mark)
+        await self._replay(room.pk, room.slug, since=frame.get("since"), ref=frame.ref, until=floor)
 
     async def on_leave(self, frame):
         room = await db(services.room_leave)(user=self.user, slug=frame.get("room"))
@@ -158,6 +164,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message.room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
             await self._group_add(message.room_id, message.room.slug)
             await self._replay(message.room_id, message.room.slug, since=message.pk, ref=None)
+        elif created:
+            await self._catch_up(message.room_id, message.pk, message.prev_id)
         await self._send(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
 
     def _message_send(self, frame):
@@ -198,10 +206,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # Channel-layer events
 
     async def chat_frame(self, event):
-        if event.get("origin") == self.channel_name or event.get("skip_user") == self.user.pk:
+        if event.get("skip_user") == self.user.pk:
             return
-        message_id = event.get("message_id")
-        if message_id is not None and message_id <= self.rooms.get(event.get("room_id"), -1):
+        if event.get("message_id") is not None:
+            if event["room_id"] not in self.rooms:
+                return
+            try:
+                if not await self._catch_up(event["room_id"], event["message_id"], event.get("prev_id") or 0):
+                    return
+            except INFRASTRUCTURE:  # the gap cannot be read now: the client resumes it later
+                return await self.close(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
+        if event.get("origin") == self.channel_name:
             return
         await self.send(text_data=event["text"])
 
@@ -240,6 +255,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _group_discard(self, room_id: int):
         self.rooms.pop(room_id, None)
+        self.floors.pop(room_id, None)
         self.slugs.pop(room_id, None)
         await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
 
@@ -253,9 +269,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Send `room.joined`, then every message after `since` (newest CHAT_REPLAY_LIMIT, after a `room.gap`).
 
         Must run after `_group_add` so that nothing committed after the read is missed.
-        `until` is the mark of a room this connection was already subscribed to: messages above
-        it were forwarded live or are on their way, so only those up to it are replayed, and the
-        mark stays (raising it would drop the ones still on their way).
+        `until` is the floor of a room this connection was already subscribed to: messages above
+        it were sent live, so only those up to it are replayed, and the marks stay.
         """
         limit = settings.CHAT_REPLAY_LIMIT
         messages, gap, last_id, members = await db(self._replay_state)(room_id, since, until, limit)
@@ -266,7 +281,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for message in messages:
             await self._send(protocol.message_new(message))
         if until is None:
-            self.rooms[room_id] = max(self.rooms.get(room_id, 0), last_id or 0)
+            self.rooms[room_id] = self.floors[room_id] = max(self.rooms.get(room_id, 0), last_id or 0)
+
+    async def _catch_up(self, room_id: int, message_id: int, prev_id: int) -> bool:
+        """Move the room's mark to `message_id`, first sending the messages between the mark
+        and it that have not come live yet. False if `message_id` was sent already."""
+        mark = self.rooms[room_id]
+        if message_id <= mark:
+            return False
+        if prev_id > mark:
+            for message in await db(self._between)(room_id, mark, message_id):
+                await self._send(protocol.message_new(message))
+        self.rooms[room_id] = message_id
+        return True
+
+    @staticmethod
+    def _between(room_id, after, before):
+        rows, _ = selectors.messages_since(room_id, after, settings.CHAT_REPLAY_LIMIT, until=before - 1)
+        return [message_data(m) for m in rows]
 
     @staticmethod
     def _replay_state(room_id, since, until, limit):

@@ -27,15 +27,16 @@ def encode(frame: dict) -> str:
 
 
 def frame_event(frame: dict, *, room_id: int | None = None, message_id: int | None = None,
-                skip_user: int | None = None, origin: str | None = None) -> dict:
+                prev_id: int | None = None, skip_user: int | None = None, origin: str | None = None) -> dict:
     """A `chat.frame` event: the consumer forwards `text` to its client, except
 
-    - a `message_id` the connection already replayed (dedupe after `join since`),
+    - a `message.new` (`message_id`, with `prev_id` the room's message before it) that the
+      connection already sent; the consumer delivers those in id order (see consumers),
     - to `skip_user` (typing is not echoed to the typist),
     - to `origin`, the connection that caused the event and already got it as its reply.
     """
-    return {"type": "chat.frame", "text": encode(frame), "room_id": room_id,
-            "message_id": message_id, "skip_user": skip_user, "origin": origin}
+    return {"type": "chat.frame", "text": encode(frame), "room_id": room_id, "message_id": message_id,
+            "prev_id": prev_id, "skip_user": skip_user, "origin": origin}
 
 
 def publish(group: str, event: dict) -> None:

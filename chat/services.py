@@ -276,13 +276,19 @@ def _insert_message(*, room: Room, author, body: str, kind: str = Message.Kind.U
     per room on PostgreSQL: the id is drawn and the transaction commits while the lock is
     held, so no other writer to this room can interleave. SQLite allows one writer at a
     time, which gives the same order (and Django ignores FOR UPDATE there).
+
+    Publishing happens after commit, so two processes' events can still reach Redis out of
+    commit order. Each event therefore names the room's previous message (`prev_id`, also
+    set on the returned instance), read under the same lock: a connection that receives
+    a message whose predecessor it has not sent yet knows to fetch the gap first.
     """
     Room.objects.select_for_update().filter(pk=room.pk).values_list("pk").first()
+    prev_id = Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first() or 0
     message = Message.objects.create(room=room, author=author, body=body, kind=kind, client_id=client_id)
-    message.room, message.author = room, author
+    message.room, message.author, message.prev_id = room, author, prev_id
     frame = protocol.message_new(message_data(message))
-    events.publish(events.room_group(room.pk),
-                   events.frame_event(frame, room_id=room.pk, message_id=message.pk, origin=origin))
+    events.publish(events.room_group(room.pk), events.frame_event(
+        frame, room_id=room.pk, message_id=message.pk, prev_id=prev_id, origin=origin))
     return message
 
 

@@ -467,3 +467,27 @@ async def test_internal_error_closes_1011_with_reference(alice, general, monkeyp
     reference = out["reason"].removeprefix("internal error ")
     assert len(reference) == 12 and reference in caplog.text and "disk on fire" in caplog.text
     await a.comm.disconnect()
+
+
+async def test_events_that_overtake_each_other_are_delivered_in_id_order(alice, bob, general, monkeypatch):
+    """Two processes publish after commit, so Redis may carry m2 before m1: the connection
+    sends m1 (read from the database) before m2, and drops m1's late event."""
+    from channels.layers import get_channel_layer
+
+    from chat import events
+
+    await db(services.room_join)(user=bob, slug="general")
+    b = await connect(bob)
+    await b.drain()
+    held = []
+    monkeypatch.setattr(events, "send", lambda group, event: held.append((group, event)))
+    m1, _ = await db(services.message_send)(user=alice, slug="general", body="first")
+    m2, _ = await db(services.message_send)(user=alice, slug="general", body="second")
+    assert [e["message_id"] for _, e in held] == [m1.pk, m2.pk]
+    assert held[1][1]["prev_id"] == m1.pk
+    layer = get_channel_layer()
+    for group, event in reversed(held):
+        await layer.group_send(group, event)
+    got = [f["message"]["id"] for f in await b.drain(0.3) if f["type"] == "message.new"]
+    assert got == [m1.pk, m2.pk]
+    await b.close()
