@@ -41,6 +41,10 @@
     attempts: 0,
     retryTimer: null,
     highestId: config.lastId || 0,
+    // Where to resume: the highest id received after this connection's room.joined. Live
+    // frames that arrive between hello and room.joined are newer than the replay still to
+    // come, so resuming from them could skip it; the server sends the rest in id order.
+    resumeId: config.lastId || 0,
     oldestId: config.oldestId,
     hasMore: config.hasMore,
     loadingOlder: false,
@@ -300,7 +304,7 @@
     "hello"(frame) {
       renderNav(frame.rooms);
       if (ui.body && frame.limits) ui.body.maxLength = frame.limits.max_body;
-      state.socket.send(JSON.stringify({type: "join", room: ROOM, since: state.highestId, ref: "join"}));
+      state.socket.send(JSON.stringify({type: "join", room: ROOM, since: state.resumeId, ref: "join"}));
     },
     "room.joined"(frame) {
       if (frame.room !== ROOM) return;
@@ -337,6 +341,7 @@
         }
         return;
       }
+      if (state.ready) state.resumeId = Math.max(state.resumeId, message.id);
       const mine = acknowledge(message);
       if (message.author) stopTyping(message.author.username);
       addMessages([message]);
