@@ -302,11 +302,12 @@ class ChatClient:
         self.rooms = list(rooms)
         self.view: dict[str, set[int]] = {room: set() for room in self.rooms}
         self.resume: dict[str, int] = {room: 0 for room in self.rooms}  # the next join's `since`
-        self.attempts: dict[str, int] = defaultdict(int)  # client_id -> times transmitted
+        # client_id -> how each transmission ended: "ack", "duplicate", "error", "closed" (the
+        # connection closed before an answer), "silent" (no answer in REPLY_TIMEOUT_S), or "sent"
+        self.outcomes: dict[str, list[str]] = defaultdict(list)
         self.pending: dict[str, dict] = {}  # client_id -> send frame, until acknowledged (in send order)
         self.acked: dict[str, int] = {}  # client_id -> message id
         self.errors: list[dict] = []  # every error frame
-        self.silent: list[str] = []  # client_ids whose send met neither ack nor error on an open connection
         self.closes: list[tuple[int | None, str, int, float]] = []  # (code or None if no close frame, reason, port, time)
         self.presence: list[tuple[float, str, str, str]] = []  # (time, room, username, status)
         self.gaps: list[dict] = []
@@ -412,6 +413,8 @@ class ChatClient:
             finally:
                 self.ready.clear()
                 self.ws = None
+                for cid in self._inflight:
+                    self._outcome(cid, "closed")
                 self._inflight.clear()
                 self._joined.clear()
             if self.connections > hellos:  # back off only while connections keep failing
@@ -449,7 +452,7 @@ class ChatClient:
             return  # sent after reconnecting
         self._inflight[cid] = time.monotonic()
         self._retry_at.pop(cid, None)
-        self.attempts[cid] += 1
+        self.outcomes[cid].append("sent")
         with contextlib.suppress(ConnectionClosed):  # the reader sees the close; the send goes again after it
             await ws.send(json.dumps(self.pending[cid]))
 
@@ -458,7 +461,7 @@ class ChatClient:
         now = time.monotonic()
         for cid, sent in list(self._inflight.items()):
             if now - sent > REPLY_TIMEOUT_S:
-                self.silent.append(cid)
+                self._outcome(cid, "silent")
                 del self._inflight[cid]
                 self._retry_at[cid] = now
         for cid, when in list(self._retry_at.items()):
@@ -481,12 +484,14 @@ class ChatClient:
             if ref in self.pending:
                 del self.pending[ref]
                 self._inflight.pop(ref, None)
+                self._outcome(ref, "duplicate" if frame.get("duplicate") else "ack")
                 self.acked[ref] = mid
         elif kind == "error":
             self.errors.append(frame)
             wait = min(frame.get("retry_after") or 1, 1)
             if ref in self.pending:
                 self._inflight.pop(ref, None)
+                self._outcome(ref, "error")
                 self._retry_at[ref] = now + wait
             elif ref and ref.startswith("join:"):
                 self._rejoin_at[ref.removeprefix("join:")] = now + wait
@@ -498,6 +503,10 @@ class ChatClient:
             self.gaps.append(frame)
         elif kind == "pong":
             self.pongs += 1
+
+    def _outcome(self, cid: str, how: str) -> None:
+        if self.outcomes[cid][-1:] == ["sent"]:
+            self.outcomes[cid][-1] = how
 
     def history(self, room: str, ids) -> str:
         """What this client did around `ids` (for failure messages): its joins, closes and deliveries."""
@@ -552,10 +561,14 @@ async def assert_views_match_db(clients: list[ChatClient], room: str, timeout: f
 
 async def assert_acks_in_db(clients: list[ChatClient]) -> None:
     """Every acknowledged send is in the database, once, under the id it was acknowledged with;
-    no send is in the database twice; no send met silence."""
+    no send is in the database twice; no send met silence; no send answered with an error was
+    stored (a later resend of it is acknowledged as new, not as a duplicate)."""
     for client in clients:
-        assert not client.silent, f"{client.name}: sends met neither ack nor error within {REPLY_TIMEOUT_S} s: " \
-                                  f"{client.silent}"
+        silent = {cid: how for cid, how in client.outcomes.items() if "silent" in how}
+        assert not silent, f"{client.name}: sends met neither ack nor error within {REPLY_TIMEOUT_S} s: {silent}"
+        stored_despite_error = {cid: how for cid, how in client.outcomes.items()
+                                if how[-1:] == ["duplicate"] and "closed" not in how}
+        assert not stored_despite_error, f"{client.name}: the error answered a send that was stored: {stored_despite_error}"
         sent = list(client.acked) + list(client.pending)
         in_db = await ids_by_client_id(sent)
         assert {cid: ids for cid, ids in in_db.items() if len(ids) > 1} == {}, f"{client.name}: client_ids stored twice"
