@@ -224,23 +224,25 @@ def pg_proxy():
 @contextlib.contextmanager
 def daphnes(count: int, env: dict | None = None, args: list[str] | None = None):
     """`count` daphne processes on the test database with FAULT_ENV (and `env`), started in
-    parallel; each is terminated at the end (killed if it doesn't stop)."""
+    parallel; each is terminated at the end (killed if it doesn't stop). If the test fails,
+    the end of each server's output is printed."""
     full_env = {"DATABASE_URL": database_url(), **FAULT_ENV, **(env or {})}
     with ThreadPoolExecutor(count) as pool:
         futures = [pool.submit(start_daphne, full_env, args=args) for _ in range(count)]
-    servers = []
+    servers = [future.result() for future in futures if future.exception() is None]
     try:
         for future in futures:
-            servers.append(future.result())
+            future.result()  # raises if one did not start
         yield servers
+    except BaseException:
+        for server in servers:
+            print(f"--- daphne on port {server.port}, last lines:\n{output_tail(server)}")
+        raise
     finally:
-        for future in futures:
-            if future.exception() is None and future.result() not in servers:
-                servers.append(future.result())
-        stop_all(servers)
+        stop_servers(servers)
 
 
-def stop_all(servers: list[LiveServer]) -> None:
+def stop_servers(servers: list[LiveServer]) -> None:
     for server in servers:
         if server.process.poll() is None:
             server.process.terminate()
@@ -271,7 +273,8 @@ room_ids = database_sync_to_async(_room_ids)
 def ids_by_client_id(client_ids) -> dict[str, list[int]]:
     """For each client_id: the ids of the messages that carry it (at most one is right)."""
     found = defaultdict(list)
-    for cid, mid in Message.objects.filter(client_id__in=list(client_ids)).order_by("id").values_list("client_id", "id"):
+    rows = Message.objects.filter(client_id__in=list(client_ids)).order_by("id").values_list("client_id", "id")
+    for cid, mid in rows:
         found[cid].append(mid)
     return found
 
@@ -289,7 +292,7 @@ class ChatClient:
       every send not yet acknowledged.
     - A send answered with `error` is retried after `retry_after` (at most 1 s here).
 
-    Start it with `await client.start()`; `await client.stop()` at the end.
+    Run clients with `async with connected([...])`, which starts and stops them.
     """
 
     _numbers = itertools.count(1)
@@ -308,12 +311,12 @@ class ChatClient:
         self.pending: dict[str, dict] = {}  # client_id -> send frame, until acknowledged (in send order)
         self.acked: dict[str, int] = {}  # client_id -> message id
         self.errors: list[dict] = []  # every error frame
-        self.closes: list[tuple[int | None, str, int, float]] = []  # (code or None if no close frame, reason, port, time)
+        # (code, or None when the connection dropped without a close frame; reason; server port; time)
+        self.closes: list[tuple[int | None, str, int, float]] = []
         self.presence: list[tuple[float, str, str, str]] = []  # (time, room, username, status)
         self.gaps: list[dict] = []
         self.joins: list[tuple[float, int, str, int]] = []  # (time, connection number, room, since)
         self.deliveries: list[tuple[float, int, str, int]] = []  # (time, connection number, room, id) of message.new
-        self.pongs = 0
         self.connections = 0  # successful hellos
         self.final_close: int | None = None
         self.ready = asyncio.Event()  # hello read, joins and resends sent
@@ -360,20 +363,12 @@ class ChatClient:
         await self._transmit(cid)
         return cid
 
-    async def ping(self, timeout: float = 5.0) -> None:
-        """A `ping` answered by `pong` on the current connection."""
-        pongs = self.pongs
-        await self.ws.send(json.dumps({"type": "ping", "ref": "ping"}))
-        async with asyncio.timeout(timeout):
-            while self.pongs == pongs:
-                await asyncio.sleep(0.02)
-
     async def settled(self, timeout: float = 20.0) -> None:
         """Wait until connected with every send acknowledged."""
         deadline = time.monotonic() + timeout
         while self.pending or not self.ready.is_set():
             if self._task.done():
-                raise AssertionError(f"{self.name} stopped (final close {self.final_close})") from self._task.exception()
+                raise AssertionError(f"{self.name} stopped (close {self.final_close})") from self._task.exception()
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name}: {len(self.pending)} sends still unacknowledged after {timeout} s "
                                      f"(connected: {self.ready.is_set()}, closes: {self.closes[-5:]}, "
@@ -501,8 +496,6 @@ class ChatClient:
             self.presence.append((now, frame["room"], frame["user"]["username"], frame["status"]))
         elif kind == "room.gap":
             self.gaps.append(frame)
-        elif kind == "pong":
-            self.pongs += 1
 
     def _outcome(self, cid: str, how: str) -> None:
         if self.outcomes[cid][-1:] == ["sent"]:
@@ -518,17 +511,19 @@ class ChatClient:
                  f"  closes (code, reason, port, t): "
                  + ", ".join(f"({c}, {r!r}, {p}, {t - t0:.2f})" for c, r, p, t in self.closes),
                  f"  deliveries near {lo}..{hi} (t, conn, id): "
-                 + ", ".join(f"({t - t0:.2f}, {c}, {m})" for t, c, r, m in self.deliveries if r == room and lo <= m <= hi)]
+                 + ", ".join(f"({t - t0:.2f}, {c}, {m})" for t, c, r, m in self.deliveries
+                             if r == room and lo <= m <= hi)]
         return "\n".join(lines)
 
 
-async def start_all(clients: list[ChatClient], timeout: float = 15.0) -> list[ChatClient]:
-    await asyncio.gather(*(client.start(timeout) for client in clients))
-    return clients
-
-
-async def stop_all_clients(clients: list[ChatClient]) -> None:
-    await asyncio.gather(*(client.stop() for client in clients))
+@contextlib.asynccontextmanager
+async def connected(clients: list[ChatClient], timeout: float = 15.0):
+    """Start `clients` and wait until each is connected; stop them all at the end, whatever happens."""
+    try:
+        await asyncio.gather(*(client.start(timeout) for client in clients))
+        yield clients
+    finally:
+        await asyncio.gather(*(client.stop() for client in clients))
 
 
 async def settle_all(clients: list[ChatClient], timeout: float = 20.0) -> None:
@@ -568,7 +563,8 @@ async def assert_acks_in_db(clients: list[ChatClient]) -> None:
         assert not silent, f"{client.name}: sends met neither ack nor error within {REPLY_TIMEOUT_S} s: {silent}"
         stored_despite_error = {cid: how for cid, how in client.outcomes.items()
                                 if how[-1:] == ["duplicate"] and "closed" not in how}
-        assert not stored_despite_error, f"{client.name}: the error answered a send that was stored: {stored_despite_error}"
+        assert not stored_despite_error, f"{client.name}: sends answered with an error were stored: " \
+                                         f"{stored_despite_error}"
         sent = list(client.acked) + list(client.pending)
         in_db = await ids_by_client_id(sent)
         assert {cid: ids for cid, ids in in_db.items() if len(ids) > 1} == {}, f"{client.name}: client_ids stored twice"

@@ -20,8 +20,8 @@ from channels.db import database_sync_to_async
 from chat import services
 from chat.models import Message
 from tests.conftest import access_token
-from tests.faults import (ChatClient, assert_acks_in_db, assert_views_match_db, daphnes, database_url_via,
-                          ids_by_client_id, output_tail, settle_all, start_all, stop_all_clients)
+from tests.faults import (ChatClient, assert_acks_in_db, assert_views_match_db, connected, daphnes,
+                          database_url_via, ids_by_client_id, settle_all)
 from tests.faults import pg_proxy, private_redis  # noqa: F401  (fixtures)
 from tests.live import http_json, ws_connect
 
@@ -68,81 +68,87 @@ async def eventually(condition, timeout: float, what: str, step: float = 0.05):
     return result
 
 
+async def eventually_async(query, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (result := await query()):
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.05)
+    return result
+
+
+def alternating(users, a, b):
+    """`connected` clients in ROOM, one per user, alternately on server `a` and `b` (each fails over to the other)."""
+    return connected([ChatClient(user, [b, a] if i % 2 else [a, b], [ROOM]) for i, user in enumerate(users)])
+
+
 def about(username):
     return lambda frame: frame["user"]["username"] == username
 
 
-# 2. Redis restarts while clients send
+# Redis restarts while clients send
 
 async def test_redis_restart_while_clients_send(private_redis, crowd):
     users = await crowd(10)
     with daphnes(2, {"REDIS_URL": private_redis.url}) as (a, b):
-        clients = await start_all([ChatClient(user, [a, b] if i % 2 else [b, a], [ROOM])
-                                   for i, user in enumerate(users)])
-        start = time.monotonic()
-        sending = [asyncio.create_task(keep_sending(c, start + 6, 0.1)) for c in clients[:5]]
-        await asyncio.sleep(2)
-        private_redis.stop()
-        restarted_at = time.monotonic() + 1.5
-        await asyncio.sleep(1.5)
-        await asyncio.to_thread(private_redis.start)
-        sent = sum(await asyncio.gather(*sending))
-        try:
+        async with alternating(users, a, b) as clients:
+            start = time.monotonic()
+            sending = [asyncio.create_task(keep_sending(c, start + 6, 0.1)) for c in clients[:5]]
+            await asyncio.sleep(2)
+            private_redis.stop()
+            killed = time.monotonic()
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(private_redis.start)
+            sent = sum(await asyncio.gather(*sending))
             await settle_all(clients, timeout=20)
             await assert_acks_in_db(clients)
             await assert_views_match_db(clients, ROOM)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- daphne A:\n{output_tail(a)}\n--- daphne B:\n{output_tail(b)}") from None
-        assert await db(user_messages)() == sent
-        # The fault reached every client: each socket was closed for it to resume (1012 from the
-        # watchdog, 1013 while Redis was away), and none was closed otherwise.
-        for client in clients:
-            assert client.connections >= 2, f"{client.name} was never disconnected: closes {client.closes}"
-            assert any(t >= restarted_at - 1.5 for *_, t in client.closes), client.closes
-        assert {code for c in clients for code, *_ in c.closes} <= {1012, 1013}, [c.closes for c in clients]
-        assert {e["code"] for c in clients for e in c.errors} <= {"unavailable"}, [c.errors for c in clients]
-        await stop_all_clients(clients)
+            assert await db(user_messages)() == sent
+            # The fault reached every client: each socket was closed for it to resume (1012 from the
+            # watchdog, 1013 while Redis was away), and none was closed otherwise.
+            for client in clients:
+                assert any(t >= killed for *_, t in client.closes), f"{client.name} was never disconnected"
+            assert {code for c in clients for code, *_ in c.closes} <= {1012, 1013}, [c.closes for c in clients]
+            assert {e["code"] for c in clients for e in c.errors} <= {"unavailable"}, [c.errors for c in clients]
 
 
-# 3. A daphne is SIGKILLed
+# A daphne is SIGKILLed
 
 async def test_sigkill_of_one_daphne(private_redis, crowd):
     users = await crowd(6)
     victim = users[5]  # its only connection is on the process that dies
     with daphnes(2, {"REDIS_URL": private_redis.url}) as (a, b):
-        on_a = [ChatClient(user, [a, b], [ROOM]) for user in users[:2]]
-        on_b = [ChatClient(user, [b, a], [ROOM]) for user in users[2:5]]
-        clients = await start_all(on_a + on_b)
-        watcher = on_b[-1]
-        doomed = await ws_connect(a, victim)
-        await eventually(lambda: watcher.saw_presence(victim.username, "online"), 5, "victim online")
-        start = time.monotonic()
-        sending = [asyncio.create_task(keep_sending(c, start + 4, 0.05)) for c in clients[:4]]
-        await asyncio.sleep(1.5)
-        a.process.kill()
-        killed = time.monotonic()
-        offline = await eventually(lambda: watcher.saw_presence(victim.username, "offline", after=killed), 8,
-                                   "the victim announced offline")
-        # 4 beats of CHAT_HEARTBEAT_S=1, plus delivery
-        assert offline - killed <= 6, f"offline announced {offline - killed:.1f} s after the kill"
-        sent = sum(await asyncio.gather(*sending))
-        await settle_all(clients, timeout=20)
-        await assert_acks_in_db(clients)
-        await assert_views_match_db(clients, ROOM)
-        assert await db(user_messages)() == sent
-        for client in on_a:
-            assert client.closes[0][:1] == (None,), f"{client.name}: {client.closes}"  # no close frame: a crash
-            assert client.server is b and client.connections == 2
-        for client in on_b:
-            assert not client.closes
-        # users who moved to the survivor stay online
-        moved = {c.user.username for c in on_a}
-        assert not [p for p in watcher.presence if p[2] in moved and p[3] == "offline"], watcher.presence
-        doomed.abort()
-        await stop_all_clients(clients)
+        async with connected([ChatClient(user, [a, b], [ROOM]) for user in users[:2]]
+                             + [ChatClient(user, [b, a], [ROOM]) for user in users[2:5]]) as clients:
+            on_a, on_b = clients[:2], clients[2:]
+            watcher = on_b[-1]
+            doomed = await ws_connect(a, victim)
+            await eventually(lambda: watcher.saw_presence(victim.username, "online"), 5, "victim online")
+            start = time.monotonic()
+            sending = [asyncio.create_task(keep_sending(c, start + 4, 0.05)) for c in clients[:4]]
+            await asyncio.sleep(1.5)
+            a.process.kill()
+            killed = time.monotonic()
+            offline = await eventually(lambda: watcher.saw_presence(victim.username, "offline", after=killed), 8,
+                                       "the victim announced offline")
+            # 4 beats of CHAT_HEARTBEAT_S=1, plus delivery
+            assert offline - killed <= 6, f"offline announced {offline - killed:.1f} s after the kill"
+            sent = sum(await asyncio.gather(*sending))
+            await settle_all(clients, timeout=20)
+            await assert_acks_in_db(clients)
+            await assert_views_match_db(clients, ROOM)
+            assert await db(user_messages)() == sent
+            for client in on_a:
+                assert client.closes[0][:1] == (None,), f"{client.name}: {client.closes}"  # no close frame: a crash
+                assert client.server is b and client.connections == 2
+            for client in on_b:
+                assert not client.closes
+            # users who moved to the survivor stay online
+            moved = {c.user.username for c in on_a}
+            assert not [p for p in watcher.presence if p[2] in moved and p[3] == "offline"], watcher.presence
+            doomed.abort()
 
 
-# 4. The database is briefly unreachable
+# The database is briefly unreachable
 
 async def test_database_briefly_unreachable(pg_proxy, alice, bob):
     await db(services.room_create)(user=alice, name="General", slug=ROOM)
@@ -181,46 +187,44 @@ async def test_database_briefly_unreachable(pg_proxy, alice, bob):
         await sender.close(), await reader.close()
 
 
-# 5. Concurrent writers in several processes
+# Concurrent writers in several processes
 
 async def test_concurrent_writers_on_two_processes(private_redis, crowd):
     users = await crowd(10)
     rng = random.Random(5)
     with daphnes(2, {"REDIS_URL": private_redis.url}) as (a, b):
-        writers = [ChatClient(user, [a, b] if i < 3 else [b, a], [ROOM]) for i, user in enumerate(users[:6])]
-        readers = [ChatClient(user, [a, b] if i % 2 else [b, a], [ROOM]) for i, user in enumerate(users[6:])]
-        hopper = readers[0]  # reconnects with `since` again and again while the writers write
-        clients = await start_all(writers + readers)
+        async with alternating(users, a, b) as clients:
+            writers, readers = clients[:6], clients[6:]  # three writers and two readers on each process
+            hopper = readers[0]  # reconnects with `since` again and again while the writers write
 
-        async def write(client: ChatClient):
-            for i in range(40):
-                await client.send(ROOM, f"{client.name} #{i}")
-                await asyncio.sleep(rng.uniform(0, 0.03))
+            async def write(client: ChatClient):
+                for i in range(40):
+                    await client.send(ROOM, f"{client.name} #{i}")
+                    await asyncio.sleep(rng.uniform(0, 0.03))
 
-        writing = asyncio.gather(*(write(w) for w in writers))
-        while not writing.done():
-            await asyncio.sleep(rng.uniform(0.1, 0.3))
-            await hopper.wait_ready()
-            hopper.drop()
-        await writing
-        await settle_all(clients, timeout=20)
-        await assert_acks_in_db(clients)
-        expected = await assert_views_match_db(clients, ROOM)
-        acked = [mid for w in writers for mid in w.acked.values()]
-        assert len(set(acked)) == len(acked) == 240
-        assert set(acked) <= set(expected)
-        for writer in writers:
-            # One connection's sends are stored in the order it sent them (a send retried after
-            # an error is stored later, of course).
-            once = [writer.acked[cid] for cid in (f"{writer.name}-{n}" for n in range(1, 41))
-                    if writer.outcomes[cid] == ["ack"]]
-            assert once == sorted(once), writer.name
-        assert {e["code"] for c in clients for e in c.errors} <= {"unavailable"}, [c.errors for c in clients]
-        assert hopper.connections >= 5, hopper.connections
-        await stop_all_clients(clients)
+            writing = asyncio.gather(*(write(w) for w in writers))
+            while not writing.done():
+                await asyncio.sleep(rng.uniform(0.1, 0.3))
+                await hopper.wait_ready()
+                hopper.drop()
+            await writing
+            await settle_all(clients, timeout=20)
+            await assert_acks_in_db(clients)
+            expected = await assert_views_match_db(clients, ROOM)
+            acked = [mid for w in writers for mid in w.acked.values()]
+            assert len(set(acked)) == len(acked) == 240
+            assert set(acked) <= set(expected)
+            for writer in writers:
+                # One connection's sends are stored in the order it sent them (a send retried after
+                # an error is stored later, of course).
+                once = [writer.acked[cid] for cid in (f"{writer.name}-{n}" for n in range(1, 41))
+                        if writer.outcomes[cid] == ["ack"]]
+                assert once == sorted(once), writer.name
+            assert {e["code"] for c in clients for e in c.errors} <= {"unavailable"}, [c.errors for c in clients]
+            assert hopper.connections >= 5, hopper.connections
 
 
-# 6. Retries with the same client_id
+# Retries with the same client_id
 
 async def test_resending_after_a_lost_ack_creates_one_message(alice, bob):
     await db(services.room_create)(user=alice, name="General", slug=ROOM)
@@ -247,15 +251,7 @@ async def test_resending_after_a_lost_ack_creates_one_message(alice, bob):
         await again.close(), await reader.close()
 
 
-async def eventually_async(query, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := await query()):
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.05)
-    return result
-
-
-# 7. Heartbeats
+# Heartbeats
 
 async def raw_handshake(server, user) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a WebSocket by hand and stop there: this peer never reads again, nor answers pings."""
@@ -291,30 +287,28 @@ async def test_heartbeat_drops_a_dead_peer_and_keeps_a_healthy_idle_one(alice, b
         await idle.close()
 
 
-# 8. Graceful shutdown
+# Graceful shutdown
 
 async def test_sigterm_mid_burst_loses_nothing(private_redis, alice, bob):
     await db(services.room_create)(user=alice, name="General", slug=ROOM)
     await db(services.room_join)(user=bob, slug=ROOM)
     with daphnes(2, {"REDIS_URL": private_redis.url}) as (a, b):
-        sender = ChatClient(alice, [a, b], [ROOM])
-        reader = ChatClient(bob, [b, a], [ROOM])
-        clients = await start_all([sender, reader])
+        async with alternating([alice, bob], a, b) as clients:
+            sender = clients[0]  # on a, which is stopped
 
-        async def burst():
-            for i in range(150):
-                await sender.send(ROOM, f"burst #{i}")
-                await asyncio.sleep(0.002)
+            async def burst():
+                for i in range(150):
+                    await sender.send(ROOM, f"burst #{i}")
+                    await asyncio.sleep(0.002)
 
-        sending = asyncio.create_task(burst())
-        await eventually(lambda: len(sender.acked) >= 30, 10, "30 acks before SIGTERM")
-        a.process.terminate()
-        await sending
-        await settle_all(clients, timeout=20)
-        assert sender.closes[0][:2] == (1001, "server shutting down"), sender.closes
-        assert sender.server is b
-        await assert_acks_in_db(clients)
-        assert len(sender.acked) == 150
-        assert await db(user_messages)() == 150
-        await assert_views_match_db(clients, ROOM)
-        await stop_all_clients(clients)
+            sending = asyncio.create_task(burst())
+            await eventually(lambda: len(sender.acked) >= 30, 10, "30 acks before SIGTERM")
+            a.process.terminate()
+            await sending
+            await settle_all(clients, timeout=20)
+            assert sender.closes[0][:2] == (1001, "server shutting down"), sender.closes
+            assert sender.server is b
+            await assert_acks_in_db(clients)
+            assert len(sender.acked) == 150
+            assert await db(user_messages)() == 150
+            await assert_views_match_db(clients, ROOM)
