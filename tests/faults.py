@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -291,6 +292,10 @@ class ChatClient:
       are newer than the replay still to come), then resends, with the same `client_id`,
       every send not yet acknowledged.
     - A send answered with `error` is retried after `retry_after` (at most 1 s here).
+    - With `drop_early`, it drops each connection on the first `message.new` that comes before
+      `room.joined` (the moment a client that resumed from the highest id it holds would skip
+      the replay still to come); `join_delay` (seconds, at most) is how long it is busy with
+      `hello` before it joins, which widens that window.
 
     Run clients with `async with connected([...])`, which starts and stops them.
     """
@@ -319,6 +324,9 @@ class ChatClient:
         self.deliveries: list[tuple[float, int, str, int]] = []  # (time, connection number, room, id) of message.new
         self.connections = 0  # successful hellos
         self.final_close: int | None = None
+        self.drop_early = False
+        self.join_delay = 0.0
+        self.early_drops = 0
         self.ready = asyncio.Event()  # hello read, joins and resends sent
         self.ws = None
         self.server: LiveServer | None = None
@@ -421,6 +429,8 @@ class ChatClient:
         hello = json.loads(await ws.recv())
         assert hello["type"] == "hello", hello
         self.connections += 1
+        if self.join_delay:
+            await asyncio.sleep(random.uniform(0, self.join_delay))
         for room in self.rooms:
             await self._join(ws, room)
         self.ready.set()
@@ -476,6 +486,9 @@ class ChatClient:
             self.deliveries.append((now, self.connections, room, mid))
             if room in self._joined:
                 self.resume[room] = max(self.resume[room], mid)
+            elif self.drop_early:
+                self.early_drops += 1
+                self.drop()
             if ref in self.pending:
                 del self.pending[ref]
                 self._inflight.pop(ref, None)

@@ -196,32 +196,38 @@ async def test_concurrent_writers_on_two_processes(private_redis, crowd):
         async with alternating(users, a, b) as clients:
             writers, readers = clients[:6], clients[6:]  # three writers and two readers on each process
             hopper = readers[0]  # reconnects with `since` again and again while the writers write
+            hopper.drop_early, hopper.join_delay = True, 0.15
+            n, min_reconnects = 40, 8
 
             async def write(client: ChatClient):
-                for i in range(40):
+                for i in range(n):
+                    while hopper.connections <= i * min_reconnects // n:  # however slow the hopper, it hops meanwhile
+                        await asyncio.sleep(0.005)
                     await client.send(ROOM, f"{client.name} #{i}")
                     await asyncio.sleep(rng.uniform(0, 0.03))
 
             writing = asyncio.gather(*(write(w) for w in writers))
             while not writing.done():
-                await asyncio.sleep(rng.uniform(0.1, 0.3))
                 await hopper.wait_ready()
+                # Now and then before its join's replay is in (the joins just went out), else a while after.
+                await asyncio.sleep(rng.choice([rng.uniform(0, 0.02), rng.uniform(0.05, 0.2)]))
                 hopper.drop()
             await writing
             await settle_all(clients, timeout=20)
             await assert_acks_in_db(clients)
             expected = await assert_views_match_db(clients, ROOM)
             acked = [mid for w in writers for mid in w.acked.values()]
-            assert len(set(acked)) == len(acked) == 240
+            assert len(set(acked)) == len(acked) == 6 * n
             assert set(acked) <= set(expected)
             for writer in writers:
                 # One connection's sends are stored in the order it sent them (a send retried after
                 # an error is stored later, of course).
-                once = [writer.acked[cid] for cid in (f"{writer.name}-{n}" for n in range(1, 41))
+                once = [writer.acked[cid] for cid in (f"{writer.name}-{k}" for k in range(1, n + 1))
                         if writer.outcomes[cid] == ["ack"]]
                 assert once == sorted(once), writer.name
             assert {e["code"] for c in clients for e in c.errors} <= {"unavailable"}, [c.errors for c in clients]
-            assert hopper.connections >= 5, hopper.connections
+            assert hopper.connections > min_reconnects
+            assert hopper.early_drops, "no message came between `hello` and `room.joined`: the race did not happen"
 
 
 # Retries with the same client_id
