@@ -17,6 +17,7 @@ Delivery without gap or duplicate, in id order, per room:
 - `self.floors[room]` is the mark when the room was subscribed: a later `join since` on
   the same connection replays only up to the floor, since everything above came live.
 """
+import asyncio
 import logging
 import time
 import uuid
@@ -164,8 +165,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message.room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
             await self._group_add(message.room_id, message.room.slug)
             await self._replay(message.room_id, message.room.slug, since=message.pk, ref=None)
-        elif created:
-            await self._catch_up(message.room_id, message.pk, message.prev_id)
+        elif created or message.pk > self.rooms[message.room_id]:
+            # A duplicate's original may still be on its way here, behind others' messages:
+            # its id is about to be the client's resume point, so send those first.
+            await self._catch_up(message.room_id, message.pk, message.prev_id if created else message.pk)
         await self._send(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
 
     def _message_send(self, frame):
@@ -280,6 +283,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send(protocol.room_gap(slug, since, messages[0]["id"]))
         for message in messages:
             await self._send(protocol.message_new(message))
+            # Let daphne write between frames: a replay sent in one go waits whole in its buffer
+            # and trips CHAT_MAX_SEND_BUFFER, dropping the client on every attempt to resume.
+            await asyncio.sleep(0)
         if until is None:
             self.rooms[room_id] = self.floors[room_id] = max(self.rooms.get(room_id, 0), last_id or 0)
 
