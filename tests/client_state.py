@@ -1,0 +1,68 @@
+"""What a correct client keeps of one room, whatever carries its frames (the test communicator or a socket).
+
+- Every `message.new` goes into `view`, de-duplicated by id; one id must always carry the same message.
+- `mark` is an id up to which the client holds every message of the room: it resumes with
+  `join since=mark`. As docs/protocol.md says, it is the highest id received after the
+  `room.joined` of such a join on the current connection (acknowledgements included: the
+  server sends a room's frames in id order, with no gap, from then on). Frames read between
+  `hello` and that `room.joined` are kept but don't move it: the replay of older ones follows.
+- Sends stay in `unacked` until acknowledged, and go again with the same `client_id` after
+  each `room.joined` (so do sends made while offline).
+"""
+import itertools
+
+
+class ClientState:
+    def __init__(self, name: str, user_id: int, room: str):
+        self.name, self.user_id, self.room = name, user_id, room
+        self.view: dict[int, dict] = {}  # message id -> message
+        self.mark = 0
+        self.synced = False  # the current connection's `join since` was answered
+        self.join_ref: str | None = None
+        self.unacked: dict[str, str] = {}  # client_id -> body
+        self.acks: dict[str, int] = {}  # client_id -> message id
+        self._refs = itertools.count()
+
+    def connection_lost(self) -> None:
+        self.synced, self.join_ref = False, None
+
+    def join(self) -> dict:
+        self.join_ref = f"{self.name}:j{next(self._refs)}"
+        return {"type": "join", "room": self.room, "since": self.mark, "ref": self.join_ref}
+
+    def send(self, client_id: str, body: str) -> dict:
+        """The frame of a new send; it stays unacknowledged until the server echoes it."""
+        self.unacked[client_id] = body
+        return self.message_send(client_id, body)
+
+    def message_send(self, client_id: str, body: str) -> dict:
+        return {"type": "message.send", "room": self.room, "body": body, "client_id": client_id,
+                "ref": f"{self.name}:s:{client_id}"}
+
+    def handle(self, frame: dict) -> list[dict]:
+        """Take in one server frame; returns the frames to send in response (resends)."""
+        assert frame["type"] != "error", f"{self.name} got {frame}"
+        if frame["type"] == "room.joined" and frame.get("ref") == self.join_ref:
+            self.synced = True
+            return [self.message_send(client_id, body) for client_id, body in self.unacked.items()]
+        if frame["type"] == "message.new":
+            self._message(frame)
+        return []
+
+    def _message(self, frame: dict) -> None:
+        message = frame["message"]
+        assert message["room"] == self.room, f"{self.name} got a message of another room: {frame}"
+        seen = self.view.setdefault(message["id"], message)
+        assert seen == message, f"{self.name}: message {message['id']} arrived twice, differently: {seen} {message}"
+        ref = frame.get("ref") or ""
+        if ref.startswith(f"{self.name}:s:"):
+            client_id = ref.split(":s:", 1)[1]
+            assert (message["client_id"], message["author"]["id"]) == (client_id, self.user_id), frame
+            assert self.acks.setdefault(client_id, message["id"]) == message["id"], \
+                f"{self.name}: client_id {client_id!r} acknowledged as two messages"
+            self.unacked.pop(client_id, None)
+        if self.synced:
+            self.mark = max(self.mark, message["id"])
+
+    def ordered(self) -> list[dict]:
+        return [self.view[i] for i in sorted(self.view)]

@@ -1,0 +1,238 @@
+"""Delivery guarantees as a property: whatever the schedule of connects, drops, sends and
+resends, every client ends up with exactly the room's history.
+
+Hypothesis draws schedules for 2-4 users (one or two devices each) in one room, run against
+the in-process ASGI app. Each device keeps what a correct client keeps
+(`tests.client_state.ClientState`: its view, the mark it resumes from with `join since`, its
+unacknowledged sends, resent with the same `client_id` after each `room.joined`).
+
+Invariant, after a final resync of every device: its id-ordered view equals the database's
+sequence for the room, message for message, and every `client_id` names exactly one message,
+the one every acknowledgement of it named.
+"""
+import asyncio
+import itertools
+import json
+
+import hypothesis
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from hypothesis import HealthCheck, given, strategies as st
+
+from chat import services
+from chat.models import Message
+from chat.serializers import message_data
+from chatproject.asgi import application
+from tests.client_state import ClientState
+from tests.conftest import access_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+User = get_user_model()
+QUIET_S = 0.1  # a device is done reading when nothing arrives for this long
+examples = itertools.count()
+
+
+class Device:
+    """One client application of a user, on the test communicator: a connection at a time."""
+
+    def __init__(self, name: str, user, room: str, seen: set):
+        self.user = user
+        self.state = ClientState(name, user.pk, room)
+        self.comm: WebsocketCommunicator | None = None
+        self.seen = seen  # what happened in this example, for Hypothesis' statistics
+        self.top_ack = 0  # the highest id acknowledged on this connection
+        self.replayed_up_to = 0  # the `last_message_id` of the latest `room.joined`
+
+    async def connect(self):
+        comm = WebsocketCommunicator(application, f"/ws/chat/?token={access_token(self.user)}")
+        connected, _ = await comm.connect()
+        assert connected
+        self.comm, self.top_ack, self.replayed_up_to = comm, 0, 0
+        hello = await self.recv()
+        assert hello["type"] == "hello", hello
+
+    async def send(self, frame: dict):
+        await self.comm.send_to(text_data=json.dumps(frame))
+
+    async def recv(self) -> dict:
+        out = await self.comm.receive_output(5)
+        assert out["type"] == "websocket.send", f"{self.state.name} expected a frame, got {out}"
+        return json.loads(out["text"])
+
+    async def handle(self, frame: dict):
+        if frame["type"] == "room.joined":
+            self.replayed_up_to = frame["last_message_id"] or 0
+        if frame["type"] == "message.new":
+            self._note(frame)
+        for reply in self.state.handle(frame):
+            await self.send(reply)
+
+    async def read_queued(self, limit: int | None = None):
+        """Handle the frames already waiting (at most `limit`), without waiting for more."""
+        for _ in itertools.repeat(None) if limit is None else range(limit):
+            if self.comm.output_queue.empty():
+                return
+            await self.handle(await self.recv())
+
+    async def read_until_quiet(self):
+        # receive_output's timeout would cancel the app: check that something waits first.
+        while not await self.comm.receive_nothing(QUIET_S):
+            await self.read_queued()
+
+    async def read_until_reply(self, ref: str):
+        """Read up to and including the reply to the frame sent with `ref`, and no further."""
+        while True:
+            frame = await self.recv()
+            await self.handle(frame)
+            if frame.get("ref") == ref:
+                return
+
+    def _note(self, frame: dict):
+        message_id = frame["message"]["id"]
+        if frame.get("duplicate"):
+            self.seen.add("a resend answered as a duplicate")
+        if (frame.get("ref") or "").startswith(f"{self.state.name}:s:"):
+            self.top_ack = max(self.top_ack, message_id)
+        elif self.replayed_up_to < message_id < self.top_ack:  # live, not replayed
+            self.seen.add("an acknowledgement overtook an earlier broadcast")
+
+    async def close(self, code: int):
+        """Hang up: 1000 after reading what already arrived, 1006 (a lost network) dropping it."""
+        if code == 1000:
+            await self.read_queued()
+        elif not self.comm.output_queue.empty():
+            self.seen.add("an abort dropped unread frames")
+        await self.comm.disconnect(code)
+        self.comm = None
+        self.state.connection_lost()
+
+
+# Schedules
+
+DEVICE = st.integers(0, 7)  # taken modulo the number of devices
+SEND = st.tuples(st.just("send"), DEVICE, st.booleans())  # and wait for the acknowledgement, or not
+READ = st.tuples(st.just("read"), DEVICE, st.integers(1, 4))  # some of what waits, as a busy client does
+STEP = st.one_of(
+    st.tuples(st.just("connect"), DEVICE),  # a fresh connection, without `join since`
+    st.tuples(st.just("resync"), DEVICE),  # reconnect, then `join since`
+    st.tuples(st.just("rejoin"), DEVICE),  # `join since` again on the open connection
+    st.tuples(st.just("close"), DEVICE),
+    st.tuples(st.just("abort"), DEVICE),
+    SEND, SEND, SEND,  # sends are what the schedules are about: draw them more often
+    st.tuples(st.just("resend"), DEVICE, st.integers(0, 30), st.booleans()),  # an earlier client_id of the user
+    READ, READ,
+    st.just(("pause",)),
+)
+
+
+# Device 1 resends the client_id that device 0 (same user) sends at the same time, while
+# user 1's message, committed just before, is on its way to device 1; device 1 reads up to
+# the answer (a duplicate), then loses its connection and resumes from the highest id it
+# holds. Three times: the race can go either way.
+DUPLICATE_AHEAD = [
+    ("resync", 1), *[("pause",)] * 6, ("read", 1, 4), ("read", 1, 4),
+    ("send", 2, False), ("send", 0, False), ("resend", 1, -1, True), ("abort", 1),
+]
+
+
+@st.composite
+def schedules(draw):
+    users = draw(st.integers(2, 4))
+    second_devices = draw(st.lists(st.integers(0, users - 1), max_size=2, unique=True))
+    return users, sorted([*range(users), *second_devices]), draw(st.lists(STEP, min_size=1, max_size=25))
+
+
+async def run_step(step, devices: list[Device], sent: dict, counter):
+    device = devices[step[1] % len(devices)] if len(step) > 1 else None
+    kind = step[0]
+    if kind == "pause":
+        await asyncio.sleep(0.005)
+    elif kind == "connect" and device.comm is None:
+        await device.connect()
+    elif kind == "resync":
+        if device.comm is not None:
+            await device.close(1000)
+        await device.connect()
+        await device.send(device.state.join())
+    elif kind == "rejoin" and device.comm is not None:
+        await device.send(device.state.join())
+    elif kind in ("close", "abort") and device.comm is not None:
+        await device.close(1000 if kind == "close" else 1006)
+    elif kind == "send":
+        client_id = f"{device.state.name}-{next(counter)}"
+        sent.setdefault(device.user.pk, {})[client_id] = body = f"body of {client_id}"
+        frame = device.state.send(client_id, body)  # offline, it goes after the next `room.joined`
+        if device.comm is not None:
+            await device.send(frame)
+            if step[2]:
+                await device.read_until_reply(frame["ref"])
+    elif kind == "resend" and device.comm is not None and sent.get(device.user.pk):
+        client_id, body = list(sent[device.user.pk].items())[step[2] % len(sent[device.user.pk])]
+        frame = device.state.message_send(client_id, body)
+        await device.send(frame)
+        if step[3]:
+            await device.read_until_reply(frame["ref"])
+    elif kind == "read" and device.comm is not None:
+        await device.read_queued(step[2])
+
+
+async def play(devices: list[Device], steps, sent: dict):
+    channel_layers.backends = {}  # a layer per event loop: each example runs in a new one
+    counter = itertools.count()
+    try:
+        for device in devices:  # every device starts online, its join on the way
+            await device.connect()
+            await device.send(device.state.join())
+        for step in steps:
+            await run_step(step, devices, sent, counter)
+        for device in devices:  # recovery: every device that is not in sync resumes with `since`
+            if device.comm is None:
+                await device.connect()
+            if not device.state.synced:
+                await device.send(device.state.join())
+        await asyncio.gather(*(device.read_until_quiet() for device in devices))
+        unacked = {device.state.name: device.state.unacked for device in devices if device.state.unacked}
+        assert not unacked, f"sends left unacknowledged after the resync: {unacked}"
+    finally:
+        for device in devices:
+            if device.comm is not None:
+                await device.comm.disconnect()
+        for layer in channel_layers.backends.values():
+            if hasattr(layer, "flush"):
+                await layer.flush()
+        channel_layers.backends = {}
+
+
+@hypothesis.settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(schedule=schedules())
+@hypothesis.example(schedule=(2, [0, 0, 1], DUPLICATE_AHEAD * 3))
+def test_every_client_ends_with_the_rooms_history(schedule, settings):
+    settings.CHAT_RATE_PER_10S = 100_000
+    users, owners, steps = schedule
+    n = next(examples)
+    people = [User.objects.create_user(f"p{n}u{i}", password="x") for i in range(users)]
+    room = services.room_create(user=people[0], name=f"Room {n}", slug=f"prop-{n}")
+    for person in people[1:]:
+        services.room_join(user=person, slug=room.slug)
+    seen: set[str] = set()
+    devices = [Device(f"d{i}", people[owner], room.slug, seen) for i, owner in enumerate(owners)]
+    sent: dict[int, dict[str, str]] = {}  # user id -> client_id -> body, every send of the schedule
+
+    async_to_sync(play)(devices, steps, sent)
+    for what in seen:
+        hypothesis.event(what)
+
+    rows = Message.objects.filter(room=room).select_related("room", "author").order_by("id")
+    history = [message_data(m) for m in rows]
+    for device in devices:
+        assert device.state.ordered() == history, f"{device.state.name}'s view differs from the database"
+    for user_id, client_ids in sent.items():
+        for client_id, body in client_ids.items():
+            stored = list(Message.objects.filter(author_id=user_id, client_id=client_id))
+            assert [m.body for m in stored] == [body], f"{client_id!r} is {len(stored)} messages"
+            acks = {d.state.acks[client_id] for d in devices if client_id in d.state.acks}
+            assert acks == {stored[0].pk}, f"{client_id!r} acknowledged as {acks}, stored as {stored[0].pk}"
