@@ -1,0 +1,263 @@
+"""Overload and slow consumers, against one real daphne on Redis, with real WebSocket clients.
+
+Each client keeps what a correct client keeps (`tests.client_state.ClientState`) and, when its
+connection drops, reconnects and resumes with `join since`. Invariant: every client's
+de-duplicated, id-ordered view equals the database's sequence for the room, every send is
+acknowledged, and every `client_id` is one message.
+"""
+import asyncio
+import contextlib
+import json
+import socket
+import time
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+from websockets.asyncio.client import connect as websocket_connect
+from websockets.exceptions import ConnectionClosed
+
+from chat import services
+from chat.models import Message
+from chat.serializers import message_data
+from tests.client_state import ClientState
+from tests.conftest import access_token
+from tests.live import run_daphne
+
+pytestmark = [pytest.mark.fault, pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+User = get_user_model()
+db = database_sync_to_async
+ROOM = "load"
+LOAD_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "1000"}
+
+
+class SocketClient:
+    """A `ClientState` on a real WebSocket. It reads in a task while `reading` is set; after a
+    drop it reconnects and resumes with `join since`.
+
+    `rcvbuf` shrinks the first connection's receive buffer and `max_queue` the library's, so
+    that a client that stops reading pushes back on the server at once instead of after
+    megabytes; once it reads again, it reconnects as any client does.
+    """
+
+    def __init__(self, server, user, name: str, *, rcvbuf: int | None = None, max_queue: int = 16):
+        self.server, self.user = server, user
+        self.state = ClientState(name, user.pk, ROOM)
+        self.rcvbuf, self.max_queue = rcvbuf, max_queue
+        self.arrived: dict[int, float] = {}  # message id -> when it first arrived
+        self.closes: list[int | None] = []  # close codes; None when the connection dropped without one
+        self.reading = asyncio.Event()
+        self.reading.set()
+        self.synced = asyncio.Event()
+        self.ws = None
+        self.task: asyncio.Task | None = None
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    async def start(self):
+        self.task = asyncio.create_task(self._run(), name=self.name)
+        await wait_for(lambda: self.synced.is_set(), 15, [self], lambda: f"{self.name} did not join")
+
+    async def stop(self):
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 2)
+
+    def check(self):
+        """Raise what killed the reading task, if anything did (a broken invariant in `ClientState`)."""
+        if self.task.done() and not self.task.cancelled():
+            self.task.result()
+
+    async def send(self, client_id: str, body: str):
+        """Send now if in sync, else after the next `room.joined` (ClientState resends it)."""
+        frame = self.state.send(client_id, body)
+        if self.ws is not None and self.state.synced:
+            with contextlib.suppress(ConnectionClosed):  # the reader reconnects; the send goes again then
+                await self.ws.send(json.dumps(frame))
+
+    async def rejoin(self):
+        await self.ws.send(json.dumps(self.state.join()))
+
+    def missing(self, ids) -> list[int]:
+        return [i for i in ids if i not in self.state.view]
+
+    async def _run(self):
+        while True:
+            try:
+                self.ws = await self._connect()
+                await self._session(self.ws)
+            except ConnectionClosed as exc:
+                self.closes.append(exc.rcvd.code if exc.rcvd else None)
+            self.ws = None
+            self.state.connection_lost()
+            self.synced.clear()
+            await asyncio.sleep(0.05)
+
+    async def _connect(self):
+        sock = None
+        if self.rcvbuf and not self.closes:
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            sock.connect(("127.0.0.1", self.server.port))
+            sock.setblocking(False)
+        return await websocket_connect(self.server.ws_url + "/ws/chat/", sock=sock, max_queue=self.max_queue,
+                                       additional_headers={"Authorization": f"Bearer {access_token(self.user)}"},
+                                       open_timeout=10, ping_interval=None, max_size=2**22)
+
+    async def _session(self, ws):
+        hello = json.loads(await ws.recv())
+        assert hello["type"] == "hello", hello
+        await ws.send(json.dumps(self.state.join()))
+        while True:
+            await self.reading.wait()
+            frame = json.loads(await ws.recv())
+            if frame["type"] == "message.new":
+                self.arrived.setdefault(frame["message"]["id"], time.monotonic())
+            for reply in self.state.handle(frame):
+                await ws.send(json.dumps(reply))
+            if self.state.synced:
+                self.synced.set()
+
+
+async def wait_for(done, timeout: float, clients, explain) -> None:
+    """Poll `done()` until true; fail with `explain()` after `timeout` s, or as soon as a client's task dies."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        for client in clients:
+            client.check()
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout} s: {explain()}")
+        await asyncio.sleep(0.05)
+
+
+@db
+def members(count: int) -> list:
+    people = [User.objects.create_user(f"load{i}", password="x") for i in range(count)]
+    services.room_create(user=people[0], name="Load", slug=ROOM)
+    for person in people[1:]:
+        services.room_join(user=person, slug=ROOM)
+    return people
+
+
+@db
+def room_ids() -> list[int]:
+    return list(Message.objects.filter(room__slug=ROOM).order_by("id").values_list("id", flat=True))
+
+
+@db
+def room_history() -> list[dict]:
+    rows = Message.objects.filter(room__slug=ROOM).select_related("room", "author").order_by("id")
+    return [message_data(m) for m in rows]
+
+
+@db
+def stored_ids(client_ids) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = {}
+    for client_id, pk in Message.objects.filter(client_id__in=list(client_ids)).values_list("client_id", "id"):
+        found.setdefault(client_id, []).append(pk)
+    return found
+
+
+async def assert_views_and_acks(clients: list[SocketClient], senders: list[SocketClient], sent: list[str]):
+    history = await room_history()
+    for client in clients:
+        view = client.state.ordered()
+        assert view == history, (f"{client.name} differs from the database: misses "
+                                 f"{client.missing([m['id'] for m in history])[:20]}, closes {client.closes}")
+    acks = {cid: pk for sender in senders for cid, pk in sender.state.acks.items()}
+    assert sorted(acks) == sorted(sent), f"unacknowledged: {sorted(set(sent) - set(acks))[:20]}"
+    assert await stored_ids(sent) == {cid: [pk] for cid, pk in acks.items()}
+
+
+async def test_overload_every_client_ends_with_the_rooms_history(redis_url):
+    """50 clients in one room, 5 senders offering 200 messages/s for 3 s."""
+    clients_n, senders_n, rate, seconds = 50, 5, 200, 3.0
+    per_sender = int(rate * seconds) // senders_n
+    people = await members(clients_n)
+    with run_daphne({**LOAD_ENV, "REDIS_URL": redis_url}) as server:
+        clients = [SocketClient(server, person, f"c{i}") for i, person in enumerate(people)]
+        try:
+            for batch in range(0, clients_n, 10):
+                await asyncio.gather(*(client.start() for client in clients[batch:batch + 10]))
+            senders = clients[:senders_n]
+            sent = [f"{sender.name}-{k}" for sender in senders for k in range(per_sender)]
+            before = len(await room_ids())
+            start = time.monotonic()
+
+            async def offer(sender: SocketClient):
+                for k in range(per_sender):
+                    await asyncio.sleep(max(0.0, start + k * senders_n / rate - time.monotonic()))
+                    await sender.send(f"{sender.name}-{k}", f"load {k} from {sender.name}")
+
+            await asyncio.gather(*(offer(sender) for sender in senders))
+            offered_s = time.monotonic() - start
+            await wait_for(lambda: not any(s.state.unacked for s in senders), 20, clients,
+                           lambda: f"unacknowledged: { {s.name: len(s.state.unacked) for s in senders} }")
+            ids = await room_ids()
+            assert len(ids) == before + len(sent)
+
+            # Whatever has not come within 3 s of the last acknowledgement was lost, not delayed.
+            with contextlib.suppress(AssertionError):
+                await wait_for(lambda: not any(c.missing(ids) for c in clients), 3, clients, lambda: "")
+            missed = {c.name: len(c.missing(ids)) for c in clients if c.missing(ids)}
+            silent = {name: n for name, n in missed.items() if not next(c for c in clients if c.name == name).closes}
+            for client in clients:
+                if client.missing(ids) and client.ws is not None:
+                    await client.rejoin()
+            await wait_for(lambda: not any(c.missing(ids) for c in clients), 15, clients,
+                           lambda: f"missing after join since: { {c.name: len(c.missing(ids)) for c in clients} }")
+            await assert_views_and_acks(clients, senders, sent)
+            assert offered_s < seconds + 1, f"the senders could not offer the load: {offered_s:.1f} s"
+            # join since recovered everything; but a client whose connection never dropped must
+            # not have needed it: it had no reason to ask.
+            assert not silent, f"lost on open connections (messages per client): {silent}; all misses: {missed}"
+        finally:
+            await asyncio.gather(*(client.stop() for client in clients if client.task))
+
+
+async def test_slow_consumer_does_not_hold_back_the_others(redis_url):
+    """One client stops reading while a sender sends N large messages: the others get every
+    one as soon as it is sent; the server drops the slow one once more than CHAT_MAX_SEND_BUFFER
+    bytes wait for it, and it resumes with `join since` when it reads again."""
+    # The kernel takes about 2 MB for a socket on loopback before the server's own buffer grows
+    # (the socket buffers grow with the loopback's 64 KB segments): send twice that.
+    n, body_size, fast_n = 200, 24_000, 5
+    people = await members(fast_n + 2)
+    env = {**LOAD_ENV, "REDIS_URL": redis_url, "CHAT_MAX_SEND_BUFFER": "65536", "CHAT_MAX_BODY": str(body_size + 10)}
+    with run_daphne(env) as server:
+        sender = SocketClient(server, people[0], "sender")
+        fast = [SocketClient(server, person, f"fast{i}") for i, person in enumerate(people[1:-1])]
+        slow = SocketClient(server, people[-1], "slow", rcvbuf=4096, max_queue=1)
+        clients = [sender, *fast, slow]
+        try:
+            await asyncio.gather(*(client.start() for client in clients))
+            slow.reading.clear()
+            sent = [f"s{k}" for k in range(n)]
+            for k, client_id in enumerate(sent):
+                await sender.send(client_id, f"{k:05d} " + "x" * body_size)
+            await wait_for(lambda: not sender.state.unacked, 20, clients,
+                           lambda: f"{len(sender.state.unacked)} sends unacknowledged")
+            new_ids = sorted(sender.state.acks.values())
+            send_end = max(sender.arrived[i] for i in new_ids)
+            await wait_for(lambda: not any(c.missing(new_ids) for c in fast), 10, clients,
+                           lambda: f"fast clients missing: { {c.name: len(c.missing(new_ids)) for c in fast} }")
+            lag = max(c.arrived[i] for c in fast for i in new_ids) - send_end
+            assert lag < 2.0, f"the fast clients got the last message {lag:.2f} s after it was sent"
+            assert slow.missing(new_ids), "the slow client read everything: it was not slow"
+
+            slow.reading.set()
+            ids = await room_ids()
+            await wait_for(lambda: not slow.missing(ids), 15, clients,
+                           lambda: f"slow client misses {len(slow.missing(ids))} after {len(slow.closes)} closes "
+                                   f"({set(slow.closes)})")
+            await assert_views_and_acks(clients, [sender], sent)
+            assert slow.closes == [None], f"the server did not drop the slow client: closes {slow.closes}"
+            assert not any(c.closes for c in [sender, *fast]), {c.name: c.closes for c in clients}
+        finally:
+            await asyncio.gather(*(client.stop() for client in clients if client.task))
