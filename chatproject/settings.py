@@ -90,7 +90,9 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (daphne and the test runner) may write the same file.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # IMMEDIATE takes the write lock at BEGIN, so a waiting writer waits out `timeout`
+    # instead of failing at once when its read lock cannot be upgraded.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
     # The test database is a file (not in-memory) so that live tests' daphne processes can
     # open it; one per test run, so concurrent runs don't collide.
     DATABASES["default"]["TEST"] = {

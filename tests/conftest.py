@@ -10,7 +10,7 @@ from chat import broker, events
 
 User = get_user_model()
 
-pytest_plugins = ["tests.live"]  # fixtures for tests against real servers: daphne_a, daphne_b, redis_url
+pytest_plugins = ["tests.live", "tests.faults"]  # fixtures for real servers: daphne_a/b, redis_url, private_redis, pg_proxy
 
 
 @pytest.fixture(autouse=True)

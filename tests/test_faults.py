@@ -22,7 +22,6 @@ from chat.models import Message
 from tests.conftest import access_token
 from tests.faults import (ChatClient, assert_acks_in_db, assert_views_match_db, connected, daphnes,
                           database_url_via, ids_by_client_id, settle_all)
-from tests.faults import pg_proxy, private_redis  # noqa: F401  (fixtures)
 from tests.live import http_json, ws_connect
 
 pytestmark = [pytest.mark.fault, pytest.mark.live, pytest.mark.django_db(transaction=True)]
