@@ -138,6 +138,14 @@ DUPLICATE_AHEAD = [
     ("send", 2, False), ("send", 0, False), ("resend", 1, -1, True), ("abort", 1),
 ]
 
+# Device 0 misses a message while offline, reconnects, gets a live one before sending its
+# `join since`, and loses the connection before the replay: the live message must not
+# have become its resume point.
+LIVE_BEFORE_JOIN = [
+    ("abort", 0), ("send", 1, True), ("connect", 0), ("send", 1, True), ("pause",), ("read", 0, 4),
+    ("rejoin", 0), ("abort", 0),
+]
+
 
 @st.composite
 def schedules(draw):
@@ -210,6 +218,7 @@ async def play(devices: list[Device], steps, sent: dict):
 @hypothesis.settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(schedule=schedules())
 @hypothesis.example(schedule=(2, [0, 0, 1], DUPLICATE_AHEAD * 3))
+@hypothesis.example(schedule=(2, [0, 1], LIVE_BEFORE_JOIN))
 def test_every_client_ends_with_the_rooms_history(schedule, settings):
     settings.CHAT_RATE_PER_10S = 100_000
     users, owners, steps = schedule
