@@ -8,7 +8,8 @@ unacknowledged sends, resent with the same `client_id` after each `room.joined`)
 
 Invariant, after a final resync of every device: its id-ordered view equals the database's
 sequence for the room, message for message, and every `client_id` names exactly one message,
-the one every acknowledgement of it named.
+the one every acknowledgement of it named. Throughout: each connection sends the room's
+messages in id order, starting over at each `room.joined` (its replay).
 """
 import asyncio
 import itertools
@@ -44,14 +45,13 @@ class Device:
         self.state = ClientState(name, user.pk, room)
         self.comm: WebsocketCommunicator | None = None
         self.seen = seen  # what happened in this example, for Hypothesis' statistics
-        self.top_ack = 0  # the highest id acknowledged on this connection
-        self.replayed_up_to = 0  # the `last_message_id` of the latest `room.joined`
+        self.last_id = 0  # the last message sent on this connection since it opened or since `room.joined`
 
     async def connect(self):
         comm = WebsocketCommunicator(application, f"/ws/chat/?token={access_token(self.user)}")
         connected, _ = await comm.connect()
         assert connected
-        self.comm, self.top_ack, self.replayed_up_to = comm, 0, 0
+        self.comm, self.last_id = comm, 0
         hello = await self.recv()
         assert hello["type"] == "hello", hello
 
@@ -65,9 +65,9 @@ class Device:
 
     async def handle(self, frame: dict):
         if frame["type"] == "room.joined":
-            self.replayed_up_to = frame["last_message_id"] or 0
+            self.last_id = 0  # the replay starts over
         if frame["type"] == "message.new":
-            self._note(frame)
+            self._in_order(frame)
         for reply in self.state.handle(frame):
             await self.send(reply)
 
@@ -91,14 +91,14 @@ class Device:
             if frame.get("ref") == ref:
                 return
 
-    def _note(self, frame: dict):
-        message_id = frame["message"]["id"]
+    def _in_order(self, frame: dict):
+        """A connection sends a room's messages in id order (a duplicate's answer is the original, older)."""
         if frame.get("duplicate"):
             self.seen.add("a resend answered as a duplicate")
-        if (frame.get("ref") or "").startswith(f"{self.state.name}:s:"):
-            self.top_ack = max(self.top_ack, message_id)
-        elif self.replayed_up_to < message_id < self.top_ack:  # live, not replayed
-            self.seen.add("an acknowledgement overtook an earlier broadcast")
+            return
+        message_id = frame["message"]["id"]
+        assert message_id > self.last_id, f"{self.state.name}: message {message_id} came after {self.last_id}"
+        self.last_id = message_id
 
     async def close(self, code: int):
         """Hang up: 1000 after reading what already arrived, 1006 (a lost network) dropping it."""
