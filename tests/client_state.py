@@ -8,6 +8,10 @@
   `hello` and that `room.joined` are kept but don't move it: the replay of older ones follows.
 - Sends stay in `unacked` until acknowledged, and go again with the same `client_id` after
   each `room.joined` (so do sends made while offline).
+
+It also checks what the server promises each connection: one id is always the same message,
+and the room's messages come in id order (starting over at each `room.joined`, whose replay
+follows; the answer to a resend is the original message, so it may be older).
 """
 import itertools
 
@@ -19,12 +23,13 @@ class ClientState:
         self.mark = 0
         self.synced = False  # the current connection's `join since` was answered
         self.join_ref: str | None = None
+        self.last_id = 0  # the last message the connection sent, since it opened or since `room.joined`
         self.unacked: dict[str, str] = {}  # client_id -> body
         self.acks: dict[str, int] = {}  # client_id -> message id
         self._refs = itertools.count()
 
     def connection_lost(self) -> None:
-        self.synced, self.join_ref = False, None
+        self.synced, self.join_ref, self.last_id = False, None, 0
 
     def join(self) -> dict:
         self.join_ref = f"{self.name}:j{next(self._refs)}"
@@ -42,6 +47,8 @@ class ClientState:
     def handle(self, frame: dict) -> list[dict]:
         """Take in one server frame; returns the frames to send in response (resends)."""
         assert frame["type"] != "error", f"{self.name} got {frame}"
+        if frame["type"] == "room.joined":
+            self.last_id = 0
         if frame["type"] == "room.joined" and frame.get("ref") == self.join_ref:
             self.synced = True
             return [self.message_send(client_id, body) for client_id, body in self.unacked.items()]
@@ -54,6 +61,9 @@ class ClientState:
         assert message["room"] == self.room, f"{self.name} got a message of another room: {frame}"
         seen = self.view.setdefault(message["id"], message)
         assert seen == message, f"{self.name}: message {message['id']} arrived twice, differently: {seen} {message}"
+        if not frame.get("duplicate"):
+            assert message["id"] > self.last_id, f"{self.name}: message {message['id']} came after {self.last_id}"
+            self.last_id = message["id"]
         ref = frame.get("ref") or ""
         if ref.startswith(f"{self.name}:s:"):
             client_id = ref.split(":s:", 1)[1]
