@@ -279,13 +279,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         messages, gap, last_id, members = await db(self._replay_state)(room_id, since, until, limit)
         online = await presence.backend().online(members)
         await self._send(protocol.reply(protocol.room_joined(slug, sorted(members[uid] for uid in online), last_id), ref))
-        if gap:
-            await self._send(protocol.room_gap(slug, since, messages[0]["id"]))
-        for message in messages:
-            await self._send(protocol.message_new(message))
-            # Let daphne write between frames: a replay sent in one go waits whole in its buffer
-            # and trips CHAT_MAX_SEND_BUFFER, dropping the client on every attempt to resume.
-            await asyncio.sleep(0)
+        await self._send_messages(slug, messages, gap_after=since if gap else None)
         if until is None:
             self.rooms[room_id] = self.floors[room_id] = max(self.rooms.get(room_id, 0), last_id or 0)
 
@@ -296,15 +290,25 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message_id <= mark:
             return False
         if prev_id > mark:
-            for message in await db(self._between)(room_id, mark, message_id):
-                await self._send(protocol.message_new(message))
+            messages, gap = await db(self._between)(room_id, mark, message_id)
+            await self._send_messages(self.slugs[room_id], messages, gap_after=mark if gap else None)
         self.rooms[room_id] = message_id
         return True
 
+    async def _send_messages(self, slug: str, messages: list[dict], gap_after: int | None):
+        """Send `message.new` frames (after a `room.gap` when older ones were left out)."""
+        if gap_after is not None and messages:
+            await self._send(protocol.room_gap(slug, gap_after, messages[0]["id"]))
+        for message in messages:
+            await self._send(protocol.message_new(message))
+            # Let daphne write between frames: a burst sent in one go waits whole in its buffer
+            # and trips CHAT_MAX_SEND_BUFFER, dropping the client on every attempt to resume.
+            await asyncio.sleep(0)
+
     @staticmethod
     def _between(room_id, after, before):
-        rows, _ = selectors.messages_since(room_id, after, settings.CHAT_REPLAY_LIMIT, until=before - 1)
-        return [message_data(m) for m in rows]
+        rows, gap = selectors.messages_since(room_id, after, settings.CHAT_REPLAY_LIMIT, until=before - 1)
+        return [message_data(m) for m in rows], gap
 
     @staticmethod
     def _replay_state(room_id, since, until, limit):

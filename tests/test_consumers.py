@@ -491,3 +491,23 @@ async def test_events_that_overtake_each_other_are_delivered_in_id_order(alice, 
     got = [f["message"]["id"] for f in await b.drain(0.3) if f["type"] == "message.new"]
     assert got == [m1.pk, m2.pk]
     await b.close()
+
+
+async def test_a_catch_up_larger_than_the_replay_limit_announces_the_gap(alice, bob, general, monkeypatch, settings):
+    from channels.layers import get_channel_layer
+
+    from chat import events
+
+    settings.CHAT_REPLAY_LIMIT = 1
+    await db(services.room_join)(user=bob, slug="general")
+    b = await connect(bob)
+    mark = b.hello["rooms"][0]["last_message_id"]
+    await b.drain()
+    held = []
+    monkeypatch.setattr(events, "send", lambda group, event: held.append((group, event)))
+    ids = [(await db(services.message_send)(user=alice, slug="general", body=f"m{i}"))[0].pk for i in range(3)]
+    await get_channel_layer().group_send(*held[-1])  # the newest overtook both others
+    frames = [f for f in await b.drain(0.3) if f["type"] in ("room.gap", "message.new")]
+    assert frames[0] == {"type": "room.gap", "room": "general", "after": mark, "before": ids[1]}
+    assert [f["message"]["id"] for f in frames[1:]] == ids[1:]
+    await b.close()
