@@ -80,6 +80,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM}.get(type(exc), protocol.CLOSE_FORBIDDEN)
             return await self.close(code, exc.detail)
         await self.channel_layer.group_add(events.user_group(self.user.pk), self.channel_name)
+        await self.channel_layer.group_add(events.everyone_group(), self.channel_name)
         for room_id, room_slug in room_ids:
             await self._group_add(room_id, room_slug)
         rooms = await db(selectors.room_summaries)(self.user)
@@ -115,6 +116,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             for room_id in list(self.rooms):
                 await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
             await self.channel_layer.group_discard(events.user_group(self.user.pk), self.channel_name)
+            await self.channel_layer.group_discard(events.everyone_group(), self.channel_name)
         except INFRASTRUCTURE:
             # Redis is away: its entries expire and the sweep announces the user offline.
             logger.warning("cleanup on disconnect failed: Redis unavailable")

@@ -22,6 +22,11 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def everyone_group() -> str:
+    """Every open connection, on every process: the audience of a site-wide `notice`."""
+    return "everyone"
+
+
 def encode(frame: dict) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
