@@ -5,6 +5,7 @@ Each service checks access through `chat.selectors`, validates, writes inside
 them after commit. REST views, the WebSocket consumer, the admin and management
 commands all call these functions; none of them writes models directly.
 """
+import logging
 import math
 import re
 
@@ -15,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from . import events, protocol
-from .errors import Forbidden, Invalid, Muted, NotFound, RoomLocked, TooLarge
+from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rate
 from .models import Membership, Message, Room
 from .selectors import (active_membership_q, last_message_id, member_room_for_user, message_for_user, room_for_user,
@@ -23,6 +24,7 @@ from .selectors import (active_membership_q, last_message_id, member_room_for_us
 from .serializers import message_data, user_data
 
 User = get_user_model()
+logger = logging.getLogger(__name__)
 
 
 # Users
@@ -399,3 +401,39 @@ def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) ->
                  "last_read_id": membership.last_read_id}
         events.publish(events.user_group(user.pk), events.frame_event(frame, room_id=room.pk, origin=origin))
     return membership
+
+
+# Notices
+
+NOTICE_LEVELS = ("info", "warning")
+
+
+def notice_send(*, text: str, level: str = "info", room: str | None = None, actor=None) -> dict:
+    """Send a `notice` frame to every open connection on every process, or to those subscribed to `room`.
+
+    Returns the frame. Nothing is stored: a client that is not connected misses it. Callable
+    from any synchronous code; inside a transaction it goes out on commit. `actor` is the
+    staff user sending it, or None from the command line.
+    """
+    if actor is not None and not actor.is_staff:
+        raise Forbidden("Only staff can send notices.")
+    if not isinstance(text, str) or not text.strip():
+        raise Invalid("text: must be a non-empty string.")
+    if len(text) > settings.CHAT_MAX_BODY:
+        raise Invalid(f"text: {len(text)} characters; the limit is {settings.CHAT_MAX_BODY}.")
+    if level not in NOTICE_LEVELS:
+        raise Invalid(f"level: use {' or '.join(map(repr, NOTICE_LEVELS))}.")
+    frame = {"type": "notice", "level": level, "text": text}
+    if room is None:
+        group, room_id = events.everyone_group(), None
+    else:
+        target = Room.objects.filter(slug=room).first() if isinstance(room, str) else None
+        if target is None:
+            raise NotFound(f"No room '{room}'.")
+        if target.archived:
+            raise Gone(f"Room '{room}' is archived.")
+        frame["room"] = target.slug
+        group, room_id = events.room_group(target.pk), target.pk
+    events.publish(group, events.frame_event(frame, room_id=room_id))
+    logger.info("%s notice to %s, sent by %s", level, room or "everyone", actor or "code (no user)")
+    return frame

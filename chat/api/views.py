@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
@@ -220,6 +220,27 @@ class ReadView(APIView):
         membership = services.read_mark(user=request.user, slug=slug, message_id=message_id)
         return Response({"room": slug, "last_read_id": membership.last_read_id,
                          "unread": selectors.unread_count(membership)})
+
+
+# Notices
+
+class NoticeSerializer(serializers.Serializer):
+    text = serializers.CharField(trim_whitespace=False, allow_blank=True)  # the service says what is wrong with it
+    level = serializers.ChoiceField(choices=services.NOTICE_LEVELS, default="info")
+    room = serializers.CharField(required=False, default=None, help_text="A room slug; without it, everyone connected.")
+
+
+class NoticeView(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=NoticeSerializer, responses={202: inline_serializer("NoticeFrame", {
+        "type": serializers.CharField(), "level": serializers.ChoiceField(choices=services.NOTICE_LEVELS),
+        "text": serializers.CharField(), "room": serializers.CharField(required=False),
+    })})
+    def post(self, request):
+        """Staff only. 202 with the `notice` frame, sent to every open connection (or one room's) on every process."""
+        frame = services.notice_send(actor=request.user, **validated(NoticeSerializer, request.data))
+        return Response(frame, status=status.HTTP_202_ACCEPTED)
 
 
 # Health
