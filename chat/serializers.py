@@ -136,3 +136,29 @@ class InviteSerializer(serializers.Serializer):
 
 class ReadSerializer(serializers.Serializer):
     message_id = serializers.IntegerField(min_value=0)
+
+
+class BanSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    reason = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+    minutes = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+
+
+class MuteSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    minutes = serializers.IntegerField(min_value=1, max_value=525600)
+
+
+class SanctionSerializer(serializers.Serializer):
+    """A ban or mute as stored: whom, until when (null: until lifted), why."""
+
+    username = serializers.CharField(source="user.username")
+    banned_until = serializers.SerializerMethodField()
+    ban_reason = serializers.CharField()
+    muted_until = serializers.SerializerMethodField()
+
+    def get_banned_until(self, membership: Membership) -> str | None:
+        return timestamp(membership.banned_until)
+
+    def get_muted_until(self, membership: Membership) -> str | None:
+        return timestamp(membership.muted_until)

@@ -7,6 +7,7 @@ commands all call these functions; none of them writes models directly.
 """
 import logging
 import math
+from datetime import timedelta
 import re
 
 from django.conf import settings
@@ -224,16 +225,86 @@ def member_remove(*, actor, slug: str, username: str) -> None:
                   .filter(active_membership_q()).first())
     if membership is None:
         raise NotFound(f"'{username}' is not a member of '{slug}'.")
-    if membership.user.is_staff and not actor.is_staff:
-        raise Forbidden("Staff cannot be removed by room moderators.")
-    if not actor.is_staff and actor_membership.role != Membership.Role.OWNER and membership.role != Membership.Role.MEMBER:
-        raise Forbidden("Moderators can remove members only.")
+    _require_may_moderate(actor, actor_membership, membership.user, membership)
     with transaction.atomic():
         membership.delete()
         _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
                         body=f"{actor.username} removed {membership.user.username}")
         _member_event("member.left", room, membership.user)
         _unsubscribe(membership.user_id, room, reason="kicked")
+
+
+def _require_may_moderate(actor, actor_membership, target, target_membership) -> None:
+    """Moderators act on plain members only; owners on anyone but staff; staff on anyone else."""
+    if target.pk == actor.pk:
+        raise Invalid("username: you cannot moderate yourself.")
+    if target.is_staff and not actor.is_staff:
+        raise Forbidden("Staff cannot be moderated by room owners or moderators.")
+    is_owner = actor_membership is not None and actor_membership.role == Membership.Role.OWNER
+    if not (actor.is_staff or is_owner) and target_membership is not None \
+            and target_membership.role != Membership.Role.MEMBER:
+        raise Forbidden("Moderators can act on members only.")
+
+
+def _moderation_target(actor, slug: str, username: str) -> tuple[Room, "User", Membership | None]:
+    room, actor_membership = room_for_user(actor, slug)
+    _require_moderator(actor, room, actor_membership)
+    target = User.objects.filter(username=username).first()
+    if target is None:
+        raise NotFound(f"No user '{username}'.")
+    membership = Membership.objects.filter(room=room, user=target).first()
+    _require_may_moderate(actor, actor_membership, target, membership)
+    return room, target, membership
+
+
+def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: int | None = None) -> Membership:
+    """Ban a user from a room (until lifted, or for `minutes`): their connections leave it at once
+    (`room.left` reason `banned`; a `/ws/chat/<slug>/` connection is closed 4403)."""
+    if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 1):
+        raise Invalid("minutes: a positive whole number, or nothing for a ban until lifted.")
+    if len(reason) > 300:
+        raise Invalid("reason: at most 300 characters.")
+    room, target, membership = _moderation_target(actor, slug, username)
+    if room.kind == Room.Kind.DIRECT:
+        raise Forbidden("Direct rooms have no bans.")
+    was_member = membership is not None and not membership.is_banned()
+    until = timezone.now() + timedelta(minutes=minutes) if minutes else None
+    with transaction.atomic():
+        membership, _ = Membership.objects.update_or_create(
+            room=room, user=target, defaults={"banned": True, "banned_until": until, "ban_reason": reason})
+        if was_member:
+            _member_event("member.left", room, target)
+        _unsubscribe(target.pk, room, reason="banned")
+    return membership
+
+
+def member_unban(*, actor, slug: str, username: str) -> None:
+    """Lift a ban. The user is no longer a member: they may join again (or be invited)."""
+    room, target, membership = _moderation_target(actor, slug, username)
+    if membership is None or not membership.banned:
+        raise NotFound(f"'{username}' is not banned from '{slug}'.")
+    membership.delete()
+
+
+def member_mute(*, actor, slug: str, username: str, minutes: int) -> Membership:
+    """Mute a member for `minutes`: their sends answer `muted` with the time left."""
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 60 * 24 * 365:
+        raise Invalid("minutes: a whole number from 1 to 525600.")
+    room, target, membership = _moderation_target(actor, slug, username)
+    if membership is None or membership.is_banned():
+        raise NotFound(f"'{username}' is not a member of '{slug}'.")
+    membership.muted_until = timezone.now() + timedelta(minutes=minutes)
+    membership.save(update_fields=["muted_until"])
+    return membership
+
+
+def member_unmute(*, actor, slug: str, username: str) -> Membership:
+    room, target, membership = _moderation_target(actor, slug, username)
+    if membership is None or not membership.is_muted():
+        raise NotFound(f"'{username}' is not muted in '{slug}'.")
+    membership.muted_until = None
+    membership.save(update_fields=["muted_until"])
+    return membership
 
 
 def direct_room(*, user, username: str) -> Room:

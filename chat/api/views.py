@@ -23,6 +23,9 @@ from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairVi
 
 from chat import presence, selectors, services
 from chat.serializers import (
+    BanSerializer,
+    MuteSerializer,
+    SanctionSerializer,
     InviteSerializer,
     MemberSerializer,
     MessageEditSerializer,
@@ -160,6 +163,35 @@ class MemberDetailView(APIView):
     @extend_schema(responses=NO_CONTENT)
     def delete(self, request, slug, username):
         services.member_remove(actor=request.user, slug=slug, username=username)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BanListView(APIView):
+    @extend_schema(request=BanSerializer, responses={201: SanctionSerializer})
+    def post(self, request, slug):
+        """Ban a user (owner, moderators, staff); without `minutes`, until lifted."""
+        membership = services.member_ban(actor=request.user, slug=slug, **validated(BanSerializer, request.data))
+        return Response(SanctionSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class BanDetailView(APIView):
+    @extend_schema(responses=NO_CONTENT)
+    def delete(self, request, slug, username):
+        services.member_unban(actor=request.user, slug=slug, username=username)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MuteListView(APIView):
+    @extend_schema(request=MuteSerializer, responses={201: SanctionSerializer})
+    def post(self, request, slug):
+        membership = services.member_mute(actor=request.user, slug=slug, **validated(MuteSerializer, request.data))
+        return Response(SanctionSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MuteDetailView(APIView):
+    @extend_schema(responses=NO_CONTENT)
+    def delete(self, request, slug, username):
+        services.member_unmute(actor=request.user, slug=slug, username=username)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

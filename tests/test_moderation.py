@@ -1,0 +1,148 @@
+"""Bans and mutes: the services, the REST endpoints, and their live effect on open sockets."""
+import pytest
+from channels.db import database_sync_to_async
+
+from chat import services
+from chat.models import Membership, Message
+from tests.conftest import frames
+from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
+
+db = database_sync_to_async
+
+
+@pytest.fixture
+def general(alice, bob, carol):
+    room = services.room_create(user=alice, name="General", slug="general")
+    services.room_join(user=bob, slug="general")
+    services.room_join(user=carol, slug="general")
+    return room
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("root", is_staff=True)
+
+
+def make_moderator(room, user):
+    Membership.objects.filter(room=room, user=user).update(role=Membership.Role.MODERATOR)
+
+
+@pytest.mark.django_db
+def test_owner_bans_a_member_who_leaves_at_once(api, alice, bob, general, published, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(alice).post("/api/rooms/general/bans/", {"username": "bob", "reason": "spam"}, format="json")
+    assert response.status_code == 201
+    assert response.json() == {"username": "bob", "banned_until": None, "ban_reason": "spam", "muted_until": None}
+    assert Membership.objects.get(room=general, user=bob).is_banned()
+    assert [f["type"] for f in frames(published)] == ["member.left"]
+    assert ("user.%d" % bob.pk, {"type": "chat.unsubscribe", "room_id": general.pk, "slug": "general",
+                                 "reason": "banned"}) in published
+    assert api(bob).post("/api/rooms/general/join/").status_code == 403
+    assert api(bob).post("/api/rooms/general/messages/", {"body": "back!"}, format="json").status_code == 403
+    assert not Message.objects.filter(body="back!").exists()
+
+
+@pytest.mark.django_db
+def test_unban_lets_the_user_join_again(api, alice, bob, general):
+    services.member_ban(actor=alice, slug="general", username="bob")
+    assert api(alice).delete("/api/rooms/general/bans/bob/").status_code == 204
+    assert not Membership.objects.filter(room=general, user=bob).exists()
+    assert api(bob).post("/api/rooms/general/join/").status_code == 201
+    assert api(alice).delete("/api/rooms/general/bans/bob/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_timed_ban_ends_by_itself(api, alice, bob, general):
+    response = api(alice).post("/api/rooms/general/bans/", {"username": "bob", "minutes": 5}, format="json")
+    assert response.status_code == 201 and response.json()["banned_until"]
+    Membership.objects.filter(user=bob, room=general).update(banned_until="2000-01-01T00:00:00Z")
+    assert api(bob).post("/api/rooms/general/join/").status_code == 201
+
+
+@pytest.mark.django_db
+def test_a_non_member_can_be_banned_from_joining(api, alice, make_user, general):
+    dave = make_user("dave")
+    assert api(alice).post("/api/rooms/general/bans/", {"username": "dave"}, format="json").status_code == 201
+    assert api(dave).post("/api/rooms/general/join/").status_code == 403
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("actor, target, status", [
+    ("bob", "carol", 403),      # a plain member cannot ban
+    ("mod", "alice", 403),      # a moderator cannot ban the owner
+    ("mod", "mod2", 403),       # nor another moderator
+    ("mod", "carol", 201),      # but can ban a member
+    ("alice", "mod", 201),      # the owner can ban a moderator
+    ("alice", "root", 403),     # nobody but staff moderates staff
+    ("root", "alice", 201),     # staff moderate anyone else
+    ("alice", "alice", 400),    # not oneself
+    ("alice", "nobody", 404),
+])
+def test_who_may_ban_whom(api, make_user, alice, bob, carol, staff, general, actor, target, status):
+    users = {"alice": alice, "bob": bob, "carol": carol, "root": staff}
+    for name in ("mod", "mod2"):
+        users[name] = make_user(name)
+        services.room_join(user=users[name], slug="general")
+        make_moderator(general, users[name])
+    services.room_join(user=staff, slug="general")
+    before = list(Membership.objects.values_list("user__username", "banned").order_by("id"))
+    response = api(users[actor]).post("/api/rooms/general/bans/", {"username": target}, format="json")
+    assert response.status_code == status, response.json()
+    if status != 201:
+        assert list(Membership.objects.values_list("user__username", "banned").order_by("id")) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body", [{}, {"username": "bob", "minutes": 0}, {"username": "bob", "minutes": "soon"},
+                                  {"username": "bob", "reason": "x" * 301}])
+def test_bad_ban_input_is_400_and_changes_nothing(api, alice, bob, general, body):
+    assert api(alice).post("/api/rooms/general/bans/", body, format="json").status_code == 400
+    assert not Membership.objects.get(room=general, user=bob).banned
+
+
+@pytest.mark.django_db
+def test_mute_refuses_sends_with_the_time_left_and_unmute_lifts_it(api, alice, bob, general):
+    response = api(alice).post("/api/rooms/general/mutes/", {"username": "bob", "minutes": 10}, format="json")
+    assert response.status_code == 201 and response.json()["muted_until"]
+    refused = api(bob).post("/api/rooms/general/messages/", {"body": "hush?"}, format="json")
+    assert refused.status_code == 403 and refused.json()["code"] == "muted"
+    assert 590 <= int(refused["Retry-After"]) <= 600
+    assert api(alice).delete("/api/rooms/general/mutes/bob/").status_code == 204
+    assert api(bob).post("/api/rooms/general/messages/", {"body": "free"}, format="json").status_code == 201
+    assert api(alice).delete("/api/rooms/general/mutes/bob/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_mute_rules(api, alice, bob, carol, make_user, general):
+    assert api(bob).post("/api/rooms/general/mutes/", {"username": "carol", "minutes": 1}, format="json").status_code == 403
+    assert api(alice).post("/api/rooms/general/mutes/", {"username": "carol"}, format="json").status_code == 400
+    make_user("dave")
+    assert api(alice).post("/api/rooms/general/mutes/", {"username": "dave", "minutes": 1}, format="json").status_code == 404
+    assert Membership.objects.filter(muted_until__isnull=False).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_ban_takes_effect_on_open_sockets(alice, bob, general):
+    bound = await connect(bob, "/ws/chat/general/")
+    await bound.expect("room.joined")
+    roaming = await connect(bob)
+    await db(services.member_ban)(actor=alice, slug="general", username="bob", reason="spam")
+    assert (await bound.expect("room.left"))["reason"] == "banned"
+    assert await bound.closed() == 4403
+    assert (await roaming.expect("room.left"))["reason"] == "banned"
+    await roaming.send(type="message.send", room="general", body="still here?")
+    assert (await roaming.expect("error"))["code"] == "forbidden"
+    await roaming.send(type="join", room="general")
+    assert (await roaming.expect("error"))["code"] == "forbidden"
+    assert await (await connect(bob, "/ws/chat/general/", hello=False)).closed() == 4403
+    await roaming.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_mute_takes_effect_on_open_sockets(alice, bob, general):
+    b = await connect(bob)
+    await db(services.member_mute)(actor=alice, slug="general", username="bob", minutes=2)
+    await b.send(type="message.send", room="general", body="hello?", ref="m")
+    err = await b.expect("error")
+    assert (err["code"], err["ref"]) == ("muted", "m") and 110 <= err["retry_after"] <= 120
+    await b.close()
