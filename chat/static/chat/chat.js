@@ -386,6 +386,9 @@
     "notice"(frame) {
       if (!frame.room || frame.room === ROOM) showNotice(frame.text, frame.level);
     },
+    "notice"(frame) {
+      if (!frame.room || frame.room === ROOM) showNotice(frame.text, frame.level === "warning" ? "warning" : "info");
+    },
     "pong"() {
       // Nothing to do: the browser answers the server's WebSocket pings itself.
     },
