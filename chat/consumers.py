@@ -239,6 +239,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if room_id == self.bound_room and event["reason"] in ("kicked", "banned"):
             await self.close(protocol.CLOSE_FORBIDDEN, f"removed from the room ({event['reason']})")
 
+    async def chat_close(self, event):
+        await self.close(event["code"], event["reason"])
+
     async def chat_archived(self, event):
         room_id = event["room_id"]
         if room_id in self.rooms:

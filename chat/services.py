@@ -456,6 +456,41 @@ def message_delete(*, user, message_id: int, origin: str | None = None) -> Messa
     return message
 
 
+def message_restore(*, user, message_id: int) -> Message:
+    """Undo a soft delete (room moderators and staff): readers get the message back as `message.updated`."""
+    message = message_for_user(user, message_id)
+    membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
+    if not (user.is_staff or (membership is not None and membership.can_moderate and not membership.is_banned())):
+        raise Forbidden("Only moderators and staff can restore a message.")
+    if not message.deleted:
+        return message
+    with transaction.atomic():
+        message.deleted = False
+        message.save(update_fields=["deleted"])
+        frame = {"type": "message.updated", "room": message.room.slug, "message": message_data(message)}
+        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id))
+    return message
+
+
+def user_deactivate(*, actor, username: str) -> "User":
+    """Staff only: the account can no longer log in, and every one of its sockets closes with 4403 at once."""
+    if not actor.is_staff:
+        raise Forbidden("Only staff can deactivate accounts.")
+    target = User.objects.filter(username=username).first()
+    if target is None:
+        raise NotFound(f"No user '{username}'.")
+    if target.pk == actor.pk:
+        raise Invalid("username: you cannot deactivate yourself.")
+    if target.is_staff and not actor.is_superuser:
+        raise Forbidden("Only a superuser can deactivate staff.")
+    with transaction.atomic():
+        target.is_active = False
+        target.save(update_fields=["is_active"])
+        events.publish(events.user_group(target.pk), {"type": "chat.close", "code": protocol.CLOSE_FORBIDDEN,
+                                                      "reason": "account deactivated"})
+    return target
+
+
 def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) -> Membership:
     """Move the read marker forward (never back, so a stale device cannot undo another's reads)."""
     if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:

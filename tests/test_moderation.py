@@ -146,3 +146,40 @@ async def test_a_mute_takes_effect_on_open_sockets(alice, bob, general):
     err = await b.expect("error")
     assert (err["code"], err["ref"]) == ("muted", "m") and 110 <= err["retry_after"] <= 120
     await b.close()
+
+
+@pytest.mark.django_db
+def test_restore_brings_a_deleted_message_back(alice, bob, general, published, django_capture_on_commit_callbacks):
+    message, _ = services.message_send(user=bob, slug="general", body="oops")
+    services.message_delete(user=bob, message_id=message.pk)
+    with pytest.raises(services.Forbidden):
+        services.message_restore(user=bob, message_id=message.pk)  # authors cannot undelete
+    with django_capture_on_commit_callbacks(execute=True):
+        restored = services.message_restore(user=alice, message_id=message.pk)
+    assert not restored.deleted and Message.objects.get(pk=message.pk).body == "oops"
+    updated = frames(published, "message.updated")
+    assert updated[-1]["message"]["body"] == "oops" and updated[-1]["message"]["deleted"] is False
+
+
+@pytest.mark.django_db
+def test_only_staff_deactivate_and_never_themselves(alice, bob, staff):
+    with pytest.raises(services.Forbidden):
+        services.user_deactivate(actor=alice, username="bob")
+    with pytest.raises(services.Invalid):
+        services.user_deactivate(actor=staff, username="root")
+    with pytest.raises(services.NotFound):
+        services.user_deactivate(actor=staff, username="nobody")
+    bob.refresh_from_db()
+    assert bob.is_active
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_deactivation_closes_every_socket_of_the_user_4403(alice, bob, staff, general):
+    b1, b2 = await connect(bob), await connect(bob, "/ws/chat/general/")
+    a = await connect(alice)
+    await db(services.user_deactivate)(actor=staff, username="bob")
+    assert await b1.closed() == 4403 and await b2.closed() == 4403
+    assert await (await connect(bob, hello=False)).closed() == 4403
+    await a.send(type="ping")
+    await a.expect("pong")  # others are untouched
+    await a.close()
