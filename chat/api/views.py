@@ -9,19 +9,22 @@ import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
-from django.http import JsonResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView
 
-from chat import presence, selectors, services
+from chat import export, presence, selectors, services
 from chat.serializers import (
     BanSerializer,
     MuteSerializer,
@@ -252,6 +255,40 @@ class ReadView(APIView):
         membership = services.read_mark(user=request.user, slug=slug, message_id=message_id)
         return Response({"room": slug, "last_read_id": membership.last_read_id,
                          "unread": selectors.unread_count(membership)})
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(choices=list(export.FORMATS), default="json")
+    since = serializers.IntegerField(min_value=0, required=False, help_text="Message id, exclusive.")
+    until = serializers.IntegerField(min_value=1, required=False, help_text="Message id, inclusive.")
+
+
+class FormatIsExportFormat(DefaultContentNegotiation):
+    """`?format=` names the export format here, not a renderer; errors are rendered as JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class RoomExportView(APIView):
+    content_negotiation_class = FormatIsExportFormat
+
+    @extend_schema(parameters=[ExportQuerySerializer], responses={
+        (200, "application/json"): MessageSerializer(many=True),
+        (200, "application/x-ndjson"): OpenApiTypes.STR,
+        (200, "text/csv"): OpenApiTypes.STR,
+    })
+    def get(self, request, slug):
+        """The room's whole history in id order, streamed as a file; members and staff only (see `chat.export`)."""
+        query = validated(ExportQuerySerializer, request.query_params)
+        room = export.room_for_export(request.user, slug)
+        fmt = query.pop("format")
+        chunks = export.export_chunks(room, fmt, **query)
+        if isinstance(request._request, ASGIRequest):
+            chunks = export.aiter_chunks(chunks)
+        response = StreamingHttpResponse(chunks, content_type=export.FORMATS[fmt][0])
+        response["Content-Disposition"] = f'attachment; filename="{export.export_filename(room, fmt)}"'
+        return response
+
 
 
 # Notices
