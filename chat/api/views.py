@@ -256,6 +256,7 @@ class ReadView(APIView):
         return Response({"room": slug, "last_read_id": membership.last_read_id,
                          "unread": selectors.unread_count(membership)})
 
+
 class ExportQuerySerializer(serializers.Serializer):
     format = serializers.ChoiceField(choices=list(export.FORMATS), default="json")
     since = serializers.IntegerField(min_value=0, required=False, help_text="Message id, exclusive.")
@@ -288,7 +289,6 @@ class RoomExportView(APIView):
         response = StreamingHttpResponse(chunks, content_type=export.FORMATS[fmt][0])
         response["Content-Disposition"] = f'attachment; filename="{export.export_filename(room, fmt)}"'
         return response
-
 
 
 # Notices
