@@ -6,11 +6,12 @@ read-only here, and hard deletes are disabled: rooms are archived, messages soft
 members removed.
 """
 from django.contrib import admin, messages
+from django.db.models import F
 from django.utils.text import Truncator
 
 from . import services
 from .errors import ChatError
-from .models import Membership, Message, Room
+from .models import Membership, Message, ModerationAction, Report, Room
 
 
 def _run_each(modeladmin, request, objects, call, done: str) -> None:
@@ -76,7 +77,7 @@ class RoomAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             room = services.room_update(user=request.user, slug=obj.slug, name=obj.name, topic=obj.topic,
-                                        locked=obj.locked)
+                                        locked=obj.locked, source="admin")
         else:
             room = services.room_create(user=request.user, name=obj.name, slug=obj.slug, kind=obj.kind,
                                         topic=obj.topic)
@@ -84,18 +85,20 @@ class RoomAdmin(admin.ModelAdmin):
 
     @admin.action(description="Lock selected rooms (read-only)", permissions=["change"])
     def lock_rooms(self, request, queryset):
-        _run_each(self, request, queryset, lambda r: services.room_update(user=request.user, slug=r.slug, locked=True),
+        _run_each(self, request, queryset,
+                  lambda r: services.room_update(user=request.user, slug=r.slug, locked=True, source="admin"),
                   "room(s) locked")
 
     @admin.action(description="Unlock selected rooms", permissions=["change"])
     def unlock_rooms(self, request, queryset):
-        _run_each(self, request, queryset, lambda r: services.room_update(user=request.user, slug=r.slug, locked=False),
+        _run_each(self, request, queryset,
+                  lambda r: services.room_update(user=request.user, slug=r.slug, locked=False, source="admin"),
                   "room(s) unlocked")
 
     @admin.action(description="Archive selected rooms", permissions=["change"])
     def archive_rooms(self, request, queryset):
-        _run_each(self, request, queryset, lambda r: services.room_archive(user=request.user, slug=r.slug),
-                  "room(s) archived")
+        _run_each(self, request, queryset,
+                  lambda r: services.room_archive(user=request.user, slug=r.slug, source="admin"), "room(s) archived")
 
 
 @admin.register(Membership)
@@ -110,7 +113,8 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
     @admin.action(description="Remove selected members from their rooms", permissions=["moderate"])
     def remove_members(self, request, queryset):
         _run_each(self, request, queryset.select_related("room", "user"),
-                  lambda m: services.member_remove(actor=request.user, slug=m.room.slug, username=m.user.username),
+                  lambda m: services.member_remove(actor=request.user, slug=m.room.slug, username=m.user.username,
+                                                   source="admin"),
                   "member(s) removed")
 
 
@@ -132,4 +136,69 @@ class MessageAdmin(ModerationMixin, admin.ModelAdmin):
     @admin.action(description="Delete selected messages (soft)", permissions=["moderate"])
     def soft_delete(self, request, queryset):
         _run_each(self, request, queryset,
-                  lambda m: services.message_delete(user=request.user, message_id=m.pk), "message(s) deleted")
+                  lambda m: services.message_delete(user=request.user, message_id=m.pk, source="admin"),
+                  "message(s) deleted")
+
+
+@admin.register(ModerationAction)
+class ModerationActionAdmin(ModerationMixin, admin.ModelAdmin):
+    """The audit log: written by the services only, readable here, never editable."""
+
+    list_display = ("created_at", "action", "source", "actor", "room", "target_user", "target_message_id", "reason")
+    list_filter = ("action", "source", "created_at")
+    search_fields = ("actor__username", "target_user__username")
+    list_select_related = ("actor", "room", "target_user")
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+
+
+class ResolvedFilter(admin.SimpleListFilter):
+    title = parameter_name = "resolved"
+
+    def lookups(self, request, model_admin):
+        return (("no", "Open"), ("yes", "Resolved"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("no", "yes"):
+            return queryset.filter(resolved_at__isnull=self.value() == "no")
+        return queryset
+
+
+@admin.register(Report)
+class ReportAdmin(ModerationMixin, admin.ModelAdmin):
+    """The report queue, open reports first; resolving goes through `services.report_resolve` (audited)."""
+
+    list_display = ("id", "created_at", "room", "message_excerpt", "message_author", "reporter", "reason",
+                    "resolved_at", "resolved_by")
+    list_filter = (ResolvedFilter, "created_at")
+    search_fields = ("reason", "reporter__username", "message__author__username")
+    list_select_related = ("message__room", "message__author", "reporter", "resolved_by")
+    raw_id_fields = ("message", "reporter", "resolved_by")
+    show_full_result_count = False
+    actions = ("resolve_dismiss", "resolve_delete_message")
+
+    def get_ordering(self, request):
+        return (F("resolved_at").desc(nulls_first=True), "-id")
+
+    @admin.display(description="room")
+    def room(self, report: Report) -> Room:
+        return report.message.room
+
+    @admin.display(description="message")
+    def message_excerpt(self, report: Report) -> str:
+        return Truncator(report.message.body).chars(80)
+
+    @admin.display(description="author")
+    def message_author(self, report: Report):
+        return report.message.author
+
+    @admin.action(description="Resolve: dismiss", permissions=["moderate"])
+    def resolve_dismiss(self, request, queryset):
+        _run_each(self, request, queryset, lambda r: services.report_resolve(
+            actor=request.user, report_id=r.pk, resolution="dismissed", source="admin"), "report(s) dismissed")
+
+    @admin.action(description="Resolve: delete the message", permissions=["moderate"])
+    def resolve_delete_message(self, request, queryset):
+        _run_each(self, request, queryset, lambda r: services.report_resolve(
+            actor=request.user, report_id=r.pk, resolution="message deleted", delete_message=True, source="admin"),
+            "report(s) resolved, message(s) deleted")

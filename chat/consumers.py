@@ -184,7 +184,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                                          "message": message_data(message)}, frame.ref))
 
     async def on_message_delete(self, frame):
-        message = await db(services.message_delete)(user=self.user, message_id=frame.get("id"), origin=self.channel_name)
+        message = await db(services.message_delete)(user=self.user, message_id=frame.get("id"), origin=self.channel_name,
+                                                     source="websocket")
         await self._send(protocol.reply({"type": "message.deleted", "room": message.room.slug, "id": message.pk}, frame.ref))
 
     async def on_typing(self, frame):

@@ -107,3 +107,66 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} in {self.room_id}"
+
+
+class ModerationAction(models.Model):
+    """One moderation step, written by the service that took it; never edited afterwards."""
+
+    class Action(models.TextChoices):
+        BAN = "ban"
+        UNBAN = "unban"
+        MUTE = "mute"
+        UNMUTE = "unmute"
+        KICK = "kick"
+        DELETE_MESSAGE = "delete_message"
+        RESTORE_MESSAGE = "restore_message"
+        LOCK = "lock"
+        UNLOCK = "unlock"
+        ARCHIVE = "archive"
+        TOPIC = "topic"
+        DEACTIVATE = "deactivate"
+        REPORT_RESOLVE = "report_resolve"
+
+    class Source(models.TextChoices):
+        ADMIN = "admin"
+        REST = "rest"
+        WEBSOCKET = "websocket"
+        COMMAND = "command"
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    room = models.ForeignKey(Room, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    target_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    target_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    detail = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor} ({self.source})"
+
+
+class Report(models.Model):
+    """A user's report of a message, open until a moderator resolves it."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports")
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    resolution = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["message", "reporter"], name="report_unique")]
+        indexes = [models.Index(fields=["resolved_at"], name="report_resolved_at")]
+
+    def __str__(self) -> str:
+        return f"report #{self.pk} of message #{self.message_id}"

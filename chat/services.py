@@ -19,7 +19,7 @@ from django.utils.text import slugify
 from . import events, protocol
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rate
-from .models import Membership, Message, Room
+from .models import Membership, Message, ModerationAction, Report, Room
 from .selectors import (active_membership_q, last_message_id, member_room_for_user, message_for_user, room_for_user,
                         unread_count)
 from .serializers import message_data, user_data
@@ -61,6 +61,14 @@ def _unsubscribe(user_id: int, room: Room, *, reason: str) -> None:
 def _member_event(kind: str, room: Room, user) -> None:
     frame = {"type": kind, "room": room.slug, "user": user_data(user)}
     events.publish(events.room_group(room.pk), events.frame_event(frame, room_id=room.pk))
+
+
+def audit(*, actor, action: str, source: str, room: Room | None = None, target_user=None,
+          target_message: Message | None = None, reason: str = "", **detail) -> ModerationAction:
+    """Record a moderation step in the audit log. Call inside the service's transaction."""
+    return ModerationAction.objects.create(actor=actor, action=action, source=source, room=room,
+                                           target_user=target_user, target_message=target_message,
+                                           reason=reason, detail=detail)
 
 
 def _require_moderator(user, room: Room, membership: Membership | None) -> None:
@@ -110,7 +118,7 @@ def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC
 
 
 def room_update(*, user, slug: str, name: str | None = None, topic: str | None = None,
-                locked: bool | None = None) -> Room:
+                locked: bool | None = None, source: str = "rest") -> Room:
     room, membership = room_for_user(user, slug)
     _require_moderator(user, room, membership)
     name = None if name is None else _clean_name(name)
@@ -122,17 +130,19 @@ def room_update(*, user, slug: str, name: str | None = None, topic: str | None =
         topic_changed = topic is not None and topic != room.topic
         if topic is not None:
             room.topic = topic
-        if locked is not None:
+        if locked is not None and locked != room.locked:
             room.locked = locked
+            audit(actor=user, action="lock" if locked else "unlock", source=source, room=room)
         room.save(update_fields=["name", "topic", "locked"])
         if topic_changed:
+            audit(actor=user, action="topic", source=source, room=room, topic=topic)
             _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM,
                             body=f"{user.username} set the topic: {topic}" if topic else f"{user.username} cleared the topic")
         events.publish(events.room_group(room.pk), events.frame_event(_room_frame(room), room_id=room.pk))
     return room
 
 
-def room_archive(*, user, slug: str) -> Room:
+def room_archive(*, user, slug: str, source: str = "rest") -> Room:
     """Archive: the room leaves every list and its connections are told so."""
     room, membership = room_for_user(user, slug)
     if not (user.is_staff or (membership is not None and membership.role == Membership.Role.OWNER)):
@@ -140,6 +150,7 @@ def room_archive(*, user, slug: str) -> Room:
     with transaction.atomic():
         room.archived = True
         room.save(update_fields=["archived"])
+        audit(actor=user, action="archive", source=source, room=room)
         events.publish(events.room_group(room.pk), {"type": "chat.archived", "room_id": room.pk,
                                                     "text": events.encode(_room_frame(room))})
     return room
@@ -213,7 +224,7 @@ def member_invite(*, actor, slug: str, username: str, role: str = Membership.Rol
     return membership
 
 
-def member_remove(*, actor, slug: str, username: str) -> None:
+def member_remove(*, actor, slug: str, username: str, source: str = "rest") -> None:
     """Kick a member. Moderators may remove members only; nobody removes staff."""
     if username == actor.username:
         room_leave(user=actor, slug=slug)
@@ -228,6 +239,7 @@ def member_remove(*, actor, slug: str, username: str) -> None:
     _require_may_moderate(actor, actor_membership, membership.user, membership)
     with transaction.atomic():
         membership.delete()
+        audit(actor=actor, action="kick", source=source, room=room, target_user=membership.user)
         _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
                         body=f"{actor.username} removed {membership.user.username}")
         _member_event("member.left", room, membership.user)
@@ -257,7 +269,8 @@ def _moderation_target(actor, slug: str, username: str) -> tuple[Room, "User", M
     return room, target, membership
 
 
-def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: int | None = None) -> Membership:
+def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: int | None = None,
+               source: str = "rest") -> Membership:
     """Ban a user from a room (until lifted, or for `minutes`): their connections leave it at once
     (`room.left` reason `banned`; a `/ws/chat/<slug>/` connection is closed 4403)."""
     if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 1):
@@ -272,21 +285,24 @@ def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: in
     with transaction.atomic():
         membership, _ = Membership.objects.update_or_create(
             room=room, user=target, defaults={"banned": True, "banned_until": until, "ban_reason": reason})
+        audit(actor=actor, action="ban", source=source, room=room, target_user=target, reason=reason, minutes=minutes)
         if was_member:
             _member_event("member.left", room, target)
         _unsubscribe(target.pk, room, reason="banned")
     return membership
 
 
-def member_unban(*, actor, slug: str, username: str) -> None:
+def member_unban(*, actor, slug: str, username: str, source: str = "rest") -> None:
     """Lift a ban. The user is no longer a member: they may join again (or be invited)."""
     room, target, membership = _moderation_target(actor, slug, username)
     if membership is None or not membership.banned:
         raise NotFound(f"'{username}' is not banned from '{slug}'.")
-    membership.delete()
+    with transaction.atomic():
+        membership.delete()
+        audit(actor=actor, action="unban", source=source, room=room, target_user=target)
 
 
-def member_mute(*, actor, slug: str, username: str, minutes: int) -> Membership:
+def member_mute(*, actor, slug: str, username: str, minutes: int, source: str = "rest") -> Membership:
     """Mute a member for `minutes`: their sends answer `muted` with the time left."""
     if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 60 * 24 * 365:
         raise Invalid("minutes: a whole number from 1 to 525600.")
@@ -294,16 +310,20 @@ def member_mute(*, actor, slug: str, username: str, minutes: int) -> Membership:
     if membership is None or membership.is_banned():
         raise NotFound(f"'{username}' is not a member of '{slug}'.")
     membership.muted_until = timezone.now() + timedelta(minutes=minutes)
-    membership.save(update_fields=["muted_until"])
+    with transaction.atomic():
+        membership.save(update_fields=["muted_until"])
+        audit(actor=actor, action="mute", source=source, room=room, target_user=target, minutes=minutes)
     return membership
 
 
-def member_unmute(*, actor, slug: str, username: str) -> Membership:
+def member_unmute(*, actor, slug: str, username: str, source: str = "rest") -> Membership:
     room, target, membership = _moderation_target(actor, slug, username)
     if membership is None or not membership.is_muted():
         raise NotFound(f"'{username}' is not muted in '{slug}'.")
     membership.muted_until = None
-    membership.save(update_fields=["muted_until"])
+    with transaction.atomic():
+        membership.save(update_fields=["muted_until"])
+        audit(actor=actor, action="unmute", source=source, room=room, target_user=target)
     return membership
 
 
@@ -442,7 +462,7 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None) -> M
     return message
 
 
-def message_delete(*, user, message_id: int, origin: str | None = None) -> Message:
+def message_delete(*, user, message_id: int, origin: str | None = None, source: str = "rest") -> Message:
     """Soft delete: the id stays, the body is hidden from every reader (and kept for moderation)."""
     message = message_for_user(user, message_id)
     _require_author_or_moderator(user, message, "delete")
@@ -451,6 +471,9 @@ def message_delete(*, user, message_id: int, origin: str | None = None) -> Messa
     with transaction.atomic():
         message.deleted = True
         message.save(update_fields=["deleted"])
+        if message.author_id != user.pk:  # authors deleting their own words is not moderation
+            audit(actor=user, action="delete_message", source=source, room=message.room,
+                  target_user=message.author, target_message=message)
         frame = {"type": "message.deleted", "room": message.room.slug, "id": message.pk}
         events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
     return message
@@ -489,6 +512,50 @@ def user_deactivate(*, actor, username: str) -> "User":
         events.publish(events.user_group(target.pk), {"type": "chat.close", "code": protocol.CLOSE_FORBIDDEN,
                                                       "reason": "account deactivated"})
     return target
+
+
+# Reports
+
+def message_report(*, user, message_id: int, reason) -> Report:
+    """Report a message the user can see to the room's moderators and staff."""
+    limit = Report._meta.get_field("reason").max_length
+    reason = reason.strip() if isinstance(reason, str) else ""
+    if not 1 <= len(reason) <= limit:
+        raise Invalid(f"reason: 1-{limit} characters, saying what is wrong with the message.")
+    message = message_for_user(user, message_id)
+    if message.author_id == user.pk:
+        raise Invalid("You cannot report your own message: edit or delete it instead.")
+    if message.kind == Message.Kind.SYSTEM or message.deleted:
+        raise Invalid("Only visible user messages can be reported.")
+    if Report.objects.filter(message=message, reporter=user).exists():
+        raise Invalid("You have already reported this message.")
+    try:
+        with transaction.atomic():
+            return Report.objects.create(message=message, reporter=user, reason=reason)
+    except IntegrityError:  # reported concurrently
+        raise Invalid("You have already reported this message.") from None
+
+
+def report_resolve(*, actor, report_id: int, resolution: str = "", delete_message: bool = False,
+                   source: str = "admin") -> Report:
+    """Close a report (staff or the room's owner and moderators), optionally deleting the message."""
+    report = Report.objects.select_related("message__room", "message__author").filter(pk=report_id).first()
+    if report is None:
+        raise NotFound(f"No report {report_id}.")
+    room = report.message.room
+    membership = Membership.objects.filter(room=room, user=actor).filter(active_membership_q()).first()
+    _require_moderator(actor, room, membership)
+    with transaction.atomic():
+        # Locked and re-read: two moderators resolving at once must not both act.
+        if Report.objects.select_for_update().filter(pk=report.pk).values_list("resolved_at", flat=True).get():
+            raise Invalid(f"Report {report_id} is already resolved.")
+        if delete_message:
+            message_delete(user=actor, message_id=report.message_id, source=source)
+        report.resolved_at, report.resolved_by, report.resolution = timezone.now(), actor, resolution
+        report.save(update_fields=["resolved_at", "resolved_by", "resolution"])
+        audit(actor=actor, action="report_resolve", source=source, room=room, target_user=report.message.author,
+              target_message=report.message, reason=resolution, report_id=report.pk, deleted_message=delete_message)
+    return report
 
 
 def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) -> Membership:

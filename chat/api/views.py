@@ -242,6 +242,24 @@ class MessageDetailView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class ReportSerializer(serializers.Serializer):
+    reason = serializers.CharField(allow_blank=True, help_text="What is wrong with the message; 1-500 characters.")
+
+
+class MessageReportView(APIView):
+    @extend_schema(request=ReportSerializer, responses={201: inline_serializer("MessageReport", {
+        "id": serializers.IntegerField(), "message": serializers.IntegerField(),
+        "reason": serializers.CharField(), "created_at": serializers.DateTimeField(),
+    })})
+    def post(self, request, message_id):
+        """Report a message you can see to the room's moderators (once per message)."""
+        reason = validated(ReportSerializer, request.data)["reason"]
+        report = services.message_report(user=request.user, message_id=message_id, reason=reason)
+        return Response({"id": report.pk, "message": report.message_id, "reason": report.reason,
+                         "created_at": serializers.DateTimeField().to_representation(report.created_at)},
+                        status=status.HTTP_201_CREATED)
+
+
 class ReadView(APIView):
     @extend_schema(
         request=ReadSerializer,
