@@ -479,7 +479,7 @@ def message_delete(*, user, message_id: int, origin: str | None = None, source: 
     return message
 
 
-def message_restore(*, user, message_id: int) -> Message:
+def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
     """Undo a soft delete (room moderators and staff): readers get the message back as `message.updated`."""
     message = message_for_user(user, message_id)
     membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
@@ -490,12 +490,14 @@ def message_restore(*, user, message_id: int) -> Message:
     with transaction.atomic():
         message.deleted = False
         message.save(update_fields=["deleted"])
+        audit(actor=user, action="restore_message", source=source, room=message.room, target_user=message.author,
+              target_message=message)
         frame = {"type": "message.updated", "room": message.room.slug, "message": message_data(message)}
         events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id))
     return message
 
 
-def user_deactivate(*, actor, username: str) -> "User":
+def user_deactivate(*, actor, username: str, source: str = "admin") -> "User":
     """Staff only: the account can no longer log in, and every one of its sockets closes with 4403 at once."""
     if not actor.is_staff:
         raise Forbidden("Only staff can deactivate accounts.")
@@ -509,6 +511,7 @@ def user_deactivate(*, actor, username: str) -> "User":
     with transaction.atomic():
         target.is_active = False
         target.save(update_fields=["is_active"])
+        audit(actor=actor, action="deactivate", source=source, target_user=target)
         events.publish(events.user_group(target.pk), {"type": "chat.close", "code": protocol.CLOSE_FORBIDDEN,
                                                       "reason": "account deactivated"})
     return target

@@ -264,3 +264,19 @@ def test_only_moderators_and_staff_resolve(alice, bob, carol, general, rude):
     report.refresh_from_db()
     assert (report.resolved_by, report.resolution) == (carol, "dismissed")
     assert not Message.objects.get(pk=rude.pk).deleted
+
+
+@pytest.mark.django_db
+def test_restore_and_deactivate_are_audited(make_user, alice, bob, general):
+    staff = make_user("root", is_staff=True)
+    message, _ = services.message_send(user=bob, slug="general", body="fine after all")
+    services.message_delete(user=alice, message_id=message.pk)
+    row = audited(lambda: services.message_restore(user=alice, message_id=message.pk))
+    assert (row.actor, row.action, row.room, row.target_user, row.target_message, row.source) == \
+        (alice, "restore_message", general, bob, message, "rest")
+    row = audited(lambda: services.user_deactivate(actor=staff, username="bob", source="command"))
+    assert (row.actor, row.action, row.room, row.target_user, row.source) == (staff, "deactivate", None, bob, "command")
+    ModerationAction.objects.all().delete()
+    with pytest.raises(Forbidden):
+        services.user_deactivate(actor=alice, username="carol")
+    assert not ModerationAction.objects.exists()
