@@ -5,8 +5,12 @@ Every change to chat state goes through `chat.services`, so connected clients se
 read-only here, and hard deletes are disabled: rooms are archived, messages soft-deleted,
 members removed.
 """
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db.models import F
+from django.template.response import TemplateResponse
 from django.utils.text import Truncator
 
 from . import services
@@ -43,6 +47,15 @@ class ModerationMixin:
     def has_moderate_permission(self, request):
         opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+
+class BanForm(forms.Form):
+    reason = forms.CharField(max_length=300, required=False)
+    minutes = forms.IntegerField(min_value=1, required=False, help_text="Empty: until lifted.")
+
+
+class MuteForm(forms.Form):
+    minutes = forms.IntegerField(min_value=1, max_value=525600)
 
 
 @admin.register(Room)
@@ -108,7 +121,41 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
     search_fields = ("room__slug", "room__name", "user__username")
     list_select_related = ("room", "user")
     raw_id_fields = ("room", "user")
-    actions = ("remove_members",)
+    actions = ("ban_members", "unban_members", "mute_members", "unmute_members", "remove_members")
+
+    def _with_form(self, request, queryset, form_class, action: str, title: str, apply):
+        """An action that first asks for its parameters on an intermediate page."""
+        form = form_class(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            _run_each(self, request, queryset.select_related("room", "user"), lambda m: apply(m, **form.cleaned_data), "done")
+            return None
+        return TemplateResponse(request, "admin/chat/sanction_form.html", {
+            **self.admin_site.each_context(request), "title": title, "form": form, "action": action,
+            "queryset": queryset.select_related("room", "user"), "opts": self.opts})
+
+    @admin.action(description="Ban selected users from their rooms…", permissions=["moderate"])
+    def ban_members(self, request, queryset):
+        return self._with_form(request, queryset, BanForm, "ban_members", "Ban", lambda m, reason, minutes: services.member_ban(
+            actor=request.user, slug=m.room.slug, username=m.user.username, reason=reason, minutes=minutes, source="admin"))
+
+    @admin.action(description="Lift the bans of selected users", permissions=["moderate"])
+    def unban_members(self, request, queryset):
+        _run_each(self, request, queryset.select_related("room", "user"),
+                  lambda m: services.member_unban(actor=request.user, slug=m.room.slug, username=m.user.username,
+                                                  source="admin"),
+                  "ban(s) lifted")
+
+    @admin.action(description="Mute selected members…", permissions=["moderate"])
+    def mute_members(self, request, queryset):
+        return self._with_form(request, queryset, MuteForm, "mute_members", "Mute", lambda m, minutes: services.member_mute(
+            actor=request.user, slug=m.room.slug, username=m.user.username, minutes=minutes, source="admin"))
+
+    @admin.action(description="Unmute selected members", permissions=["moderate"])
+    def unmute_members(self, request, queryset):
+        _run_each(self, request, queryset.select_related("room", "user"),
+                  lambda m: services.member_unmute(actor=request.user, slug=m.room.slug, username=m.user.username,
+                                                   source="admin"),
+                  "member(s) unmuted")
 
     @admin.action(description="Remove selected members from their rooms", permissions=["moderate"])
     def remove_members(self, request, queryset):
@@ -127,7 +174,7 @@ class MessageAdmin(ModerationMixin, admin.ModelAdmin):
     raw_id_fields = ("room", "author")
     ordering = ("-id",)
     show_full_result_count = False  # a COUNT(*) over all messages on every search is too slow
-    actions = ("soft_delete",)
+    actions = ("soft_delete", "restore")
 
     @admin.display(description="body")
     def excerpt(self, message: Message) -> str:
@@ -138,6 +185,12 @@ class MessageAdmin(ModerationMixin, admin.ModelAdmin):
         _run_each(self, request, queryset,
                   lambda m: services.message_delete(user=request.user, message_id=m.pk, source="admin"),
                   "message(s) deleted")
+
+    @admin.action(description="Restore selected deleted messages", permissions=["moderate"])
+    def restore(self, request, queryset):
+        _run_each(self, request, queryset,
+                  lambda m: services.message_restore(user=request.user, message_id=m.pk, source="admin"),
+                  "message(s) restored")
 
 
 @admin.register(ModerationAction)
@@ -202,3 +255,17 @@ class ReportAdmin(ModerationMixin, admin.ModelAdmin):
         _run_each(self, request, queryset, lambda r: services.report_resolve(
             actor=request.user, report_id=r.pk, resolution="message deleted", delete_message=True, source="admin"),
             "report(s) resolved, message(s) deleted")
+
+
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class ChatUserAdmin(UserAdmin):
+    actions = ("deactivate",)
+
+    @admin.action(description="Deactivate selected users (their sockets close at once)", permissions=["change"])
+    def deactivate(self, request, queryset):
+        _run_each(self, request, queryset,
+                  lambda u: services.user_deactivate(actor=request.user, username=u.username, source="admin"),
+                  "user(s) deactivated")

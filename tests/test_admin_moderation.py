@@ -1,0 +1,84 @@
+"""Moderation actions in the admin: each goes through a service, is audited as `admin`, and goes live."""
+import pytest
+from django.test import Client
+
+from chat import services
+from chat.models import Membership, Message, ModerationAction
+from tests.conftest import frames
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(make_user):
+    client = Client()
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.fixture
+def general(alice, bob):
+    room = services.room_create(user=alice, name="General", slug="general")
+    services.room_join(user=bob, slug="general")
+    return room
+
+
+def bobs_membership(room, bob):
+    return Membership.objects.get(room=room, user=bob)
+
+
+def test_ban_asks_for_reason_and_expiry_then_bans_live(admin_client, general, bob, published,
+                                                       django_capture_on_commit_callbacks):
+    pk = bobs_membership(general, bob).pk
+    form = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk]})
+    assert form.status_code == 200 and b'name="minutes"' in form.content
+    assert not bobs_membership(general, bob).banned
+    with django_capture_on_commit_callbacks(execute=True):
+        done = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk],
+                                                            "apply": "1", "reason": "spam", "minutes": "30"})
+    assert done.status_code == 302
+    membership = bobs_membership(general, bob)
+    assert membership.is_banned() and membership.ban_reason == "spam" and membership.banned_until
+    assert any(e.get("reason") == "banned" for _, e in published)
+    action = ModerationAction.objects.get(action="ban")
+    assert (action.source, action.target_user, action.reason) == ("admin", bob, "spam")
+
+
+def test_ban_form_rejects_bad_minutes(admin_client, general, bob):
+    pk = bobs_membership(general, bob).pk
+    page = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk],
+                                                        "apply": "1", "minutes": "0"})
+    assert page.status_code == 200 and not bobs_membership(general, bob).banned
+
+
+def test_unban_mute_and_unmute_actions(admin_client, alice, general, bob):
+    services.member_ban(actor=alice, slug="general", username="bob")
+    pk = bobs_membership(general, bob).pk
+    admin_client.post("/admin/chat/membership/", {"action": "unban_members", "_selected_action": [pk]})
+    assert not Membership.objects.filter(room=general, user=bob).exists()
+    services.room_join(user=bob, slug="general")
+    pk = bobs_membership(general, bob).pk
+    admin_client.post("/admin/chat/membership/", {"action": "mute_members", "_selected_action": [pk],
+                                                 "apply": "1", "minutes": "15"})
+    assert bobs_membership(general, bob).is_muted()
+    admin_client.post("/admin/chat/membership/", {"action": "unmute_members", "_selected_action": [pk]})
+    assert not bobs_membership(general, bob).is_muted()
+    assert list(ModerationAction.objects.order_by("id").values_list("action", "source")) == [
+        ("ban", "rest"), ("unban", "admin"), ("mute", "admin"), ("unmute", "admin")]
+
+
+def test_restore_action(admin_client, general, bob, published, django_capture_on_commit_callbacks):
+    message, _ = services.message_send(user=bob, slug="general", body="keep me")
+    services.message_delete(user=bob, message_id=message.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post("/admin/chat/message/", {"action": "restore", "_selected_action": [message.pk]})
+    assert not Message.objects.get(pk=message.pk).deleted
+    assert frames(published, "message.updated")[-1]["message"]["body"] == "keep me"
+
+
+def test_deactivate_action(admin_client, bob, published, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post("/admin/auth/user/", {"action": "deactivate", "_selected_action": [bob.pk]})
+    bob.refresh_from_db()
+    assert not bob.is_active
+    assert (f"user.{bob.pk}", {"type": "chat.close", "code": 4403, "reason": "account deactivated"}) in published
