@@ -235,3 +235,30 @@ async def test_shutdown_closes_sockets_1001(daphne_a, alice, bob, general):
             await a.close()
         else:
             assert (await a.closed())[0] == 1001
+
+
+@pytest.mark.redis
+async def test_moderation_over_rest_on_a_takes_effect_on_b(daphne_a, daphne_b, alice, bob, carol, general, make_user):
+    """A ban, a mute, a deletion and a deactivation made through one process reach sockets on the other."""
+    await db(services.room_join)(user=carol, slug="general")
+    bound = await ws_connect(daphne_b, bob, "/ws/chat/general/")
+    c = await ws_connect(daphne_b, carol)
+    status, _ = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/mutes/",
+                                        {"username": "carol", "minutes": 5}, user=alice)
+    assert status == 201
+    await c.send(type="message.send", room="general", body="muted?", ref="m")
+    assert (await c.expect("error", ref="m"))["code"] == "muted"
+    status, message = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/messages/",
+                                              {"body": "to be deleted"}, user=alice)
+    status, _ = await asyncio.to_thread(http_json, daphne_a, "DELETE", f"/api/messages/{message['id']}/", None,
+                                        user=alice)
+    assert status == 204
+    assert (await c.expect("message.deleted"))["id"] == message["id"]
+    status, _ = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/bans/",
+                                        {"username": "bob", "reason": "spam"}, user=alice)
+    assert status == 201
+    assert (await bound.expect("room.left"))["reason"] == "banned"
+    assert (await bound.closed())[0] == 4403
+    root = await db(make_user)("root", is_staff=True)
+    await db(services.user_deactivate)(actor=root, username="carol")
+    assert (await c.closed())[0] == 4403

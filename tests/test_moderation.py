@@ -67,6 +67,7 @@ def test_a_non_member_can_be_banned_from_joining(api, alice, make_user, general)
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("action", ["ban", "mute", "kick"])
 @pytest.mark.parametrize("actor, target, status", [
     ("bob", "carol", 403),      # a plain member cannot ban
     ("mod", "alice", 403),      # a moderator cannot ban the owner
@@ -78,18 +79,29 @@ def test_a_non_member_can_be_banned_from_joining(api, alice, make_user, general)
     ("alice", "alice", 400),    # not oneself
     ("alice", "nobody", 404),
 ])
-def test_who_may_ban_whom(api, make_user, alice, bob, carol, staff, general, actor, target, status):
+def test_who_may_moderate_whom(api, make_user, alice, bob, carol, staff, general, action, actor, target, status):
+    """The same rule for bans, mutes and kicks, for every pair of roles."""
     users = {"alice": alice, "bob": bob, "carol": carol, "root": staff}
     for name in ("mod", "mod2"):
         users[name] = make_user(name)
         services.room_join(user=users[name], slug="general")
         make_moderator(general, users[name])
     services.room_join(user=staff, slug="general")
-    before = list(Membership.objects.values_list("user__username", "banned").order_by("id"))
-    response = api(users[actor]).post("/api/rooms/general/bans/", {"username": target}, format="json")
-    assert response.status_code == status, response.json()
-    if status != 201:
-        assert list(Membership.objects.values_list("user__username", "banned").order_by("id")) == before
+    client = api(users[actor])
+    if action == "kick" and actor == target:
+        return  # removing oneself is leaving the room, not moderation (tested with room_leave)
+    state = lambda: list(Membership.objects.values_list("user__username", "banned", "muted_until").order_by("id"))  # noqa: E731
+    before = state()
+    if action == "ban":
+        response = client.post("/api/rooms/general/bans/", {"username": target}, format="json")
+    elif action == "mute":
+        response = client.post("/api/rooms/general/mutes/", {"username": target, "minutes": 5}, format="json")
+    else:
+        response = client.delete(f"/api/rooms/general/members/{target}/")
+    expected = 204 if (action == "kick" and status == 201) else status
+    assert response.status_code == expected, (response.status_code, getattr(response, "data", None))
+    if expected >= 400:
+        assert state() == before
 
 
 @pytest.mark.django_db
