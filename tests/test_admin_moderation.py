@@ -82,3 +82,25 @@ def test_deactivate_action(admin_client, bob, published, django_capture_on_commi
     bob.refresh_from_db()
     assert not bob.is_active
     assert (f"user.{bob.pk}", {"type": "chat.close", "code": 4403, "reason": "account deactivated"}) in published
+
+
+def test_message_list_on_postgresql_does_not_count_the_whole_table(admin_client, general, bob, monkeypatch, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat.admin import EstimatedCountPaginator
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the estimate comes from PostgreSQL's statistics")
+    settings.CHAT_RATE_PER_10S = 1000
+    for n in range(30):
+        services.message_send(user=bob, slug="general", body=f"m{n}")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE chat_message")
+    monkeypatch.setattr(EstimatedCountPaginator, "estimate_above", 0)
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get("/admin/chat/message/").status_code == 200
+    assert not [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "chat_message" in q["sql"]]
+    with CaptureQueriesContext(connection) as queries:  # a search is counted exactly
+        assert admin_client.get("/admin/chat/message/?q=m1").status_code == 200
+    assert [q for q in queries if "COUNT(" in q["sql"].upper()]
