@@ -250,7 +250,7 @@ class ReportAdmin(ModerationMixin, admin.ModelAdmin):
     list_select_related = ("message__room", "message__author", "reporter", "resolved_by")
     raw_id_fields = ("message", "reporter", "resolved_by")
     show_full_result_count = False
-    actions = ("resolve_dismiss", "resolve_delete_message")
+    actions = ("resolve_dismiss", "resolve_delete_message", "resolve_delete_and_ban")
 
     def get_ordering(self, request):
         return (F("resolved_at").desc(nulls_first=True), "-id")
@@ -277,6 +277,12 @@ class ReportAdmin(ModerationMixin, admin.ModelAdmin):
         _run_each(self, request, queryset, lambda r: services.report_resolve(
             actor=request.user, report_id=r.pk, resolution="message deleted", delete_message=True, source="admin"),
             "report(s) resolved, message(s) deleted")
+
+    @admin.action(description="Resolve: delete the message and ban its author from the room", permissions=["moderate"])
+    def resolve_delete_and_ban(self, request, queryset):
+        _run_each(self, request, queryset, lambda r: services.report_resolve(
+            actor=request.user, report_id=r.pk, resolution="message deleted, author banned", delete_message=True,
+            ban_author=True, source="admin"), "report(s) resolved, author(s) banned")
 
 
 admin.site.unregister(get_user_model())

@@ -540,8 +540,9 @@ def message_report(*, user, message_id: int, reason) -> Report:
 
 
 def report_resolve(*, actor, report_id: int, resolution: str = "", delete_message: bool = False,
-                   source: str = "admin") -> Report:
-    """Close a report (staff or the room's owner and moderators), optionally deleting the message."""
+                   ban_author: bool = False, source: str = "admin") -> Report:
+    """Close a report (staff or the room's owner and moderators), optionally deleting the message
+    and banning its author from the room."""
     report = Report.objects.select_related("message__room", "message__author").filter(pk=report_id).first()
     if report is None:
         raise NotFound(f"No report {report_id}.")
@@ -554,10 +555,14 @@ def report_resolve(*, actor, report_id: int, resolution: str = "", delete_messag
             raise Invalid(f"Report {report_id} is already resolved.")
         if delete_message:
             message_delete(user=actor, message_id=report.message_id, source=source)
+        if ban_author and report.message.author is not None:
+            member_ban(actor=actor, slug=room.slug, username=report.message.author.username,
+                       reason=resolution or report.reason, source=source)
         report.resolved_at, report.resolved_by, report.resolution = timezone.now(), actor, resolution
         report.save(update_fields=["resolved_at", "resolved_by", "resolution"])
         audit(actor=actor, action="report_resolve", source=source, room=room, target_user=report.message.author,
-              target_message=report.message, reason=resolution, report_id=report.pk, deleted_message=delete_message)
+              target_message=report.message, reason=resolution, report_id=report.pk, deleted_message=delete_message,
+              banned_author=ban_author)
     return report
 
 

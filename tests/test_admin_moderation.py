@@ -104,3 +104,19 @@ def test_message_list_on_postgresql_does_not_count_the_whole_table(admin_client,
     with CaptureQueriesContext(connection) as queries:  # a search is counted exactly
         assert admin_client.get("/admin/chat/message/?q=m1").status_code == 200
     assert [q for q in queries if "COUNT(" in q["sql"].upper()]
+
+
+def test_resolving_a_report_can_ban_the_author(admin_client, alice, general, bob, published,
+                                               django_capture_on_commit_callbacks):
+    from chat.models import Report
+
+    message, _ = services.message_send(user=bob, slug="general", body="buy cheap watches")
+    report = services.message_report(user=alice, message_id=message.pk, reason="spam")
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post("/admin/chat/report/", {"action": "resolve_delete_and_ban", "_selected_action": [report.pk]})
+    assert Report.objects.get(pk=report.pk).resolved_at is not None
+    assert Message.objects.get(pk=message.pk).deleted
+    assert bobs_membership(general, bob).is_banned()
+    assert bobs_membership(general, bob).ban_reason == "message deleted, author banned"
+    assert {"message.deleted", "member.left"} <= {f["type"] for f in frames(published)}
+    assert set(ModerationAction.objects.values_list("action", flat=True)) == {"delete_message", "ban", "report_resolve"}

@@ -227,7 +227,7 @@ def test_admin_dismisses_a_report(admin_client, admin_user, carol, rude, publish
     assert not rude.deleted and frames(published, "message.deleted") == []
     row = only_action()
     assert (row.actor, row.action, row.target_message, row.source, row.detail) == \
-        (admin_user, "report_resolve", rude, "admin", {"report_id": report.pk, "deleted_message": False})
+        (admin_user, "report_resolve", rude, "admin", {"report_id": report.pk, "deleted_message": False, "banned_author": False})
 
 
 @pytest.mark.django_db
@@ -245,7 +245,7 @@ def test_admin_resolves_a_report_by_deleting_the_message(admin_client, admin_use
     rows = {row.action: row for row in ModerationAction.objects.all()}
     assert set(rows) == {"delete_message", "report_resolve"}
     assert (rows["delete_message"].source, rows["delete_message"].target_user) == ("admin", bob)
-    assert rows["report_resolve"].detail == {"report_id": report.pk, "deleted_message": True}
+    assert rows["report_resolve"].detail == {"report_id": report.pk, "deleted_message": True, "banned_author": False}
     # Resolving again is refused and changes nothing.
     with django_capture_on_commit_callbacks(execute=True):
         resolve_in_admin(admin_client, "resolve_dismiss", report)
