@@ -292,6 +292,15 @@ admin.site.unregister(get_user_model())
 class ChatUserAdmin(UserAdmin):
     actions = ("deactivate",)
 
+    def save_model(self, request, obj, form, change):
+        """Unticking "active" deactivates through the service, so the user's sockets close too."""
+        deactivating = change and "is_active" in form.changed_data and not obj.is_active
+        if deactivating:
+            obj.is_active = True
+        super().save_model(request, obj, form, change)
+        if deactivating:
+            services.user_deactivate(actor=request.user, username=obj.username, source="admin")
+
     @admin.action(description="Deactivate selected users (their sockets close at once)", permissions=["change"])
     def deactivate(self, request, queryset):
         _run_each(self, request, queryset,

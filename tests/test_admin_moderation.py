@@ -120,3 +120,18 @@ def test_resolving_a_report_can_ban_the_author(admin_client, alice, general, bob
     assert bobs_membership(general, bob).ban_reason == "message deleted, author banned"
     assert {"message.deleted", "member.left"} <= {f["type"] for f in frames(published)}
     assert set(ModerationAction.objects.values_list("action", flat=True)) == {"delete_message", "ban", "report_resolve"}
+
+
+def test_unticking_active_in_the_user_form_deactivates_through_the_service(admin_client, bob, published,
+                                                                          django_capture_on_commit_callbacks):
+    page = admin_client.get(f"/admin/auth/user/{bob.pk}/change/")
+    form = page.context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None and not isinstance(value, list)}
+    data.update(username="bob", is_active="", date_joined_0="2026-01-01", date_joined_1="00:00:00")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/admin/auth/user/{bob.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    bob.refresh_from_db()
+    assert not bob.is_active
+    assert (f"user.{bob.pk}", {"type": "chat.close", "code": 4403, "reason": "account deactivated"}) in published
+    assert ModerationAction.objects.filter(action="deactivate", target_user=bob, source="admin").exists()
