@@ -3,6 +3,7 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -50,6 +51,25 @@ def bob(make_user):
 @pytest.fixture
 def carol(make_user):
     return make_user("carol")
+
+
+@pytest.fixture
+def staff(make_user):
+    """A staff member, not a superuser."""
+    return make_user("root", is_staff=True)
+
+
+@pytest.fixture
+def admin_user(make_user):
+    """A superuser (in place of pytest-django's, so that it goes through `make_user`)."""
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(admin_user):
+    client = Client()
+    client.force_login(admin_user)
+    return client
 
 
 def access_token(user) -> str:

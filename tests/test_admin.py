@@ -1,7 +1,6 @@
 """The moderation admin: changelists run a bounded number of queries, and changes go through the services."""
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from chat import services
@@ -9,18 +8,6 @@ from chat.models import Membership, Message, Room
 from tests.conftest import frames
 
 CHANGELISTS = ["/admin/chat/room/", "/admin/chat/membership/", "/admin/chat/message/"]
-
-
-@pytest.fixture
-def admin_user(make_user):
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(admin_user):
-    client = Client()
-    client.force_login(admin_user)
-    return client
 
 
 def add_rooms(owner, member, start, count):

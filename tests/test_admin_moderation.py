@@ -1,19 +1,11 @@
 """Moderation actions in the admin: each goes through a service, is audited as `admin`, and goes live."""
 import pytest
-from django.test import Client
 
 from chat import services
 from chat.models import Membership, Message, ModerationAction
 from tests.conftest import frames
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(make_user):
-    client = Client()
-    client.force_login(make_user("root", is_staff=True, is_superuser=True))
-    return client
 
 
 @pytest.fixture

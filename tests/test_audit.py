@@ -1,6 +1,5 @@
 """The moderation audit log and message reports: services, REST, admin and WebSocket."""
 import pytest
-from django.test import Client
 
 from chat import services
 from chat.errors import Forbidden, Invalid
@@ -16,18 +15,6 @@ def general(alice, bob, carol):
     services.room_join(user=bob, slug="general")
     services.room_join(user=carol, slug="general")
     return room
-
-
-@pytest.fixture
-def admin_user(make_user):
-    return make_user("root", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def admin_client(admin_user):
-    client = Client()
-    client.force_login(admin_user)
-    return client
 
 
 def only_action() -> ModerationAction:

@@ -18,11 +18,6 @@ def general(alice, bob, carol):
     return room
 
 
-@pytest.fixture
-def staff(make_user):
-    return make_user("root", is_staff=True)
-
-
 def make_moderator(room, user):
     Membership.objects.filter(room=room, user=user).update(role=Membership.Role.MODERATOR)
 

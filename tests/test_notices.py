@@ -25,11 +25,6 @@ def general(alice, bob):
     return room
 
 
-@pytest.fixture
-def staff(make_user):
-    return make_user("root", is_staff=True)
-
-
 # The service
 
 def test_global_notice_goes_to_everyone(published, django_capture_on_commit_callbacks, staff):

@@ -51,11 +51,6 @@ def refused(published, committed):
 
 
 @pytest.fixture
-def staff(make_user):
-    return make_user("root", is_staff=True)
-
-
-@pytest.fixture
 def general(alice):
     """A public room owned by alice."""
     return services.room_create(user=alice, name="General")
