@@ -64,5 +64,8 @@ async def _watch() -> None:
     while _open:
         if not await check_layer():
             closed = await close_all(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
+            from .metrics import LAYER_RESETS  # metrics imports this module
+
+            LAYER_RESETS.inc()
             logger.warning("Redis was unreachable or restarted: closed %d sockets for them to resume", closed)
         await asyncio.sleep(settings.CHAT_LAYER_CHECK_S)

@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import connections, events, presence, protocol, selectors, services
+from . import connections, events, metrics, presence, protocol, selectors, services
 from .errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gone, NotFound
 from .protocol import FrameError
 from .serializers import message_data, user_data
@@ -162,7 +162,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send(protocol.reply(protocol.room_left(room.slug, "left"), frame.ref))
 
     async def on_message_send(self, frame):
+        received = time.perf_counter()
         message, created = await db(self._message_send)(frame)
+        if created:
+            metrics.SEND_TO_PERSIST.observe(time.perf_counter() - received)
         self.flood_strikes = 0
         if message.room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
             await self._group_add(message.room_id, message.room.slug)
@@ -172,6 +175,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             # its id is about to be the client's resume point, so send those first.
             await self._catch_up(message.room_id, message.pk, message.prev_id if created else message.pk)
         await self._send(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
+        metrics.MESSAGES_DELIVERED.inc()
 
     def _message_send(self, frame):
         return services.message_send(user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
@@ -225,6 +229,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event.get("origin") == self.channel_name:
             return
         await self.send(text_data=event["text"])
+        if event.get("message_id") is not None:
+            metrics.MESSAGES_DELIVERED.inc()
 
     async def chat_subscribe(self, event):
         if event["room_id"] in self.rooms:
@@ -297,6 +303,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return False
         if prev_id > mark:
             messages, gap = await db(self._between)(room_id, mark, message_id)
+            metrics.LAYER_GAPS.inc(len(messages))
             await self._send_messages(self.slugs[room_id], messages, gap_after=mark if gap else None)
         self.rooms[room_id] = message_id
         return True
@@ -307,6 +314,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._send(protocol.room_gap(slug, gap_after, messages[0]["id"]))
         for message in messages:
             await self._send(protocol.message_new(message))
+            metrics.MESSAGES_DELIVERED.inc()
             # Let daphne write between frames: a burst sent in one go waits whole in its buffer
             # and trips CHAT_MAX_SEND_BUFFER, dropping the client on every attempt to resume.
             await asyncio.sleep(0)

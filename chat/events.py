@@ -11,6 +11,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -55,7 +57,11 @@ def publish(group: str, event: dict) -> None:
 
 def send(group: str, event: dict) -> None:
     """Send now, from synchronous code (a service after commit, a command, a thread)."""
-    async_to_sync(get_channel_layer().group_send)(group, event)
+    try:
+        async_to_sync(get_channel_layer().group_send)(group, event)
+    except Exception:
+        metrics.PUBLISH_FAILURES.inc()
+        raise
 
 
 async def send_async(group: str, event: dict) -> None:

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import events, protocol
+from . import events, metrics, protocol
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rate
 from .models import Membership, Message, ModerationAction, Report, Room
@@ -417,6 +417,7 @@ def message_send(*, user, slug: str | None = None, to: str | None = None, body, 
     try:
         with transaction.atomic():
             message = _insert_message(room=room, author=user, body=body, kind=kind, client_id=client_id, origin=origin)
+        metrics.MESSAGES_ACCEPTED.inc()
     except IntegrityError:
         original = _original(user, client_id)
         if original is None:

@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from drf_spectacular.types import OpenApiTypes
@@ -24,7 +24,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView
 
-from chat import export, presence, selectors, services
+from chat import export, metrics, presence, selectors, services
 from chat.serializers import (
     BanSerializer,
     MuteSerializer,
@@ -367,3 +367,11 @@ def healthz(request):
             state[name] = "error"
     healthy = all(value == "ok" for value in state.values())
     return JsonResponse(state, status=200 if healthy else 503)
+
+
+@require_safe
+@never_cache
+def metrics_view(request):
+    """This process's Prometheus metrics (expose it to your scraper only, like /healthz)."""
+    body, content_type = metrics.render()
+    return HttpResponse(body, content_type=content_type)

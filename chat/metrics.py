@@ -1,0 +1,24 @@
+"""Prometheus metrics of this process, served at /metrics.
+
+Each server process exposes its own; the scraper adds them up across processes.
+"""
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from . import connections
+
+OPEN_CONNECTIONS = Gauge("chat_open_connections", "WebSocket connections open on this process")
+OPEN_CONNECTIONS.set_function(connections.count)
+MESSAGES_ACCEPTED = Counter("chat_messages_accepted", "Messages persisted (duplicates of a client_id excluded)")
+MESSAGES_DELIVERED = Counter("chat_messages_delivered", "message.new frames written to WebSocket clients")
+LAYER_GAPS = Counter("chat_layer_gap_messages",
+                     "Messages a connection read from the database because their event came late or never")
+LAYER_RESETS = Counter("chat_layer_resets", "Times the watchdog closed every socket after a Redis outage or restart")
+PUBLISH_FAILURES = Counter("chat_publish_failures", "Channel-layer sends that failed (the change was committed)")
+SEND_TO_PERSIST = Histogram(
+    "chat_send_to_persist_seconds", "From a message.send frame's arrival to its commit",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST

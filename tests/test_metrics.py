@@ -1,0 +1,49 @@
+"""/metrics: this process's Prometheus counters move with what the server does."""
+import pytest
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from chat import services
+from tests.test_consumers import connect, db, fresh_layer  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def scrape() -> dict[str, float]:
+    response = Client().get("/metrics")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+    return {sample.name: sample.value for family in text_string_to_metric_families(response.content.decode())
+            for sample in family.samples if not sample.labels or "le" not in sample.labels}
+
+
+async def test_counters_follow_sends_and_deliveries(alice, bob):
+    await db(services.room_create)(user=alice, name="General", slug="general")
+    await db(services.room_join)(user=bob, slug="general")
+    before = await db(scrape)()
+    a, b = await connect(alice), await connect(bob)
+    assert (await db(scrape)())["chat_open_connections"] == before["chat_open_connections"] + 2
+    await a.send(type="message.send", room="general", body="counted", client_id="c1")
+    await a.expect("message.new")
+    await b.expect("message.new", where=lambda f: f["message"]["body"] == "counted")
+    await a.send(type="message.send", room="general", body="counted", client_id="c1")  # a duplicate
+    await a.expect("message.new")
+    after = await db(scrape)()
+    assert after["chat_messages_accepted_total"] == before["chat_messages_accepted_total"] + 1
+    assert after["chat_messages_delivered_total"] >= before["chat_messages_delivered_total"] + 3
+    assert after["chat_send_to_persist_seconds_count"] == before["chat_send_to_persist_seconds_count"] + 1
+    await a.close(), await b.close()
+    assert (await db(scrape)())["chat_open_connections"] == before["chat_open_connections"]
+
+
+def test_a_failed_publish_is_counted_and_raised(monkeypatch):
+    from chat import events, metrics
+
+    class DownLayer:
+        async def group_send(self, group, event):
+            raise ConnectionError("Redis is away")
+
+    monkeypatch.setattr(events, "get_channel_layer", lambda: DownLayer())
+    before = metrics.PUBLISH_FAILURES._value.get()
+    with pytest.raises(ConnectionError):
+        events.send("room.1", {"type": "chat.frame", "text": "{}"})
+    assert metrics.PUBLISH_FAILURES._value.get() == before + 1
