@@ -25,6 +25,7 @@
     left: "You left this room.",
     kicked: "You were removed from this room.",
     banned: "You are banned from this room.",
+    gone: "You are no longer a member of this room.",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -304,6 +305,9 @@
     "hello"(frame) {
       renderNav(frame.rooms);
       if (ui.body && frame.limits) ui.body.maxLength = frame.limits.max_body;
+      // The page was opened as a member: if the room is not among the user's rooms now, they
+      // were removed (or left) while this page was reconnecting. Joining again would undo that.
+      if (!frame.rooms.some((room) => room.slug === ROOM)) return stop(LEFT_REASONS.gone);
       state.socket.send(JSON.stringify({type: "join", room: ROOM, since: state.resumeId, ref: "join"}));
     },
     "room.joined"(frame) {
