@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -88,6 +89,12 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and not DATABASES["default"]["CONN_MAX_AGE"]:
+    # A pool instead of a connection per request: every `database_sync_to_async` call and
+    # every ASGI request would otherwise open (and PostgreSQL fork) a new connection.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN", 2), "max_size": env_int("DATABASE_POOL_MAX", 20), "timeout": 10,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (daphne and the test runner) may write the same file.
     # IMMEDIATE takes the write lock at BEGIN, so a waiting writer waits out `timeout`
@@ -103,7 +110,26 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+# The channel layer may spread its groups over several Redis servers: REDIS_URLS lists the
+# shards (every process must list the same ones in the same order, since a group's shard is a
+# hash of its name modulo their number), or REDIS_SENTINEL_MASTERS names masters that the
+# Sentinels at REDIS_SENTINELS find, one shard each. Presence, rate limits, the cache and
+# the watchdog's own client stay on REDIS_URL, which defaults to the first shard.
+REDIS_URLS = env_list("REDIS_URLS", "")
+REDIS_SENTINELS = [(host, int(port)) for host, _, port in
+                   (item.rpartition(":") for item in env_list("REDIS_SENTINELS", ""))]
+REDIS_SENTINEL_MASTERS = env_list("REDIS_SENTINEL_MASTERS", "")
+REDIS_URL = os.environ.get("REDIS_URL", "") or (REDIS_URLS[0] if REDIS_URLS else "")
+if REDIS_SENTINEL_MASTERS:
+    if not REDIS_SENTINELS or REDIS_URLS:
+        raise ImproperlyConfigured("REDIS_SENTINEL_MASTERS needs REDIS_SENTINELS (host:port,...) and excludes REDIS_URLS.")
+    if not REDIS_URL:
+        raise ImproperlyConfigured("REDIS_SENTINEL_MASTERS sets the channel layer only: set REDIS_URL too, for "
+                                   "presence, rate limits and the cache (see docs/deployment.md).")
+    CHAT_LAYER_HOSTS = [{"master_name": name, "sentinels": REDIS_SENTINELS, "db": env_int("REDIS_SENTINEL_DB", 0)}
+                        for name in REDIS_SENTINEL_MASTERS]
+else:
+    CHAT_LAYER_HOSTS = [{"address": url} for url in REDIS_URLS or [REDIS_URL] if url]
 # Namespaces this deployment's channel-layer, cache and presence keys: Redis pub/sub channels
 # ignore the database number, so two deployments on one Redis need different prefixes.
 # Letters, digits, hyphens: it starts channel names. A test run gets its own, so that runs
@@ -119,7 +145,7 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"
             if CHAT_CHANNEL_LAYER == "pubsub"
             else "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}."},
+            "CONFIG": {"hosts": CHAT_LAYER_HOSTS, "prefix": f"{REDIS_PREFIX}."},
         }
     }
     CACHES = {
