@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-services migrate
+.PHONY: run test test-services migrate cluster
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ run: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 20 --ping-timeout 30 chatproject.asgi:application
+
+# N daphne processes on PORT+1..PORT+N behind nginx on PORT, on REDIS_URL and DATABASE_URL
+# (default: the local Redis and PostgreSQL database `chat`); Ctrl-C stops them all.
+N ?= 2
+cluster: $(VENV)/.installed
+	$(BIN)/python deploy/cluster.py --processes $(N) --port $(PORT) --host $(HOST)
 
 test: $(VENV)/.installed
 	$(BIN)/pytest -q
