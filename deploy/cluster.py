@@ -16,7 +16,9 @@ pid file, logs and temporary files live in a run directory (a new temporary one 
 --run-dir is given), so nothing needs root.
 """
 import argparse
+import grp
 import os
+import pwd
 import re
 import resource
 import shutil
@@ -64,7 +66,11 @@ def main_config(run_dir: Path, *, workers: int = 1) -> str:
     mime_types = Path("/etc/nginx/mime.types")
     types = f"include {mime_types};" if mime_types.exists() else "types { text/css css; application/javascript js; }"
     temp = "\n".join(f"    {kind}_temp_path {run_dir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    # Started as root, nginx would run its workers as nobody, who may not read the static
+    # files or the run directory: keep them on the user who started it, as without root.
+    user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};" if os.geteuid() == 0 else ""
     return f"""\
+{user}
 worker_processes {workers};
 worker_rlimit_nofile {files};
 pid {run_dir / 'nginx.pid'};
@@ -93,7 +99,6 @@ class Nginx:
         if self.binary is None:
             raise RuntimeError("nginx is not installed: apt-get install -y nginx")
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_dir.chmod(0o755)  # nginx started as root runs its workers as nobody
         (run_dir / "chat.conf").write_text(site)
         self.config = run_dir / "nginx.conf"
         self.config.write_text(main_config(run_dir, workers=workers))

@@ -1,0 +1,214 @@
+"""Scale-out: server processes behind a real nginx with deploy/nginx/chat.conf, and the channel
+layer spread over several Redis servers.
+
+The nginx tests run two daphnes on Redis and the test database, and nginx in front as
+`make cluster` runs it (deploy/cluster.py). They skip without nginx or REDIS_URL, and fail
+instead under CHAT_REQUIRE_SERVICES=1. The shard tests start two redis-servers of their own.
+"""
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
+
+import pytest
+import redis
+from channels.db import database_sync_to_async
+from channels_redis.utils import _consistent_hash
+from django.conf import settings as django_settings
+from django.core.management import call_command
+from django.test import override_settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from chat import services
+from deploy import cluster
+from tests.faults import PrivateRedis, skip_or_fail
+from tests.live import LIVE_ENV, LiveServer, free_port, run_daphne, start_daphne, ws_connect
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+
+@dataclass
+class Front:
+    """nginx, as ws_connect and http_json see a server."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Cluster:
+    front: Front
+    servers: list[LiveServer]
+    nginx: cluster.Nginx
+    static_root: object
+
+
+@pytest.fixture(scope="module")
+def nginx_cluster(redis_url, django_db_setup, tmp_path_factory):
+    """Two daphnes on Redis and the test database behind nginx, configured as `make cluster` does."""
+    if cluster.nginx_binary() is None:
+        skip_or_fail("needs nginx (apt-get install nginx)")
+    static_root = tmp_path_factory.mktemp("static")
+    with override_settings(STATIC_ROOT=static_root):
+        call_command("collectstatic", interactive=False, verbosity=0)
+    env = {**LIVE_ENV, "REDIS_URL": redis_url, "DJANGO_NUM_PROXIES": "1"}
+    servers = []
+    nginx = None
+    try:
+        servers = [start_daphne(env, args=cluster.DAPHNE_ARGS) for _ in range(2)]
+        port = free_port()
+        site = cluster.site_config(upstreams=[f"127.0.0.1:{s.port}" for s in servers],
+                                   listen=f"127.0.0.1:{port}", static_root=static_root)
+        nginx = cluster.Nginx(tmp_path_factory.mktemp("nginx"), site)
+        nginx.start()
+        try:
+            cluster.wait_for_port("127.0.0.1", port, nginx.process, timeout=10)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; nginx's error log:\n{nginx.errors()}") from None
+        yield Cluster(Front(port), servers, nginx, static_root)
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def general(alice, bob):
+    room = services.room_create(user=alice, name="General", slug="general")
+    services.room_join(user=bob, slug="general")
+    return room
+
+
+def get(url: str, headers: dict | None = None):
+    with urlopen(Request(url, headers=headers or {}), timeout=10) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def scrape(server) -> dict[str, float]:
+    """One process's /metrics, read from that process directly."""
+    _, _, body = get(server.url + "/metrics")
+    return {sample.name: sample.value for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples if "le" not in sample.labels}
+
+
+async def scrape_all(servers) -> list[dict[str, float]]:
+    return [await asyncio.to_thread(scrape, server) for server in servers]
+
+
+# nginx in front
+
+def test_healthz_answers_through_nginx(nginx_cluster):
+    status, headers, body = get(nginx_cluster.front.url + "/healthz")
+    assert status == 200
+    assert headers["Server"].startswith("nginx")
+    assert json.loads(body) == {"database": "ok", "channel_layer": "ok"}
+
+
+def test_nginx_serves_static_files_from_disk(nginx_cluster):
+    path = next(p for p in (nginx_cluster.static_root / "chat").rglob("*.js"))
+    status, headers, body = get(f"{nginx_cluster.front.url}/static/{path.relative_to(nginx_cluster.static_root)}")
+    assert status == 200 and body == path.read_bytes()
+    assert headers["Cache-Control"] == "max-age=604800"  # nginx's `expires 7d`, not the server's headers
+
+
+async def test_two_clients_through_nginx_land_on_both_processes_and_hear_each_other(nginx_cluster, alice, bob, general):
+    servers = nginx_cluster.servers
+    before = await scrape_all(servers)
+    a = await ws_connect(nginx_cluster.front, alice)
+    b = await ws_connect(nginx_cluster.front, bob)
+    middle = await scrape_all(servers)
+    # least_conn: the second socket goes to the process that does not hold the first
+    assert [m["chat_open_connections"] - s["chat_open_connections"] for s, m in zip(before, middle)] == [1, 1]
+
+    await a.send(type="message.send", room="general", body="from alice", client_id="a1", ref="a")
+    sent_by_a = await a.expect("message.new", ref="a")
+    assert (await b.expect("message.new"))["message"] == sent_by_a["message"]
+    await b.send(type="message.send", room="general", body="from bob", client_id="b1", ref="b")
+    sent_by_b = await b.expect("message.new", ref="b")
+    assert (await a.expect("message.new"))["message"] == sent_by_b["message"]
+
+    after = await scrape_all(servers)
+    # each process counts its own: one message accepted on each, two delivered on each (ack and broadcast)
+    assert [n["chat_messages_accepted_total"] - m["chat_messages_accepted_total"] for m, n in zip(middle, after)] == [1, 1]
+    assert [n["chat_messages_delivered_total"] - m["chat_messages_delivered_total"] for m, n in zip(middle, after)] == [2, 2]
+    await a.close(), await b.close()
+
+
+def test_a_client_cannot_choose_its_address_with_x_forwarded_for(nginx_cluster, make_user):
+    """nginx appends the address it sees, and the servers trust only that last entry
+    (DJANGO_NUM_PROXIES=1): a forged header does not escape the login throttle."""
+    make_user("dora")
+    limit = int(django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login"].split("/")[0])
+    statuses = []
+    for i in range(limit + 1):
+        body = json.dumps({"username": "dora", "password": "wrong"}).encode()
+        request = Request(nginx_cluster.front.url + "/api/auth/token/", data=body, method="POST",
+                          headers={"Content-Type": "application/json", "X-Forwarded-For": f"203.0.113.{i}"})
+        try:
+            with urlopen(request, timeout=10) as response:
+                statuses.append(response.status)
+        except HTTPError as exc:
+            statuses.append(exc.code)
+    assert statuses == [401] * limit + [429]
+
+
+# The channel layer on two Redis shards
+
+def shard_of(group: str, shards: int) -> int:
+    """The shard channels-redis picks for `group`'s pub/sub channel (the same in every process)."""
+    return _consistent_hash(f"{django_settings.REDIS_PREFIX}.__group__{group}", shards)
+
+
+@pytest.fixture
+def two_shards():
+    if not os.access("/usr/bin/redis-server", cluster.os.X_OK):
+        skip_or_fail("needs /usr/bin/redis-server to run two Redis shards")
+    shards = [PrivateRedis(), PrivateRedis()]
+    try:
+        for shard in shards:
+            shard.start()
+        yield shards
+    finally:
+        for shard in shards:
+            shard.cleanup()
+
+
+def rooms_on_each_shard(alice, bob) -> list:
+    """Rooms whose groups hash to shard 0 and to shard 1, both with alice and bob as members."""
+    found = {}
+    for i in range(32):
+        room = services.room_create(user=alice, name=f"Room {i}", slug=f"room-{i}")
+        services.room_join(user=bob, slug=room.slug)
+        found.setdefault(shard_of(f"room.{room.pk}", 2), room)
+        if len(found) == 2:
+            return [found[0], found[1]]
+    raise AssertionError("32 rooms all hashed to one shard")
+
+
+async def test_sharded_layer_carries_each_room_on_its_shard_across_processes(redis_url, two_shards, alice, bob):
+    rooms = await database_sync_to_async(rooms_on_each_shard)(alice, bob)
+    env = {**LIVE_ENV, "REDIS_URL": redis_url, "REDIS_URLS": ",".join(s.url for s in two_shards)}
+    with run_daphne(env) as server_a, run_daphne(env) as server_b:
+        a = await ws_connect(server_a, alice)
+        b = await ws_connect(server_b, bob)
+        for index, (room, shard) in enumerate(zip(rooms, two_shards)):
+            # each process subscribed to the room's group on its shard, and only there
+            channel = f"{django_settings.REDIS_PREFIX}.__group__room.{room.pk}"
+            assert redis.Redis(port=shard.port).pubsub_numsub(channel) == [(channel.encode(), 2)]
+            other = two_shards[1 - index]
+            assert redis.Redis(port=other.port).pubsub_numsub(channel) == [(channel.encode(), 0)]
+
+            await a.send(type="message.send", room=room.slug, body=f"on shard {index}", client_id=f"s{index}", ref=str(index))
+            sent = await a.expect("message.new", ref=str(index))
+            assert (await b.expect("message.new", room=room.slug))["message"] == sent["message"]
+        await a.close(), await b.close()
