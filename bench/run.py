@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""The benchmark `make bench` runs: each server as a subprocess on a free port, the scenarios
+against it with bench/wsbench.py, then one markdown table on stdout.
+
+Servers: ours on the embedded defaults (a fresh SQLite database, in-memory layer); ours on
+Redis + PostgreSQL with --services (a database and a Redis prefix of its own, dropped at the
+end); the Channels tutorial consumer on its RedisChannelLayer (bench/baselines/tutorial_peer);
+and raw_ws.py, a bare `websockets` broadcaster. Every wsbench JSON line, with the scenario and
+server, goes to bench/results/<time>.jsonl; server logs go next to it.
+"""
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+PYTHON = sys.executable
+SCENARIOS = ["room100-afap", "rooms100x10", "half-sat", "ack200", "cluster2"]
+OURS_ONLY = {"half-sat", "ack200"}
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/test"
+
+# Limits a load test would hit at once; everything else stays as production has it.
+OURS_ENV = {
+    "CHAT_RATE_PER_10S": "10000000",
+    "CHAT_LOGIN_RATE": "100000/min",
+    "CHAT_MAX_CONNECTIONS_PER_USER": "100000",
+    "JWT_ACCESS_MINUTES": "600",
+    "LOG_LEVEL": "WARNING",
+    "PYTHONWARNINGS": "ignore::RuntimeWarning",  # "REDIS_URL is not set", on purpose
+}
+
+# Accounts created straight in the server's database with tokens minted for them: logging in
+# 1,000 accounts through PBKDF2 would take minutes and measure the password hasher.
+MINT_TOKENS = """
+import json, os
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from rest_framework_simplejwt.tokens import AccessToken
+User = get_user_model()
+names = ["benchowner"] + [f"bench{i}" for i in range(int(os.environ["BENCH_USERS"]))]
+have = set(User.objects.filter(username__in=names).values_list("username", flat=True))
+User.objects.bulk_create([User(username=n, password=make_password(None)) for n in names if n not in have])
+print(json.dumps({u.username: str(AccessToken.for_user(u)) for u in User.objects.filter(username__in=names)}))
+"""
+
+
+@dataclass
+class Scenario:
+    rooms: int
+    clients: int
+    senders: int
+    messages: int
+    rate: float = 0
+
+
+# Full sizes. room100-afap's 150 messages (15,000 deliveries) take ours ~5-10 s on a quiet
+# 2-core machine; rooms100x10 spends most of its time connecting its 1,000 clients.
+FULL = {
+    "room100-afap": Scenario(rooms=1, clients=100, senders=5, messages=30),
+    "rooms100x10": Scenario(rooms=100, clients=10, senders=1, messages=10),
+    "half-sat": Scenario(rooms=1, clients=100, senders=5, messages=0),  # rate and count from room100-afap
+    "ack200": Scenario(rooms=1, clients=50, senders=5, messages=200, rate=200),
+}
+QUICK = {
+    "room100-afap": Scenario(rooms=1, clients=10, senders=2, messages=20),
+    "rooms100x10": Scenario(rooms=10, clients=3, senders=1, messages=5),
+    "half-sat": Scenario(rooms=1, clients=10, senders=2, messages=0),
+    "ack200": Scenario(rooms=1, clients=10, senders=2, messages=25, rate=50),
+}
+HALF_SAT_SECONDS = {False: 8, True: 1}  # how long half-sat offers its rate (full, quick)
+
+
+@dataclass
+class Server:
+    name: str  # the table's label
+    kind: str  # ours, tutorial, raw
+    port: int
+    process: subprocess.Popen
+    tokens: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def protocol(self):
+        return "ours" if self.kind == "ours" else "tutorial"
+
+
+def log(*parts):
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port, process, log_path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not listen on {port} within {timeout} s; see {log_path}")
+
+
+@contextlib.contextmanager
+def serve(command, *, env, cwd, log_path, name, kind, **extra):
+    port = free_port()
+    command = [part.replace("{port}", str(port)) for part in command]
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, process, log_path)
+        yield Server(name, kind, port, process, **extra)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def server_command(server_kind, app):
+    if server_kind == "uvicorn":
+        return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}",
+                "--loop", "uvloop", "--ws", "websockets", "--log-level", "warning"]
+    # As `make run` serves it.
+    return [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "--ping-interval", "20", "--ping-timeout", "30",
+            app]
+
+
+def uvicorn_missing():
+    missing = [name for name in ("uvicorn", "uvloop", "websockets") if importlib.util.find_spec(name) is None]
+    return f"not available: {', '.join(missing)} not installed (pip install 'uvicorn[standard]')" if missing else None
+
+
+def redis_reachable(url):
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+        return True
+    except redis.RedisError:
+        return False
+
+
+@contextlib.contextmanager
+def postgres_database(url):
+    """A database of its own (bench_<pid>) on the server `url` names, dropped at the end."""
+    import psycopg
+
+    name = f"bench_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def drop_redis_keys(url, prefix):
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@contextlib.contextmanager
+def ours(args, stamp, *, services, users):
+    """Our server on a fresh database, migrated, with `users` bench accounts and their tokens."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "REDIS_PREFIX")}
+    env.update(OURS_ENV, DJANGO_SETTINGS_MODULE="chatproject.settings", PYTHONUNBUFFERED="1")
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chat-bench-")))
+        if services:
+            redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS
+            prefix = f"bench{os.getpid()}"
+            env["DATABASE_URL"] = stack.enter_context(postgres_database(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE))
+            env.update(REDIS_URL=redis_url, REDIS_PREFIX=prefix)
+            stack.callback(drop_redis_keys, redis_url, prefix)
+            label = "postgres+redis"
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.sqlite3'}"
+            label = "sqlite+memory"
+        subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+        minted = subprocess.run([PYTHON, "manage.py", "shell", "-c", MINT_TOKENS], cwd=ROOT, check=True,
+                                env={**env, "BENCH_USERS": str(users)}, capture_output=True, text=True)
+        tokens = tmp / "tokens.json"
+        tokens.write_text(minted.stdout.strip().splitlines()[-1])
+        name = f"ours ({args.server}, {label})"
+        yield stack.enter_context(serve(server_command(args.server, "chatproject.asgi:application"), env=env,
+                                        cwd=ROOT, log_path=RESULTS / f"{stamp}-ours-{label}.log", name=name,
+                                        kind="ours", tokens=str(tokens)))
+
+
+@contextlib.contextmanager
+def tutorial(args, stamp, redis_url):
+    env = {**os.environ, "PEER_LAYER": "redis", "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    with serve(server_command(args.server, "tutorial.asgi:application"), env=env,
+               cwd=BENCH / "baselines" / "tutorial_peer", log_path=RESULTS / f"{stamp}-tutorial.log",
+               name=f"tutorial ({args.server}, RedisChannelLayer)", kind="tutorial") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def raw_ws(args, stamp):
+    with serve([PYTHON, str(BENCH / "baselines" / "raw_ws.py"), "{port}"], env=dict(os.environ), cwd=ROOT,
+               log_path=RESULTS / f"{stamp}-raw_ws.log", name="raw_ws", kind="raw") as server:
+        yield server
+
+
+def wsbench(server, scenario, size, room_prefix, timeout):
+    command = [PYTHON, str(BENCH / "wsbench.py"), "--protocol", server.protocol,
+               "--ws", f"ws://127.0.0.1:{server.port}", "--http", f"http://127.0.0.1:{server.port}",
+               "--rooms", str(size.rooms), "--clients", str(size.clients), "--senders", str(size.senders),
+               "--messages", str(size.messages), "--rate", str(size.rate), "--users", str(size.rooms * size.clients),
+               "--room-prefix", room_prefix, "--server-pid", str(server.process.pid), "--timeout", str(timeout)]
+    if server.tokens:
+        command += ["--tokens", server.tokens]
+    log(f"  {scenario} on {server.name}: {size.rooms} room(s) x {size.clients} clients, {size.senders} sender(s) "
+        f"x {size.messages} msgs, {'%g msg/s' % size.rate if size.rate else 'as fast as possible'}")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        log(f"  failed: {reason}")
+        return {"scenario": scenario, "server": server.name, "failed": reason}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"scenario": scenario, "server": server.name, **result}
+
+
+def run_scenarios(server, wanted, sizes, args, results):
+    """Run the wanted scenarios on one server; half-sat needs room100-afap's rate on the same server."""
+    pid = os.getpid()
+    afap = None
+    for scenario in wanted:
+        if scenario == "cluster2" or (scenario in OURS_ONLY and server.kind != "ours"):
+            continue
+        size = sizes[scenario]
+        room_prefix = f"{scenario.replace('-', '')}{pid}r"  # letters and digits: valid for both protocols
+        if scenario == "half-sat":
+            if afap is None:  # measured here, not shown: half-sat's rate depends on it
+                afap = wsbench(server, "room100-afap", sizes["room100-afap"], f"probe{pid}r", args.timeout)
+            if not afap.get("messages_per_s"):
+                results.append({"scenario": scenario, "server": server.name, "failed": "no room100-afap rate"})
+                continue
+            rate = round(afap["messages_per_s"] / 2, 1)
+            seconds = HALF_SAT_SECONDS[args.quick]
+            size = Scenario(size.rooms, size.clients, size.senders, max(1, int(rate * seconds / size.senders)), rate)
+        result = wsbench(server, scenario, size, room_prefix, args.timeout)
+        if scenario == "room100-afap":
+            afap = result
+        results.append(result)
+
+
+def fmt_ms(value):
+    if value is None:
+        return "—"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms"
+
+
+def fmt_ratio(value, base):
+    return f"{value / base:.2f}x" if value and base else "—"
+
+
+COLUMNS = ["scenario", "server", "delivered/s", "lost", "dupes", "not persisted", "p50", "p99", "ack p99",
+           "handshake p99", "peak RSS", "vs tutorial", "vs raw_ws"]
+
+
+def table(results, notes=()):
+    """One markdown table, in scenario order; ratios compare delivered/s with the baselines' in the same scenario."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    base = {}
+    for r in results:
+        if "failed" not in r and (r["server"] == "raw_ws" or r["server"].startswith("tutorial")):
+            base[(r["scenario"], "raw" if r["server"] == "raw_ws" else "tutorial")] = r["deliveries_per_s"]
+    for scenario in SCENARIOS:
+        for r in results:
+            if r["scenario"] != scenario:
+                continue
+            if "failed" in r:
+                cells = [scenario, r["server"], r["failed"]] + [""] * (len(COLUMNS) - 3)
+            else:
+                dps = r["deliveries_per_s"]
+                cells = [scenario, r["server"], f"{dps:,.0f}" if dps else "0", f"{r['lost']:,}", f"{r['dupes']:,}",
+                         "—" if r.get("not_persisted") is None else f"{r['not_persisted']:,}",
+                         fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]), fmt_ms(r.get("ack_p99_ms")),
+                         fmt_ms(r.get("handshake_p99_ms")),
+                         "—" if r.get("peak_rss_mib") is None else f"{r['peak_rss_mib']:.0f} MiB",
+                         fmt_ratio(dps, base.get((scenario, "tutorial"))), fmt_ratio(dps, base.get((scenario, "raw")))]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join([*lines, *notes])
+
+
+def cluster_unavailable(args):
+    """Why cluster2 cannot run here, or None. It needs `make cluster` (N processes behind nginx)."""
+    if not args.cluster:
+        return "not run: pass --cluster"
+    if shutil.which("nginx") is None:
+        return "not available: nginx is not installed"
+    makefile = (ROOT / "Makefile").read_text()
+    if "\ncluster:" not in makefile:
+        return "not available: no `make cluster` target yet"
+    return "not available: `make cluster` is not wired into the runner yet"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every tool, not a measurement")
+    ap.add_argument("--only", action="append", choices=SCENARIOS, help="run this scenario (repeatable)")
+    ap.add_argument("--services", action="store_true",
+                    help="also ours on Redis + PostgreSQL (REDIS_URL, DATABASE_URL or the local defaults)")
+    ap.add_argument("--server", choices=["daphne", "uvicorn"], default=os.environ.get("SERVER") or "daphne",
+                    help="what serves ours and the tutorial peer (default: $SERVER or daphne)")
+    ap.add_argument("--cluster", action="store_true", help="cluster2: 2 processes behind nginx vs 1")
+    ap.add_argument("--timeout", type=float, default=120, help="wsbench --timeout")
+    ap.add_argument("--output", type=Path, help="JSON lines file (default: bench/results/<time>.jsonl)")
+    args = ap.parse_args(argv)
+
+    wanted = [s for s in SCENARIOS if not args.only or s in args.only]
+    sizes = QUICK if args.quick else FULL
+    # 1,000 clients and their server sockets in one process each: more than the usual 1,024 descriptors.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / ".gitignore").write_text("*\n")  # results and logs are never committed
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    output = args.output or RESULTS / f"{stamp}.jsonl"
+    users = max(s.rooms * s.clients for s in sizes.values())
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS
+    results, notes = [], []
+
+    servers = []
+    missing = uvicorn_missing() if args.server == "uvicorn" else None
+    peers = [s for s in wanted if s not in OURS_ONLY and s != "cluster2"]
+    if missing:
+        notes.append(f"\nours and the tutorial peer on uvicorn: {missing}")
+    else:
+        servers.append(lambda: ours(args, stamp, services=False, users=users))
+        if args.services:
+            servers.append(lambda: ours(args, stamp, services=True, users=users))
+    if peers and not missing:
+        if redis_reachable(redis_url):
+            servers.append(lambda: tutorial(args, stamp, redis_url))
+        else:
+            for scenario in peers:
+                results.append({"scenario": scenario, "server": "tutorial",
+                                "failed": f"not available: no Redis at {redis_url}"})
+    if peers:
+        servers.append(lambda: raw_ws(args, stamp))
+
+    for start in servers:
+        try:
+            with start() as server:
+                log(f"{server.name} on port {server.port} (pid {server.process.pid})")
+                run_scenarios(server, wanted, sizes, args, results)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            log(f"a server failed to start: {exc}")
+            results.append({"scenario": wanted[0], "server": "?", "failed": f"server failed to start: {exc}"})
+    if "cluster2" in wanted:
+        results.append({"scenario": "cluster2", "server": "ours x2 behind nginx", "failed": cluster_unavailable(args)})
+
+    with open(output, "w") as out:
+        for r in results:
+            out.write(json.dumps(r) + "\n")
+    print(table(results, notes))
+    log(f"\nJSON lines: {output}")
+    return 1 if any(r.get("failed", "").startswith("server failed") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
