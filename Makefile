@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-services migrate cluster
+.PHONY: run test test-services migrate cluster bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,8 @@ test-services: $(VENV)/.installed
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
 	CHAT_REQUIRE_SERVICES=1 $(BIN)/pytest -q
+
+# The load benchmark: each server on free ports, every scenario, one markdown table
+# (bench/README.md). BENCH_ARGS="--quick", "--services", "--cluster", "--only ack200"; SERVER=uvicorn.
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

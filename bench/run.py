@@ -87,7 +87,7 @@ HALF_SAT_SECONDS = {False: 8, True: 1}  # how long half-sat offers its rate (ful
 @dataclass
 class Server:
     name: str  # the table's label
-    kind: str  # ours, tutorial, raw
+    kind: str  # ours, cluster (ours behind nginx), tutorial, raw
     port: int
     process: subprocess.Popen
     tokens: str | None = None
@@ -95,17 +95,30 @@ class Server:
 
     @property
     def protocol(self):
-        return "ours" if self.kind == "ours" else "tutorial"
+        return "tutorial" if self.kind in ("tutorial", "raw") else "ours"
 
 
 def log(*parts):
     print(*parts, file=sys.stderr, flush=True)
 
 
-def free_port():
+def free_port(count=1):
+    """A free port; with `count`, one whose next count-1 ports are free too."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if all(port_free(port + i) for i in range(1, count)):
+            return port
+
+
+def port_free(port):
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def wait_for_port(port, process, log_path, timeout=60):
@@ -120,8 +133,9 @@ def wait_for_port(port, process, log_path, timeout=60):
 
 
 @contextlib.contextmanager
-def serve(command, *, env, cwd, log_path, name, kind, **extra):
-    port = free_port()
+def serve(command, *, env, cwd, log_path, name, kind, ports=1, **extra):
+    """Run `command` ({port} replaced by a free port, or the first of `ports` free ones) until the end."""
+    port = free_port(ports)
     command = [part.replace("{port}", str(port)) for part in command]
     with open(log_path, "ab") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -187,32 +201,50 @@ def drop_redis_keys(url, prefix):
         client.delete(*keys)
 
 
-@contextlib.contextmanager
-def ours(args, stamp, *, services, users):
-    """Our server on a fresh database, migrated, with `users` bench accounts and their tokens."""
+def prepare_ours(stack, *, services, users):
+    """The environment of our server on a fresh database, migrated, with `users` bench accounts;
+    returns (env, tokens file, label). Everything it creates is removed when `stack` closes."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "REDIS_PREFIX")}
     env.update(OURS_ENV, DJANGO_SETTINGS_MODULE="chatproject.settings", PYTHONUNBUFFERED="1")
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chat-bench-")))
+    if services:
+        redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS
+        prefix = f"bench{os.getpid()}"
+        env["DATABASE_URL"] = stack.enter_context(postgres_database(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE))
+        env.update(REDIS_URL=redis_url, REDIS_PREFIX=prefix)
+        stack.callback(drop_redis_keys, redis_url, prefix)
+        label = "postgres+redis"
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.sqlite3'}"
+        label = "sqlite+memory"
+    subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    minted = subprocess.run([PYTHON, "manage.py", "shell", "-c", MINT_TOKENS], cwd=ROOT, check=True,
+                            env={**env, "BENCH_USERS": str(users)}, capture_output=True, text=True)
+    tokens = tmp / "tokens.json"
+    tokens.write_text(minted.stdout.strip().splitlines()[-1])
+    return env, str(tokens), label
+
+
+@contextlib.contextmanager
+def ours(args, stamp, *, services, users):
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chat-bench-")))
-        if services:
-            redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS
-            prefix = f"bench{os.getpid()}"
-            env["DATABASE_URL"] = stack.enter_context(postgres_database(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE))
-            env.update(REDIS_URL=redis_url, REDIS_PREFIX=prefix)
-            stack.callback(drop_redis_keys, redis_url, prefix)
-            label = "postgres+redis"
-        else:
-            env["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.sqlite3'}"
-            label = "sqlite+memory"
-        subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-        minted = subprocess.run([PYTHON, "manage.py", "shell", "-c", MINT_TOKENS], cwd=ROOT, check=True,
-                                env={**env, "BENCH_USERS": str(users)}, capture_output=True, text=True)
-        tokens = tmp / "tokens.json"
-        tokens.write_text(minted.stdout.strip().splitlines()[-1])
-        name = f"ours ({args.server}, {label})"
+        env, tokens, label = prepare_ours(stack, services=services, users=users)
         yield stack.enter_context(serve(server_command(args.server, "chatproject.asgi:application"), env=env,
-                                        cwd=ROOT, log_path=RESULTS / f"{stamp}-ours-{label}.log", name=name,
-                                        kind="ours", tokens=str(tokens)))
+                                        cwd=ROOT, log_path=RESULTS / f"{stamp}-ours-{label}.log",
+                                        name=f"ours ({args.server}, {label})", kind="ours", tokens=tokens))
+
+
+@contextlib.contextmanager
+def cluster(args, stamp, *, processes, users):
+    """`make cluster`'s deploy/cluster.py: `processes` daphnes on Redis + PostgreSQL behind nginx.
+    Its pid is a supervisor: wsbench counts the RSS of the daphnes and nginx below it."""
+    with contextlib.ExitStack() as stack:
+        env, tokens, label = prepare_ours(stack, services=True, users=users)
+        command = [PYTHON, "deploy/cluster.py", "--processes", str(processes), "--port", "{port}"]
+        yield stack.enter_context(serve(command, env=env, cwd=ROOT, ports=processes + 1,
+                                        log_path=RESULTS / f"{stamp}-cluster{processes}.log",
+                                        name=f"ours x{processes} (daphne, {label}) behind nginx", kind="cluster",
+                                        tokens=tokens))
 
 
 @contextlib.contextmanager
@@ -255,6 +287,10 @@ def run_scenarios(server, wanted, sizes, args, results):
     pid = os.getpid()
     afap = None
     for scenario in wanted:
+        if server.kind == "cluster":
+            if scenario == "cluster2":  # room100-afap's clients, spread over the processes by nginx
+                results.append(wsbench(server, scenario, sizes["room100-afap"], f"cluster{pid}r", args.timeout))
+            continue
         if scenario == "cluster2" or (scenario in OURS_ONLY and server.kind != "ours"):
             continue
         size = sizes[scenario]
@@ -317,12 +353,14 @@ def cluster_unavailable(args):
     """Why cluster2 cannot run here, or None. It needs `make cluster` (N processes behind nginx)."""
     if not args.cluster:
         return "not run: pass --cluster"
-    if shutil.which("nginx") is None:
+    if not (ROOT / "deploy" / "cluster.py").exists():
+        return "not available: no deploy/cluster.py (`make cluster`)"
+    if shutil.which("nginx") is None and not os.access("/usr/sbin/nginx", os.X_OK):
         return "not available: nginx is not installed"
-    makefile = (ROOT / "Makefile").read_text()
-    if "\ncluster:" not in makefile:
-        return "not available: no `make cluster` target yet"
-    return "not available: `make cluster` is not wired into the runner yet"
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS
+    if not redis_reachable(redis_url):
+        return f"not available: no Redis at {redis_url}"
+    return None
 
 
 def main(argv=None):
@@ -369,17 +407,25 @@ def main(argv=None):
                                 "failed": f"not available: no Redis at {redis_url}"})
     if peers:
         servers.append(lambda: raw_ws(args, stamp))
+    if "cluster2" in wanted:
+        reason = cluster_unavailable(args)
+        if reason:
+            results.append({"scenario": "cluster2", "server": "ours x2 behind nginx", "failed": reason})
+        else:
+            servers += [lambda n=n: cluster(args, stamp, processes=n, users=users) for n in (1, 2)]
 
     for start in servers:
         try:
             with start() as server:
                 log(f"{server.name} on port {server.port} (pid {server.process.pid})")
                 run_scenarios(server, wanted, sizes, args, results)
-        except (RuntimeError, subprocess.CalledProcessError) as exc:
-            log(f"a server failed to start: {exc}")
+        except Exception as exc:  # one server that cannot start must not cost the others' figures
+            log(f"a server failed to start: {exc!r}")
             results.append({"scenario": wanted[0], "server": "?", "failed": f"server failed to start: {exc}"})
-    if "cluster2" in wanted:
-        results.append({"scenario": "cluster2", "server": "ours x2 behind nginx", "failed": cluster_unavailable(args)})
+    scaling = [r for r in results if r["scenario"] == "cluster2" and r.get("deliveries_per_s")]
+    if len(scaling) == 2:
+        notes.append(f"\ncluster2: 2 processes deliver {fmt_ratio(scaling[1]['deliveries_per_s'], scaling[0]['deliveries_per_s'])}"
+                     " of what 1 process does, both behind nginx on Redis + PostgreSQL.")
 
     with open(output, "w") as out:
         for r in results:
