@@ -135,21 +135,32 @@ def wait_for_port(port, process, log_path, timeout=60):
 @contextlib.contextmanager
 def serve(command, *, env, cwd, log_path, name, kind, ports=1, **extra):
     """Run `command` ({port} replaced by a free port, or the first of `ports` free ones) until the end."""
-    port = free_port(ports)
-    command = [part.replace("{port}", str(port)) for part in command]
-    with open(log_path, "ab") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    for attempt in range(3):  # another program may take the port between our check and the server's bind
+        port = free_port(ports)
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen([part.replace("{port}", str(port)) for part in command], cwd=cwd, env=env,
+                                       stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, process, log_path)
+            break
+        except RuntimeError:
+            stop(process)
+            if attempt == 2 or "already in use" not in log_path.read_text(errors="replace"):
+                raise
     try:
-        wait_for_port(port, process, log_path)
         yield Server(name, kind, port, process, **extra)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
+
+
+def stop(process):
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def server_command(server_kind, app):
@@ -249,7 +260,8 @@ def cluster(args, stamp, *, processes, users):
 
 @contextlib.contextmanager
 def tutorial(args, stamp, redis_url):
-    env = {**os.environ, "PEER_LAYER": "redis", "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tutorial.settings", "PEER_LAYER": "redis", "REDIS_URL": redis_url,
+           "PYTHONUNBUFFERED": "1"}
     with serve(server_command(args.server, "tutorial.asgi:application"), env=env,
                cwd=BENCH / "baselines" / "tutorial_peer", log_path=RESULTS / f"{stamp}-tutorial.log",
                name=f"tutorial ({args.server}, RedisChannelLayer)", kind="tutorial") as server:

@@ -1,0 +1,129 @@
+"""The load tools in bench/: wsbench against real servers, and run.py's scenarios and table."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from chat.models import Message
+from tests.conftest import access_token
+from tests.live import BASE_DIR, free_port, run_daphne, wait_for_port
+
+pytestmark = pytest.mark.live
+
+User = get_user_model()
+WSBENCH = BASE_DIR / "bench" / "wsbench.py"
+BENCH_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "100", "CHAT_LOGIN_RATE": "1000/min"}
+FIELDS = {"protocol", "rooms", "clients_per_room", "senders_per_room", "messages_per_sender", "connect_s", "send_s",
+          "elapsed_s", "sent", "expected", "delivered", "lost", "dupes", "deliveries_per_s", "messages_per_s",
+          "p50_ms", "p99_ms", "max_ms", "handshake_p50_ms", "handshake_p99_ms", "acked", "ack_p50_ms", "ack_p99_ms",
+          "errors", "closed", "peak_rss_mib", "persisted", "not_persisted", "persisted_twice"}
+
+
+def wsbench(*args: str) -> dict:
+    done = subprocess.run([sys.executable, str(WSBENCH), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def load_run_module():
+    spec = importlib.util.spec_from_file_location("bench_run", BASE_DIR / "bench" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wsbench_ours_delivers_acks_and_stores_every_message(tmp_path):
+    names = ["benchowner"] + [f"bench{i}" for i in range(6)]
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({name: access_token(User.objects.create_user(name)) for name in names}))
+    with run_daphne(BENCH_ENV) as server:
+        out = wsbench("--protocol", "ours", "--ws", server.ws_url, "--http", server.url, "--rooms", "2",
+                      "--room-prefix", "wsb", "--clients", "3", "--senders", "2", "--messages", "5", "--users", "6",
+                      "--tokens", str(tokens), "--server-pid", str(server.process.pid), "--idle-timeout", "30")
+
+    assert FIELDS <= set(out)
+    # 2 rooms x 2 senders x 5 messages, each to the 3 clients of its room (its sender's ack included).
+    assert (out["sent"], out["expected"], out["delivered"], out["lost"], out["dupes"]) == (20, 60, 60, 0, 0)
+    assert out["acked"] == 20 and out["ack_p99_ms"] is not None
+    assert (out["persisted"], out["not_persisted"], out["persisted_twice"]) == (20, 0, 0)
+    assert Message.objects.filter(room__slug__in=["wsb0", "wsb1"], kind="user").count() == 20
+    assert out["errors"] == {} and out["closed"] == {}
+    assert out["handshake_p50_ms"] is not None and out["p99_ms"] is not None
+    assert out["peak_rss_mib"] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wsbench_ours_registers_and_logs_in_without_tokens():
+    with run_daphne(BENCH_ENV) as server:
+        out = wsbench("--protocol", "ours", "--ws", server.ws_url, "--http", server.url, "--room-prefix", "login",
+                      "--clients", "2", "--senders", "1", "--messages", "3", "--users", "2", "--idle-timeout", "30")
+
+    assert (out["delivered"], out["lost"], out["dupes"], out["persisted"]) == (6, 0, 0, 3)
+    assert set(User.objects.values_list("username", flat=True)) == {"benchowner", "bench0", "bench1"}
+    assert out["peak_rss_mib"] is None  # no --server-pid
+
+
+def test_wsbench_tutorial_protocol_against_raw_ws():
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(BASE_DIR / "bench" / "baselines" / "raw_ws.py"), str(port)])
+    try:
+        wait_for_port(port, server, 10)
+        out = wsbench("--ws", f"ws://127.0.0.1:{port}", "--rooms", "3", "--clients", "4", "--senders", "2",
+                      "--messages", "10", "--rate", "200", "--server-pid", str(server.pid))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+    assert FIELDS <= set(out)
+    assert (out["sent"], out["expected"], out["delivered"], out["lost"], out["dupes"]) == (60, 240, 240, 0, 0)
+    assert out["acked"] is None and out["persisted"] is None  # the tutorial protocol has neither
+    assert out["peak_rss_mib"] > 0
+
+
+def test_run_quick_room100_afap_end_to_end(tmp_path):
+    """run.py starts every server, runs the scenario, prints the table and writes the JSON lines."""
+    output = tmp_path / "results.jsonl"
+    done = subprocess.run([sys.executable, str(BASE_DIR / "bench" / "run.py"), "--quick", "--only", "room100-afap",
+                           "--output", str(output)], capture_output=True, text=True, timeout=180, cwd=BASE_DIR)
+    assert done.returncode == 0, done.stderr
+
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| room100-afap")]
+    by_server = {row[1]: row for row in rows}
+    ours = by_server["ours (daphne, sqlite+memory)"]
+    assert ours[3:6] == ["0", "0", "0"]  # lost, dupes, not persisted
+    assert by_server["raw_ws"][3:5] == ["0", "0"] and by_server["raw_ws"][-1] == "1.00x |"
+    results = {r["server"]: r for r in map(json.loads, output.read_text().splitlines())}
+    assert results["ours (daphne, sqlite+memory)"]["persisted"] == results["ours (daphne, sqlite+memory)"]["sent"]
+    tutorial = results["tutorial (daphne, RedisChannelLayer)" if "tutorial (daphne, RedisChannelLayer)" in results
+                       else "tutorial"]
+    if os.environ.get("REDIS_URL") or os.environ.get("CHAT_REQUIRE_SERVICES") == "1":
+        assert tutorial.get("lost") == 0, tutorial  # the peer needs Redis: with the services it must run
+    else:
+        assert "lost" in tutorial or tutorial["failed"].startswith("not available")
+
+
+def test_table_compares_with_the_baselines_of_the_same_scenario():
+    run = load_run_module()
+    row = {"lost": 0, "dupes": 0, "p50_ms": 12.0, "p99_ms": 2500.0, "ack_p99_ms": None, "handshake_p99_ms": 8.0,
+           "peak_rss_mib": 99.6, "not_persisted": None}
+    results = [
+        {**row, "scenario": "rooms100x10", "server": "raw_ws", "deliveries_per_s": 4000.0},
+        {**row, "scenario": "room100-afap", "server": "ours (daphne, sqlite+memory)", "deliveries_per_s": 1000.0,
+         "not_persisted": 0, "ack_p99_ms": 30.5},
+        {**row, "scenario": "room100-afap", "server": "tutorial (daphne, RedisChannelLayer)", "deliveries_per_s": 2000.0},
+        {**row, "scenario": "room100-afap", "server": "raw_ws", "deliveries_per_s": 10000.0},
+        {"scenario": "cluster2", "server": "ours x2 behind nginx", "failed": "not run: pass --cluster"},
+    ]
+    lines = run.table(results).splitlines()
+
+    assert lines[0].startswith("| scenario | server | delivered/s | lost | dupes | not persisted | p50 | p99 | ack p99")
+    assert lines[2] == ("| room100-afap | ours (daphne, sqlite+memory) | 1,000 | 0 | 0 | 0 | 12.0 ms | 2.50 s | 30.5 ms"
+                        " | 8.0 ms | 100 MiB | 0.50x | 0.10x |")
+    assert lines[4].endswith("| 5.00x | 1.00x |")
+    assert lines[5].startswith("| rooms100x10 | raw_ws | 4,000 |") and lines[5].endswith("| — | 1.00x |")
+    assert lines[6].startswith("| cluster2 | ours x2 behind nginx | not run: pass --cluster |")
