@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -237,9 +238,13 @@ class Pool:
         await asyncio.gather(*(self.close(s) for s in list(slots)))
 
 
-async def churn(pool: Pool, pid: int, connections: int, seconds: float, per_second: int, batch: int,
-                sample_every: float) -> dict:
-    """Keep `connections` open while closing and reopening `per_second` of them every second; RSS samples."""
+async def churn(pool: Pool, pid: int, seconds: float, per_second: int, batch: int, sample_every: float) -> dict:
+    """Keep the open connections open while closing and reopening `per_second` of them every second; RSS samples.
+
+    Only slots open at the start take part, so that slots whose first connection failed
+    do not fill up during the churn and pass for growth.
+    """
+    slots = sorted(pool.slots)
     start = time.monotonic()
     samples = [(0.0, rss_kib(pid))]
     next_sample = start + sample_every
@@ -247,8 +252,8 @@ async def churn(pool: Pool, pid: int, connections: int, seconds: float, per_seco
     cursor = 0
     while time.monotonic() - start < seconds:
         tick = time.monotonic()
-        slice_ = [(cursor + i) % connections for i in range(per_second)]
-        cursor = (cursor + per_second) % connections
+        slice_ = [slots[(cursor + i) % len(slots)] for i in range(min(per_second, len(slots)))]
+        cursor = (cursor + per_second) % len(slots)
         await pool.close_many(slice_)
         ok = await pool.open_many(slice_, batch)
         reopened += ok
@@ -302,8 +307,7 @@ async def measure(args, http: str, pid: int) -> dict:
     }
     if args.churn_seconds:
         per_second = args.churn_per_second or max(1, args.connections // 200)
-        result["churn"] = await churn(pool, pid, args.connections, args.churn_seconds, per_second, args.batch,
-                                      args.sample_every)
+        result["churn"] = await churn(pool, pid, args.churn_seconds, per_second, args.batch, args.sample_every)
     await pool.close_many(list(pool.slots))
     return result
 
@@ -346,6 +350,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.url and not args.pid:
         parser.error("--url needs --pid: the server's RSS is what is measured")
+    # Stopped from a background job (SIGINT ignored) or by SIGTERM: still stop the server it started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     fd_limit = raise_fd_limit()
     if fd_limit < args.connections + args.warmup + 100:
         log(f"warning: the open-file limit is {fd_limit}, short of {args.connections} connections")
