@@ -245,6 +245,7 @@ async def churn(pool: Pool, pid: int, seconds: float, per_second: int, batch: in
     do not fill up during the churn and pass for growth.
     """
     slots = sorted(pool.slots)
+    pool.failures.clear()
     start = time.monotonic()
     samples = [(0.0, rss_kib(pid))]
     next_sample = start + sample_every
@@ -271,7 +272,7 @@ async def churn(pool: Pool, pid: int, seconds: float, per_second: int, batch: in
     return {
         "seconds": round(elapsed, 1), "per_second": per_second, "reopened": reopened, "failed": failed,
         "reopened_per_second": round(reopened / elapsed, 1),
-        "rss_start_kib": values[0], "rss_end_kib": values[-1], "rss_max_kib": max(values),
+        "failures": sorted(set(pool.failures))[:5], "rss_start_kib": values[0], "rss_end_kib": values[-1], "rss_max_kib": max(values),
         "growth_kib": values[-1] - values[0], "growth_second_half_kib": half[-1] - half[0],
         "samples": samples,
     }
