@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -91,7 +91,6 @@ class Server:
     port: int
     process: subprocess.Popen
     tokens: str | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def protocol(self):
@@ -407,37 +406,39 @@ def main(argv=None):
     if missing:
         notes.append(f"\nours and the tutorial peer on uvicorn: {missing}")
     else:
-        servers.append(lambda: ours(args, stamp, services=False, users=users))
+        servers.append(("ours (sqlite+memory)", lambda: ours(args, stamp, services=False, users=users)))
         if args.services:
-            servers.append(lambda: ours(args, stamp, services=True, users=users))
+            servers.append(("ours (postgres+redis)", lambda: ours(args, stamp, services=True, users=users)))
     if peers and not missing:
         if redis_reachable(redis_url):
-            servers.append(lambda: tutorial(args, stamp, redis_url))
+            servers.append(("tutorial", lambda: tutorial(args, stamp, redis_url)))
         else:
             for scenario in peers:
                 results.append({"scenario": scenario, "server": "tutorial",
                                 "failed": f"not available: no Redis at {redis_url}"})
     if peers:
-        servers.append(lambda: raw_ws(args, stamp))
+        servers.append(("raw_ws", lambda: raw_ws(args, stamp)))
     if "cluster2" in wanted:
         reason = cluster_unavailable(args)
         if reason:
             results.append({"scenario": "cluster2", "server": "ours x2 behind nginx", "failed": reason})
         else:
-            servers += [lambda n=n: cluster(args, stamp, processes=n, users=users) for n in (1, 2)]
+            servers += [(f"ours x{n} behind nginx", lambda n=n: cluster(args, stamp, processes=n, users=users))
+                        for n in (1, 2)]
 
-    for start in servers:
+    for label, start in servers:
         try:
             with start() as server:
                 log(f"{server.name} on port {server.port} (pid {server.process.pid})")
                 run_scenarios(server, wanted, sizes, args, results)
         except Exception as exc:  # one server that cannot start must not cost the others' figures
             log(f"a server failed to start: {exc!r}")
-            results.append({"scenario": wanted[0], "server": "?", "failed": f"server failed to start: {exc}"})
+            results.append({"scenario": wanted[0], "server": label, "failed": f"server failed to start: {exc}"})
     scaling = [r for r in results if r["scenario"] == "cluster2" and r.get("deliveries_per_s")]
     if len(scaling) == 2:
-        notes.append(f"\ncluster2: 2 processes deliver {fmt_ratio(scaling[1]['deliveries_per_s'], scaling[0]['deliveries_per_s'])}"
-                     " of what 1 process does, both behind nginx on Redis + PostgreSQL.")
+        ratio = fmt_ratio(scaling[1]["deliveries_per_s"], scaling[0]["deliveries_per_s"])
+        notes.append(f"\ncluster2: 2 processes deliver {ratio} of what 1 process does (both behind nginx, "
+                     "on Redis + PostgreSQL).")
 
     with open(output, "w") as out:
         for r in results:

@@ -115,7 +115,8 @@ def test_table_compares_with_the_baselines_of_the_same_scenario():
         {**row, "scenario": "rooms100x10", "server": "raw_ws", "deliveries_per_s": 4000.0},
         {**row, "scenario": "room100-afap", "server": "ours (daphne, sqlite+memory)", "deliveries_per_s": 1000.0,
          "not_persisted": 0, "ack_p99_ms": 30.5},
-        {**row, "scenario": "room100-afap", "server": "tutorial (daphne, RedisChannelLayer)", "deliveries_per_s": 2000.0},
+        {**row, "scenario": "room100-afap", "server": "tutorial (daphne, RedisChannelLayer)",
+         "deliveries_per_s": 2000.0},
         {**row, "scenario": "room100-afap", "server": "raw_ws", "deliveries_per_s": 10000.0},
         {"scenario": "cluster2", "server": "ours x2 behind nginx", "failed": "not run: pass --cluster"},
     ]
