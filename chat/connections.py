@@ -50,10 +50,15 @@ def _ensure_watchdog() -> None:
 
 
 async def check_layer() -> bool:
-    """True if Redis answers with the same run_id as last time (or for the first time)."""
+    """True if Redis answers with the same run_id as last time (or for the first time).
+
+    With a sharded layer every shard must: one restarted shard drops the subscriptions of
+    every group that hashes to it. `_run_id` then joins the run_ids of REDIS_URL and the shards.
+    """
     global _run_id
     try:
-        run_id = (await broker.async_client().info("server"))["run_id"]
+        run_id = ",".join([(await client.info("server"))["run_id"]
+                           for client in (broker.async_client(), *broker.layer_clients())])
     except broker.UNAVAILABLE:
         return False
     previous, _run_id = _run_id, run_id
