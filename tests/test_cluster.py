@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
+import time
 from dataclasses import dataclass
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
@@ -260,3 +262,44 @@ async def test_a_restarted_shard_closes_every_socket_for_it_to_resume(redis_url,
                 if exc.rcvd is None or exc.rcvd.code != 1012:
                     raise
         raise AssertionError("still closed with 1012 after 5 reconnections")
+
+
+# The channel layer on a master found through Sentinel
+
+@pytest.fixture
+def sentinel(two_shards, tmp_path):
+    """A Sentinel watching the first shard as master `chatlayer`; yields its port."""
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                      f"sentinel monitor chatlayer 127.0.0.1 {two_shards[0].port} 1\n")
+    process = subprocess.Popen(["/usr/bin/redis-server", str(config), "--sentinel"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        for _ in range(100):
+            with contextlib.suppress(redis.RedisError):
+                if client.sentinel_get_master_addr_by_name("chatlayer"):
+                    break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("Sentinel did not start")
+        yield port
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_layer_on_a_sentinel_managed_master(redis_url, two_shards, sentinel, alice, bob, general):
+    master = two_shards[0]
+    env = {**LIVE_ENV, "REDIS_URL": redis_url, "REDIS_SENTINELS": f"127.0.0.1:{sentinel}",
+           "REDIS_SENTINEL_MASTERS": "chatlayer"}
+    with run_daphne(env) as server_a, run_daphne(env) as server_b:
+        a = await ws_connect(server_a, alice)
+        b = await ws_connect(server_b, bob)
+        channel = f"{django_settings.REDIS_PREFIX}.__group__room.{general.pk}"
+        assert redis.Redis(port=master.port).pubsub_numsub(channel) == [(channel.encode(), 2)]
+        await a.send(type="message.send", room="general", body="through sentinel", client_id="s", ref="s")
+        sent = await a.expect("message.new", ref="s")
+        assert (await b.expect("message.new"))["message"] == sent["message"]
+        await a.close(), await b.close()
