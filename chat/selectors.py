@@ -22,12 +22,13 @@ def room_for_user(user, slug: str) -> tuple[Room, Membership | None]:
     Raises NotFound (no such room), Gone (archived), Forbidden (private or direct room the
     user is not in, or banned). Staff see every room.
     """
-    room = Room.objects.filter(slug=slug).first()
+    # One query for a member (the common case, on every message sent), two otherwise.
+    membership = Membership.objects.select_related("room").filter(room__slug=slug, user=user).first()
+    room = membership.room if membership is not None else Room.objects.filter(slug=slug).first()
     if room is None:
         raise NotFound(f"No room '{slug}'.")
     if room.archived:
         raise Gone(f"Room '{slug}' is archived.")
-    membership = Membership.objects.filter(room=room, user=user).first()
     if membership is not None and membership.is_banned():
         raise Forbidden(f"You are banned from '{slug}'.")
     if membership is None and room.kind != Room.Kind.PUBLIC and not user.is_staff:

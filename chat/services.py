@@ -376,6 +376,8 @@ def _insert_message(*, room: Room, author, body: str, kind: str = Message.Kind.U
     a message whose predecessor it has not sent yet knows to fetch the gap first.
     """
     Room.objects.select_for_update().filter(pk=room.pk).values_list("pk").first()
+    # A statement of its own: one that also took the lock would read with the snapshot it
+    # took before waiting for the lock, missing the message whose commit released it.
     prev_id = Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first() or 0
     message = Message.objects.create(room=room, author=author, body=body, kind=kind, client_id=client_id)
     message.room, message.author, message.prev_id = room, author, prev_id
