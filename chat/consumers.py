@@ -14,6 +14,9 @@ Delivery without gap or duplicate, in id order, per room:
   dropped. One whose predecessor (`prev_id`) is above the mark overtook another on its way
   from a different process: the consumer sends the missing ones from the database first.
   So the highest id a client holds, once its join's replay is in, is a safe `since`.
+- The sender's acknowledgement is a `message.new` too, so it waits for its turn: when
+  others' messages are still on their way to this connection, it goes out as the connection's
+  own event comes back from the layer, behind them (`self.acks`), with no database read.
 - `self.floors[room]` is the mark when the room was subscribed: a later `join since` on
   the same connection replays only up to the floor, since everything above came live.
 """
@@ -22,7 +25,7 @@ import logging
 import time
 import uuid
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -33,18 +36,38 @@ from .serializers import message_data, user_data
 
 logger = logging.getLogger(__name__)
 
+# How long an acknowledgement waits for the connection's own event before reading its
+# predecessors from the database instead (the event was lost with a Redis connection).
+ACK_WAIT_S = 2.0
+
 _last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monotonic time
 
 
 def db(fn):
-    return database_sync_to_async(fn)
+    return events.run_sync(fn)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     user = None
     online = False
 
+    async def dispatch(self, message):
+        # Channels closes stale database connections before every handler, through a hop to
+        # the database thread: one per delivered event, all queued behind message writes.
+        # Every database access here goes through `database_sync_to_async`, which does that
+        # itself on the thread, so the delivery path stays on the event loop.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        async with self.turn:
+            await handler(message)
+
     # Connection lifecycle
+
+    async def __call__(self, scope, receive, send):
+        self.turn = asyncio.Lock()  # handlers and acknowledgement timers take turns
+        self.acks: dict[int, tuple[int, str, asyncio.TimerHandle]] = {}  # message id -> (room id, frame, timer)
+        await super().__call__(scope, receive, send)
 
     async def connect(self):
         # Accept first: a handshake refused before acceptance reaches a browser as 1006,
@@ -106,6 +129,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         connections.discard(self)
+        for _, _, timer in self.acks.values():
+            timer.cancel()
+        self.acks.clear()
         if self.user is None or not getattr(self.user, "is_authenticated", False) or not hasattr(self, "rooms"):
             return
         try:
@@ -167,14 +193,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if created:
             metrics.SEND_TO_PERSIST.observe(time.perf_counter() - received)
         self.flood_strikes = 0
-        if message.room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
-            await self._group_add(message.room_id, message.room.slug)
-            await self._replay(message.room_id, message.room.slug, since=message.pk, ref=None)
-        elif created or message.pk > self.rooms[message.room_id]:
+        ack = events.encode(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
+        room_id = message.room_id
+        if room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
+            await self._group_add(room_id, message.room.slug)
+            await self._replay(room_id, message.room.slug, since=message.pk, ref=None)
+        elif created and message.prev_id > self.rooms[room_id]:
+            # Others' messages before this one are still on their way here; the ack follows them.
+            timer = asyncio.get_running_loop().call_later(ACK_WAIT_S, self._ack_overdue, message.pk)
+            self.acks[message.pk] = (room_id, ack, timer)
+            return
+        elif created or message.pk > self.rooms[room_id]:
             # A duplicate's original may still be on its way here, behind others' messages:
             # its id is about to be the client's resume point, so send those first.
-            await self._catch_up(message.room_id, message.pk, message.prev_id if created else message.pk)
-        await self._send(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
+            await self._catch_up(room_id, message.pk, message.prev_id if created else message.pk)
+        await self.send(text_data=ack)
         metrics.MESSAGES_DELIVERED.inc()
 
     def _message_send(self, frame):
@@ -227,7 +260,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             except INFRASTRUCTURE:  # the gap cannot be read now: the client resumes it later
                 return await self.close(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
         if event.get("origin") == self.channel_name:
-            return
+            return await self._send_ack(event.get("message_id"))
         await self.send(text_data=event["text"])
         if event.get("message_id") is not None:
             metrics.MESSAGES_DELIVERED.inc()
@@ -313,11 +346,38 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if gap_after is not None and messages:
             await self._send(protocol.room_gap(slug, gap_after, messages[0]["id"]))
         for message in messages:
-            await self._send(protocol.message_new(message))
-            metrics.MESSAGES_DELIVERED.inc()
+            if message["id"] in self.acks:
+                await self._send_ack(message["id"])
+            else:
+                await self._send(protocol.message_new(message))
+                metrics.MESSAGES_DELIVERED.inc()
             # Let daphne write between frames: a burst sent in one go waits whole in its buffer
             # and trips CHAT_MAX_SEND_BUFFER, dropping the client on every attempt to resume.
             await asyncio.sleep(0)
+
+    async def _send_ack(self, message_id: int | None):
+        """Send a waiting acknowledgement, now that every message before it has been sent."""
+        pending = self.acks.pop(message_id, None)
+        if pending is not None:
+            pending[2].cancel()
+            await self.send(text_data=pending[1])
+            metrics.MESSAGES_DELIVERED.inc()
+
+    def _ack_overdue(self, message_id: int):
+        asyncio.ensure_future(self._flush_ack(message_id))
+
+    async def _flush_ack(self, message_id: int):
+        """The connection's own event has not come back: read what precedes the message instead."""
+        async with self.turn:
+            if message_id not in self.acks:
+                return
+            room_id = self.acks[message_id][0]
+            try:
+                if room_id in self.rooms and message_id > self.rooms[room_id]:
+                    await self._catch_up(room_id, message_id, message_id)
+            except INFRASTRUCTURE:
+                return await self.close(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
+            await self._send_ack(message_id)
 
     @staticmethod
     def _between(room_id, after, before):

@@ -6,14 +6,19 @@ once per publish, not once per recipient. Publishing from a service is scheduled
 """
 import json
 import logging
+from contextvars import ContextVar
 
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
 from . import metrics
 
 logger = logging.getLogger(__name__)
+
+# Set while `run_sync` runs a function: its publishes are collected, then sent from the loop.
+_collected: ContextVar[list | None] = ContextVar("chat_collected_events", default=None)
 
 
 def room_group(room_id: int) -> str:
@@ -52,7 +57,38 @@ def publish(group: str, event: dict) -> None:
     A publish that fails (broker down) is logged, not raised: the change is already
     committed, and clients recover it with `join since`.
     """
-    transaction.on_commit(lambda: send(group, event), robust=True)
+    collected = _collected.get()
+    if collected is not None:
+        transaction.on_commit(lambda: collected.append((group, event)))
+    else:
+        transaction.on_commit(lambda: send(group, event), robust=True)
+
+
+def run_sync(fn):
+    """`database_sync_to_async(fn)`, except that the events `fn` publishes are sent from the
+    event loop once it returns (after its commits).
+
+    A publish from the database thread would block that thread until the loop runs it, and
+    under load the loop has a backlog of deliveries to work through first: every write of
+    the process would queue behind the fan-out of the one before.
+    """
+    call = database_sync_to_async(fn)
+
+    async def run(*args, **kwargs):
+        collected = []
+        token = _collected.set(collected)
+        try:
+            return await call(*args, **kwargs)
+        finally:
+            _collected.reset(token)
+            for group, event in collected:
+                try:
+                    await send_async(group, event)
+                except Exception:
+                    metrics.PUBLISH_FAILURES.inc()
+                    logger.exception("publish to %s failed after commit", group)
+
+    return run
 
 
 def send(group: str, event: dict) -> None:

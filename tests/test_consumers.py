@@ -511,3 +511,47 @@ async def test_a_catch_up_larger_than_the_replay_limit_announces_the_gap(alice, 
     assert frames[0] == {"type": "room.gap", "room": "general", "after": mark, "before": ids[1]}
     assert [f["message"]["id"] for f in frames[1:]] == ids[1:]
     await b.close()
+
+
+async def test_an_ack_waits_for_the_messages_before_it(alice, bob, general, monkeypatch):
+    """Bob's m1 is still on its way when Alice's m2 is stored: her ack (m2) comes after m1."""
+    from channels.layers import get_channel_layer
+
+    from chat import events
+
+    await db(services.room_join)(user=bob, slug="general")
+    a = await connect(alice)
+    await a.drain()
+    held = []
+    monkeypatch.setattr(events, "send", lambda group, event: held.append((group, event)))
+    m1, _ = await db(services.message_send)(user=bob, slug="general", body="first")
+    await a.send(type="message.send", room="general", body="second", ref="r1")
+    frames = [f for f in await a.drain(0.3) if f["type"] == "message.new"]
+    assert [(f["message"]["body"], f.get("ref")) for f in frames] == [("first", None), ("second", "r1")]
+    await get_channel_layer().group_send(*held[0])  # m1's late event changes nothing
+    await a.nothing(0.3)
+    await a.close()
+
+
+async def test_an_ack_whose_own_event_is_lost_still_comes_in_order(alice, bob, general, monkeypatch):
+    from chat import consumers, events
+
+    monkeypatch.setattr(consumers, "ACK_WAIT_S", 0.3)
+    await db(services.room_join)(user=bob, slug="general")
+    a = await connect(alice)
+    await a.drain()
+    monkeypatch.setattr(events, "send", lambda group, event: None)  # m1's event is lost
+    m1, _ = await db(services.message_send)(user=bob, slug="general", body="first")
+    send_async = events.send_async
+
+    async def lose_messages(group, event):
+        if event.get("message_id") is None:
+            await send_async(group, event)
+
+    monkeypatch.setattr(events, "send_async", lose_messages)  # and so is m2's
+    await a.send(type="message.send", room="general", body="second", ref="r1")
+    await a.nothing(0.15)  # the ack waits...
+    frames = [f for f in await a.drain(0.5) if f["type"] == "message.new"]  # ...then reads m1 from the database
+    assert [(f["message"]["body"], f.get("ref")) for f in frames] == [("first", None), ("second", "r1")]
+    assert await db(Message.objects.filter(room=general, body="second").count)() == 1
+    await a.close()
