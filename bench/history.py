@@ -4,8 +4,9 @@ Migrates a dedicated database (created if missing; by default `bench_history` on
 PostgreSQL), seeds one room with --messages messages in one INSERT ... SELECT (skipped when
 the room already holds them), starts a daphne on it and times --requests sequential
 `GET /api/rooms/<slug>/messages/` on one keep-alive connection, for the newest page and for
-a page near the start (`before` = an id near the first). It also counts the SQL queries of
-one request for each page, in this process, through the whole Django stack:
+a page near the start (`before` = an id near the first), with the server's CPU time per
+request. It also counts the SQL queries of one request for each page, in this process,
+through the whole Django stack:
 
     .venv/bin/python bench/history.py
     .venv/bin/python bench/history.py --messages 1000000 --requests 200 --explain
@@ -150,7 +151,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def daphne(database_url: str):
-    """A daphne on `database_url`; yields its port."""
+    """A daphne on `database_url`; yields its port and process id."""
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "chatproject.settings",
            "LOG_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore::RuntimeWarning"}
@@ -167,7 +168,7 @@ def daphne(database_url: str):
             if time.monotonic() > deadline:
                 raise RuntimeError("daphne did not listen within 30 s")
             time.sleep(0.1)
-        yield port
+        yield port, process.pid
     finally:
         process.terminate()
         try:
@@ -177,12 +178,25 @@ def daphne(database_url: str):
             process.wait()
 
 
-def time_requests(port: int, token: str, path: str, count: int, limit: int, warmup: int = 10) -> dict:
-    """Latency of `count` sequential GETs of `path` on one keep-alive connection, in ms."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time process `pid` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_requests(port: int, token: str, path: str, count: int, limit: int, warmup: int = 10,
+                  pid: int | None = None) -> dict:
+    """Latency of `count` sequential GETs of `path` on one keep-alive connection, in ms.
+
+    With the server's `pid`, also the server's CPU time per request: unlike latency, it
+    hardly changes when other processes compete for the cores.
+    """
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     times = []
     for i in range(warmup + count):
+        if i == warmup and pid is not None:
+            cpu_before = cpu_seconds(pid)
         started = time.perf_counter()
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
@@ -194,16 +208,19 @@ def time_requests(port: int, token: str, path: str, count: int, limit: int, warm
             times.append(elapsed)
     conn.close()
     times.sort()
-    return {"requests": count, "p50_ms": round(statistics.median(times), 2),
-            "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2), "max_ms": round(times[-1], 2)}
+    result = {"requests": count, "p50_ms": round(statistics.median(times), 2),
+              "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2), "max_ms": round(times[-1], 2)}
+    if pid is not None:
+        result["server_cpu_ms"] = round((cpu_seconds(pid) - cpu_before) * 1000 / count, 2)
+    return result
 
 
 def table(result: dict) -> str:
     lines = [f"{result['messages']:,} messages in '{ROOM}' ({result['database']}), limit {result['limit']}",
-             f"{'page':<8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'queries':>9}"]
+             f"{'page':<8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cpu ms':>9}{'queries':>9}"]
     for name in ("newest", "deep"):
         t = result[name]
-        lines.append(f"{name:<8}{t['p50_ms']:>9}{t['p99_ms']:>9}{t['max_ms']:>9}{t['queries']:>9}")
+        lines.append(f"{name:<8}{t['p50_ms']:>9}{t['p99_ms']:>9}{t['max_ms']:>9}{t['server_cpu_ms']:>9}{t['queries']:>9}")
     return "\n".join(lines)
 
 
@@ -241,9 +258,9 @@ def main(argv=None) -> int:
             for sql in statements:
                 log(f"{sql}\n{explain(sql)}\n")
     token = str(AccessToken.for_user(author))
-    with daphne(args.database_url) as port:
+    with daphne(args.database_url) as (port, pid):
         for page, path in paths.items():
-            result[page].update(time_requests(port, token, path, args.requests, args.limit))
+            result[page].update(time_requests(port, token, path, args.requests, args.limit, pid=pid))
     print(json.dumps(result), flush=True)
     print(table(result), flush=True)
     return 0
