@@ -51,11 +51,13 @@ def _replace_once(pattern: str, replacement: str, text: str, flags: int = 0) -> 
 
 
 def site_config(*, upstreams: list[str], listen: str, static_root: Path) -> str:
-    """deploy/nginx/chat.conf with its upstream servers, `listen` and static directory replaced."""
+    """deploy/nginx/chat.conf with its upstream servers, `listen` and static directory replaced,
+    and no access log (a load test would mostly measure it)."""
     text = SITE_CONFIG.read_text()
     servers = "".join(f"    server {address};\n" for address in upstreams)
     text = _replace_once(r"(?:^    server \S+;\n)+", servers, text, re.MULTILINE)
     text = _replace_once(r"^    listen 80;$", f"    listen {listen};", text, re.MULTILINE)
+    text = _replace_once(r"access_log /var/log/nginx/chat.access.log chat;", "access_log off;", text)
     return _replace_once(r"alias /srv/chat/staticfiles/;", f"alias {static_root}/;", text)
 
 
