@@ -113,7 +113,7 @@ class Nginx:
         check = subprocess.run(self.command("-t", "-q"), capture_output=True, text=True)
         if check.returncode:
             raise RuntimeError(f"nginx rejects {self.config}:\n{check.stderr}")
-        self.process = subprocess.Popen(self.command("-g", "daemon off;"))
+        self.process = subprocess.Popen(self.command("-g", "daemon off;"), start_new_session=True)
 
     def errors(self) -> str:
         log = self.run_dir / "error.log"
@@ -197,7 +197,10 @@ def run(args) -> int:
         for port in ports:
             servers.append(subprocess.Popen(
                 [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_ARGS,
-                 "chatproject.asgi:application"], cwd=BASE_DIR, env=env))
+                 "chatproject.asgi:application"], cwd=BASE_DIR, env=env,
+                # Ctrl-C reaches this process only: it stops the servers before nginx, so that
+                # their 1001 close frames get through.
+                start_new_session=True))
         for port, server in zip(ports, servers):
             wait_for_port("127.0.0.1", port, server)
         nginx.start()

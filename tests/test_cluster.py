@@ -9,7 +9,10 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from urllib.error import HTTPError
@@ -28,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chat import services
 from deploy import cluster
 from tests.faults import PrivateRedis, skip_or_fail
-from tests.live import LIVE_ENV, LiveServer, free_port, run_daphne, start_daphne, ws_connect
+from tests.live import LIVE_ENV, LiveServer, database_url, free_port, run_daphne, start_daphne, ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -164,6 +167,47 @@ def test_a_client_cannot_choose_its_address_with_x_forwarded_for(nginx_cluster, 
         except HTTPError as exc:
             statuses.append(exc.code)
     assert statuses == [401] * limit + [429]
+
+
+async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001(redis_url, alice, bob, general):
+    """deploy/cluster.py as `make cluster` and the load tests run it: `ready:` once it serves,
+    and SIGTERM stops the servers (their clients get 1001 through nginx), then nginx."""
+    if cluster.nginx_binary() is None:
+        skip_or_fail("needs nginx (apt-get install nginx)")
+    port = free_port()
+    while any(not port_is_free(port + i) for i in range(3)):
+        port = free_port()
+    env = {**os.environ, **LIVE_ENV, "REDIS_URL": redis_url, "DATABASE_URL": database_url(),
+           "REDIS_PREFIX": django_settings.REDIS_PREFIX}
+    process = subprocess.Popen([sys.executable, "deploy/cluster.py", "--processes", "2", "--port", str(port)],
+                               cwd=cluster.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        ready = await asyncio.wait_for(asyncio.to_thread(read_until_ready, process), timeout=60)
+        assert ready.startswith(f"ready: http://127.0.0.1:{port}/ -> 2 daphne processes"), ready
+        front = Front(port)
+        a = await ws_connect(front, alice)
+        b = await ws_connect(front, bob)
+        process.send_signal(signal.SIGTERM)
+        assert await a.closed(timeout=15) == (1001, "server shutting down")
+        assert await b.closed(timeout=15) == (1001, "server shutting down")
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert all(port_is_free(port + i) for i in range(3))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def read_until_ready(process) -> str:
+    for line in process.stdout:
+        if line.startswith("ready:"):
+            return line.strip()
+    raise AssertionError(f"deploy/cluster.py exited with {process.wait()} before it was ready")
 
 
 # The channel layer on two Redis shards
