@@ -17,7 +17,8 @@ UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, 
 
 _async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]" = weakref.WeakKeyDictionary()
 _sync_client: redis.Redis | None = None
-_layer_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[redis.asyncio.Redis]]" = weakref.WeakKeyDictionary()
+_layer_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[redis.asyncio.Redis]]" = (
+    weakref.WeakKeyDictionary())
 
 
 def async_client() -> redis.asyncio.Redis:

@@ -122,7 +122,8 @@ REDIS_SENTINEL_MASTERS = env_list("REDIS_SENTINEL_MASTERS", "")
 REDIS_URL = os.environ.get("REDIS_URL", "") or (REDIS_URLS[0] if REDIS_URLS else "")
 if REDIS_SENTINEL_MASTERS:
     if not REDIS_SENTINELS or REDIS_URLS:
-        raise ImproperlyConfigured("REDIS_SENTINEL_MASTERS needs REDIS_SENTINELS (host:port,...) and excludes REDIS_URLS.")
+        raise ImproperlyConfigured("REDIS_SENTINEL_MASTERS needs REDIS_SENTINELS (host:port,...) "
+                                   "and excludes REDIS_URLS.")
     if not REDIS_URL:
         raise ImproperlyConfigured("REDIS_SENTINEL_MASTERS sets the channel layer only: set REDIS_URL too, for "
                                    "presence, rate limits and the cache (see docs/deployment.md).")

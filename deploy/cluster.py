@@ -40,7 +40,8 @@ DAPHNE_ARGS = ["--ping-interval", "20", "--ping-timeout", "30"]  # as `make run`
 
 
 def nginx_binary() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    """nginx's path, or None; Debian installs it in /usr/sbin, which a user's PATH may lack."""
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
 def _replace_once(pattern: str, replacement: str, text: str, flags: int = 0) -> str:
@@ -67,10 +68,13 @@ def main_config(run_dir: Path, *, workers: int = 1) -> str:
     files = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     mime_types = Path("/etc/nginx/mime.types")
     types = f"include {mime_types};" if mime_types.exists() else "types { text/css css; application/javascript js; }"
-    temp = "\n".join(f"    {kind}_temp_path {run_dir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(f"    {kind}_temp_path {run_dir / kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     # Started as root, nginx would run its workers as nobody, who may not read the static
     # files or the run directory: keep them on the user who started it, as without root.
-    user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};" if os.geteuid() == 0 else ""
+    user = ""
+    if os.geteuid() == 0:
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
     return f"""\
 {user}
 worker_processes {workers};
@@ -107,7 +111,8 @@ class Nginx:
         self.process: subprocess.Popen | None = None
 
     def command(self, *extra: str) -> list[str]:
-        return [self.binary, "-p", f"{self.run_dir}/", "-c", str(self.config), "-e", str(self.run_dir / "error.log"), *extra]
+        return [self.binary, "-p", f"{self.run_dir}/", "-c", str(self.config), "-e", str(self.run_dir / "error.log"),
+                *extra]
 
     def start(self) -> None:
         check = subprocess.run(self.command("-t", "-q"), capture_output=True, text=True)
@@ -215,6 +220,9 @@ def run(args) -> int:
     except Stop:
         print("stopping", flush=True)
         return 0
+    except RuntimeError as exc:  # a server or nginx did not start
+        print(f"{exc}; stopping", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -146,8 +146,11 @@ async def test_two_clients_through_nginx_land_on_both_processes_and_hear_each_ot
 
     after = await scrape_all(servers)
     # each process counts its own: one message accepted on each, two delivered on each (ack and broadcast)
-    assert [n["chat_messages_accepted_total"] - m["chat_messages_accepted_total"] for m, n in zip(middle, after)] == [1, 1]
-    assert [n["chat_messages_delivered_total"] - m["chat_messages_delivered_total"] for m, n in zip(middle, after)] == [2, 2]
+    def moved(name):
+        return [n[name] - m[name] for m, n in zip(middle, after)]
+
+    assert moved("chat_messages_accepted_total") == [1, 1]
+    assert moved("chat_messages_delivered_total") == [2, 2]
     await a.close(), await b.close()
 
 
@@ -180,7 +183,8 @@ async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001
     env = {**os.environ, **LIVE_ENV, "REDIS_URL": redis_url, "DATABASE_URL": database_url(),
            "REDIS_PREFIX": django_settings.REDIS_PREFIX}
     process = subprocess.Popen([sys.executable, "deploy/cluster.py", "--processes", "2", "--port", str(port)],
-                               cwd=cluster.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               cwd=cluster.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
     try:
         ready = await asyncio.wait_for(asyncio.to_thread(read_until_ready, process), timeout=60)
         assert ready.startswith(f"ready: http://127.0.0.1:{port}/ -> 2 daphne processes"), ready
@@ -256,7 +260,8 @@ async def test_sharded_layer_carries_each_room_on_its_shard_across_processes(red
             other = two_shards[1 - index]
             assert redis.Redis(port=other.port).pubsub_numsub(channel) == [(channel.encode(), 0)]
 
-            await a.send(type="message.send", room=room.slug, body=f"on shard {index}", client_id=f"s{index}", ref=str(index))
+            await a.send(type="message.send", room=room.slug, body=f"on shard {index}", client_id=f"s{index}",
+                         ref=str(index))
             sent = await a.expect("message.new", ref=str(index))
             assert (await b.expect("message.new", room=room.slug))["message"] == sent["message"]
         await a.close(), await b.close()
