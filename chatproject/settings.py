@@ -158,7 +158,7 @@ if REDIS_URL:
     }
 else:
     # The default capacity (100 per channel) drops events for a client that falls behind a burst.
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10000}}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 10000}}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     if not os.environ.get("PYTEST_VERSION"):
         warnings.warn(
