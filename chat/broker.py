@@ -25,9 +25,13 @@ def async_client() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = _async_clients[loop] = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5
+        # A blocking pool waits for a free connection, where the default pool raises at its
+        # size: a burst of connects (a reconnect storm after a restart) would fail with 1013.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, timeout=5,
+            socket_connect_timeout=2, socket_timeout=5,
         )
+        client = _async_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
     return client
 
 

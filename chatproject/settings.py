@@ -137,6 +137,11 @@ if REDIS_SENTINEL_MASTERS:
                         for name in REDIS_SENTINEL_MASTERS]
 else:
     CHAT_LAYER_HOSTS = [{"address": url} for url in REDIS_URLS or [REDIS_URL] if url]
+# redis-py's asyncio pools refuse a connection beyond `max_connections` (100 by default)
+# instead of waiting: a burst of publishes or connects must not reach that.
+REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
+for _host in CHAT_LAYER_HOSTS:
+    _host["max_connections"] = REDIS_MAX_CONNECTIONS
 # Namespaces this deployment's channel-layer, cache and presence keys: Redis pub/sub channels
 # ignore the database number, so two deployments on one Redis need different prefixes.
 # Letters, digits, hyphens: it starts channel names. A test run gets its own, so that runs
