@@ -21,11 +21,14 @@ Delivery without gap or duplicate, in id order, per room:
   the same connection replays only up to the floor, since everything above came live.
 """
 import asyncio
+import functools
 import logging
 import time
 import uuid
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
+from channels.layers import get_channel_layer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -65,9 +68,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # Connection lifecycle
 
     async def __call__(self, scope, receive, send):
+        """Channels' consumer loop, as two plain loops (client frames, channel-layer events)
+        that take turns through `self.turn`. The stock loop starts a task and an
+        `asyncio.wait` for every message, a cost paid on every delivery."""
+        self.scope = scope
+        self.base_send = send
         self.turn = asyncio.Lock()  # handlers and acknowledgement timers take turns
         self.acks: dict[int, tuple[int, str, asyncio.TimerHandle]] = {}  # message id -> (room id, frame, timer)
-        await super().__call__(scope, receive, send)
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        pumps = [asyncio.ensure_future(self._pump(receive)),
+                 asyncio.ensure_future(self._pump(functools.partial(self.channel_layer.receive, self.channel_name)))]
+        try:
+            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for pump in done:
+                pump.result()  # an unexpected error ends the connection, as in Channels
+        except StopConsumer:
+            pass
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _pump(self, receive):
+        while True:
+            await self.dispatch(await receive())
 
     async def connect(self):
         # Accept first: a handshake refused before acceptance reaches a browser as 1006,
