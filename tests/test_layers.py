@@ -11,7 +11,7 @@ async def test_group_send_reaches_every_member_once_sharing_one_event():
     event = {"type": "chat.frame", "text": "{}"}
     await layer.group_send("room.1", event)
     assert await layer.receive(a) is event and await layer.receive(b) is event
-    assert outsider not in layer.channels and a not in layer.channels  # nothing else queued
+    assert layer.channels[a].empty() and layer.channels[b].empty() and outsider not in layer.channels
 
 
 async def test_a_full_member_queue_drops_and_counts_without_blocking_the_others():
