@@ -4,6 +4,7 @@ from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from chat import services
+from chat.models import Message
 from tests.test_consumers import connect, db, fresh_layer  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -47,3 +48,31 @@ def test_a_failed_publish_is_counted_and_raised(monkeypatch):
     with pytest.raises(ConnectionError):
         events.send("room.1", {"type": "chat.frame", "text": "{}"})
     assert metrics.PUBLISH_FAILURES._value.get() == before + 1
+
+
+async def test_layer_drops_are_scraped():
+    from chat.layers import LocalChannelLayer
+
+    layer = LocalChannelLayer(capacity=1)
+    stuck = await layer.new_channel()
+    await layer.group_add("room.1", stuck)
+    before = (await db(scrape)())["chat_layer_drops_total"]
+    for _ in range(3):
+        await layer.group_send("room.1", {"type": "chat.frame"})
+    assert (await db(scrape)())["chat_layer_drops_total"] == before + 2
+
+
+async def test_a_publish_that_fails_after_the_write_is_counted_and_the_write_stands(alice, monkeypatch):
+    """From the consumer, events are sent once the write returns: a failure there is
+    logged and counted, and the caller still gets its result."""
+    from chat import events, metrics
+
+    async def down(group, event):
+        raise ConnectionError("Redis is away")
+
+    await db(services.room_create)(user=alice, name="General", slug="general")
+    monkeypatch.setattr(events, "send_async", down)
+    before = metrics.PUBLISH_FAILURES._value.get()
+    message, created = await events.run_sync(services.message_send)(user=alice, slug="general", body="kept")
+    assert created and metrics.PUBLISH_FAILURES._value.get() == before + 1
+    assert await db(Message.objects.filter(pk=message.pk).exists)()
