@@ -2,8 +2,9 @@
 
 One connection multiplexes every room its user belongs to. It never touches the ORM:
 reads go through `chat.selectors`, writes through `chat.services`, each in one
-`database_sync_to_async` call. Channel-layer events arrive pre-encoded (`chat.frame`), so
-fan-out costs one `send` per recipient.
+`events.run_sync` call (the database thread; the events a write publishes are sent from
+the event loop once it returns). Channel-layer events arrive pre-encoded (`chat.frame`),
+so fan-out costs one `send` per recipient, with no database access or thread hop.
 
 Delivery without gap or duplicate, in id order, per room:
 - A connection subscribes to a room's group *before* it reads the room's messages. A
@@ -28,8 +29,8 @@ import uuid
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
-from channels.layers import get_channel_layer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from . import connections, events, metrics, presence, protocol, selectors, services
@@ -47,6 +48,7 @@ _last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monoton
 
 
 def db(fn):
+    """`fn` on the database thread; see `events.run_sync`."""
     return events.run_sync(fn)
 
 
@@ -57,8 +59,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def dispatch(self, message):
         # Channels closes stale database connections before every handler, through a hop to
         # the database thread: one per delivered event, all queued behind message writes.
-        # Every database access here goes through `database_sync_to_async`, which does that
-        # itself on the thread, so the delivery path stays on the event loop.
+        # Every database access here goes through `database_sync_to_async` (`db`), which does
+        # that itself on the thread, so the delivery path stays on the event loop.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
