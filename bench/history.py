@@ -18,7 +18,6 @@ import contextlib
 import http.client
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,32 +26,18 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))  # run as a script: bench.common from the repository root
+from bench.common import ensure_postgres_database, free_port, log, stop, wait_for_port  # noqa: E402
+
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_history"
 ROOM = "history-bench"
 AUTHOR = "history-bench"
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def ensure_postgres_database(url: str) -> None:
-    """Create the database `url` names if it does not exist yet."""
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl().replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(BASE_DIR))
     import warnings
 
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # the in-memory layer: no Redis needed here
@@ -143,12 +128,6 @@ def explain(sql: str) -> str:
 
 # Timing through a real server
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def daphne(database_url: str):
     """A daphne on `database_url`; yields its port and process id."""
@@ -159,23 +138,10 @@ def daphne(database_url: str):
                                 "chatproject.asgi:application"], cwd=BASE_DIR, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"daphne exited with code {process.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("daphne did not listen within 30 s")
-            time.sleep(0.1)
+        wait_for_port(port, process, timeout=30, name="daphne")
         yield port, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=10)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -25,28 +25,25 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.error import HTTPError
-from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
 from websockets.asyncio.client import connect
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))  # run as a script: bench.common from the repository root
+from bench.common import ensure_postgres_database, free_port, log, rss_kib, stop, wait_for_port  # noqa: E402
+
 ROOM = "idle-bench"
 PASSWORD = "idle-bench-pass-7351"
 TOKEN_MAX_AGE_S = 10 * 60  # log in again before a default 15-minute access token expires
 SERVICES_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_idle"
 SERVICES_REDIS_URL = "redis://127.0.0.1:6379/14"
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def raise_fd_limit() -> int:
@@ -56,33 +53,7 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def rss_kib(pid: int) -> int:
-    """Resident set size of process `pid` in KiB (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 # The server
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def ensure_postgres_database(url: str) -> None:
-    """Create the database `url` names if it does not exist yet."""
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl().replace("postgres://", "postgresql://", 1)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
 
 class Server:
     """One daphne process of ours, started with room for `connections` sockets."""
@@ -110,19 +81,12 @@ class Server:
                                         stdout=self.log, stderr=subprocess.STDOUT)
         self.pid = self.process.pid
         self.url = f"http://127.0.0.1:{self.port}"
-        self._wait()
-
-    def _wait(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"daphne exited with code {self.process.returncode}:\n{self.output()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"daphne did not listen within {timeout} s:\n{self.output()}")
+        try:
+            wait_for_port(self.port, self.process, timeout=30, name="daphne")
+        except RuntimeError as exc:
+            output = self.output()  # before stop() closes the log
+            self.stop()
+            raise RuntimeError(f"{exc}:\n{output}") from None
 
     def output(self) -> str:
         self.log.flush()
@@ -130,13 +94,7 @@ class Server:
         return self.log.read().decode(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         self.log.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

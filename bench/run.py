@@ -15,17 +15,18 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # run as a script: bench.common from the repository root
+from bench.common import free_port, log, postgres_database, stop, wait_for_port  # noqa: E402
+
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
 SCENARIOS = ["room100-afap", "rooms100x10", "half-sat", "ack200", "cluster2"]
@@ -97,40 +98,6 @@ class Server:
         return "tutorial" if self.kind in ("tutorial", "raw") else "ours"
 
 
-def log(*parts):
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def free_port(count=1):
-    """A free port; with `count`, one whose next count-1 ports are free too."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if all(port_free(port + i) for i in range(1, count)):
-            return port
-
-
-def port_free(port):
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
-def wait_for_port(port, process, log_path, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}; see {log_path}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"the server did not listen on {port} within {timeout} s; see {log_path}")
-
-
 @contextlib.contextmanager
 def serve(command, *, env, cwd, log_path, name, kind, ports=1, **extra):
     """Run `command` ({port} replaced by a free port, or the first of `ports` free ones) until the end."""
@@ -140,26 +107,16 @@ def serve(command, *, env, cwd, log_path, name, kind, ports=1, **extra):
             process = subprocess.Popen([part.replace("{port}", str(port)) for part in command], cwd=cwd, env=env,
                                        stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_for_port(port, process, log_path)
+            wait_for_port(port, process, timeout=60)
             break
-        except RuntimeError:
+        except RuntimeError as exc:
             stop(process)
             if attempt == 2 or "already in use" not in log_path.read_text(errors="replace"):
-                raise
+                raise RuntimeError(f"{exc}; see {log_path}") from None
     try:
         yield Server(name, kind, port, process, **extra)
     finally:
         stop(process)
-
-
-def stop(process):
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def server_command(server_kind, app):
@@ -184,22 +141,6 @@ def redis_reachable(url):
         return True
     except redis.RedisError:
         return False
-
-
-@contextlib.contextmanager
-def postgres_database(url):
-    """A database of its own (bench_<pid>) on the server `url` names, dropped at the end."""
-    import psycopg
-
-    name = f"bench_{os.getpid()}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def drop_redis_keys(url, prefix):
