@@ -555,3 +555,19 @@ async def test_an_ack_whose_own_event_is_lost_still_comes_in_order(alice, bob, g
     assert [(f["message"]["body"], f.get("ref")) for f in frames] == [("first", None), ("second", "r1")]
     assert await db(Message.objects.filter(room=general, body="second").count)() == 1
     await a.close()
+
+
+async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice, bob, general, monkeypatch):
+    """A failing channel-layer handler must not leave the socket open with nothing delivering to it."""
+    from chat.consumers import ChatConsumer
+
+    async def broken(self, event):
+        raise RuntimeError("handler bug")
+
+    await db(services.room_join)(user=bob, slug="general")
+    b = await connect(bob)
+    await b.drain()
+    monkeypatch.setattr(ChatConsumer, "chat_frame", broken)
+    await db(services.message_send)(user=alice, slug="general", body="hi")
+    with pytest.raises(RuntimeError, match="handler bug"):
+        await b.comm.receive_output(2)
