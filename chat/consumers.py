@@ -87,6 +87,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 pump.result()  # an unexpected error ends the connection, as in Channels
         except StopConsumer:
             pass
+        except Exception:
+            # The server closes the socket (1011) without a `websocket.disconnect`: leave the
+            # registry, presence and groups as that would.
+            await self.disconnect(protocol.CLOSE_INTERNAL)
+            raise
         finally:
             for pump in pumps:
                 pump.cancel()

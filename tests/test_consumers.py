@@ -564,10 +564,14 @@ async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice
     async def broken(self, event):
         raise RuntimeError("handler bug")
 
+    from chat import connections
+
     await db(services.room_join)(user=bob, slug="general")
+    before = connections.count()
     b = await connect(bob)
     await b.drain()
     monkeypatch.setattr(ChatConsumer, "chat_frame", broken)
     await db(services.message_send)(user=alice, slug="general", body="hi")
     with pytest.raises(RuntimeError, match="handler bug"):
         await b.comm.receive_output(2)
+    assert connections.count() == before  # cleaned up as on a disconnect
