@@ -362,13 +362,21 @@ def _clean_body(body) -> str:
 
 def _insert_message(*, room: Room, author, body: str, kind: str = Message.Kind.USER, client_id: str = "",
                     origin: str | None = None) -> Message:
-    """Insert a message and publish `message.new` on commit. Call inside `transaction.atomic`.
+    """Insert one message; see `_insert_messages`. Call inside `transaction.atomic`."""
+    draft = Message(room=room, author=author, body=body, kind=kind, client_id=client_id)
+    return _insert_messages(room, [(draft, origin)])[0]
+
+
+def _insert_messages(room: Room, drafts: list[tuple[Message, str | None]]) -> list[Message]:
+    """Insert messages of `room` in the given order (one INSERT) and publish `message.new` for
+    each on commit. `drafts` pairs each unsaved message with its `origin`. Call inside
+    `transaction.atomic`.
 
     Ids must grow in commit order within a room, so that "every message after id N" never
     misses one committed later with a smaller id. The room's row lock serialises inserts
-    per room on PostgreSQL: the id is drawn and the transaction commits while the lock is
+    per room on PostgreSQL: the ids are drawn and the transaction commits while the lock is
     held, so no other writer to this room can interleave. SQLite allows one writer at a
-    time, which gives the same order (and Django ignores FOR UPDATE there).
+    time, which gives the same order (and has no FOR UPDATE).
 
     Publishing happens after commit, so two processes' events can still reach Redis out of
     commit order. Each event therefore names the room's previous message (`prev_id`, also
@@ -380,12 +388,14 @@ def _insert_message(*, room: Room, author, body: str, kind: str = Message.Kind.U
     # A statement of its own: one that also took the lock would read with the snapshot it
     # took before waiting for the lock, missing the message whose commit released it.
     prev_id = Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first() or 0
-    message = Message.objects.create(room=room, author=author, body=body, kind=kind, client_id=client_id)
-    message.room, message.author, message.prev_id = room, author, prev_id
-    frame = protocol.message_new(message_data(message))
-    events.publish(events.room_group(room.pk), events.frame_event(
-        frame, room_id=room.pk, message_id=message.pk, prev_id=prev_id, origin=origin))
-    return message
+    messages = Message.objects.bulk_create([draft for draft, _ in drafts])  # ids come back in order
+    for message, (_, origin) in zip(messages, drafts):
+        message.room, message.prev_id = room, prev_id
+        frame = protocol.message_new(message_data(message))
+        events.publish(events.room_group(room.pk), events.frame_event(
+            frame, room_id=room.pk, message_id=message.pk, prev_id=prev_id, origin=origin))
+        prev_id = message.pk
+    return messages
 
 
 def _original(author, client_id: str) -> Message | None:
@@ -404,13 +414,65 @@ def message_send(*, user, slug: str | None = None, to: str | None = None, body, 
     returns the original, so a client may resend after a lost acknowledgement.
     `origin` names the connection that sent it, which acknowledges it itself.
     """
+    result = message_send_batch([dict(user=user, slug=slug, to=to, body=body, client_id=client_id, kind=kind,
+                                      origin=origin)])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exception]:
+    """`message_send` for several messages at once (keyword arguments of each in `requests`).
+
+    Each is checked on its own, as by `message_send`; then the new messages of each room
+    are inserted in one transaction, under one room lock, in request order. A process that
+    receives many messages at once so pays one lock, one insert and one commit per room
+    instead of per message. Returns, in request order, (message, created) or the exception
+    that refused that message.
+    """
+    results: list = [None] * len(requests)
+    by_room: dict[int, tuple[Room, list[tuple[int, Message, str | None]]]] = {}
+    for index, request in enumerate(requests):
+        try:
+            outcome = _check_send(**request)
+        except Exception as exc:
+            results[index] = exc
+            continue
+        if isinstance(outcome, Message):
+            results[index] = (outcome, False)
+        else:
+            room, draft, origin = outcome
+            by_room.setdefault(room.pk, (room, []))[1].append((index, draft, origin))
+    for room, items in by_room.values():
+        try:
+            with transaction.atomic():
+                _insert_messages(room, [(draft, origin) for _, draft, origin in items])
+        except IntegrityError:
+            # A client_id used twice (in this batch, or by a request racing it): one at a
+            # time, so that each duplicate gets its original.
+            for index, draft, origin in items:
+                results[index] = _insert_or_original(room, draft, origin)
+            continue
+        except Exception as exc:
+            for index, _, _ in items:
+                results[index] = exc
+            continue
+        for index, draft, _ in items:
+            results[index] = (draft, True)
+            metrics.MESSAGES_ACCEPTED.inc()
+    return results
+
+
+def _check_send(*, user, slug: str | None = None, to: str | None = None, body, client_id: str = "",
+                kind: str = Message.Kind.USER, origin: str | None = None) -> Message | tuple[Room, Message, str | None]:
+    """The original of a reused `client_id`, or (room, unsaved message, origin) ready to insert."""
     if not isinstance(client_id, str) or len(client_id) > 64:
         raise Invalid("client_id: a string of at most 64 characters.")
     if kind not in (Message.Kind.USER, Message.Kind.EMOTE):
         raise Invalid("kind: use 'user' or 'emote'.")
     original = _original(user, client_id)
     if original is not None:
-        return original, False
+        return original
     body = _clean_body(body)
     if to is not None:
         slug = direct_room(user=user, username=to).slug
@@ -419,15 +481,20 @@ def message_send(*, user, slug: str | None = None, to: str | None = None, body, 
     room, membership = member_room_for_user(user, slug)
     _require_writable(user, room, membership)
     check_send_rate(user.pk)
+    return room, Message(room=room, author=user, body=body, kind=kind, client_id=client_id), origin
+
+
+def _insert_or_original(room: Room, draft: Message, origin: str | None) -> tuple[Message, bool] | Exception:
+    message = Message(room=room, author=draft.author, body=draft.body, kind=draft.kind, client_id=draft.client_id)
     try:
         with transaction.atomic():
-            message = _insert_message(room=room, author=user, body=body, kind=kind, client_id=client_id, origin=origin)
-        metrics.MESSAGES_ACCEPTED.inc()
-    except IntegrityError:
-        original = _original(user, client_id)
-        if original is None:
-            raise
-        return original, False
+            _insert_messages(room, [(message, origin)])
+    except IntegrityError as exc:
+        original = _original(draft.author, draft.client_id)
+        return (original, False) if original is not None else exc
+    except Exception as exc:
+        return exc
+    metrics.MESSAGES_ACCEPTED.inc()
     return message, True
 
 

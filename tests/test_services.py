@@ -526,6 +526,31 @@ def test_message_send_without_client_id_and_as_emote(alice, general, published, 
     assert (message.client_id, message.kind) == ("", "emote")
 
 
+def test_a_batch_checks_each_send_alone_and_writes_each_room_in_order(alice, bob, general, secret, published,
+                                                                      committed):
+    """Refusals stay per send; each room's new messages are chained by prev_id in request order;
+    a client_id used twice in the batch stores one message and returns it to both."""
+    services.room_join(user=bob, slug="general")
+    before = Message.objects.filter(room=general).order_by("-id").values_list("id", flat=True).first() or 0
+    with committed():
+        results = services.message_send_batch([
+            dict(user=alice, slug="general", body="one", client_id="a-1", origin="conn-a"),
+            dict(user=bob, slug="secret", body="not a member"),
+            dict(user=alice, slug="secret", body="private"),
+            dict(user=bob, slug="general", body="", client_id="b-0"),
+            dict(user=bob, slug="general", body="two", client_id="b-1"),
+            dict(user=bob, slug="general", body="two again", client_id="b-1"),
+        ])
+    assert isinstance(results[1], Forbidden) and isinstance(results[3], Invalid)
+    (one, c1), (private, c2), (two, c4), (again, c5) = results[0], results[2], results[4], results[5]
+    assert (c1, c2, c4, c5) == (True, True, True, False) and again == two
+    assert Message.objects.filter(client_id="b-1").count() == 1 and not Message.objects.filter(client_id="b-0")
+    general_events = [e for g, e in published if g == f"room.{general.pk}"]
+    assert [(e["message_id"], e["prev_id"]) for e in general_events] == [(one.pk, before), (two.pk, one.pk)]
+    assert one.pk < two.pk and general_events[0]["origin"] == "conn-a"
+    assert [e["message_id"] for g, e in published if g == f"room.{secret.pk}"] == [private.pk]
+
+
 def test_message_send_publishes_nothing_when_the_transaction_rolls_back(alice, general, published, committed):
     with committed():
         with pytest.raises(RuntimeError):
