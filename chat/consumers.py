@@ -26,6 +26,7 @@ import functools
 import logging
 import time
 import uuid
+import weakref
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -50,6 +51,53 @@ _last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monoton
 def db(fn):
     """`fn` on the database thread; see `events.run_sync`."""
     return events.run_sync(fn)
+
+
+class _Sends:
+    """The `message.send` frames of every connection of this process, written in batches.
+
+    While one batch is on the database thread, the sends that arrive meanwhile gather and
+    go next, as one `services.message_send_batch` call: one room lock, insert and commit
+    per room for all of them. An idle server writes each send at once, alone.
+    """
+
+    def __init__(self):
+        self.waiting: list[tuple[dict, asyncio.Future]] = []
+        self.writer: asyncio.Task | None = None
+
+    async def send(self, request: dict):
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((request, future))
+        if self.writer is None:
+            self.writer = asyncio.ensure_future(self._write())
+        result = await future
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _write(self):
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    results = await db(services.message_send_batch)([request for request, _ in batch])
+                except Exception as exc:  # the database or the thread failed: every send in the batch
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results):
+                    if not future.done():  # its connection may have gone
+                        future.set_result(result)
+        finally:
+            self.writer = None
+
+
+_sends_by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sends]" = weakref.WeakKeyDictionary()
+
+
+def _sends() -> _Sends:
+    loop = asyncio.get_running_loop()
+    if loop not in _sends_by_loop:
+        _sends_by_loop[loop] = _Sends()
+    return _sends_by_loop[loop]
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -221,7 +269,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_message_send(self, frame):
         received = time.perf_counter()
-        message, created = await db(self._message_send)(frame)
+        message, created = await _sends().send(dict(
+            user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
+            client_id=frame.get("client_id", ""), origin=self.channel_name))
         if created:
             metrics.SEND_TO_PERSIST.observe(time.perf_counter() - received)
         self.flood_strikes = 0
@@ -241,10 +291,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._catch_up(room_id, message.pk, message.prev_id if created else message.pk)
         await self.send(text_data=ack)
         metrics.MESSAGES_DELIVERED.inc()
-
-    def _message_send(self, frame):
-        return services.message_send(user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
-                                     client_id=frame.get("client_id", ""), origin=self.channel_name)
 
     async def on_message_edit(self, frame):
         message = await db(services.message_edit)(user=self.user, message_id=frame.get("id"), body=frame.get("body"),

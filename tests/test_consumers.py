@@ -455,10 +455,10 @@ async def test_replay_races_with_live_sends(alice, bob, general, settings):
 
 
 async def test_internal_error_closes_1011_with_reference(alice, general, monkeypatch, caplog):
-    def broken(**kwargs):
+    def broken(requests):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(services, "message_send", broken)
+    monkeypatch.setattr(services, "message_send_batch", broken)
     a = await connect(alice)
     await a.drain()
     await a.send(type="message.send", room="general", body="hi")

@@ -21,11 +21,11 @@ def general(alice):
 
 
 async def test_database_failure_answers_unavailable_and_keeps_the_socket(alice, general, monkeypatch):
-    def down(**kwargs):
+    def down(requests):
         raise OperationalError("connection refused")
 
     a = await connect(alice)
-    monkeypatch.setattr(services, "message_send", down)
+    monkeypatch.setattr(services, "message_send_batch", down)
     await a.send(type="message.send", room="general", body="hi", ref="s")
     err = await a.expect("error")
     assert (err["code"], err["ref"], err["retry_after"]) == ("unavailable", "s", 2)
