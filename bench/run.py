@@ -200,12 +200,16 @@ def cluster(args, stamp, *, processes, users):
 
 @contextlib.contextmanager
 def tutorial(args, stamp, redis_url):
+    prefix = f"benchpeer{os.getpid()}"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tutorial.settings", "PEER_LAYER": "redis", "REDIS_URL": redis_url,
-           "PYTHONUNBUFFERED": "1"}
-    with serve(server_command(args.server, "tutorial.asgi:application"), env=env,
-               cwd=BENCH / "baselines" / "tutorial_peer", log_path=RESULTS / f"{stamp}-tutorial.log",
-               name=f"tutorial ({args.server}, RedisChannelLayer)", kind="tutorial") as server:
-        yield server
+           "PEER_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
+    try:
+        with serve(server_command(args.server, "tutorial.asgi:application"), env=env,
+                   cwd=BENCH / "baselines" / "tutorial_peer", log_path=RESULTS / f"{stamp}-tutorial.log",
+                   name=f"tutorial ({args.server}, RedisChannelLayer)", kind="tutorial") as server:
+            yield server
+    finally:
+        drop_redis_keys(redis_url, prefix)  # its group keys would otherwise stay for a day
 
 
 @contextlib.contextmanager
