@@ -30,7 +30,7 @@ cluster: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/pytest -q
 
-# The whole suite again on the local Redis and PostgreSQL; nothing may be skipped for want of them.
+# The whole suite again on the local Redis and PostgreSQL; nothing is deselected, a missing service fails.
 test-services: $(VENV)/.installed
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
 	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \

@@ -1,5 +1,7 @@
 """Shared fixtures: users, JWT-authenticated API clients and a recorder of published events."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,6 +14,38 @@ from chat import broker, events
 User = get_user_model()
 
 pytest_plugins = ["tests.live", "tests.faults"]  # fixtures for real servers: daphne_a/b, redis_url, private_redis, pg_proxy
+
+
+def _missing() -> set[str]:
+    """What this run lacks of what some tests need (the markers `redis`, `postgres`, `browser`)."""
+    from django.conf import settings
+
+    missing = set()
+    if not settings.REDIS_URL:
+        missing.add("redis")
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        missing.add("postgres")
+    if not Path("/usr/bin/chromium").exists():
+        missing.add("browser")
+    return missing
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests needing a service this run lacks belong to the other run (`make test-services`):
+    they are deselected, and listed as such, never collected and skipped. Under
+    CHAT_REQUIRE_SERVICES=1 nothing is deselected, so a missing service fails them."""
+    if os.environ.get("CHAT_REQUIRE_SERVICES") == "1":
+        return
+    missing = _missing()
+    keep, drop = [], []
+    for item in items:
+        needs = {marker.name for marker in item.iter_markers()} & {"redis", "postgres", "browser"}
+        if "redis_url" in getattr(item, "fixturenames", ()):
+            needs.add("redis")
+        (drop if needs & missing else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True)

@@ -52,20 +52,14 @@ FINAL_CLOSE_CODES = {4401, 4403, 4404, 4410}
 REPLY_TIMEOUT_S = 10.0  # a send on an open connection that gets neither ack nor error by then was met with silence
 
 
-def services_required() -> bool:
-    return os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
-
-
-def skip_or_fail(reason: str):
-    """Skip, or fail under CHAT_REQUIRE_SERVICES=1 (CI), where a missing service must not pass as green."""
-    if services_required():
-        pytest.fail(f"{reason}: CHAT_REQUIRE_SERVICES=1 forbids skipping")
-    pytest.skip(reason)
+def missing(reason: str):
+    """Fail: a test that cannot run proves nothing (conftest deselects those a run lacks a service for)."""
+    pytest.fail(reason)
 
 
 def require_postgres() -> None:
     if not connection.settings_dict["ENGINE"].endswith("postgresql"):
-        skip_or_fail("needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite has no server to cut off")
+        missing("needs PostgreSQL (set DATABASE_URL=postgres://...): SQLite has no server to cut off")
 
 
 # Private Redis
@@ -116,7 +110,7 @@ class PrivateRedis:
 def private_redis():
     """A `PrivateRedis`, running; always killed at teardown."""
     if not os.access(REDIS_SERVER, os.X_OK):
-        skip_or_fail(f"needs {REDIS_SERVER} to run a private Redis")
+        missing(f"needs {REDIS_SERVER} to run a private Redis")
     server = PrivateRedis()
     try:
         server.start()
@@ -212,7 +206,7 @@ def database_url_via(proxy: TcpProxy) -> str:
 
 @pytest.fixture
 def pg_proxy():
-    """A `TcpProxy` in front of the test's PostgreSQL (skips, or fails under CHAT_REQUIRE_SERVICES=1, on SQLite)."""
+    """A `TcpProxy` in front of the test's PostgreSQL (fails on SQLite; tests marked `postgres` are deselected there)."""
     require_postgres()
     db = connection.settings_dict
     proxy = TcpProxy((db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)))

@@ -10,7 +10,8 @@ The server's output is kept and shown if it fails to start; `server.output()` re
 
 For tests that talk to servers over real sockets: module-scoped fixtures `daphne_a` and
 `daphne_b` (a second process on the same Redis and database; needs `redis_url`), the
-`redis_url` fixture (skips without REDIS_URL, fails instead when CHAT_REQUIRE_SERVICES=1),
+`redis_url` fixture (fails without REDIS_URL; conftest deselects its tests then, unless
+CHAT_REQUIRE_SERVICES=1),
 `ws_connect()`, a client of the `websockets` library that reads frames by type, and
 `http_json()`. tests/conftest.py registers this module as a plugin, so the fixtures are everywhere.
 """
@@ -148,14 +149,11 @@ LIVE_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "5"}
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """REDIS_URL, for tests that need a real Redis: they skip without it, or fail when
-    CHAT_REQUIRE_SERVICES=1 (CI), so that a missing service never passes as a green run."""
+    """REDIS_URL, for tests that need a real Redis. conftest deselects them without it; under
+    CHAT_REQUIRE_SERVICES=1 (CI) they run and fail, so a missing service never passes as green."""
     url = os.environ.get("REDIS_URL", "")
-    required = os.environ.get("CHAT_REQUIRE_SERVICES") == "1"
-    if not url:
-        if required:
-            pytest.fail("set REDIS_URL: CHAT_REQUIRE_SERVICES=1 forbids skipping the Redis tests")
-        pytest.skip("set REDIS_URL")
+    if not url:  # without CHAT_REQUIRE_SERVICES=1, conftest deselects these tests instead
+        pytest.fail("set REDIS_URL: this test needs a real Redis")
     import redis
 
     try:

@@ -76,14 +76,13 @@ def test_deactivate_action(admin_client, bob, published, django_capture_on_commi
     assert (f"user.{bob.pk}", {"type": "chat.close", "code": 4403, "reason": "account deactivated"}) in published
 
 
+@pytest.mark.postgres
 def test_message_list_on_postgresql_does_not_count_the_whole_table(admin_client, general, bob, monkeypatch, settings):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from chat.admin import EstimatedCountPaginator
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the estimate comes from PostgreSQL's statistics")
     settings.CHAT_RATE_PER_10S = 1000
     for n in range(30):
         services.message_send(user=bob, slug="general", body=f"m{n}")

@@ -2,8 +2,8 @@
 layer spread over several Redis servers.
 
 The nginx tests run two daphnes on Redis and the test database, and nginx in front as
-`make cluster` runs it (deploy/cluster.py). They skip without nginx or REDIS_URL, and fail
-instead under CHAT_REQUIRE_SERVICES=1. The shard tests start two redis-servers of their own.
+`make cluster` runs it (deploy/cluster.py). conftest deselects them without REDIS_URL
+(they fail instead under CHAT_REQUIRE_SERVICES=1); without nginx they fail. The shard tests start two redis-servers of their own.
 """
 import asyncio
 import contextlib
@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat import services
 from deploy import cluster
-from tests.faults import PrivateRedis, skip_or_fail
+from tests.faults import PrivateRedis, missing
 from tests.live import LIVE_ENV, LiveServer, database_url, free_port, run_daphne, start_daphne, ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -63,7 +63,7 @@ class Cluster:
 def nginx_cluster(redis_url, django_db_setup, tmp_path_factory):
     """Two daphnes on Redis and the test database behind nginx, configured as `make cluster` does."""
     if cluster.nginx_binary() is None:
-        skip_or_fail("needs nginx (apt-get install nginx)")
+        missing("needs nginx (apt-get install nginx)")
     static_root = tmp_path_factory.mktemp("static")
     with override_settings(STATIC_ROOT=static_root):
         call_command("collectstatic", interactive=False, verbosity=0)
@@ -176,7 +176,7 @@ async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001
     """deploy/cluster.py as `make cluster` and the load tests run it: `ready:` once it serves,
     and SIGTERM stops the servers (their clients get 1001 through nginx), then nginx."""
     if cluster.nginx_binary() is None:
-        skip_or_fail("needs nginx (apt-get install nginx)")
+        missing("needs nginx (apt-get install nginx)")
     port = free_port()
     while any(not port_is_free(port + i) for i in range(3)):
         port = free_port()
@@ -224,7 +224,7 @@ def shard_of(group: str, shards: int) -> int:
 @pytest.fixture
 def two_shards():
     if not os.access("/usr/bin/redis-server", cluster.os.X_OK):
-        skip_or_fail("needs /usr/bin/redis-server to run two Redis shards")
+        missing("needs /usr/bin/redis-server to run two Redis shards")
     shards = [PrivateRedis(), PrivateRedis()]
     try:
         for shard in shards:

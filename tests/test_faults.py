@@ -149,6 +149,7 @@ async def test_sigkill_of_one_daphne(private_redis, crowd):
 
 # The database is briefly unreachable
 
+@pytest.mark.postgres
 async def test_database_briefly_unreachable(pg_proxy, alice, bob):
     await db(services.room_create)(user=alice, name="General", slug=ROOM)
     await db(services.room_join)(user=bob, slug=ROOM)

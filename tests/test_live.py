@@ -1,8 +1,8 @@
 """Real daphne processes and real WebSocket clients: what a browser or a bot sees over the network.
 
 The first tests need one server (on the in-memory layer without REDIS_URL). The
-cross-process tests run two servers on one Redis and one database, and are skipped
-without REDIS_URL (failed instead under CHAT_REQUIRE_SERVICES=1).
+cross-process tests run two servers on one Redis and one database; conftest deselects
+them without REDIS_URL (they fail instead under CHAT_REQUIRE_SERVICES=1).
 """
 import asyncio
 import random

@@ -885,8 +885,7 @@ def test_user_register(settings, django_user_model):
 
 # Concurrency
 
-@pytest.mark.skipif(connection.vendor != "postgresql",
-                    reason="needs PostgreSQL: SQLite has a single writer, so commits cannot interleave there")
+@pytest.mark.postgres  # SQLite has a single writer, so commits cannot interleave there
 def test_ids_grow_in_commit_order_under_concurrent_senders(transactional_db, settings, monkeypatch, published,
                                                            make_user):
     """A reader that polls "messages after the last id I saw" never misses one.
