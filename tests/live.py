@@ -64,10 +64,10 @@ def database_url(settings_dict: dict | None = None) -> str:
 
 
 @dataclass
-class LiveServer:
+class Endpoint:
+    """Where a server listens, as `ws_connect` and `http_json` see it."""
+
     port: int
-    process: subprocess.Popen
-    log: object
 
     @property
     def url(self) -> str:
@@ -76,6 +76,12 @@ class LiveServer:
     @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+@dataclass
+class LiveServer(Endpoint):
+    process: subprocess.Popen
+    log: object
 
     def output(self) -> str:
         self.log.flush()

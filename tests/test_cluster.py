@@ -31,29 +31,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from chat import services
 from deploy import cluster
 from tests.faults import PrivateRedis, missing
-from tests.live import LIVE_ENV, LiveServer, database_url, free_port, run_daphne, start_daphne, ws_connect
+from tests.live import LIVE_ENV, Endpoint, LiveServer, database_url, free_port, run_daphne, start_daphne, ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 @dataclass
-class Front:
-    """nginx, as ws_connect and http_json see a server."""
-
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-
-@dataclass
 class Cluster:
-    front: Front
+    front: Endpoint  # nginx
     servers: list[LiveServer]
     nginx: cluster.Nginx
     static_root: object
@@ -81,7 +66,7 @@ def nginx_cluster(redis_url, django_db_setup, tmp_path_factory):
             cluster.wait_for_port("127.0.0.1", port, nginx.process, timeout=10)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; nginx's error log:\n{nginx.errors()}") from None
-        yield Cluster(Front(port), servers, nginx, static_root)
+        yield Cluster(Endpoint(port), servers, nginx, static_root)
     finally:
         if nginx is not None:
             nginx.stop()
@@ -188,7 +173,7 @@ async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001
     try:
         ready = await asyncio.wait_for(asyncio.to_thread(read_until_ready, process), timeout=60)
         assert ready.startswith(f"ready: http://127.0.0.1:{port}/ -> 2 daphne processes"), ready
-        front = Front(port)
+        front = Endpoint(port)
         a = await ws_connect(front, alice)
         b = await ws_connect(front, bob)
         process.send_signal(signal.SIGTERM)
