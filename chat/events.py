@@ -84,8 +84,7 @@ def run_sync(fn):
             for group, event in collected:
                 try:
                     await send_async(group, event)
-                except Exception:
-                    metrics.PUBLISH_FAILURES.inc()
+                except Exception:  # counted by send_async; the write stands (see `publish`)
                     logger.exception("publish to %s failed after commit", group)
 
     return run
@@ -93,13 +92,13 @@ def run_sync(fn):
 
 def send(group: str, event: dict) -> None:
     """Send now, from synchronous code (a service after commit, a command, a thread)."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(group, event)
-    except Exception:
-        metrics.PUBLISH_FAILURES.inc()
-        raise
+    async_to_sync(send_async)(group, event)
 
 
 async def send_async(group: str, event: dict) -> None:
-    """Send now, from the event loop; for events that change no state (typing, presence)."""
-    await get_channel_layer().group_send(group, event)
+    """Send now, from the event loop. A failure is counted in chat_publish_failures and raised."""
+    try:
+        await get_channel_layer().group_send(group, event)
+    except Exception:
+        metrics.PUBLISH_FAILURES.inc()
+        raise

@@ -67,11 +67,12 @@ async def test_a_publish_that_fails_after_the_write_is_counted_and_the_write_sta
     logged and counted, and the caller still gets its result."""
     from chat import events, metrics
 
-    async def down(group, event):
-        raise ConnectionError("Redis is away")
+    class DownLayer:
+        async def group_send(self, group, event):
+            raise ConnectionError("Redis is away")
 
     await db(services.room_create)(user=alice, name="General", slug="general")
-    monkeypatch.setattr(events, "send_async", down)
+    monkeypatch.setattr(events, "get_channel_layer", lambda: DownLayer())
     before = metrics.PUBLISH_FAILURES._value.get()
     message, created = await events.run_sync(services.message_send)(user=alice, slug="general", body="kept")
     assert created and metrics.PUBLISH_FAILURES._value.get() == before + 1
