@@ -4,7 +4,7 @@ from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Sub
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .errors import Forbidden, Gone, NotFound
+from .errors import ChatError, Forbidden, Gone, NotFound
 from .models import Membership, Message, Room
 
 User = get_user_model()
@@ -25,6 +25,11 @@ def room_for_user(user, slug: str) -> tuple[Room, Membership | None]:
     # One query for a member (the common case, on every message sent), two otherwise.
     membership = Membership.objects.select_related("room").filter(room__slug=slug, user=user).first()
     room = membership.room if membership is not None else Room.objects.filter(slug=slug).first()
+    return _check_access(user, slug, room, membership)
+
+
+def _check_access(user, slug: str, room: Room | None, membership: Membership | None) -> tuple[Room, Membership | None]:
+    """`room_for_user` once the room (None: no such room) and the user's membership in it are loaded."""
     if room is None:
         raise NotFound(f"No room '{slug}'.")
     if room.archived:
@@ -38,10 +43,40 @@ def room_for_user(user, slug: str) -> tuple[Room, Membership | None]:
 
 def member_room_for_user(user, slug: str) -> tuple[Room, Membership]:
     """As `room_for_user`, and the user must be a member."""
-    room, membership = room_for_user(user, slug)
+    return _require_member(slug, *room_for_user(user, slug))
+
+
+def _require_member(slug: str, room: Room, membership: Membership | None) -> tuple[Room, Membership]:
     if membership is None:
         raise Forbidden(f"You are not a member of '{slug}': join it first.")
     return room, membership
+
+
+def member_rooms_for_users(pairs: list[tuple[User, str]]) -> list[tuple[Room, Membership] | ChatError]:
+    """`member_room_for_user` for each (user, slug): the room and membership, or the error it raises.
+
+    One query when each slug has a member among the users (a batch of sends), two otherwise.
+    """
+    if not pairs:
+        return []
+    slugs = {slug for _, slug in pairs}
+    # Two IN lists rather than an OR per pair, which SQLite refuses past 1000 terms; the
+    # extra rows this matches (a user's memberships in the batch's other rooms) go unused.
+    user_ids = {user.pk for user, _ in pairs}
+    rows = Membership.objects.select_related("room").filter(room__slug__in=slugs, user__in=user_ids)
+    memberships = {(m.user_id, m.room.slug): m for m in rows}
+    rooms = {m.room.slug: m.room for m in memberships.values()}
+    if missing := slugs - rooms.keys():
+        rooms.update((room.slug, room) for room in Room.objects.filter(slug__in=missing))
+    results = []
+    for user, slug in pairs:
+        membership = memberships.get((user.pk, slug))
+        try:
+            room = membership.room if membership is not None else rooms.get(slug)
+            results.append(_require_member(slug, *_check_access(user, slug, room, membership)))
+        except ChatError as exc:
+            results.append(exc)
+    return results
 
 
 def message_for_user(user, message_id: int) -> Message:
