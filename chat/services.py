@@ -7,6 +7,7 @@ commands all call these functions; none of them writes models directly.
 """
 import logging
 import math
+from dataclasses import dataclass
 from datetime import timedelta
 import re
 
@@ -18,10 +19,10 @@ from django.utils.text import slugify
 
 from . import events, metrics, protocol
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
-from .limits import check_send_rate
+from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
-from .selectors import (active_membership_q, last_message_id, member_room_for_user, message_for_user, room_for_user,
-                        unread_count)
+from .selectors import (active_membership_q, last_message_id, member_room_for_user, member_rooms_for_users,
+                        message_for_user, room_for_user, unread_count)
 from .serializers import message_data, user_data
 
 User = get_user_model()
@@ -399,11 +400,22 @@ def _insert_messages(room: Room, drafts: list[tuple[Message, str | None]]) -> li
 
 
 def _original(author, client_id: str) -> Message | None:
-    if not client_id:
-        return None
-    # Excluding "" repeats the unique index's condition, which lets SQLite use that index.
-    return (Message.objects.select_related("room", "author").filter(author=author, client_id=client_id)
-            .exclude(client_id="").first())
+    return _originals([(author, client_id)]).get((author.pk, client_id))
+
+
+def _originals(pairs: list[tuple["User", str]]) -> dict[tuple[int, str], Message]:
+    """The messages already sent with each (author, client_id), by (author id, client_id); one query."""
+    wanted = {(author.pk, client_id) for author, client_id in pairs if client_id}
+    if not wanted:
+        return {}
+    # Two IN lists rather than an OR per pair, which SQLite refuses past 1000 terms; the rare
+    # extra rows (an author's use of another's client_id) are dropped below. Excluding ""
+    # repeats the unique index's condition, which lets SQLite use that index.
+    rows = (Message.objects.select_related("room", "author")
+            .filter(author_id__in={author_id for author_id, _ in wanted},
+                    client_id__in={client_id for _, client_id in wanted})
+            .exclude(client_id=""))
+    return {key: message for message in rows if (key := (message.author_id, message.client_id)) in wanted}
 
 
 def message_send(*, user, slug: str | None = None, to: str | None = None, body, client_id: str = "",
@@ -424,25 +436,19 @@ def message_send(*, user, slug: str | None = None, to: str | None = None, body, 
 def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exception]:
     """`message_send` for several messages at once (keyword arguments of each in `requests`).
 
-    Each is checked on its own, as by `message_send`; then the new messages of each room
-    are inserted in one transaction, under one room lock, in request order. A process that
-    receives many messages at once so pays one lock, one insert and one commit per room
-    instead of per message. Returns, in request order, (message, created) or the exception
-    that refused that message.
+    Each is checked as by `message_send`, but each check is made for the whole batch at
+    once: one query for the reused client_ids, one for the rooms and memberships, one
+    round trip for the rate counters. Then the new messages of each room are inserted in
+    one transaction, under one room lock, in request order. A process that receives many
+    messages at once so pays one lock, one insert and one commit per room instead of per
+    message. Returns, in request order, (message, created) or the exception that refused
+    that message.
     """
     results: list = [None] * len(requests)
     by_room: dict[int, tuple[Room, list[tuple[int, Message, str | None]]]] = {}
-    for index, request in enumerate(requests):
-        try:
-            outcome = _check_send(**request)
-        except Exception as exc:
-            results[index] = exc
-            continue
-        if isinstance(outcome, Message):
-            results[index] = (outcome, False)
-        else:
-            room, draft, origin = outcome
-            by_room.setdefault(room.pk, (room, []))[1].append((index, draft, origin))
+    for send in _check_sends(requests, results):
+        draft = Message(room=send.room, author=send.user, body=send.body, kind=send.kind, client_id=send.client_id)
+        by_room.setdefault(send.room.pk, (send.room, []))[1].append((send.index, draft, send.origin))
     for room, items in by_room.values():
         try:
             with transaction.atomic():
@@ -463,25 +469,103 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
     return results
 
 
-def _check_send(*, user, slug: str | None = None, to: str | None = None, body, client_id: str = "",
-                kind: str = Message.Kind.USER, origin: str | None = None) -> Message | tuple[Room, Message, str | None]:
-    """The original of a reused `client_id`, or (room, unsaved message, origin) ready to insert."""
-    if not isinstance(client_id, str) or len(client_id) > 64:
+@dataclass
+class _Send:
+    """One request of `message_send_batch` on its way through the checks."""
+
+    index: int
+    user: "User"
+    body: object
+    slug: str | None = None
+    to: str | None = None
+    client_id: str = ""
+    kind: str = Message.Kind.USER
+    origin: str | None = None
+    room: Room | None = None  # once access is checked
+
+
+def _check_sends(requests: list[dict], results: list) -> list[_Send]:
+    """The sends that pass every check of `message_send`, in request order, with their room.
+
+    The checks run in `message_send`'s order, each over the sends that passed the one
+    before (so a refused send never counts toward the rate), and each over all of them at
+    once. Refusals, and the originals of reused client_ids, go into `results`.
+    """
+    sends = []
+    for index, request in enumerate(requests):
+        try:
+            sends.append(_Send(index, **request))
+        except TypeError as exc:  # a misnamed keyword
+            results[index] = exc
+    for check in (_each(_check_options), _find_originals, _each(_check_body_and_target), _check_rooms, _check_rates):
+        try:
+            outcomes = check(sends)
+        except Exception as exc:  # the database or Redis failed: every send still being checked
+            outcomes = [exc] * len(sends)
+        sends = _settle(sends, results, outcomes)
+    return sends
+
+
+def _settle(sends: list[_Send], results: list, outcomes: list) -> list[_Send]:
+    """The sends whose outcome is None, still to check; the others' outcomes go into `results`."""
+    pending = []
+    for send, outcome in zip(sends, outcomes):
+        if outcome is None:
+            pending.append(send)
+        else:
+            results[send.index] = outcome
+    return pending
+
+
+def _refusal(check, *args) -> Exception | None:
+    try:
+        check(*args)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _each(check):
+    """A batch check that calls `check(send)` for each send; raising refuses that send."""
+    return lambda sends: [_refusal(check, send) for send in sends]
+
+
+def _check_options(send: _Send) -> None:
+    if not isinstance(send.client_id, str) or len(send.client_id) > 64:
         raise Invalid("client_id: a string of at most 64 characters.")
-    if kind not in (Message.Kind.USER, Message.Kind.EMOTE):
+    if send.kind not in (Message.Kind.USER, Message.Kind.EMOTE):
         raise Invalid("kind: use 'user' or 'emote'.")
-    original = _original(user, client_id)
-    if original is not None:
-        return original
-    body = _clean_body(body)
-    if to is not None:
-        slug = direct_room(user=user, username=to).slug
-    if not slug:
+
+
+def _find_originals(sends: list[_Send]) -> list[tuple[Message, bool] | None]:
+    """A send whose client_id its author already used gets the original, not a new message."""
+    originals = _originals([(send.user, send.client_id) for send in sends])
+    return [(original, False) if (original := originals.get((send.user.pk, send.client_id))) else None
+            for send in sends]
+
+
+def _check_body_and_target(send: _Send) -> None:
+    send.body = _clean_body(send.body)
+    if send.to is not None:  # rare enough to look up (or create) one at a time
+        send.slug = direct_room(user=send.user, username=send.to).slug
+    if not send.slug:
         raise Invalid("room: give a room slug, or `to` with a username.")
-    room, membership = member_room_for_user(user, slug)
-    _require_writable(user, room, membership)
-    check_send_rate(user.pk)
-    return room, Message(room=room, author=user, body=body, kind=kind, client_id=client_id), origin
+
+
+def _check_rooms(sends: list[_Send]) -> list[Exception | None]:
+    """Each sender must be a member of the room and may write there; sets `send.room`."""
+    refusals = []
+    for send, access in zip(sends, member_rooms_for_users([(send.user, send.slug) for send in sends])):
+        if isinstance(access, Exception):
+            refusals.append(access)
+        else:
+            send.room, membership = access
+            refusals.append(_refusal(_require_writable, send.user, send.room, membership))
+    return refusals
+
+
+def _check_rates(sends: list[_Send]) -> list[Exception | None]:
+    return check_send_rates([send.user.pk for send in sends])
 
 
 def _insert_or_original(room: Room, draft: Message, origin: str | None) -> tuple[Message, bool] | Exception:

@@ -12,7 +12,9 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+import redis
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from chat import events, limits, services
@@ -579,16 +581,16 @@ def test_duplicate_client_id_returns_the_original(alice, bob, general, published
 def test_duplicate_client_id_racing_the_original_returns_it(alice, general, monkeypatch, published, committed):
     original = send(alice, general, "first", client_id="c-1")
     before = snapshot()
-    real, calls = services._original, []
+    real, calls = services._originals, []
 
-    def lookup(author, client_id):  # the first lookup runs before the racing original commits
-        calls.append(client_id)
-        return None if len(calls) == 1 else real(author, client_id)
+    def lookup(pairs):  # the first lookup runs before the racing original commits
+        calls.append([client_id for _, client_id in pairs])
+        return {} if len(calls) == 1 else real(pairs)
 
-    monkeypatch.setattr(services, "_original", lookup)
+    monkeypatch.setattr(services, "_originals", lookup)
     with committed():
         message, created = services.message_send(user=alice, slug="general", body="again", client_id="c-1")
-    assert (message, created, calls) == (original, False, ["c-1", "c-1"])
+    assert (message, created, calls) == (original, False, [["c-1"], ["c-1"]])
     assert snapshot() == before
     assert published == []
 
@@ -694,6 +696,35 @@ def test_rate_limit_is_per_user(alice, bob, general, settings):
     send(alice, general)
     send(alice, general)
     assert send(bob, general).author == bob
+
+
+@pytest.fixture
+def ten_members(make_user, general):
+    users = [make_user(f"member{i}") for i in range(10)]
+    for user in users:
+        services.room_join(user=user, slug="general")
+    return users
+
+
+def test_a_batch_checks_its_sends_with_as_many_queries_and_one_rate_count(ten_members, monkeypatch, settings):
+    """1 or 10 sends to one room by different members: the same queries, one rate-counter round trip."""
+    counted, executed = [], []
+    count, execute = limits._counts, redis.client.Pipeline.execute
+    monkeypatch.setattr(limits, "_counts", lambda keys: counted.append(len(keys)) or count(keys))
+    monkeypatch.setattr(redis.client.Pipeline, "execute", lambda pipe, *args, **kwargs: (
+        executed.append(len(pipe.command_stack)) or execute(pipe, *args, **kwargs)))
+
+    def queries(users, tag):
+        requests = [dict(user=user, slug="general", body="hi", client_id=f"{tag}-{i}") for i, user in enumerate(users)]
+        with CaptureQueriesContext(connection) as captured:
+            results = services.message_send_batch(requests)
+        assert [created for _, created in results] == [True] * len(users)
+        return len(captured)
+
+    one, ten = queries(ten_members[:1], "a"), queries(ten_members, "b")
+    assert one == ten
+    assert counted == [1, 10]
+    assert executed == ([2, 20] if settings.REDIS_URL else [])  # INCR and EXPIRE per send, one round trip
 
 
 def test_message_send_to_a_user_creates_the_direct_room(alice, bob, published, committed):
