@@ -727,6 +727,87 @@ def test_a_batch_checks_its_sends_with_as_many_queries_and_one_rate_count(ten_me
     assert executed == ([2, 20] if settings.REDIS_URL else [])  # INCR and EXPIRE per send, one round trip
 
 
+def test_a_mixed_batch_refuses_sends_without_counting_them_toward_the_rate(alice, bob, carol, make_user, general,
+                                                                          settings, monkeypatch):
+    """Refused sends interleaved with good ones: each gets its own refusal, and only the sends
+    that reach the rate check (the good ones and the rate-limited) count toward it, in order."""
+    settings.CHAT_RATE_PER_10S = 2
+    monkeypatch.setattr(limits, "time", SimpleNamespace(time=lambda: 1_000_003.5))
+    dave, erin = make_user("dave"), make_user("erin")
+    for user in (bob, carol, erin):
+        services.room_join(user=user, slug="general")
+    Membership.objects.filter(user=carol).update(muted_until=timezone.now() + timedelta(minutes=5))
+    send(erin, general, "e1"), send(erin, general, "e2")  # erin's window is full
+    results = services.message_send_batch([
+        dict(user=alice, slug="general", body="a1"),
+        dict(user=dave, slug="general", body="not a member"),
+        dict(user=carol, slug="general", body="muted"),
+        dict(user=bob, slug="general", body=" "),
+        dict(user=erin, slug="general", body="e3"),
+        dict(user=bob, slug="general", body="b1"),
+        dict(user=alice, slug="general", body="a2"),
+        dict(user=bob, slug="general", body="b2"),  # bob's blank body did not count
+        dict(user=alice, slug="general", body="a3"),
+    ])
+    assert [type(r) if isinstance(r, Exception) else r[0].body for r in results] == [
+        "a1", Forbidden, Muted, Invalid, RateLimited, "b1", "a2", "b2", RateLimited]
+    assert list(Message.objects.filter(kind="user").order_by("id").values_list("body", flat=True)) == [
+        "e1", "e2", "a1", "b1", "a2", "b2"]
+    # Refused before the rate check, carol and dave still have their whole budget.
+    Membership.objects.filter(user=carol).update(muted_until=None)
+    services.room_join(user=dave, slug="general")
+    for user in (carol, dave):
+        assert [send(user, general, f"{user.username} {i}").author for i in range(2)] == [user, user]
+        with pytest.raises(RateLimited):
+            send(user, general, "one too many")
+
+
+def test_a_batch_refuses_each_send_as_a_send_alone_is_refused(alice, bob, carol, staff, make_user, general, secret,
+                                                              settings):
+    """Every refusal of `message_send`, in one batch with good sends: the same error and message."""
+    dave, erin = make_user("dave"), make_user("erin")
+    services.room_join(user=bob, slug="general")
+    services.room_join(user=carol, slug="general")
+    Membership.objects.filter(user=carol).update(muted_until=timezone.now() + timedelta(minutes=5))
+    Membership.objects.create(room=general, user=dave, banned=True)
+    services.room_create(user=alice, name="Old")
+    services.room_archive(user=alice, slug="old")
+    services.room_create(user=alice, name="Quiet")
+    services.member_invite(actor=alice, slug="quiet", username="bob")
+    services.member_invite(actor=alice, slug="quiet", username="root")
+    services.room_update(user=alice, slug="quiet", locked=True)
+    requests = [
+        dict(user=alice, slug="general", body="good"),
+        dict(user=bob, slug="nope", body="hi"),
+        dict(user=alice, slug="old", body="hi"),
+        dict(user=bob, slug="secret", body="hi"),
+        dict(user=dave, slug="general", body="hi"),
+        dict(user=erin, slug="general", body="hi"),
+        dict(user=bob, slug="quiet", body="hi"),
+        dict(user=carol, slug="general", body="hi"),
+        dict(user=staff, slug="quiet", body="staff may"),
+        dict(user=staff, slug="secret", body="hi"),
+        dict(user=alice, slug="general", body="hi", client_id="c" * 65),
+        dict(user=alice, slug="general", body="hi", kind="system"),
+        dict(user=alice, body="hi"),
+        dict(user=alice, to="nobody", body="hi"),
+        dict(user=alice, to="alice", body="hi"),
+        dict(user=bob, slug="general", body="x" * (settings.CHAT_MAX_BODY + 1)),
+        dict(user=alice, to="bob", body="direct"),
+        dict(user=bob, slug="general", body="good too"),
+    ]
+    results = services.message_send_batch(requests)
+    assert [r[0].body for r in results if not isinstance(r, Exception)] == ["good", "staff may", "direct", "good too"]
+    assert [type(r) for r in results if isinstance(r, Exception)] == [
+        NotFound, Gone, Forbidden, Forbidden, Forbidden, RoomLocked, Muted, Forbidden, Invalid, Invalid, Invalid,
+        NotFound, Invalid, TooLarge]
+    for request, result in zip(requests, results):
+        if isinstance(result, Exception):
+            with pytest.raises(type(result)) as alone:
+                services.message_send(**request)
+            assert re.sub(r"\d+", "N", str(alone.value)) == re.sub(r"\d+", "N", str(result))  # muted: seconds left
+
+
 def test_message_send_to_a_user_creates_the_direct_room(alice, bob, published, committed):
     with committed():
         message, created = services.message_send(user=alice, to="bob", body="psst")
