@@ -35,6 +35,37 @@ def _unsent_bytes(transport) -> int:
     return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
+def _writable(protocol) -> bool:
+    """Whether a frame may be written to `protocol` now; aborts a client that stopped reading."""
+    if protocol.state != protocol.STATE_OPEN:
+        return False  # closing or closed: nothing can be sent any more
+    if _unsent_bytes(protocol.transport) > settings.CHAT_MAX_SEND_BUFFER:
+        logger.warning("dropping a client that stopped reading (%s)", protocol.client_addr)
+        protocol.transport.abortConnection()
+        return False
+    return True
+
+
+def socket_of(send):
+    """The daphne WebSocket protocol behind an ASGI `send` callable, or None (another server,
+    or the test client). The hub writes shared, pre-framed frames to it directly."""
+    server = getattr(getattr(send, "func", None), "__self__", None)
+    ws_protocol = sys.modules.get("daphne.ws_protocol")
+    if ws_protocol is None or not isinstance(server, sys.modules["daphne.server"].Server):
+        return None
+    protocol = send.args[0] if len(send.args) == 1 else None
+    return protocol if isinstance(protocol, ws_protocol.WebSocketProtocol) else None
+
+
+def send_prepared(protocol, prepared) -> bool:
+    """Write an autobahn PreparedMessage (framed once for every recipient) as daphne's
+    `websocket.send` would; False if the socket is closing or was dropped."""
+    if not _writable(protocol):
+        return False
+    protocol.sendPreparedMessage(prepared)
+    return True
+
+
 def _as_is(value, *args, **kwargs):
     return value
 
@@ -52,11 +83,7 @@ def patch_daphne() -> None:
     def patched_handle_reply(self, message):
         kind = message.get("type")
         if kind == "websocket.send":
-            if self.state != self.STATE_OPEN:
-                return None  # closing or closed: nothing can be sent any more
-            if _unsent_bytes(self.transport) > settings.CHAT_MAX_SEND_BUFFER:
-                logger.warning("dropping a client that stopped reading (%s)", self.client_addr)
-                self.transport.abortConnection()
+            if not _writable(self):
                 return None
         elif kind == "websocket.close" and self.state != self.STATE_CONNECTING:
             reason = (message.get("reason") or "").encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore")
