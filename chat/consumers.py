@@ -3,8 +3,9 @@
 One connection multiplexes every room its user belongs to. It never touches the ORM:
 reads go through `chat.selectors`, writes through `chat.services`, each in one
 `events.run_sync` call (the database thread; the events a write publishes are sent from
-the event loop once it returns). Channel-layer events arrive pre-encoded (`chat.frame`),
-so fan-out costs one `send` per recipient, with no database access or thread hop.
+the event loop once it returns). Channel-layer events reach it through the process's hub
+(`chat.hub`), pre-encoded (`chat.frame`); an event that needs nothing but a send is written
+at once (`deliver`), with no database access, thread hop or task switch.
 
 Delivery without gap or duplicate, in id order, per room:
 - A connection subscribes to a room's group *before* it reads the room's messages. A
@@ -22,7 +23,6 @@ Delivery without gap or duplicate, in id order, per room:
   the same connection replays only up to the floor, since everything above came live.
 """
 import asyncio
-import functools
 import logging
 import time
 import uuid
@@ -31,10 +31,12 @@ import weakref
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
 
+from chatproject.daphne_patches import send_prepared, socket_of
+
 from . import connections, events, metrics, presence, protocol, selectors, services
+from .hub import hub
 from .errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gone, NotFound
 from .protocol import FrameError
 from .serializers import message_data, user_data
@@ -44,6 +46,12 @@ logger = logging.getLogger(__name__)
 # How long an acknowledgement waits for the connection's own event before reading its
 # predecessors from the database instead (the event was lost with a Redis connection).
 ACK_WAIT_S = 2.0
+# Events waiting while the connection is busy (a handler or a database read); beyond it they are
+# dropped and counted (chat_layer_drops), and the room's next message brings the gap back.
+INBOX_CAPACITY = 10_000
+
+# What a `chat.frame` event needs (see `ChatConsumer._classify`).
+DROP, SEND, CATCH_UP = "drop", "send", "catch_up"
 
 _last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monotonic time
 
@@ -125,10 +133,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.base_send = send
         self.turn = asyncio.Lock()  # handlers and acknowledgement timers take turns
         self.acks: dict[int, tuple[int, str, asyncio.TimerHandle]] = {}  # message id -> (room id, frame, timer)
-        self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        self.channel_name = await self.channel_layer.new_channel()
-        pumps = [asyncio.ensure_future(self._pump(receive)),
-                 asyncio.ensure_future(self._pump(functools.partial(self.channel_layer.receive, self.channel_name)))]
+        self.channel_name = f"conn.{uuid.uuid4().hex}"  # names the connection; the hub holds the layer channel
+        self.inbox = asyncio.Queue(maxsize=INBOX_CAPACITY)  # events that wait for this connection's turn
+        self.queued = 0  # events put in the inbox and not yet handled
+        self.subscriptions: set[str] = set()
+        self.socket = socket_of(send)  # daphne's protocol, which `deliver` writes to directly
+        pumps = [asyncio.ensure_future(self._pump(receive)), asyncio.ensure_future(self._pump_inbox())]
         try:
             done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             for pump in done:
@@ -148,6 +158,36 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _pump(self, receive):
         while True:
             await self.dispatch(await receive())
+
+    async def _pump_inbox(self):
+        while True:
+            event = await self.inbox.get()
+            try:
+                await self.dispatch(event)
+            finally:
+                self.queued -= 1
+
+    def deliver(self, event: dict, frame) -> None:
+        """Take an event of one of this connection's groups, from the hub, in order.
+
+        A `chat.frame` that needs nothing but a send is written at once, while nothing else
+        of this connection is running or waiting; every other event waits its turn in the inbox.
+        """
+        if self.socket is not None and not self.queued and not self.turn.locked() and event["type"] == "chat.frame":
+            action = self._classify(event)
+            if action == DROP:
+                return
+            if action == SEND:
+                self._mark(event)
+                if send_prepared(self.socket, frame.prepared(self.socket.factory)) and event.get("message_id"):
+                    metrics.MESSAGES_DELIVERED.inc()
+                return
+        try:
+            self.inbox.put_nowait(event)
+        except asyncio.QueueFull:
+            metrics.LAYER_DROPS.inc()
+            return
+        self.queued += 1
 
     async def connect(self):
         # Accept first: a handshake refused before acceptance reaches a browser as 1006,
@@ -182,8 +222,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ChatError as exc:
             code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM}.get(type(exc), protocol.CLOSE_FORBIDDEN)
             return await self.close(code, exc.detail)
-        await self.channel_layer.group_add(events.user_group(self.user.pk), self.channel_name)
-        await self.channel_layer.group_add(events.everyone_group(), self.channel_name)
+        await self._join(events.user_group(self.user.pk))
+        await self._join(events.everyone_group())
         for room_id, room_slug in room_ids:
             await self._group_add(room_id, room_slug)
         rooms = await db(selectors.room_summaries)(self.user)
@@ -219,10 +259,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 self.online = False
                 if await presence.backend().disconnect(self.user.pk, self.channel_name):
                     await self._announce_presence("offline")
-            for room_id in list(self.rooms):
-                await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
-            await self.channel_layer.group_discard(events.user_group(self.user.pk), self.channel_name)
-            await self.channel_layer.group_discard(events.everyone_group(), self.channel_name)
+            groups, self.subscriptions = self.subscriptions, set()
+            await hub().leave(groups, self)
         except INFRASTRUCTURE:
             # Redis is away: its entries expire and the sweep announces the user offline.
             logger.warning("cleanup on disconnect failed: Redis unavailable")
@@ -326,19 +364,38 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # Channel-layer events
 
-    async def chat_frame(self, event):
+    def _classify(self, event: dict) -> str:
+        """What a `chat.frame` needs: DROP (not for this client, or sent already), CATCH_UP
+        (messages before it have not come yet: read them first) or SEND. A frame this
+        connection caused is its acknowledgement (`origin`), never a plain SEND."""
         if event.get("skip_user") == self.user.pk:
-            return
+            return DROP
+        message_id = event.get("message_id")
+        if message_id is None:
+            return DROP if event.get("origin") == self.channel_name else SEND
+        mark = self.rooms.get(event["room_id"])
+        if mark is None or message_id <= mark:
+            return DROP
+        if (event.get("prev_id") or 0) > mark:
+            return CATCH_UP
+        return CATCH_UP if event.get("origin") == self.channel_name else SEND
+
+    def _mark(self, event: dict) -> None:
         if event.get("message_id") is not None:
-            if event["room_id"] not in self.rooms:
-                return
+            self.rooms[event["room_id"]] = event["message_id"]
+
+    async def chat_frame(self, event):
+        action = self._classify(event)
+        if action == DROP:
+            return
+        if action == CATCH_UP:
             try:
-                if not await self._catch_up(event["room_id"], event["message_id"], event.get("prev_id") or 0):
-                    return
+                await self._catch_up(event["room_id"], event["message_id"], event.get("prev_id") or 0)
             except INFRASTRUCTURE:  # the gap cannot be read now: the client resumes it later
                 return await self.close(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
-        if event.get("origin") == self.channel_name:
-            return await self._send_ack(event.get("message_id"))
+            if event.get("origin") == self.channel_name:
+                return await self._send_ack(event["message_id"])
+        self._mark(event)
         await self.send(text_data=event["text"])
         if event.get("message_id") is not None:
             metrics.MESSAGES_DELIVERED.inc()
@@ -373,17 +430,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _send(self, frame: dict):
         await self.send(text_data=events.encode(frame))
 
+    async def _join(self, group: str):
+        await hub().join(group, self)
+        self.subscriptions.add(group)
+
+
     async def _group_add(self, room_id: int, slug: str):
         if room_id not in self.rooms:
             self.rooms[room_id] = 0
-            await self.channel_layer.group_add(events.room_group(room_id), self.channel_name)
+            await self._join(events.room_group(room_id))
         self.slugs[room_id] = slug
 
     async def _group_discard(self, room_id: int):
         self.rooms.pop(room_id, None)
         self.floors.pop(room_id, None)
         self.slugs.pop(room_id, None)
-        await self.channel_layer.group_discard(events.room_group(room_id), self.channel_name)
+        self.subscriptions.discard(events.room_group(room_id))
+        await hub().leave([events.room_group(room_id)], self)
 
     def _subscribed(self, slug: str) -> int:
         for room_id, room_slug in self.slugs.items():

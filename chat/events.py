@@ -98,7 +98,8 @@ def send(group: str, event: dict) -> None:
 async def send_async(group: str, event: dict) -> None:
     """Send now, from the event loop. A failure is counted in chat_publish_failures and raised."""
     try:
-        await get_channel_layer().group_send(group, event)
+        # The group travels with the event: each process's hub routes by it (`chat.hub`).
+        await get_channel_layer().group_send(group, {**event, "group": group})
     except Exception:
         metrics.PUBLISH_FAILURES.inc()
         raise

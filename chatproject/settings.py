@@ -157,7 +157,9 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"
             if CHAT_CHANNEL_LAYER == "pubsub"
             else "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": CHAT_LAYER_HOSTS, "prefix": f"{REDIS_PREFIX}."},
+            # Each process receives every event of its connections on one channel (chat.hub):
+            # RedisChannelLayer's default capacity of 100 would drop events in a burst.
+            "CONFIG": {"hosts": CHAT_LAYER_HOSTS, "prefix": f"{REDIS_PREFIX}.", "capacity": 10000},
         }
     }
     CACHES = {

@@ -472,8 +472,6 @@ async def test_internal_error_closes_1011_with_reference(alice, general, monkeyp
 async def test_events_that_overtake_each_other_are_delivered_in_id_order(alice, bob, general, monkeypatch):
     """Two processes publish after commit, so Redis may carry m2 before m1: the connection
     sends m1 (read from the database) before m2, and drops m1's late event."""
-    from channels.layers import get_channel_layer
-
     from chat import events
 
     await db(services.room_join)(user=bob, slug="general")
@@ -485,17 +483,14 @@ async def test_events_that_overtake_each_other_are_delivered_in_id_order(alice, 
     m2, _ = await db(services.message_send)(user=alice, slug="general", body="second")
     assert [e["message_id"] for _, e in held] == [m1.pk, m2.pk]
     assert held[1][1]["prev_id"] == m1.pk
-    layer = get_channel_layer()
     for group, event in reversed(held):
-        await layer.group_send(group, event)
+        await events.send_async(group, event)
     got = [f["message"]["id"] for f in await b.drain(0.3) if f["type"] == "message.new"]
     assert got == [m1.pk, m2.pk]
     await b.close()
 
 
 async def test_a_catch_up_larger_than_the_replay_limit_announces_the_gap(alice, bob, general, monkeypatch, settings):
-    from channels.layers import get_channel_layer
-
     from chat import events
 
     settings.CHAT_REPLAY_LIMIT = 1
@@ -506,7 +501,7 @@ async def test_a_catch_up_larger_than_the_replay_limit_announces_the_gap(alice, 
     held = []
     monkeypatch.setattr(events, "send", lambda group, event: held.append((group, event)))
     ids = [(await db(services.message_send)(user=alice, slug="general", body=f"m{i}"))[0].pk for i in range(3)]
-    await get_channel_layer().group_send(*held[-1])  # the newest overtook both others
+    await events.send_async(*held[-1])  # the newest overtook both others
     frames = [f for f in await b.drain(0.3) if f["type"] in ("room.gap", "message.new")]
     assert frames[0] == {"type": "room.gap", "room": "general", "after": mark, "before": ids[1]}
     assert [f["message"]["id"] for f in frames[1:]] == ids[1:]
@@ -515,8 +510,6 @@ async def test_a_catch_up_larger_than_the_replay_limit_announces_the_gap(alice, 
 
 async def test_an_ack_waits_for_the_messages_before_it(alice, bob, general, monkeypatch):
     """Bob's m1 is still on its way when Alice's m2 is stored: her ack (m2) comes after m1."""
-    from channels.layers import get_channel_layer
-
     from chat import events
 
     await db(services.room_join)(user=bob, slug="general")
@@ -528,7 +521,7 @@ async def test_an_ack_waits_for_the_messages_before_it(alice, bob, general, monk
     await a.send(type="message.send", room="general", body="second", ref="r1")
     frames = [f for f in await a.drain(0.3) if f["type"] == "message.new"]
     assert [(f["message"]["body"], f.get("ref")) for f in frames] == [("first", None), ("second", "r1")]
-    await get_channel_layer().group_send(*held[0])  # m1's late event changes nothing
+    await events.send_async(*held[0])  # m1's late event changes nothing
     await a.nothing(0.3)
     await a.close()
 

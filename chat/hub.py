@@ -1,0 +1,139 @@
+"""This process's one subscription to the channel layer, shared by all of its connections.
+
+Connections do not subscribe to groups themselves. The hub adds one channel per process to
+each group that has a local member, and hands every event it receives to those members, in
+the order received. So a group send costs the layer one delivery per process, not one per
+member: `RedisChannelLayer` pushes once per process, the pub/sub and in-process layers fill
+one queue. And the frame is encoded and framed once per process: under daphne each member
+writes the same prepared WebSocket frame to its socket (`ChatConsumer.deliver`) without a
+task switch per recipient.
+"""
+import asyncio
+import logging
+import time
+import weakref
+
+from channels.layers import get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+RETRY_S = 1.0  # after a failed receive (Redis away); the watchdog closes the sockets meanwhile
+
+
+class Frame:
+    """An event's `text`, encoded and framed on first use, then shared by every recipient."""
+
+    __slots__ = ("text", "_prepared")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._prepared = None
+
+    def prepared(self, factory):
+        if self._prepared is None:
+            self._prepared = factory.prepareMessage(self.text.encode())
+        return self._prepared
+
+
+class Hub:
+    def __init__(self, layer):
+        self.layer = layer
+        self.channel: str | None = None
+        self.members: dict[str, set] = {}  # group -> local consumers in it
+        self.changing: dict[str, asyncio.Future] = {}  # group -> its layer subscription being changed
+        self.added_at: dict[str, float] = {}  # group -> when the layer membership was last (re)added
+        self.reader: asyncio.Task | None = None
+        self.starting = asyncio.Lock()  # concurrent first joins must share one channel
+        self.refreshed = time.monotonic()
+
+    async def join(self, group: str, consumer) -> None:
+        """Deliver `group`'s events to `consumer` from now on: once this returns, every
+        event sent to the group afterwards reaches it."""
+        while group not in self.members:
+            if group in self.changing:
+                await asyncio.shield(self.changing[group])
+                continue
+            await self._change(group, add=True)
+        self.members[group].add(consumer)
+
+    async def leave(self, groups, consumer) -> None:
+        """Stop delivering `groups`' events to `consumer`, at once and for all of them, even if
+        the layer then fails to drop a group that no local connection is in any more."""
+        for group in groups:
+            self.members.get(group, set()).discard(consumer)
+        for group in groups:
+            while group in self.changing:
+                await asyncio.shield(self.changing[group])
+            members = self.members.get(group)
+            if members is not None and not members:  # nobody joined meanwhile
+                await self._change(group, add=False)
+
+    async def _change(self, group: str, *, add: bool) -> None:
+        done = self.changing[group] = asyncio.get_running_loop().create_future()
+        try:
+            if add:
+                await self._start()
+                await self.layer.group_add(group, self.channel)
+                self.members[group] = set()
+                self.added_at[group] = time.monotonic()
+            else:
+                del self.members[group]
+                self.added_at.pop(group, None)
+                await self.layer.group_discard(group, self.channel)
+        finally:
+            del self.changing[group]
+            done.set_result(None)
+
+    async def _start(self) -> None:
+        async with self.starting:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+            if self.reader is None or self.reader.done():
+                self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                event = await self.layer.receive(self.channel)
+            except Exception:
+                logger.warning("channel layer receive failed; retrying", exc_info=True)
+                await asyncio.sleep(RETRY_S)
+                continue
+            self.dispatch(event)
+            self._refresh()
+
+    def dispatch(self, event: dict) -> None:
+        members = self.members.get(event.get("group"))
+        if not members:
+            return
+        frame = Frame(event["text"]) if "text" in event else None
+        for consumer in list(members):
+            try:
+                consumer.deliver(event, frame)
+            except Exception:  # one broken connection must not stop the others' events
+                logger.exception("delivering %s failed", event.get("type"))
+
+    def _refresh(self) -> None:
+        """Re-add groups before a layer with membership expiry (RedisChannelLayer's
+        `group_expiry`, a day by default) forgets this process in a long-lived room."""
+        expiry = getattr(self.layer, "group_expiry", None)
+        now = time.monotonic()
+        if not expiry or now - self.refreshed < 60:
+            return
+        self.refreshed = now
+        stale = now - expiry / 2
+        for group, added in list(self.added_at.items()):
+            if added < stale and group not in self.changing:
+                self.added_at[group] = now
+                asyncio.ensure_future(self.layer.group_add(group, self.channel))
+
+
+_hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    """The hub of the running event loop (one per process under daphne)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _hubs:
+        _hubs[loop] = Hub(get_channel_layer())
+    return _hubs[loop]

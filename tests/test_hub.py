@@ -1,0 +1,167 @@
+"""The process's hub: one layer membership per group per process, events handed to local members in order."""
+import asyncio
+
+from chat import metrics
+from chat.consumers import ChatConsumer
+from chat.hub import Hub
+from chat.layers import LocalChannelLayer
+
+
+class Member:
+    def __init__(self, fail=False):
+        self.got, self.fail = [], fail
+
+    def deliver(self, event, frame):
+        if self.fail:
+            raise RuntimeError("broken connection")
+        self.got.append(event["n"])
+
+
+class SlowLayer(LocalChannelLayer):
+    """Every layer call takes a while, as a Redis round trip does."""
+
+    async def new_channel(self, prefix="specific."):
+        await asyncio.sleep(0.01)
+        return await super().new_channel(prefix)
+
+    async def group_add(self, group, channel):
+        await asyncio.sleep(0.01)
+        await super().group_add(group, channel)
+
+    async def group_discard(self, group, channel):
+        await asyncio.sleep(0.01)
+        await super().group_discard(group, channel)
+
+
+async def send(hub, group, n):
+    await hub.layer.group_send(group, {"type": "chat.frame", "group": group, "n": n})
+
+
+async def settle():
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_many_local_members_are_one_layer_member_and_get_every_event_in_order():
+    hub = Hub(LocalChannelLayer())
+    members = [Member() for _ in range(3)]
+    for member in members:
+        await hub.join("room.1", member)
+    assert hub.layer.groups["room.1"].keys() == {hub.channel}
+    for n in range(3):
+        await send(hub, "room.1", n)
+    await settle()
+    assert [m.got for m in members] == [[0, 1, 2]] * 3
+
+    await hub.leave(["room.1"], members[0])
+    await hub.leave(["room.1"], members[1])
+    assert hub.layer.groups["room.1"].keys() == {hub.channel}  # one member is left
+    await hub.leave(["room.1"], members[2])
+    assert not hub.layer.groups.get("room.1")
+    await send(hub, "room.1", 3)
+    await settle()
+    assert [m.got for m in members] == [[0, 1, 2]] * 3
+    hub.reader.cancel()
+
+
+async def test_concurrent_first_joins_share_one_channel():
+    hub = Hub(SlowLayer())
+    members = [Member() for _ in range(5)]
+    await asyncio.gather(*(hub.join(f"user.{i}", m) for i, m in enumerate(members)))
+    assert {channel for i in range(5) for channel in hub.layer.groups[f"user.{i}"]} == {hub.channel}
+    for i in range(5):
+        await send(hub, f"user.{i}", i)
+    await settle()
+    assert [m.got for m in members] == [[0], [1], [2], [3], [4]]
+    hub.reader.cancel()
+
+
+async def test_a_join_racing_the_last_leave_stays_subscribed():
+    hub = Hub(SlowLayer())
+    leaving, joining = Member(), Member()
+    await hub.join("room.1", leaving)
+    await asyncio.gather(hub.leave(["room.1"], leaving), hub.join("room.1", joining))
+    assert hub.layer.groups["room.1"].keys() == {hub.channel}
+    await send(hub, "room.1", 7)
+    await asyncio.sleep(0.05)
+    assert (leaving.got, joining.got) == ([], [7])
+    hub.reader.cancel()
+
+
+async def test_a_failing_member_does_not_stop_the_others():
+    hub = Hub(LocalChannelLayer())
+    broken, fine = Member(fail=True), Member()
+    await hub.join("room.1", broken)
+    await hub.join("room.1", fine)
+    await send(hub, "room.1", 1)
+    await settle()
+    assert fine.got == [1]
+    hub.reader.cancel()
+
+
+class FakeSocket:
+    """The parts of daphne's WebSocket protocol that `deliver` writes through."""
+
+    STATE_OPEN = 1
+    state = STATE_OPEN
+    client_addr = ("127.0.0.1", 1)
+
+    def __init__(self):
+        self.written = []
+        self.transport = object()
+        self.factory = self
+
+    def prepareMessage(self, payload):
+        return payload
+
+    def sendPreparedMessage(self, prepared):
+        self.written.append(prepared.decode())
+
+
+def consumer_in_room(mark: int) -> ChatConsumer:
+    consumer = ChatConsumer()
+    consumer.socket, consumer.turn, consumer.inbox, consumer.queued = FakeSocket(), asyncio.Lock(), asyncio.Queue(), 0
+    consumer.user, consumer.channel_name, consumer.rooms = type("U", (), {"pk": 1})(), "conn.me", {5: mark}
+    return consumer
+
+
+def message(message_id, prev_id, **extra):
+    from chat.hub import Frame
+
+    event = {"type": "chat.frame", "text": f"m{message_id}", "room_id": 5, "message_id": message_id,
+             "prev_id": prev_id, **extra}
+    return event, Frame(event["text"])
+
+
+async def test_an_in_order_message_is_written_at_once_and_moves_the_mark():
+    consumer = consumer_in_room(mark=10)
+    consumer.deliver(*message(11, 10))
+    consumer.deliver(*message(11, 10))  # again: sent already
+    consumer.deliver(*message(12, 11, skip_user=1))  # not for this user (typing is not echoed)
+    assert consumer.socket.written == ["m11"] and consumer.rooms[5] == 11 and consumer.queued == 0
+
+
+async def test_after_an_event_that_must_wait_every_later_one_waits_behind_it():
+    consumer = consumer_in_room(mark=10)
+    consumer.deliver(*message(13, 12))  # 11 and 12 have not come: the gap is read first, in turn
+    consumer.deliver(*message(14, 13))  # in order after 13, but 13 is not sent yet
+    assert consumer.socket.written == [] and consumer.queued == 2
+    assert [consumer.inbox.get_nowait()["message_id"] for _ in range(2)] == [13, 14]
+
+
+async def test_while_a_handler_runs_events_wait_for_their_turn():
+    consumer = consumer_in_room(mark=10)
+    async with consumer.turn:
+        consumer.deliver(*message(11, 10))
+    assert consumer.socket.written == [] and consumer.queued == 1
+
+
+async def test_an_acknowledgement_and_a_full_inbox():
+    consumer = consumer_in_room(mark=10)
+    consumer.deliver(*message(11, 10, origin="conn.me"))  # this connection's own message: its ack waits in turn
+    assert consumer.socket.written == [] and consumer.queued == 1
+    consumer.inbox = asyncio.Queue(maxsize=1)
+    consumer.inbox.put_nowait({})
+    before = metrics.LAYER_DROPS._value.get()
+    consumer.deliver(*message(12, 11))
+    assert metrics.LAYER_DROPS._value.get() == before + 1
