@@ -438,10 +438,10 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
 
     Each is checked as by `message_send`, but each check is made for the whole batch at
     once: one query for the reused client_ids, one for the rooms and memberships, one
-    round trip for the rate counters. Then the new messages of each room are inserted in
-    one transaction, under one room lock, in request order. A process that receives many
-    messages at once so pays one lock, one insert and one commit per room instead of per
-    message. Returns, in request order, (message, created) or the exception that refused
+    round trip for the rate counters. Then the new messages of each room are inserted
+    under one room lock, in request order, and the whole batch is committed once. A
+    process that receives many messages at once so pays one lock and one insert per room,
+    and one commit, instead of one of each per message. Returns, in request order, (message, created) or the exception that refused
     that message.
     """
     results: list = [None] * len(requests)
