@@ -16,13 +16,18 @@ Delivery without gap or duplicate, in id order, per room:
   dropped. One whose predecessor (`prev_id`) is above the mark overtook another on its way
   from a different process: the consumer sends the missing ones from the database first.
   So the highest id a client holds, once its join's replay is in, is a safe `since`.
-- The sender's acknowledgement is a `message.new` too, so it waits for its turn: when
-  others' messages are still on their way to this connection, it goes out as the connection's
-  own event comes back from the layer, behind them (`self.acks`), with no database read.
+- The sender's acknowledgement is a `message.new` too, so it waits for its turn. It is put
+  in `self.acks` as soon as the message is stored, before its event is published, and
+  whichever comes first sends it in its place: the answer to the frame when nothing before
+  it is missing, the connection's own event coming back from the layer behind the others,
+  or a read of the messages before another one. No database read in the usual case.
+- Client frames are answered in order (`_answer_frames`), but a `message.send` goes to the
+  writer as soon as it is read: a client's sends in a row are stored in one batch.
 - `self.floors[room]` is the mark when the room was subscribed: a later `join since` on
   the same connection replays only up to the floor, since everything above came live.
 """
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -49,6 +54,8 @@ ACK_WAIT_S = 2.0
 # Events waiting while the connection is busy (a handler or a database read); beyond it they are
 # dropped and counted (chat_layer_drops), and the room's next message brings the gap back.
 INBOX_CAPACITY = 10_000
+# Client frames read and not yet answered; beyond it the connection stops reading its socket.
+FRAMES_IN_FLIGHT = 64
 
 # What a `chat.frame` event needs (see `ChatConsumer._classify`).
 DROP, SEND, CATCH_UP = "drop", "send", "catch_up"
@@ -73,27 +80,31 @@ class _Sends:
         self.waiting: list[tuple[dict, asyncio.Future]] = []
         self.writer: asyncio.Task | None = None
 
-    async def send(self, request: dict):
+    def submit(self, request: dict, written) -> asyncio.Future:
+        """Queue a send for the next batch. The future's result is (message, created), or the
+        exception that refused the send; `written(result)` is called with it first, before
+        the batch's events are published."""
         future = asyncio.get_running_loop().create_future()
-        self.waiting.append((request, future))
+        self.waiting.append((request, future, written))
         if self.writer is None:
             self.writer = asyncio.ensure_future(self._write())
-        result = await future
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return future
 
     async def _write(self):
         try:
             while self.waiting:
                 batch, self.waiting = self.waiting, []
+
+                def settle(results):
+                    for (_, future, written), result in zip(batch, results):
+                        if not future.done():  # its connection may have gone
+                            written(result)
+                            future.set_result(result)
+
                 try:
-                    results = await db(services.message_send_batch)([request for request, _ in batch])
+                    await events.run_sync(services.message_send_batch, then=settle)([item[0] for item in batch])
                 except Exception as exc:  # the database or the thread failed: every send in the batch
-                    results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results):
-                    if not future.done():  # its connection may have gone
-                        future.set_result(result)
+                    settle([exc] * len(batch))
         finally:
             self.writer = None
 
@@ -120,6 +131,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
+        if message["type"] == "websocket.receive":  # only queued here: answered in turn (`_answer_frames`)
+            return await handler(message)
         async with self.turn:
             await handler(message)
 
@@ -133,11 +146,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.base_send = send
         self.turn = asyncio.Lock()  # handlers and acknowledgement timers take turns
         self.acks: dict[int, tuple[int, str, asyncio.TimerHandle]] = {}  # message id -> (room id, frame, timer)
+        self.registered: set[int] = set()  # ids whose ack went to `self.acks` and whose frame is not answered yet
         self.channel_name = f"conn.{uuid.uuid4().hex}"  # names the connection; the hub holds the layer channel
         self.inbox = asyncio.Queue(maxsize=INBOX_CAPACITY)  # events that wait for this connection's turn
         self.queued = 0  # events put in the inbox and not yet handled
         self.subscriptions: set[str] = set()
         self.socket = socket_of(send)  # daphne's protocol, which `deliver` writes to directly
+        self.frames = asyncio.Queue(maxsize=FRAMES_IN_FLIGHT)  # client frames to answer, in order
+        self.answering: asyncio.Task | None = None
         pumps = [asyncio.ensure_future(self._pump(receive)), asyncio.ensure_future(self._pump_inbox())]
         try:
             done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -151,6 +167,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.disconnect(protocol.CLOSE_INTERNAL)
             raise
         finally:
+            if self.answering is not None:
+                pumps.append(self.answering)
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
@@ -268,15 +286,47 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # Client frames
 
     async def receive(self, text_data=None, bytes_data=None):
+        """Queue a client frame; `_answer_frames` answers them in order. A `message.send` is
+        handed to the writer at once, so that a client's sends in a row are written together."""
         if bytes_data is not None:
             text_data = bytes_data.decode("utf-8", "replace")
         if len(text_data) > settings.CHAT_MAX_FRAME_BYTES or len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
             return await self.close(protocol.CLOSE_TOO_BIG, f"frame over {settings.CHAT_MAX_FRAME_BYTES} bytes")
-        ref = None
+        write = None
         try:
             frame = protocol.parse_client_frame(text_data)
-            ref = frame.ref
-            await getattr(self, "on_" + frame.type.replace(".", "_"))(frame)
+        except FrameError as exc:
+            frame = exc
+        else:
+            if frame.type == "message.send":
+                write = _sends().submit(dict(
+                    user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
+                    client_id=frame.get("client_id", ""), origin=self.channel_name),
+                    functools.partial(self._written, frame.ref))
+        await self.frames.put((frame, write, time.perf_counter()))
+        if self.answering is None:
+            self.answering = asyncio.ensure_future(self._answer_frames())
+
+    async def _answer_frames(self):
+        try:
+            while not self.frames.empty():
+                frame, write, received = self.frames.get_nowait()
+                if write is not None:
+                    await asyncio.wait([write])  # outside the turn: events go on being delivered meanwhile
+                async with self.turn:
+                    await self._answer(frame, write, received)
+        finally:
+            self.answering = None
+
+    async def _answer(self, frame, write: asyncio.Future | None, received: float):
+        ref = getattr(frame, "ref", None)
+        try:
+            if isinstance(frame, FrameError):
+                raise frame
+            if write is not None:
+                await self._acknowledge(frame, write.result(), received)
+            else:
+                await getattr(self, "on_" + frame.type.replace(".", "_"))(frame)
         except FrameError as exc:
             await self._send(protocol.error(exc.code, exc.detail, exc.ref))
         except INFRASTRUCTURE:
@@ -305,25 +355,41 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._group_discard(room.pk)
         await self._send(protocol.reply(protocol.room_left(room.slug, "left"), frame.ref))
 
-    async def on_message_send(self, frame):
-        received = time.perf_counter()
-        message, created = await _sends().send(dict(
-            user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
-            client_id=frame.get("client_id", ""), origin=self.channel_name))
+    def _written(self, ref: str | None, written) -> None:
+        """A new message of this connection is stored: its acknowledgement waits in `self.acks`
+        from now on, before the message's event exists, so whichever comes first sends it in
+        its place: the answer to the frame, the event, or a read of the messages before another."""
+        if not isinstance(written, tuple) or not written[1] or written[0].room_id not in self.rooms:
+            return
+        message = written[0]
+        ack = events.encode(protocol.reply(protocol.message_new(message_data(message)), ref))
+        timer = asyncio.get_running_loop().call_later(ACK_WAIT_S, self._ack_overdue, message.pk)
+        self.acks[message.pk] = (message.room_id, ack, timer)
+        self.registered.add(message.pk)
+
+    async def _acknowledge(self, frame, written, received: float):
+        """Answer a `message.send` once written: `written` is (message, created), or the refusal."""
+        if isinstance(written, Exception):
+            raise written
+        message, created = written
         if created:
             metrics.SEND_TO_PERSIST.observe(time.perf_counter() - received)
         self.flood_strikes = 0
-        ack = events.encode(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
         room_id = message.room_id
+        if message.pk in self.registered:  # its ack waits in `self.acks`, or was sent from there
+            self.registered.discard(message.pk)
+            mark = self.rooms.get(room_id)
+            if message.pk in self.acks and (mark is None or message.prev_id <= mark):
+                if mark is not None:  # nothing before it is missing: it goes now
+                    self.rooms[room_id] = max(mark, message.pk)
+                await self._send_ack(message.pk)
+            # else others' messages before it are still on their way here; the ack follows them
+            return
+        ack = events.encode(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
         if room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
             await self._group_add(room_id, message.room.slug)
             await self._replay(room_id, message.room.slug, since=message.pk, ref=None)
-        elif created and message.prev_id > self.rooms[room_id]:
-            # Others' messages before this one are still on their way here; the ack follows them.
-            timer = asyncio.get_running_loop().call_later(ACK_WAIT_S, self._ack_overdue, message.pk)
-            self.acks[message.pk] = (room_id, ack, timer)
-            return
-        elif created or message.pk > self.rooms[room_id]:
+        elif message.pk > self.rooms[room_id]:
             # A duplicate's original may still be on its way here, behind others' messages:
             # its id is about to be the client's resume point, so send those first.
             await self._catch_up(room_id, message.pk, message.prev_id if created else message.pk)

@@ -64,9 +64,9 @@ def publish(group: str, event: dict) -> None:
         transaction.on_commit(lambda: send(group, event), robust=True)
 
 
-def run_sync(fn):
+def run_sync(fn, then=None):
     """`database_sync_to_async(fn)`, except that the events `fn` publishes are sent from the
-    event loop once it returns (after its commits).
+    event loop once it returns (after its commits), after `then(result)` if given.
 
     A publish from the database thread would block that thread until the loop runs it, and
     under load the loop has a backlog of deliveries to work through first: every write of
@@ -78,7 +78,10 @@ def run_sync(fn):
         collected = []
         token = _collected.set(collected)
         try:
-            return await call(*args, **kwargs)
+            result = await call(*args, **kwargs)
+            if then is not None:
+                then(result)
+            return result
         finally:
             _collected.reset(token)
             for group, event in collected:
