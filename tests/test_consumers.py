@@ -5,6 +5,7 @@ layer when REDIS_URL is set.
 """
 import asyncio
 import json
+import time
 
 import pytest
 from channels.db import database_sync_to_async
@@ -12,7 +13,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
-from chat import services
+from chat import events, services
 from chat.models import Message
 from chatproject.asgi import application
 from tests.conftest import access_token
@@ -472,8 +473,6 @@ async def test_internal_error_closes_1011_with_reference(alice, general, monkeyp
 async def test_events_that_overtake_each_other_are_delivered_in_id_order(alice, bob, general, monkeypatch):
     """Two processes publish after commit, so Redis may carry m2 before m1: the connection
     sends m1 (read from the database) before m2, and drops m1's late event."""
-    from chat import events
-
     await db(services.room_join)(user=bob, slug="general")
     b = await connect(bob)
     await b.drain()
@@ -491,8 +490,6 @@ async def test_events_that_overtake_each_other_are_delivered_in_id_order(alice, 
 
 
 async def test_a_catch_up_larger_than_the_replay_limit_announces_the_gap(alice, bob, general, monkeypatch, settings):
-    from chat import events
-
     settings.CHAT_REPLAY_LIMIT = 1
     await db(services.room_join)(user=bob, slug="general")
     b = await connect(bob)
@@ -510,8 +507,6 @@ async def test_a_catch_up_larger_than_the_replay_limit_announces_the_gap(alice, 
 
 async def test_an_ack_waits_for_the_messages_before_it(alice, bob, general, monkeypatch):
     """Bob's m1 is still on its way when Alice's m2 is stored: her ack (m2) comes after m1."""
-    from chat import events
-
     await db(services.room_join)(user=bob, slug="general")
     a = await connect(alice)
     await a.drain()
@@ -568,3 +563,55 @@ async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice
     with pytest.raises(RuntimeError, match="handler bug"):
         await b.comm.receive_output(2)
     assert connections.count() == before  # cleaned up as on a disconnect
+
+
+async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_in_order(alice, general, monkeypatch):
+    from chat import services as chat_services
+
+    batches = []
+    send_batch = chat_services.message_send_batch
+
+    def record(requests):
+        batches.append(len(requests))
+        return send_batch(requests)
+
+    monkeypatch.setattr(chat_services, "message_send_batch", record)
+    a = await connect(alice)
+    await a.drain()
+    for i in range(10):
+        await a.send(type="message.send", room="general", body=f"m{i}", ref=f"s{i}")
+    await a.send(type="message.send", room="general", body="", ref="bad")  # refused, in its place
+    await a.send(type="ping", ref="p")
+    frames = [await a.recv() for _ in range(12)]
+    assert [f.get("ref") for f in frames] == [f"s{i}" for i in range(10)] + ["bad", "p"]
+    assert [f["type"] for f in frames[10:]] == ["error", "pong"]
+    assert [f["message"]["body"] for f in frames[:10]] == [f"m{i}" for i in range(10)]
+    assert batches == [11]  # read while none was written yet: one batch, one commit
+    await a.close()
+
+
+async def test_an_ack_is_waiting_before_its_event_can_overtake_the_answer(alice, general):
+    """The connection's own event may come back before its `message.send` is answered: the ack
+    goes out in the event's place, once, before the next message."""
+    from chat.consumers import ChatConsumer
+
+    sent = []
+    consumer = ChatConsumer()
+    consumer.turn, consumer.inbox, consumer.queued, consumer.acks, consumer.registered = \
+        asyncio.Lock(), asyncio.Queue(), 0, {}, set()
+    consumer.user, consumer.channel_name, consumer.socket = alice, "conn.me", None
+    consumer.base_send = lambda message: asyncio.sleep(0, sent.append(json.loads(message["text"])))
+    first, _ = await db(services.message_send)(user=alice, slug="general", body="before")
+    consumer.rooms, consumer.slugs = {general.pk: first.pk}, {general.pk: "general"}
+    mine, _ = await db(services.message_send)(user=alice, slug="general", body="mine")
+    consumer._written("r1", (mine, True))  # stored: its ack waits from now on
+    own = events.frame_event({"type": "message.new"}, room_id=general.pk, message_id=mine.pk, prev_id=first.pk,
+                             origin="conn.me")
+    later = events.frame_event({"type": "message.new", "n": 3}, room_id=general.pk, message_id=mine.pk + 1,
+                               prev_id=mine.pk)
+    await consumer.chat_frame(own)  # the event came back first
+    await consumer.chat_frame(later)
+    await consumer._acknowledge(None, (mine, True), time.perf_counter())  # the answer adds nothing
+    assert [(f.get("ref"), f.get("message", {}).get("id"), f.get("n")) for f in sent] == [("r1", mine.pk, None),
+                                                                                          (None, None, 3)]
+    assert not consumer.acks and not consumer.registered
