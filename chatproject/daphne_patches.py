@@ -1,4 +1,5 @@
-"""Four fixes to daphne's WebSocket handling, applied when daphne is the server in this process.
+"""Fixes to daphne's WebSocket handling, applied when daphne is the server in this process,
+and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
 
 1. Send the close frames that PROTOCOL.md promises: every code, with its reason.
 2. At shutdown, close every open socket with 1001 (see `_close_sockets_on_shutdown`).
@@ -62,8 +63,28 @@ def send_prepared(protocol, prepared) -> bool:
     `websocket.send` would; False if the socket is closing or was dropped."""
     if not _writable(protocol):
         return False
-    protocol.sendPreparedMessage(prepared)
+    if protocol._perMessageCompress is not None or protocol.send_queue:
+        protocol.sendPreparedMessage(prepared)  # compressed per connection, or behind queued data
+    else:
+        _write(protocol.transport, prepared.payloadHybi)
     return True
+
+
+def _write(transport, data: bytes) -> None:
+    """`transport.write(data)`, but sent at once when nothing waits before it, as asyncio's
+    transports do. Twisted registers the socket for writing and unregisters it again for
+    every write: two epoll calls and a pass of the loop, per frame and socket, at fan-out."""
+    tcp = sys.modules.get("twisted.internet.tcp")
+    if (tcp is None or not isinstance(transport, tcp.Connection) or transport.TLS or not transport.connected
+            or transport.disconnecting or transport._writeDisconnected or _unsent_bytes(transport)):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except OSError:  # would block, or the connection failed: Twisted's own write sends it or reports it
+        sent = 0
+    if sent < len(data):
+        transport.write(data[sent:])
 
 
 def _as_is(value, *args, **kwargs):
