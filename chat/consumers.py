@@ -27,6 +27,7 @@ Delivery without gap or duplicate, in id order, per room:
   the same connection replays only up to the floor, since everything above came live.
 """
 import asyncio
+import collections
 import functools
 import logging
 import time
@@ -139,22 +140,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # Connection lifecycle
 
     async def __call__(self, scope, receive, send):
-        """Channels' consumer loop, as two plain loops (client frames, channel-layer events)
-        that take turns through `self.turn`. The stock loop starts a task and an
-        `asyncio.wait` for every message, a cost paid on every delivery."""
+        """Channels' consumer loop, as one plain loop over client frames; channel-layer events
+        come from the hub (`deliver`). The stock loop starts a task and an `asyncio.wait` for
+        every message, a cost paid on every delivery. The tasks that answer frames and handle
+        waiting events run only while there is something to do: an idle connection holds
+        one task."""
         self.scope = scope
         self.base_send = send
         self.turn = asyncio.Lock()  # handlers and acknowledgement timers take turns
         self.acks: dict[int, tuple[int, str, asyncio.TimerHandle]] = {}  # message id -> (room id, frame, timer)
         self.registered: set[int] = set()  # ids whose ack went to `self.acks` and whose frame is not answered yet
         self.channel_name = f"conn.{uuid.uuid4().hex}"  # names the connection; the hub holds the layer channel
-        self.inbox = asyncio.Queue(maxsize=INBOX_CAPACITY)  # events that wait for this connection's turn
-        self.queued = 0  # events put in the inbox and not yet handled
         self.subscriptions: set[str] = set()
         self.socket = socket_of(send)  # daphne's protocol, which `deliver` writes to directly
-        self.frames = asyncio.Queue(maxsize=FRAMES_IN_FLIGHT)  # client frames to answer, in order
-        self.answering: asyncio.Task | None = None
-        pumps = [asyncio.ensure_future(self._pump(receive)), asyncio.ensure_future(self._pump_inbox())]
+        self.inbox: collections.deque | None = None  # events that wait for this connection's turn
+        self.queued = 0  # events in the inbox, and the one being handled from it
+        self.draining: asyncio.Task | None = None  # handles the inbox
+        self.frames: collections.deque | None = None  # client frames to answer, in order
+        self.frame_taken: asyncio.Future | None = None  # the reader waits on it while `frames` is full
+        self.answering: asyncio.Task | None = None  # answers the frames
+        self.failed = asyncio.get_running_loop().create_future()  # an unexpected error in those two tasks
+        pumps = [asyncio.ensure_future(self._pump(receive)), self.failed]
         try:
             done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             for pump in done:
@@ -167,8 +173,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.disconnect(protocol.CLOSE_INTERNAL)
             raise
         finally:
-            if self.answering is not None:
-                pumps.append(self.answering)
+            pumps += [task for task in (self.draining, self.answering) if task is not None]
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
@@ -177,13 +182,23 @@ class ChatConsumer(AsyncWebsocketConsumer):
         while True:
             await self.dispatch(await receive())
 
-    async def _pump_inbox(self):
-        while True:
-            event = await self.inbox.get()
-            try:
-                await self.dispatch(event)
-            finally:
-                self.queued -= 1
+    async def _drain(self):
+        try:
+            while self.inbox:
+                event = self.inbox.popleft()
+                try:
+                    await self.dispatch(event)
+                finally:
+                    self.queued -= 1
+            self.inbox = None
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self.draining = None
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.failed.done():
+            self.failed.set_exception(exc)
 
     def deliver(self, event: dict, frame) -> None:
         """Take an event of one of this connection's groups, from the hub, in order.
@@ -200,12 +215,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if send_prepared(self.socket, frame.prepared(self.socket.factory)) and event.get("message_id"):
                     metrics.MESSAGES_DELIVERED.inc()
                 return
-        try:
-            self.inbox.put_nowait(event)
-        except asyncio.QueueFull:
+        if self.inbox is None:
+            self.inbox = collections.deque()
+        if len(self.inbox) >= INBOX_CAPACITY:
             metrics.LAYER_DROPS.inc()
             return
+        self.inbox.append(event)
         self.queued += 1
+        if self.draining is None:
+            self.draining = asyncio.ensure_future(self._drain())
 
     async def connect(self):
         # Accept first: a handshake refused before acceptance reaches a browser as 1006,
@@ -303,18 +321,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
                     client_id=frame.get("client_id", ""), origin=self.channel_name),
                     functools.partial(self._written, frame.ref))
-        await self.frames.put((frame, write, time.perf_counter()))
+        if self.frames is None:
+            self.frames = collections.deque()
+        while len(self.frames) >= FRAMES_IN_FLIGHT:  # stop reading the socket until one is answered
+            self.frame_taken = asyncio.get_running_loop().create_future()
+            await self.frame_taken
+        self.frames.append((frame, write, time.perf_counter()))
         if self.answering is None:
             self.answering = asyncio.ensure_future(self._answer_frames())
 
     async def _answer_frames(self):
         try:
-            while not self.frames.empty():
-                frame, write, received = self.frames.get_nowait()
+            while self.frames:
+                frame, write, received = self.frames.popleft()
+                if self.frame_taken is not None and not self.frame_taken.done():
+                    self.frame_taken.set_result(None)
                 if write is not None:
                     await asyncio.wait([write])  # outside the turn: events go on being delivered meanwhile
                 async with self.turn:
                     await self._answer(frame, write, received)
+            self.frames = None
+        except Exception as exc:
+            self._fail(exc)
         finally:
             self.answering = None
 

@@ -100,27 +100,29 @@ async def test_a_failing_member_does_not_stop_the_others():
 
 
 class FakeSocket:
-    """The parts of daphne's WebSocket protocol that `deliver` writes through."""
+    """The parts of daphne's WebSocket protocol (and its transport) that `deliver` writes through."""
 
     STATE_OPEN = 1
     state = STATE_OPEN
     client_addr = ("127.0.0.1", 1)
+    _perMessageCompress = None
+    send_queue = ()
 
     def __init__(self):
         self.written = []
-        self.transport = object()
-        self.factory = self
+        self.transport = self.factory = self
 
     def prepareMessage(self, payload):
-        return payload
+        return type("Prepared", (), {"payloadHybi": payload})
 
-    def sendPreparedMessage(self, prepared):
-        self.written.append(prepared.decode())
+    def write(self, data):
+        self.written.append(data.decode())
 
 
 def consumer_in_room(mark: int) -> ChatConsumer:
     consumer = ChatConsumer()
-    consumer.socket, consumer.turn, consumer.inbox, consumer.queued = FakeSocket(), asyncio.Lock(), asyncio.Queue(), 0
+    consumer.socket, consumer.turn, consumer.inbox, consumer.queued = FakeSocket(), asyncio.Lock(), None, 0
+    consumer.draining = asyncio.get_running_loop().create_future()  # as if busy: the inbox stays as it is
     consumer.user, consumer.channel_name, consumer.rooms = type("U", (), {"pk": 1})(), "conn.me", {5: mark}
     return consumer
 
@@ -146,7 +148,7 @@ async def test_after_an_event_that_must_wait_every_later_one_waits_behind_it():
     consumer.deliver(*message(13, 12))  # 11 and 12 have not come: the gap is read first, in turn
     consumer.deliver(*message(14, 13))  # in order after 13, but 13 is not sent yet
     assert consumer.socket.written == [] and consumer.queued == 2
-    assert [consumer.inbox.get_nowait()["message_id"] for _ in range(2)] == [13, 14]
+    assert [event["message_id"] for event in consumer.inbox] == [13, 14]
 
 
 async def test_while_a_handler_runs_events_wait_for_their_turn():
@@ -156,12 +158,13 @@ async def test_while_a_handler_runs_events_wait_for_their_turn():
     assert consumer.socket.written == [] and consumer.queued == 1
 
 
-async def test_an_acknowledgement_and_a_full_inbox():
+async def test_an_acknowledgement_and_a_full_inbox(monkeypatch):
+    from chat import consumers
+
     consumer = consumer_in_room(mark=10)
     consumer.deliver(*message(11, 10, origin="conn.me"))  # this connection's own message: its ack waits in turn
     assert consumer.socket.written == [] and consumer.queued == 1
-    consumer.inbox = asyncio.Queue(maxsize=1)
-    consumer.inbox.put_nowait({})
+    monkeypatch.setattr(consumers, "INBOX_CAPACITY", 1)
     before = metrics.LAYER_DROPS._value.get()
     consumer.deliver(*message(12, 11))
-    assert metrics.LAYER_DROPS._value.get() == before + 1
+    assert metrics.LAYER_DROPS._value.get() == before + 1 and len(consumer.inbox) == 1
