@@ -13,7 +13,7 @@ MESSAGES_DELIVERED = Counter("chat_messages_delivered", "message.new frames writ
 LAYER_GAPS = Counter("chat_layer_gap_messages",
                      "Messages a connection read from the database because their event came late or never")
 LAYER_RESETS = Counter("chat_layer_resets", "Times the watchdog closed every socket after a Redis outage or restart")
-LAYER_DROPS = Counter("chat_layer_drops", "Events the in-process channel layer dropped for a member whose queue was full")
+LAYER_DROPS = Counter("chat_layer_drops", "Events dropped for a connection whose inbox (or in-process layer queue) was full")
 PUBLISH_FAILURES = Counter("chat_publish_failures", "Channel-layer sends that failed (the change was committed)")
 SEND_TO_PERSIST = Histogram(
     "chat_send_to_persist_seconds", "From a message.send frame's arrival to its commit",
