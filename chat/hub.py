@@ -18,6 +18,10 @@ from channels.layers import get_channel_layer
 logger = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # after a failed receive (Redis away); the watchdog closes the sockets meanwhile
+# How long a room's message that overtook its predecessor (published by another process)
+# waits here for it. Beyond that it goes on alone, and each connection reads the gap from
+# the database (`ChatConsumer._catch_up`).
+REORDER_WAIT_S = 0.05
 
 
 class Frame:
@@ -42,6 +46,9 @@ class Hub:
         self.members: dict[str, set] = {}  # group -> local consumers in it
         self.changing: dict[str, asyncio.Future] = {}  # group -> its layer subscription being changed
         self.added_at: dict[str, float] = {}  # group -> when the layer membership was last (re)added
+        self.last: dict[str, int] = {}  # group -> id of the last message dispatched to its members
+        self.held: dict[str, dict[int, dict]] = {}  # group -> {prev_id: message event that overtook it}
+        self.timers: dict[str, asyncio.TimerHandle] = {}  # group -> when its held events go on alone
         self.reader: asyncio.Task | None = None
         self.starting = asyncio.Lock()  # concurrent first joins must share one channel
         self.refreshed = time.monotonic()
@@ -79,6 +86,10 @@ class Hub:
             else:
                 del self.members[group]
                 self.added_at.pop(group, None)
+                self.last.pop(group, None)
+                self.held.pop(group, None)
+                if group in self.timers:
+                    self.timers.pop(group).cancel()
                 await self.layer.group_discard(group, self.channel)
         finally:
             del self.changing[group]
@@ -103,7 +114,37 @@ class Hub:
             self._refresh()
 
     def dispatch(self, event: dict) -> None:
-        members = self.members.get(event.get("group"))
+        """Hand `event` to the group's local members. A room's message events go in `prev_id`
+        order: one that overtook its predecessor on the way from another process waits for it
+        (up to REORDER_WAIT_S), so that the connections need not read the gap each."""
+        group = event.get("group")
+        if event.get("message_id") is None or group not in self.members:
+            return self._deliver(group, event)
+        last = self.last.get(group)
+        if last is not None and (event.get("prev_id") or 0) > last:
+            self.held.setdefault(group, {})[event["prev_id"]] = event
+            if group not in self.timers:
+                self.timers[group] = asyncio.get_running_loop().call_later(REORDER_WAIT_S, self._release, group)
+            return
+        self.last[group] = max(last or 0, event["message_id"])
+        self._deliver(group, event)
+        held = self.held.get(group)
+        while held and (follower := held.pop(self.last[group], None)) is not None:
+            self.last[group] = follower["message_id"]
+            self._deliver(group, follower)
+        if not held and group in self.timers:
+            self.held.pop(group, None)
+            self.timers.pop(group).cancel()
+
+    def _release(self, group: str) -> None:
+        """The held events' predecessors did not come: they go on alone, in id order."""
+        self.timers.pop(group, None)
+        for event in sorted(self.held.pop(group, {}).values(), key=lambda event: event["message_id"]):
+            self.last[group] = max(self.last.get(group, 0), event["message_id"])
+            self._deliver(group, event)
+
+    def _deliver(self, group: str, event: dict) -> None:
+        members = self.members.get(group)
         if not members:
             return
         frame = Frame(event["text"]) if "text" in event else None

@@ -10,6 +10,9 @@ and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
    frame it sends, whether or not debug logging is on: about a tenth of the server's time
    at full fan-out. Its formatting helpers become pass-throughs (the log line, if enabled,
    still names the function and peer).
+5. Write each frame to the socket at once when nothing waits before it (`_write`), as
+   asyncio's transports do, instead of registering the socket with epoll and writing on
+   the loop's next pass.
 
 Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
 the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
@@ -63,10 +66,7 @@ def send_prepared(protocol, prepared) -> bool:
     `websocket.send` would; False if the socket is closing or was dropped."""
     if not _writable(protocol):
         return False
-    if protocol._perMessageCompress is not None or protocol.send_queue:
-        protocol.sendPreparedMessage(prepared)  # compressed per connection, or behind queued data
-    else:
-        _write(protocol.transport, prepared.payloadHybi)
+    protocol.sendPreparedMessage(prepared)
     return True
 
 
@@ -112,7 +112,15 @@ def patch_daphne() -> None:
             return None
         return handle_reply(self, message)
 
+    send_data = protocol.sendData
+
+    def patched_send_data(self, data, sync=False, chopsize=None):
+        if sync or chopsize or self.send_queue:
+            return send_data(self, data, sync, chopsize)
+        _write(self.transport, data)
+
     protocol.handle_reply = patched_handle_reply
+    protocol.sendData = patched_send_data
     protocol.chat_close_patched = True
     autobahn_protocol = sys.modules["autobahn.websocket.protocol"]
     autobahn_protocol.hltype = autobahn_protocol.hlval = _as_is

@@ -99,24 +99,58 @@ async def test_a_failing_member_does_not_stop_the_others():
     hub.reader.cancel()
 
 
+def new(group, message_id, prev_id):
+    return {"type": "chat.frame", "group": group, "n": message_id, "message_id": message_id, "prev_id": prev_id}
+
+
+async def test_a_message_that_overtook_its_predecessor_waits_for_it():
+    hub = Hub(LocalChannelLayer())
+    member = Member()
+    await hub.join("room.1", member)
+    hub.dispatch(new("room.1", 1, 0))
+    hub.dispatch(new("room.1", 4, 3))  # from another process, ahead of 2 and 3
+    hub.dispatch(new("room.1", 3, 2))
+    hub.dispatch({"type": "chat.frame", "group": "room.1", "n": "typing"})  # not a message: not held
+    assert member.got == [1, "typing"]
+    hub.dispatch(new("room.1", 2, 1))
+    assert member.got == [1, "typing", 2, 3, 4] and not hub.held and not hub.timers
+    hub.reader.cancel()
+
+
+async def test_a_held_message_goes_on_alone_when_its_predecessor_never_comes(monkeypatch):
+    from chat import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
+    hub = Hub(LocalChannelLayer())
+    member = Member()
+    await hub.join("room.1", member)
+    hub.dispatch(new("room.1", 1, 0))
+    hub.dispatch(new("room.1", 5, 4))
+    hub.dispatch(new("room.1", 3, 2))
+    await asyncio.sleep(0.05)  # 2 and 4 were lost: the connections read them from the database
+    assert member.got == [1, 3, 5]
+    hub.dispatch(new("room.1", 6, 5))
+    assert member.got == [1, 3, 5, 6]
+    hub.reader.cancel()
+
+
 class FakeSocket:
     """The parts of daphne's WebSocket protocol (and its transport) that `deliver` writes through."""
 
     STATE_OPEN = 1
     state = STATE_OPEN
     client_addr = ("127.0.0.1", 1)
-    _perMessageCompress = None
-    send_queue = ()
 
     def __init__(self):
         self.written = []
-        self.transport = self.factory = self
+        self.transport = object()
+        self.factory = self
 
     def prepareMessage(self, payload):
-        return type("Prepared", (), {"payloadHybi": payload})
+        return payload
 
-    def write(self, data):
-        self.written.append(data.decode())
+    def sendPreparedMessage(self, prepared):
+        self.written.append(prepared.decode())
 
 
 def consumer_in_room(mark: int) -> ChatConsumer:
