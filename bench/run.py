@@ -42,6 +42,7 @@ OURS_ENV = {
     "JWT_ACCESS_MINUTES": "600",
     "LOG_LEVEL": "WARNING",
     "PYTHONWARNINGS": "ignore::RuntimeWarning",  # "REDIS_URL is not set", on purpose
+    "MALLOC_ARENA_MAX": "2",  # as deploy/systemd/chat@.service runs it
 }
 
 # Accounts created straight in the server's database with tokens minted for them: logging in

@@ -184,7 +184,8 @@ def run(args) -> int:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatproject.settings", "PYTHONUNBUFFERED": "1",
            "DATABASE_URL": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
            # nginx appends the client's address to X-Forwarded-For: one proxy.
-           "DJANGO_NUM_PROXIES": os.environ.get("DJANGO_NUM_PROXIES", "1")}
+           "DJANGO_NUM_PROXIES": os.environ.get("DJANGO_NUM_PROXIES", "1"),
+           "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as deploy/systemd/chat@.service
     if not any(env.get(name) for name in ("REDIS_URL", "REDIS_URLS")):
         env["REDIS_URL"] = DEFAULT_REDIS_URL
     ensure_database(env["DATABASE_URL"])
