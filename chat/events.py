@@ -14,6 +14,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from . import metrics
+from .hub import running_hub
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +95,25 @@ def run_sync(fn, then=None):
 
 
 def send(group: str, event: dict) -> None:
-    """Send now, from synchronous code (a service after commit, a command, a thread)."""
-    async_to_sync(send_async)(group, event)
+    """Send now, from synchronous code (a service after commit, a command, a thread), through
+    the layer only: what this process's connections start on the way would run inside the
+    caller's `async_to_sync`, which is gone by then."""
+    async_to_sync(send_async)(group, event, direct=False)
 
 
-async def send_async(group: str, event: dict) -> None:
-    """Send now, from the event loop. A failure is counted in chat_publish_failures and raised."""
+async def send_async(group: str, event: dict, *, direct: bool = True) -> None:
+    """Send now, from the event loop. A failure is counted in chat_publish_failures and raised.
+
+    With `direct`, this process's own connections get the event at once from its hub,
+    without the round trip through Redis; the hub skips the copy that comes back.
+    """
+    event = {**event, "group": group}  # each process's hub routes by it (`chat.hub`)
+    local = running_hub() if direct else None
+    if local is not None:
+        event["hub"] = local.id
+        local.dispatch(event)
     try:
-        # The group travels with the event: each process's hub routes by it (`chat.hub`).
-        await get_channel_layer().group_send(group, {**event, "group": group})
+        await get_channel_layer().group_send(group, event)
     except Exception:
         metrics.PUBLISH_FAILURES.inc()
         raise

@@ -11,6 +11,7 @@ task switch per recipient.
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 
 from channels.layers import get_channel_layer
@@ -41,6 +42,7 @@ class Frame:
 
 class Hub:
     def __init__(self, layer):
+        self.id = uuid.uuid4().hex  # marks the events this process published (see `events.send_async`)
         self.layer = layer
         self.channel: str | None = None
         self.members: dict[str, set] = {}  # group -> local consumers in it
@@ -110,7 +112,8 @@ class Hub:
                 logger.warning("channel layer receive failed; retrying", exc_info=True)
                 await asyncio.sleep(RETRY_S)
                 continue
-            self.dispatch(event)
+            if event.get("hub") != self.id:  # this process's own events were dispatched when sent
+                self.dispatch(event)
             self._refresh()
 
     def dispatch(self, event: dict) -> None:
@@ -178,3 +181,11 @@ def hub() -> Hub:
     if loop not in _hubs:
         _hubs[loop] = Hub(get_channel_layer())
     return _hubs[loop]
+
+
+def running_hub() -> Hub | None:
+    """The running event loop's hub if it has one (a process serving connections)."""
+    try:
+        return _hubs.get(asyncio.get_running_loop())
+    except RuntimeError:  # no running loop
+        return None

@@ -202,3 +202,17 @@ async def test_an_acknowledgement_and_a_full_inbox(monkeypatch):
     before = metrics.LAYER_DROPS._value.get()
     consumer.deliver(*message(12, 11))
     assert metrics.LAYER_DROPS._value.get() == before + 1 and len(consumer.inbox) == 1
+
+
+async def test_this_processs_own_events_reach_its_connections_at_once_and_once():
+    from chat import events
+    from chat.hub import hub as running
+
+    local = running()
+    member = Member()
+    await local.join("room.9", member)
+    await events.send_async("room.9", {"type": "chat.frame", "n": 1})
+    assert member.got == [1]  # before the layer delivered anything
+    await asyncio.sleep(0.2)  # the copy that comes back through the layer is skipped
+    assert member.got == [1]
+    await local.leave(["room.9"], member)
