@@ -33,6 +33,7 @@ import logging
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -42,8 +43,8 @@ from django.conf import settings
 from chatproject.daphne_patches import send_prepared, socket_of
 
 from . import connections, events, metrics, presence, protocol, selectors, services
-from .hub import hub
 from .errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gone, NotFound
+from .hub import hub
 from .protocol import FrameError
 from .serializers import message_data, user_data
 
@@ -78,7 +79,7 @@ class _Sends:
     """
 
     def __init__(self):
-        self.waiting: list[tuple[dict, asyncio.Future]] = []
+        self.waiting: list[tuple[dict, asyncio.Future, Callable]] = []  # (request, result, written)
         self.writer: asyncio.Task | None = None
 
     def submit(self, request: dict, written) -> asyncio.Future:
@@ -527,7 +528,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _join(self, group: str):
         await hub().join(group, self)
         self.subscriptions.add(group)
-
 
     async def _group_add(self, room_id: int, slug: str):
         if room_id not in self.rooms:

@@ -441,8 +441,8 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
     round trip for the rate counters. Then the new messages of each room are inserted
     under one room lock, in request order, and the whole batch is committed once. A
     process that receives many messages at once so pays one lock and one insert per room,
-    and one commit, instead of one of each per message. Returns, in request order, (message, created) or the exception that refused
-    that message.
+    and one commit, instead of one of each per message. Returns, in request order,
+    (message, created) or the exception that refused that message.
     """
     results: list = [None] * len(requests)
     by_room: dict[int, tuple[Room, list[tuple[int, Message, str | None]]]] = {}
