@@ -82,19 +82,27 @@ def _require_moderator(user, room: Room, membership: Membership | None) -> None:
 DIRECT_SLUG_RE = re.compile(r"dm-\d+-\d+")
 
 
+def _storable(field: str, text: str) -> str:
+    """`text`, refused if it holds a NUL character: PostgreSQL cannot store one, and the
+    refusal must not depend on the database (nor fail the other messages of a batch)."""
+    if "\x00" in text:
+        raise Invalid(f"{field}: must not contain NUL characters (U+0000).")
+    return text
+
+
 def _clean_name(name) -> str:
     limit = Room._meta.get_field("name").max_length
     name = name.strip() if isinstance(name, str) else ""
     if not 1 <= len(name) <= limit:
         raise Invalid(f"name: 1-{limit} characters, not only spaces.")
-    return name
+    return _storable("name", name)
 
 
 def _clean_topic(topic) -> str:
     limit = Room._meta.get_field("topic").max_length
     if not isinstance(topic, str) or len(topic) > limit:
         raise Invalid(f"topic: a string of at most {limit} characters.")
-    return topic
+    return _storable("topic", topic)
 
 
 def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "") -> Room:
@@ -278,6 +286,7 @@ def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: in
         raise Invalid("minutes: a positive whole number, or nothing for a ban until lifted.")
     if len(reason) > 300:
         raise Invalid("reason: at most 300 characters.")
+    _storable("reason", reason)
     room, target, membership = _moderation_target(actor, slug, username)
     if room.kind == Room.Kind.DIRECT:
         raise Forbidden("Direct rooms have no bans.")
@@ -358,7 +367,7 @@ def _clean_body(body) -> str:
         raise Invalid("body: must be a non-empty string.")
     if len(body) > settings.CHAT_MAX_BODY:
         raise TooLarge(f"body: {len(body)} characters; the limit is {settings.CHAT_MAX_BODY}.")
-    return body
+    return _storable("body", body)
 
 
 def _insert_message(*, room: Room, author, body: str, kind: str = Message.Kind.USER, client_id: str = "",
@@ -693,6 +702,7 @@ def message_report(*, user, message_id: int, reason) -> Report:
     reason = reason.strip() if isinstance(reason, str) else ""
     if not 1 <= len(reason) <= limit:
         raise Invalid(f"reason: 1-{limit} characters, saying what is wrong with the message.")
+    _storable("reason", reason)
     message = message_for_user(user, message_id)
     if message.author_id == user.pk:
         raise Invalid("You cannot report your own message: edit or delete it instead.")

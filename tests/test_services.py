@@ -698,6 +698,31 @@ def test_rate_limit_is_per_user(alice, bob, general, settings):
     assert send(bob, general).author == bob
 
 
+def test_a_nul_character_is_refused_in_every_stored_text(alice, bob, general, refused):
+    """PostgreSQL cannot store U+0000: every database refuses it as invalid input, before a write."""
+    services.room_join(user=bob, slug="general")
+    message = send(bob, general, "fine")
+    calls = [
+        lambda: send(alice, general, "a\x00b"),
+        lambda: services.room_create(user=alice, name="Bad\x00name"),
+        lambda: services.room_update(user=alice, slug="general", topic="t\x00"),
+        lambda: services.member_ban(actor=alice, slug="general", username="bob", reason="r\x00"),
+        lambda: services.message_report(user=alice, message_id=message.pk, reason="r\x00"),
+    ]
+    for call in calls:
+        with refused(Invalid, match="NUL"):
+            call()
+
+
+def test_a_nul_character_in_one_send_does_not_fail_the_others_of_its_batch(alice, bob, general, committed):
+    services.room_join(user=bob, slug="general")
+    with committed():
+        bad, good = services.message_send_batch([dict(user=alice, slug="general", body="x\x00", client_id="a-1"),
+                                                 dict(user=bob, slug="general", body="fine", client_id="b-1")])
+    assert isinstance(bad, Invalid) and good[1] is True
+    assert list(Message.objects.filter(kind="user").values_list("body", flat=True)) == ["fine"]
+
+
 @pytest.fixture
 def ten_members(make_user, general):
     users = [make_user(f"member{i}") for i in range(10)]
