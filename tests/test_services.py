@@ -595,6 +595,37 @@ def test_duplicate_client_id_racing_the_original_returns_it(alice, general, monk
     assert published == []
 
 
+def test_a_batch_writes_its_rooms_without_a_savepoint_each(alice, general, secret):
+    """The common case commits every room of the batch at once; savepoints are for a retry."""
+    with CaptureQueriesContext(connection) as captured:
+        results = services.message_send_batch([dict(user=alice, slug="general", body="one", client_id="a-1"),
+                                               dict(user=alice, slug="secret", body="two", client_id="a-2")])
+    assert [created for _, created in results] == [True, True]
+    # Inside the test's own transaction, the batch's transaction is itself a savepoint.
+    assert sum(query["sql"].startswith("SAVEPOINT") for query in captured) <= 1
+
+
+def test_a_duplicate_racing_a_batch_leaves_its_other_rooms_written(alice, general, secret, monkeypatch,
+                                                                    published, committed):
+    """A client_id reused by a request racing the batch rolls the batch back; written again,
+    room by room, the duplicate gets its original and the rest is stored once."""
+    original = send(alice, general, "first", client_id="c-1")
+    real, calls = services._originals, []
+
+    def lookup(pairs):  # the batch's own lookup runs before the racing original commits
+        calls.append(pairs)
+        return {} if len(calls) == 1 else real(pairs)
+
+    monkeypatch.setattr(services, "_originals", lookup)
+    with committed():
+        again, other = services.message_send_batch([dict(user=alice, slug="general", body="again", client_id="c-1"),
+                                                    dict(user=alice, slug="secret", body="new", client_id="c-2")])
+    assert again == (original, False)
+    assert other[1] is True and Message.objects.filter(client_id="c-2").count() == 1
+    assert Message.objects.filter(client_id="c-1").count() == 1
+    assert [f["message"]["body"] for f in frames(published, "message.new")] == ["new"]
+
+
 @pytest.mark.parametrize("body", ["", "   ", "\n\t", None, 5, ["hi"]])
 def test_message_send_empty_or_non_text_body_is_invalid(alice, general, refused, body):
     with refused(Invalid, match="body"):
