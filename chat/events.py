@@ -85,13 +85,25 @@ def run_sync(fn, then=None):
             return result
         finally:
             _collected.reset(token)
-            for group, event in collected:
+            for group, event in _bundled(collected):
                 try:
                     await send_async(group, event)
                 except Exception:  # counted by send_async; the write stands (see `publish`)
                     logger.exception("publish to %s failed after commit", group)
 
     return run
+
+
+def _bundled(collected: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """Each run of events to the same group as one `chat.bundle` event, in order: a batch of
+    messages to a room costs one layer send, not one per message (`Hub.dispatch` unpacks it)."""
+    runs: list[tuple[str, list[dict]]] = []
+    for group, event in collected:
+        if runs and runs[-1][0] == group:
+            runs[-1][1].append(event)
+        else:
+            runs.append((group, [event]))
+    return [(group, run[0] if len(run) == 1 else {"type": "chat.bundle", "events": run}) for group, run in runs]
 
 
 def send(group: str, event: dict) -> None:

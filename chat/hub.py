@@ -121,6 +121,10 @@ class Hub:
         order: one that overtook its predecessor on the way from another process waits for it
         (up to REORDER_WAIT_S), so that the connections need not read the gap each."""
         group = event.get("group")
+        if event["type"] == "chat.bundle":  # several events to the group, sent as one (`events._bundled`)
+            for each in event["events"]:
+                self.dispatch({**each, "group": group})
+            return
         if event.get("message_id") is None or group not in self.members:
             return self._deliver(group, event)
         last = self.last.get(group)

@@ -1,6 +1,8 @@
 """The process's hub: one layer membership per group per process, events handed to local members in order."""
 import asyncio
 
+import pytest
+
 from chat import metrics
 from chat.consumers import ChatConsumer
 from chat.hub import Hub
@@ -216,3 +218,30 @@ async def test_this_processs_own_events_reach_its_connections_at_once_and_once()
     await asyncio.sleep(0.2)  # the copy that comes back through the layer is skipped
     assert member.got == [1]
     await local.leave(["room.9"], member)
+
+
+@pytest.mark.django_db(transaction=True)  # outside a transaction: each publish goes at once
+async def test_a_batch_of_writes_reaches_the_layer_as_one_bundle_per_run_of_a_group(monkeypatch):
+    """The events of a batch go to the layer once per run of one group, in order; each process's
+    hub hands them to its members one by one, as if sent alone."""
+    from chat import events
+
+    layer = LocalChannelLayer()
+    monkeypatch.setattr(events, "get_channel_layer", lambda: layer)
+    sent = []
+    real_send = layer.group_send
+    monkeypatch.setattr(layer, "group_send", lambda group, event: sent.append(group) or real_send(group, event))
+    other = Hub(layer)  # another process: gets everything through the layer
+    room1, room2 = Member(), Member()
+    await other.join("room.1", room1)
+    await other.join("room.2", room2)
+
+    def batch():  # what a batch's write publishes on commit
+        for group, n in [("room.1", 1), ("room.1", 2), ("room.2", 3), ("room.1", 4)]:
+            events.publish(group, {"type": "chat.frame", "n": n})
+
+    await events.run_sync(batch)()
+    await settle()
+    assert sent == ["room.1", "room.2", "room.1"]
+    assert (room1.got, room2.got) == ([1, 2, 4], [3])
+    other.reader.cancel()
