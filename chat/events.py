@@ -13,8 +13,11 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from . import metrics
+from django.conf import settings
+
+from . import metrics, protocol, selectors
 from .hub import running_hub
+from .serializers import message_data
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,26 @@ def frame_event(frame: dict, *, room_id: int | None = None, message_id: int | No
     """
     return {"type": "chat.frame", "text": encode(frame), "room_id": room_id, "message_id": message_id,
             "prev_id": prev_id, "skip_user": skip_user, "origin": origin}
+
+
+def message_event(message, *, prev_id: int, origin: str | None = None) -> dict:
+    """The `chat.frame` event of a stored message (its room loaded), `prev_id` the room's message before it."""
+    return frame_event(protocol.message_new(message_data(message)), room_id=message.room_id, message_id=message.pk,
+                       prev_id=prev_id, origin=origin)
+
+
+async def read_message_events(room_id: int, after: int, until: int) -> list[dict] | None:
+    """The events of the room's messages after `after` up to `until`, read from the database, in
+    order; None if there are more than CHAT_REPLAY_LIMIT (see `Hub._fill`)."""
+    return await database_sync_to_async(_message_events)(room_id, after, until)
+
+
+def _message_events(room_id: int, after: int, until: int) -> list[dict] | None:
+    rows, gap = selectors.messages_since(room_id, after, settings.CHAT_REPLAY_LIMIT, until=until)
+    if gap:
+        return None
+    prev_ids = [after] + [message.pk for message in rows]
+    return [message_event(message, prev_id=prev_id) for message, prev_id in zip(rows, prev_ids)]
 
 
 def publish(group: str, event: dict) -> None:

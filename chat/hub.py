@@ -16,12 +16,14 @@ import weakref
 
 from channels.layers import get_channel_layer
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # after a failed receive (Redis away); the watchdog closes the sockets meanwhile
 # How long a room's message that overtook its predecessor (published by another process)
-# waits here for it. Beyond that it goes on alone, and each connection reads the gap from
-# the database (`ChatConsumer._catch_up`).
+# waits here for it. Beyond that the hub reads the missing messages from the database once,
+# for all of its members (`Hub._fill`).
 REORDER_WAIT_S = 0.05
 
 
@@ -41,9 +43,12 @@ class Frame:
 
 
 class Hub:
-    def __init__(self, layer):
+    def __init__(self, layer, fill=None):
         self.id = uuid.uuid4().hex  # marks the events this process published (see `events.send_async`)
         self.layer = layer
+        # async (room_id, after, until) -> the message events in between, or None if too many;
+        # without it, held events go on alone and each connection reads its gap itself.
+        self.fill = fill
         self.channel: str | None = None
         self.members: dict[str, set] = {}  # group -> local consumers in it
         self.changing: dict[str, asyncio.Future] = {}  # group -> its layer subscription being changed
@@ -51,6 +56,7 @@ class Hub:
         self.last: dict[str, int] = {}  # group -> id of the last message dispatched to its members
         self.held: dict[str, dict[int, dict]] = {}  # group -> {prev_id: message event that overtook it}
         self.timers: dict[str, asyncio.TimerHandle] = {}  # group -> when its held events go on alone
+        self.filling: dict[str, asyncio.Task] = {}  # group -> the read of the messages its held events miss
         self.reader: asyncio.Task | None = None
         self.starting = asyncio.Lock()  # concurrent first joins must share one channel
         self.refreshed = time.monotonic()
@@ -92,6 +98,8 @@ class Hub:
                 self.held.pop(group, None)
                 if group in self.timers:
                     self.timers.pop(group).cancel()
+                if group in self.filling:
+                    self.filling.pop(group).cancel()
                 await self.layer.group_discard(group, self.channel)
         finally:
             del self.changing[group]
@@ -128,24 +136,65 @@ class Hub:
         if event.get("message_id") is None or group not in self.members:
             return self._deliver(group, event)
         last = self.last.get(group)
-        if last is not None and (event.get("prev_id") or 0) > last:
-            self.held.setdefault(group, {})[event["prev_id"]] = event
-            if group not in self.timers:
+        if group in self.filling or (last is not None and (event.get("prev_id") or 0) > last):
+            self.held.setdefault(group, {})[event.get("prev_id") or 0] = event
+            if group not in self.timers and group not in self.filling:
                 self.timers[group] = asyncio.get_running_loop().call_later(REORDER_WAIT_S, self._release, group)
             return
         self.last[group] = max(last or 0, event["message_id"])
         self._deliver(group, event)
+        self._follow(group)
+
+    def _follow(self, group: str) -> None:
+        """Deliver the held events that now follow the last one delivered."""
         held = self.held.get(group)
         while held and (follower := held.pop(self.last[group], None)) is not None:
             self.last[group] = follower["message_id"]
             self._deliver(group, follower)
-        if not held and group in self.timers:
+        if not held:
             self.held.pop(group, None)
-            self.timers.pop(group).cancel()
+            if group in self.timers:
+                self.timers.pop(group).cancel()
 
     def _release(self, group: str) -> None:
-        """The held events' predecessors did not come: they go on alone, in id order."""
+        """The held events' predecessors did not come in time: read them from the database."""
         self.timers.pop(group, None)
+        if self.fill is not None and self.held.get(group):
+            self.filling[group] = asyncio.ensure_future(self._fill(group, self.held[group]))
+        else:
+            self._deliver_held(group)
+
+    async def _fill(self, group: str, held: dict[int, dict]) -> None:
+        """Deliver every message between the last one delivered and the newest held one, as
+        read from the database: one read for all of the group's members, where each
+        connection would otherwise read the same gap. Events arriving meanwhile are held."""
+        room_id = next(iter(held.values()))["room_id"]
+        until = max(event["message_id"] for event in held.values())
+        try:
+            events = await self.fill(room_id, self.last[group], until)
+        except Exception:  # the database is away: each connection reads its gap itself, or is closed
+            logger.warning("reading %s's missing messages failed", group, exc_info=True)
+            events = None
+        if self.held.get(group) is not held:  # the group was left (and maybe joined again) meanwhile
+            return
+        del self.filling[group]
+        if events is None:  # too many to read at once: each connection reads its own gap, with room.gap
+            return self._deliver_held(group)
+        arrived = {event["message_id"]: event for event in held.values()}
+        metrics.LAYER_GAPS.inc(sum(1 for event in events if event["message_id"] not in arrived))
+        for event in events:
+            if event["message_id"] > self.last[group]:
+                self.last[group] = event["message_id"]
+                # One that arrived is sent as it came: it names the connection that sent it (`origin`).
+                self._deliver(group, arrived.get(event["message_id"]) or {**event, "group": group})
+        for prev_id in [prev_id for prev_id, event in held.items() if event["message_id"] <= self.last[group]]:
+            del held[prev_id]  # read above
+        self._follow(group)
+        if held and group not in self.timers:  # still missing some: wait for them again
+            self.timers[group] = asyncio.get_running_loop().call_later(REORDER_WAIT_S, self._release, group)
+
+    def _deliver_held(self, group: str) -> None:
+        """The held events go on alone, in id order; each connection reads what it misses."""
         for event in sorted(self.held.pop(group, {}).values(), key=lambda event: event["message_id"]):
             self.last[group] = max(self.last.get(group, 0), event["message_id"])
             self._deliver(group, event)
@@ -183,7 +232,9 @@ def hub() -> Hub:
     """The hub of the running event loop (one per process under daphne)."""
     loop = asyncio.get_running_loop()
     if loop not in _hubs:
-        _hubs[loop] = Hub(get_channel_layer())
+        from .events import read_message_events  # which imports this module
+
+        _hubs[loop] = Hub(get_channel_layer(), fill=read_message_events)
     return _hubs[loop]
 
 

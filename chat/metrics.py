@@ -11,7 +11,8 @@ OPEN_CONNECTIONS.set_function(connections.count)
 MESSAGES_ACCEPTED = Counter("chat_messages_accepted", "Messages persisted (duplicates of a client_id excluded)")
 MESSAGES_DELIVERED = Counter("chat_messages_delivered", "message.new frames written to WebSocket clients")
 LAYER_GAPS = Counter("chat_layer_gap_messages",
-                     "Messages a connection read from the database because their event came late or never")
+                     "Messages read from the database because their event came late or never "
+                     "(once per process, or per connection when too many were missing)")
 LAYER_RESETS = Counter("chat_layer_resets", "Times the watchdog closed every socket after a Redis outage or restart")
 LAYER_DROPS = Counter("chat_layer_drops", "Events dropped for a connection whose inbox (or in-process layer queue) was full")
 PUBLISH_FAILURES = Counter("chat_publish_failures", "Channel-layer sends that failed (the change was committed)")

@@ -397,9 +397,7 @@ def _insert_messages(room: Room, drafts: list[tuple[Message, str | None]]) -> li
     messages = Message.objects.bulk_create([draft for draft, _ in drafts])  # ids come back in order
     for message, (_, origin) in zip(messages, drafts):
         message.room, message.prev_id = room, prev_id
-        frame = protocol.message_new(message_data(message))
-        events.publish(events.room_group(room.pk), events.frame_event(
-            frame, room_id=room.pk, message_id=message.pk, prev_id=prev_id, origin=origin))
+        events.publish(events.room_group(room.pk), events.message_event(message, prev_id=prev_id, origin=origin))
         prev_id = message.pk
     return messages
 

@@ -102,7 +102,8 @@ async def test_a_failing_member_does_not_stop_the_others():
 
 
 def new(group, message_id, prev_id):
-    return {"type": "chat.frame", "group": group, "n": message_id, "message_id": message_id, "prev_id": prev_id}
+    return {"type": "chat.frame", "group": group, "n": message_id, "message_id": message_id, "prev_id": prev_id,
+            "room_id": 1}
 
 
 async def test_a_message_that_overtook_its_predecessor_waits_for_it():
@@ -133,6 +134,62 @@ async def test_a_held_message_goes_on_alone_when_its_predecessor_never_comes(mon
     assert member.got == [1, 3, 5]
     hub.dispatch(new("room.1", 6, 5))
     assert member.got == [1, 3, 5, 6]
+    hub.reader.cancel()
+
+
+class Database:
+    """The room's messages as the hub's `fill` reads them; `opened` holds each read until set."""
+
+    def __init__(self):
+        self.reads, self.opened = [], asyncio.Event()
+        self.opened.set()
+
+    async def fill(self, room_id, after, until):
+        self.reads.append((room_id, after, until))
+        await self.opened.wait()
+        return [{**new("ignored", n, n - 1), "n": f"db{n}"} for n in range(after + 1, until + 1)]
+
+
+async def test_messages_that_never_came_are_read_once_for_every_member(monkeypatch):
+    from chat import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
+    database = Database()
+    hub = Hub(LocalChannelLayer(), fill=database.fill)
+    members = [Member() for _ in range(3)]
+    for member in members:
+        await hub.join("room.1", member)
+    hub.dispatch(new("room.1", 1, 0))
+    hub.dispatch(new("room.1", 4, 3))  # 2 and 3 were lost on the way
+    await asyncio.sleep(0.05)
+    # One read for everyone; 4 goes as it came, since it may name its sender's connection.
+    assert database.reads == [(1, 1, 4)]
+    assert [m.got for m in members] == [[1, "db2", "db3", 4]] * 3
+    hub.dispatch(new("room.1", 3, 2))  # late: the members drop what they have
+    hub.dispatch(new("room.1", 5, 4))
+    assert members[0].got == [1, "db2", "db3", 4, 3, 5] and not hub.held and not hub.filling
+    hub.reader.cancel()
+
+
+async def test_events_arriving_during_the_read_wait_behind_it(monkeypatch):
+    from chat import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
+    database = Database()
+    database.opened.clear()
+    hub = Hub(LocalChannelLayer(), fill=database.fill)
+    member = Member()
+    await hub.join("room.1", member)
+    hub.dispatch(new("room.1", 1, 0))
+    hub.dispatch(new("room.1", 3, 2))
+    await asyncio.sleep(0.05)  # reading 2 and 3
+    hub.dispatch(new("room.1", 2, 1))  # came after all, during the read
+    hub.dispatch(new("room.1", 4, 3))
+    hub.dispatch({"type": "chat.frame", "group": "room.1", "n": "typing"})  # not a message: not held
+    assert member.got == [1, "typing"]
+    database.opened.set()
+    await settle()
+    assert member.got == [1, "typing", 2, 3, 4] and not hub.held and not hub.timers  # each as it came
     hub.reader.cancel()
 
 
