@@ -216,6 +216,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if send_prepared(self.socket, frame.prepared(self.socket.factory)) and event.get("message_id"):
                     metrics.MESSAGES_DELIVERED.inc()
                 return
+            if event.get("origin") == self.channel_name and (event.get("prev_id") or 0) <= self.rooms[event["room_id"]]:
+                # Its own message, with nothing missing before it: the acknowledgement goes in its place, now.
+                self._mark(event)
+                pending = self.acks.pop(event["message_id"], None)
+                if pending is not None:
+                    pending[2].cancel()
+                    if send_prepared(self.socket, self.socket.factory.prepareMessage(pending[1].encode())):
+                        metrics.MESSAGES_DELIVERED.inc()
+                return
         if self.inbox is None:
             self.inbox = collections.deque()
         if len(self.inbox) >= INBOX_CAPACITY:

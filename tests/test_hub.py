@@ -217,6 +217,7 @@ def consumer_in_room(mark: int) -> ChatConsumer:
     consumer.socket, consumer.turn, consumer.inbox, consumer.queued = FakeSocket(), asyncio.Lock(), None, 0
     consumer.draining = asyncio.get_running_loop().create_future()  # as if busy: the inbox stays as it is
     consumer.user, consumer.channel_name, consumer.rooms = type("U", (), {"pk": 1})(), "conn.me", {5: mark}
+    consumer.acks = {}
     return consumer
 
 
@@ -234,6 +235,18 @@ async def test_an_in_order_message_is_written_at_once_and_moves_the_mark():
     consumer.deliver(*message(11, 10))  # again: sent already
     consumer.deliver(*message(12, 11, skip_user=1))  # not for this user (typing is not echoed)
     assert consumer.socket.written == ["m11"] and consumer.rooms[5] == 11 and consumer.queued == 0
+
+
+async def test_a_connections_own_message_in_order_is_answered_at_once_by_its_acknowledgement():
+    consumer = consumer_in_room(mark=10)
+    timer = asyncio.get_running_loop().call_later(60, lambda: None)
+    consumer.acks = {11: (5, "ack11", timer)}
+    consumer.deliver(*message(11, 10, origin="conn.me"))
+    assert consumer.socket.written == ["ack11"] and consumer.rooms[5] == 11 and consumer.queued == 0
+    assert not consumer.acks and timer.cancelled()
+    consumer.acks = {13: (5, "ack13", asyncio.get_running_loop().call_later(60, lambda: None))}
+    consumer.deliver(*message(13, 12, origin="conn.me"))  # 12 has not come: it is read first, in turn
+    assert consumer.socket.written == ["ack11"] and consumer.queued == 1 and 13 in consumer.acks
 
 
 async def test_after_an_event_that_must_wait_every_later_one_waits_behind_it():
@@ -255,11 +268,11 @@ async def test_an_acknowledgement_and_a_full_inbox(monkeypatch):
     from chat import consumers
 
     consumer = consumer_in_room(mark=10)
-    consumer.deliver(*message(11, 10, origin="conn.me"))  # this connection's own message: its ack waits in turn
+    consumer.deliver(*message(12, 11, origin="conn.me"))  # its own message after a missing one: its ack waits in turn
     assert consumer.socket.written == [] and consumer.queued == 1
     monkeypatch.setattr(consumers, "INBOX_CAPACITY", 1)
     before = metrics.LAYER_DROPS._value.get()
-    consumer.deliver(*message(12, 11))
+    consumer.deliver(*message(13, 12))
     assert metrics.LAYER_DROPS._value.get() == before + 1 and len(consumer.inbox) == 1
 
 
