@@ -378,44 +378,61 @@ def _insert_message(*, room: Room, author, body: str, kind: str = Message.Kind.U
 
 
 def _insert_messages(room: Room, drafts: list[tuple[Message, str | None]]) -> list[Message]:
-    """Insert messages of `room` in the given order (one INSERT) and publish `message.new` for
-    each on commit. `drafts` pairs each unsaved message with its `origin`. Call inside
-    `transaction.atomic`.
+    """`_insert_rooms_messages` for one room."""
+    return _insert_rooms_messages([(room, drafts)])[0]
+
+
+def _insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | None]]]]) -> list[list[Message]]:
+    """Insert the messages of each room in the given order, all in one INSERT, and publish
+    `message.new` for each on commit. Each room appears once; `drafts` pairs each unsaved
+    message with its `origin`. Returns each room's messages. Call inside `transaction.atomic`.
 
     Ids must grow in commit order within a room, so that "every message after id N" never
-    misses one committed later with a smaller id. The room's row lock serialises inserts
-    per room on PostgreSQL: the ids are drawn and the transaction commits while the lock is
-    held, so no other writer to this room can interleave. SQLite allows one writer at a
-    time, which gives the same order (and has no FOR UPDATE).
+    misses one committed later with a smaller id. The rooms' row locks serialise inserts
+    per room on PostgreSQL: the ids are drawn and the transaction commits while the locks
+    are held, so no other writer to these rooms can interleave. SQLite allows one writer at
+    a time, which gives the same order (and has no FOR UPDATE).
 
     Publishing happens after commit, so two processes' events can still reach Redis out of
     commit order. Each event therefore names the room's previous message (`prev_id`, also
     set on the returned instance), read under the same lock: a connection that receives
     a message whose predecessor it has not sent yet knows to fetch the gap first.
     """
-    prev_id = _lock_room(room.pk)
-    messages = Message.objects.bulk_create([draft for draft, _ in drafts])  # ids come back in order
-    for message, (_, origin) in zip(messages, drafts):
-        message.room, message.prev_id = room, prev_id
-        events.publish(events.room_group(room.pk), events.message_event(message, prev_id=prev_id, origin=origin))
-        prev_id = message.pk
-    return messages
+    last_ids = _lock_rooms([room.pk for room, _ in rooms])
+    # One INSERT for every room: the ids come back in order, so each room's grow in its order.
+    messages = iter(Message.objects.bulk_create([draft for _, drafts in rooms for draft, _ in drafts]))
+    written = []
+    for room, drafts in rooms:
+        prev_id, room_messages = last_ids.get(room.pk) or 0, []
+        for (_, origin), message in zip(drafts, messages):
+            message.room, message.prev_id = room, prev_id
+            events.publish(events.room_group(room.pk), events.message_event(message, prev_id=prev_id, origin=origin))
+            prev_id = message.pk
+            room_messages.append(message)
+        written.append(room_messages)
+    return written
 
 
-def _lock_room(room_id: int) -> int:
-    """Lock the room's row until commit; return the id of its newest message (0 if none).
+def _lock_rooms(room_ids: list[int]) -> dict[int, int | None]:
+    """Lock the rooms' rows until commit, in id order (so that two writers never deadlock);
+    return the id of each room's newest message (None if it has none).
 
-    SQL by hand: these two statements run for every batch of every room, and the ORM spent
-    several times longer building them than the database took to run them.
+    Two statements for any number of rooms, by hand: they run for every batch, and the ORM
+    spent several times longer building them than the database took to run them.
     """
-    quote = connection.ops.quote_name
+    ids = sorted(set(room_ids))
+    listed = ", ".join(["%s"] * len(ids))
+    rooms, messages = (connection.ops.quote_name(model._meta.db_table) for model in (Room, Message))
     with connection.cursor() as cursor:
         if connection.features.has_select_for_update:  # SQLite has one writer at a time anyway
-            cursor.execute(f"SELECT id FROM {quote(Room._meta.db_table)} WHERE id = %s FOR UPDATE", [room_id])
-        # A statement of its own: one that also took the lock would read with the snapshot it
-        # took before waiting for the lock, missing the message whose commit released it.
-        cursor.execute(f"SELECT MAX(id) FROM {quote(Message._meta.db_table)} WHERE room_id = %s", [room_id])
-        return cursor.fetchone()[0] or 0
+            cursor.execute(f"SELECT id FROM {rooms} WHERE id IN ({listed}) ORDER BY id FOR UPDATE", ids)
+        # A statement of its own: one that also took the locks would read with the snapshot it
+        # took before waiting for them, missing the message whose commit released one. A
+        # subquery per room, which the (room, id) index answers with one row, where a
+        # GROUP BY would read every message of the rooms.
+        cursor.execute(f"SELECT id, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id) "
+                       f"FROM {rooms} r WHERE r.id IN ({listed})", ids)
+        return dict(cursor.fetchall())
 
 
 def _original(author, client_id: str) -> Message | None:
@@ -465,11 +482,10 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
 
     Each is checked as by `message_send`, but each check is made for the whole batch at
     once: one query for the reused client_ids, one for the rooms and memberships, one
-    round trip for the rate counters. Then the new messages of each room are inserted
-    under one room lock, in request order, and the whole batch is committed once. A
-    process that receives many messages at once so pays one lock and one insert per room,
-    and one commit, instead of one of each per message. Returns, in request order,
-    (message, created) or the exception that refused that message.
+    round trip for the rate counters. Then its rooms are locked, its new messages inserted
+    in request order, and the whole batch is committed once: three statements and a commit
+    for any number of messages and rooms, where each message alone would pay them all.
+    Returns, in request order, (message, created) or the exception that refused that message.
     """
     results: list = [None] * len(requests)
     by_room: dict[int, tuple[Room, list[_Send]]] = {}
@@ -479,14 +495,14 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
     rooms = sorted(by_room.values(), key=lambda room_sends: room_sends[0].pk)
     try:
         try:
-            _insert_rooms(rooms, results)
+            _write_rooms(rooms, results)
         except (IntegrityError, DataError):
             # A client_id used twice (in this batch, or by a request racing it) rolled the whole
             # batch back. Written again, each room in a savepoint and its duplicates one at a
             # time, each of them gets its original and the others are written.
             with transaction.atomic():
                 for room, sends in rooms:
-                    _insert_room(room, sends, results)
+                    _write_room(room, sends, results)
     except Exception as exc:  # the commit failed: nothing of the batch was written
         for _, sends in rooms:
             for send in sends:
@@ -495,18 +511,18 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
     return results
 
 
-def _insert_rooms(rooms: list[tuple[Room, list["_Send"]]], results: list) -> None:
+def _write_rooms(rooms: list[tuple[Room, list["_Send"]]], results: list) -> None:
     """The common case: every room's new messages in one transaction (one commit, one fsync on
     SQLite), without the two round trips per room a savepoint costs."""
     with transaction.atomic():
-        written = [(sends, _insert_messages(room, [(send.draft(), send.origin) for send in sends]))
-                   for room, sends in rooms]
-    for sends, messages in written:
+        written = _insert_rooms_messages([(room, [(send.draft(), send.origin) for send in sends])
+                                          for room, sends in rooms])
+    for (_, sends), messages in zip(rooms, written):
         for send, message in zip(sends, messages):
             results[send.index] = (message, True)
 
 
-def _insert_room(room: Room, sends: list["_Send"], results: list) -> None:
+def _write_room(room: Room, sends: list["_Send"], results: list) -> None:
     try:
         with transaction.atomic():
             messages = _insert_messages(room, [(send.draft(), send.origin) for send in sends])

@@ -605,6 +605,30 @@ def test_a_batch_writes_its_rooms_without_a_savepoint_each(alice, general, secre
     assert sum(query["sql"].startswith("SAVEPOINT") for query in captured) <= 1
 
 
+def test_a_batch_to_many_rooms_costs_the_statements_of_one(alice, make_user, published, committed):
+    """Locks, newest ids and the insert are one statement each for every room of a batch; each
+    room's messages still chain by prev_id in request order."""
+    rooms = [services.room_create(user=alice, name=f"Room {i}") for i in range(5)]
+    for room in rooms[2:]:
+        send(alice, room, "before")
+
+    def statements(requests):
+        with CaptureQueriesContext(connection) as captured, committed():
+            results = services.message_send_batch(requests)
+        assert all(created for _, created in results)
+        return len(captured), results
+
+    one, _ = statements([dict(user=alice, slug=rooms[0].slug, body="x", client_id="one")])
+    published.clear()
+    many, results = statements([dict(user=alice, slug=room.slug, body=f"m{i}", client_id=f"m{i}-{room.pk}")
+                                for i in range(2) for room in rooms])
+    assert many == one
+    for room in rooms:
+        stored = list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
+        chain = [(e["message_id"], e["prev_id"]) for g, e in published if g == f"room.{room.pk}"]
+        assert chain == list(zip(stored[-2:], stored[-3:-1] if len(stored) > 2 else [0] + stored[-2:-1]))
+
+
 def test_a_duplicate_racing_a_batch_leaves_its_other_rooms_written(alice, general, secret, monkeypatch,
                                                                     published, committed):
     """A client_id reused by a request racing the batch rolls the batch back; written again,
