@@ -16,6 +16,8 @@ import weakref
 
 from channels.layers import get_channel_layer
 
+from chatproject.daphne_patches import corked
+
 from . import metrics
 
 logger = logging.getLogger(__name__)
@@ -130,8 +132,9 @@ class Hub:
         (up to REORDER_WAIT_S), so that the connections need not read the gap each."""
         group = event.get("group")
         if event["type"] == "chat.bundle":  # several events to the group, sent as one (`events._bundled`)
-            for each in event["events"]:
-                self.dispatch({**each, "group": group})
+            with corked():  # and written to each socket at once
+                for each in event["events"]:
+                    self.dispatch({**each, "group": group})
             return
         if event.get("message_id") is None or group not in self.members:
             return self._deliver(group, event)

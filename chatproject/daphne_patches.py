@@ -12,7 +12,8 @@ and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
    still names the function and peer).
 5. Write each frame to the socket at once when nothing waits before it (`_write`), as
    asyncio's transports do, instead of registering the socket with epoll and writing on
-   the loop's next pass.
+   the loop's next pass; and a burst of frames to many sockets with one write per socket
+   (`corked`).
 
 Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
 the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
@@ -22,6 +23,7 @@ counted and its user online). This sends the close frame itself, as daphne alrea
 for its own 1011.
 """
 import asyncio
+import contextlib
 import logging
 import sys
 
@@ -70,10 +72,35 @@ def send_prepared(protocol, prepared) -> bool:
     return True
 
 
+# While `corked()` is open: the frames written to each transport, sent when it closes.
+_corked: dict | None = None
+
+
+@contextlib.contextmanager
+def corked():
+    """Hold the frames written inside, then send each socket's in one system call: a burst of
+    k frames to N sockets costs N writes instead of k x N (the kernel's send was most of the
+    event loop's time at full fan-out). Nothing may await inside."""
+    global _corked
+    if _corked is not None:  # inside another: that one sends
+        yield
+        return
+    _corked = {}
+    try:
+        yield
+    finally:
+        held, _corked = _corked, None
+        for transport, chunks in held.items():
+            _write(transport, b"".join(chunks))
+
+
 def _write(transport, data: bytes) -> None:
     """`transport.write(data)`, but sent at once when nothing waits before it, as asyncio's
     transports do. Twisted registers the socket for writing and unregisters it again for
     every write: two epoll calls and a pass of the loop, per frame and socket, at fan-out."""
+    if _corked is not None:
+        _corked.setdefault(transport, []).append(data)
+        return
     tcp = sys.modules.get("twisted.internet.tcp")
     if (tcp is None or not isinstance(transport, tcp.Connection) or transport.TLS or not transport.connected
             or transport.disconnecting or transport._writeDisconnected or _unsent_bytes(transport)):

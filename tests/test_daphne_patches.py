@@ -4,7 +4,7 @@ import socket
 import pytest
 from twisted.internet import tcp
 
-from chatproject.daphne_patches import _write
+from chatproject.daphne_patches import _write, corked
 
 
 class Transport(tcp.Connection):
@@ -61,3 +61,34 @@ def test_behind_buffered_data_a_frame_waits_its_turn():
     peer.setblocking(False)
     with pytest.raises(BlockingIOError):  # nothing was sent around the buffer
         peer.recv(10)
+
+
+def test_frames_written_while_corked_go_to_each_socket_in_one_send(monkeypatch):
+    (ours1, peer1), (ours2, peer2) = pair(), pair()
+    first, second = Transport(ours1), Transport(ours2)
+    sends = []
+    for transport in (first, second):
+        monkeypatch.setattr(transport, "socket", Recorder(transport.socket, sends))
+    with corked():
+        _write(first, b"a1")
+        _write(second, b"b1")
+        with corked():  # nested: the outer one sends
+            _write(first, b"a2")
+        peer1.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing is sent before the end
+            peer1.recv(10)
+    assert sends == [b"a1a2", b"b1"]
+    assert received(peer1, 4) == b"a1a2" and received(peer2, 2) == b"b1"
+    _write(first, b"a3")  # uncorked again
+    assert received(peer1, 2) == b"a3"
+
+
+class Recorder:
+    """A socket whose sends are recorded."""
+
+    def __init__(self, sock, sends):
+        self.sock, self.sends = sock, sends
+
+    def send(self, data):
+        self.sends.append(bytes(data))
+        return self.sock.send(data)
