@@ -277,6 +277,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for room in rooms:
             if room["slug"] in ids:
                 self.rooms[ids[room["slug"]]] = self.floors[ids[room["slug"]]] = room["last_message_id"] or 0
+                hub().known(events.room_group(ids[room["slug"]]), room["last_message_id"] or 0)
         self.online = True
         if await presence.backend().connect(self.user.pk, self.channel_name):
             await self._announce_presence("online")
@@ -571,6 +572,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._send_messages(slug, messages, gap_after=since if gap else None)
         if until is None:
             self.rooms[room_id] = self.floors[room_id] = max(self.rooms.get(room_id, 0), last_id or 0)
+            hub().known(events.room_group(room_id), self.rooms[room_id])
 
     async def _catch_up(self, room_id: int, message_id: int, prev_id: int) -> bool:
         """Move the room's mark to `message_id`, first sending the messages between the mark

@@ -126,6 +126,13 @@ class Hub:
                 self.dispatch(event)
             self._refresh()
 
+    def known(self, group: str, message_id: int) -> None:
+        """A member read the group's messages up to `message_id` from the database on joining.
+        Until the hub has handed out a message of the group, that is where its order starts:
+        a first event that overtook its predecessor then waits for it like any other."""
+        if group in self.members and group not in self.last:
+            self.last[group] = message_id
+
     def dispatch(self, event: dict) -> None:
         """Hand `event` to the group's local members. A room's message events go in `prev_id`
         order: one that overtook its predecessor on the way from another process waits for it

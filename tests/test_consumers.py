@@ -489,6 +489,30 @@ async def test_events_that_overtake_each_other_are_delivered_in_id_order(alice, 
     await b.close()
 
 
+async def test_a_message_that_never_comes_is_read_once_for_every_connection(alice, bob, carol, general, monkeypatch):
+    """m1's event is lost on its way from another process: after the hub's wait, the process
+    reads m1 from the database once, and each connection sends m1 before m2."""
+    from chat import metrics
+
+    for user in (bob, carol):
+        await db(services.room_join)(user=user, slug="general")
+    clients = [await connect(bob), await connect(carol)]
+    for client in clients:
+        await client.drain()
+    held = []
+    monkeypatch.setattr(events, "send", lambda group, event: held.append((group, event)))
+    m1, _ = await db(services.message_send)(user=alice, slug="general", body="first")
+    m2, _ = await db(services.message_send)(user=alice, slug="general", body="second")
+    before = metrics.LAYER_GAPS._value.get()
+    await events.send_async(*held[1])  # m1 never comes
+    for client in clients:
+        got = [(f["message"]["id"], f["message"]["body"]) for f in await client.drain(0.3) if f["type"] == "message.new"]
+        assert got == [(m1.pk, "first"), (m2.pk, "second")]
+    assert metrics.LAYER_GAPS._value.get() == before + 1  # one read, not one per connection
+    for client in clients:
+        await client.close()
+
+
 async def test_a_catch_up_larger_than_the_replay_limit_announces_the_gap(alice, bob, general, monkeypatch, settings):
     settings.CHAT_REPLAY_LIMIT = 1
     await db(services.room_join)(user=bob, slug="general")

@@ -171,6 +171,25 @@ async def test_messages_that_never_came_are_read_once_for_every_member(monkeypat
     hub.reader.cancel()
 
 
+async def test_the_first_event_waits_for_its_predecessor_after_what_members_read(monkeypatch):
+    """Before the hub has handed out any message of a room, what its members read on joining
+    is where the order starts."""
+    from chat import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
+    database = Database()
+    hub = Hub(LocalChannelLayer(), fill=database.fill)
+    member = Member()
+    await hub.join("room.1", member)
+    hub.known("room.1", 5)
+    hub.known("room.1", 3)  # a later reader cannot move it back
+    hub.dispatch(new("room.1", 7, 6))  # 6 was lost
+    assert member.got == []
+    await asyncio.sleep(0.05)
+    assert database.reads == [(1, 5, 7)] and member.got == ["db6", 7]
+    hub.reader.cancel()
+
+
 async def test_events_arriving_during_the_read_wait_behind_it(monkeypatch):
     from chat import hub as hub_module
 
