@@ -491,6 +491,8 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
     by_room: dict[int, tuple[Room, list[_Send]]] = {}
     for send in _check_sends(requests, results):
         by_room.setdefault(send.room.pk, (send.room, []))[1].append(send)
+    if not by_room:  # every send was refused, or returned its original
+        return results
     # Rooms are locked in id order, so two processes' batches never deadlock.
     rooms = sorted(by_room.values(), key=lambda room_sends: room_sends[0].pk)
     try:

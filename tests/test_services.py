@@ -629,6 +629,17 @@ def test_a_batch_to_many_rooms_costs_the_statements_of_one(alice, make_user, pub
         assert chain == list(zip(stored[-2:], stored[-3:-1] if len(stored) > 2 else [0] + stored[-2:-1]))
 
 
+def test_a_batch_with_nothing_to_write_opens_no_transaction(alice, bob, general, secret):
+    """Every send refused, or answered with its original: nothing is locked, inserted or committed."""
+    original = send(alice, general, "first", client_id="c-1")
+    with CaptureQueriesContext(connection) as captured:
+        results = services.message_send_batch([dict(user=bob, slug="secret", body="not a member"),
+                                               dict(user=alice, slug="general", body="again", client_id="c-1")])
+    assert isinstance(results[0], Forbidden) and results[1] == (original, False)
+    assert not [query["sql"] for query in captured if "FOR UPDATE" in query["sql"] or "INSERT" in query["sql"]
+                or "SAVEPOINT" in query["sql"] or " IN ()" in query["sql"]]
+
+
 def test_a_duplicate_racing_a_batch_leaves_its_other_rooms_written(alice, general, secret, monkeypatch,
                                                                     published, committed):
     """A client_id reused by a request racing the batch rolls the batch back; written again,
