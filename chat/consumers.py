@@ -219,11 +219,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if event.get("origin") == self.channel_name and (event.get("prev_id") or 0) <= self.rooms[event["room_id"]]:
                 # Its own message, with nothing missing before it: the acknowledgement goes in its place, now.
                 self._mark(event)
-                pending = self.acks.pop(event["message_id"], None)
-                if pending is not None:
-                    pending[2].cancel()
-                    if send_prepared(self.socket, self.socket.factory.prepareMessage(pending[1].encode())):
-                        metrics.MESSAGES_DELIVERED.inc()
+                ack = self._take_ack(event["message_id"])
+                if ack is not None and send_prepared(self.socket, self.socket.factory.prepareMessage(ack.encode())):
+                    metrics.MESSAGES_DELIVERED.inc()
                 return
         if self.inbox is None:
             self.inbox = collections.deque()
@@ -603,11 +601,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _send_ack(self, message_id: int | None):
         """Send a waiting acknowledgement, now that every message before it has been sent."""
-        pending = self.acks.pop(message_id, None)
-        if pending is not None:
-            pending[2].cancel()
-            await self.send(text_data=pending[1])
+        ack = self._take_ack(message_id)
+        if ack is not None:
+            await self.send(text_data=ack)
             metrics.MESSAGES_DELIVERED.inc()
+
+    def _take_ack(self, message_id: int | None) -> str | None:
+        """The waiting acknowledgement of `message_id` (its timer stopped), or None."""
+        pending = self.acks.pop(message_id, None)
+        if pending is None:
+            return None
+        pending[2].cancel()
+        return pending[1]
 
     def _ack_overdue(self, message_id: int):
         asyncio.ensure_future(self._flush_ack(message_id))
