@@ -11,9 +11,8 @@ from contextvars import ContextVar
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
-
 from django.conf import settings
+from django.db import transaction
 
 from . import metrics, protocol, selectors
 from .hub import running_hub

@@ -421,7 +421,7 @@ def _lock_rooms(room_ids: list[int]) -> dict[int, int | None]:
     spent several times longer building them than the database took to run them.
     """
     ids = sorted(set(room_ids))
-    listed = ", ".join(["%s"] * len(ids))
+    listed = _placeholders(ids)
     rooms, messages = (connection.ops.quote_name(model._meta.db_table) for model in (Room, Message))
     with connection.cursor() as cursor:
         if connection.features.has_select_for_update:  # SQLite has one writer at a time anyway
@@ -433,6 +433,11 @@ def _lock_rooms(room_ids: list[int]) -> dict[int, int | None]:
         cursor.execute(f"SELECT id, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id) "
                        f"FROM {rooms} r WHERE r.id IN ({listed})", ids)
         return dict(cursor.fetchall())
+
+
+def _placeholders(values: list) -> str:
+    """The `%s, %s, ...` of an SQL IN list of `values`."""
+    return ", ".join(["%s"] * len(values))
 
 
 def _original(author, client_id: str) -> Message | None:
@@ -453,8 +458,8 @@ def _originals(pairs: list[tuple["User", str]]) -> dict[tuple[int, str], Message
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, author_id, client_id FROM {connection.ops.quote_name(Message._meta.db_table)} "
-            f"WHERE author_id IN ({', '.join(['%s'] * len(authors))}) "
-            f"AND client_id IN ({', '.join(['%s'] * len(client_ids))}) AND client_id <> ''",
+            f"WHERE author_id IN ({_placeholders(authors)}) AND client_id IN ({_placeholders(client_ids)}) "
+            "AND client_id <> ''",
             authors + client_ids)
         found = [pk for pk, author_id, client_id in cursor.fetchall() if (author_id, client_id) in wanted]
     if not found:
