@@ -1155,3 +1155,7 @@ def test_ids_grow_in_commit_order_under_concurrent_senders(transactional_db, set
     assert seen == sorted(sent), "the poller skipped ids that committed after a larger one"
     delivered = [e["message_id"] for _, e in published if e.get("message_id") and e["message_id"] > start]
     assert sorted(delivered) == sorted(sent)
+    # Each message names the one committed before it, though its writer waited for the lock
+    # that commit released: the newest id is read after the lock, not with the snapshot before it.
+    chain = sorted((e["message_id"], e["prev_id"]) for _, e in published if (e.get("message_id") or 0) > start)
+    assert [prev_id for _, prev_id in chain] == [start or 0] + [message_id for message_id, _ in chain[:-1]]
