@@ -178,6 +178,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+            # The finished tasks hold their exceptions, whose tracebacks hold this frame, which
+            # holds the tasks: a cycle of about 60 objects per closed connection, freed only by
+            # a full collection, which walks the whole heap with the GIL held (200 ms after
+            # 1,000 connections closed). Broken here, they are freed as the connection ends.
+            pumps.clear()
+            done = None
 
     async def _pump(self, receive):
         while True:
