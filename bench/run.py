@@ -339,7 +339,6 @@ def main(argv=None):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ".gitignore").write_text("*\n")  # results and logs are never committed
     stamp = time.strftime("%Y%m%d-%H%M%S")
     output = args.output or RESULTS / f"{stamp}.jsonl"
     users = max(s.rooms * s.clients for s in sizes.values())
