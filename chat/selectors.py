@@ -81,6 +81,11 @@ def member_rooms_for_users(pairs: list[tuple[User, str]]) -> list[tuple[Room, Me
     return results
 
 
+def placeholders(values: list) -> str:
+    """The `%s, %s, ...` of an SQL IN list of `values` (for the statements written by hand)."""
+    return ", ".join(["%s"] * len(values))
+
+
 def _memberships_with_rooms(slugs: list[str], user_ids: list[int]) -> list[Membership]:
     """`Membership.objects.select_related("room").filter(room__slug__in=slugs, user__in=user_ids)`,
     by hand: it runs for every batch of sends, and the ORM took several times longer to build
@@ -90,8 +95,7 @@ def _memberships_with_rooms(slugs: list[str], user_ids: list[int]) -> list[Membe
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {columns} FROM {memberships} INNER JOIN {rooms} ON {rooms}.id = {memberships}.room_id "
-            f"WHERE {rooms}.slug IN ({', '.join(['%s'] * len(slugs))}) "
-            f"AND {memberships}.user_id IN ({', '.join(['%s'] * len(user_ids))})",
+            f"WHERE {rooms}.slug IN ({placeholders(slugs)}) AND {memberships}.user_id IN ({placeholders(user_ids)})",
             slugs + user_ids)
         rows = cursor.fetchall()
     split, loaded = len(membership_fields), []
@@ -104,7 +108,8 @@ def _memberships_with_rooms(slugs: list[str], user_ids: list[int]) -> list[Membe
 
 @functools.cache
 def _membership_room_columns(alias: str):
-    """The field names, select list, compiler and value converters of `_memberships_with_rooms`."""
+    """The field names, select list, compiler and value converters of `_memberships_with_rooms`,
+    once per database alias: they depend only on its backend and settings."""
     fields = [*Membership._meta.concrete_fields, *Room._meta.concrete_fields]
     quote = connection.ops.quote_name
     columns = ", ".join(f"{quote(f.model._meta.db_table)}.{quote(f.column)}" for f in fields)

@@ -22,7 +22,7 @@ from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLa
 from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
 from .selectors import (active_membership_q, last_message_id, member_room_for_user, member_rooms_for_users,
-                        message_for_user, room_for_user, unread_count)
+                        message_for_user, placeholders, room_for_user, unread_count)
 from .serializers import message_data, user_data
 
 User = get_user_model()
@@ -422,7 +422,7 @@ def _lock_rooms(room_ids: list[int]) -> dict[int, int | None]:
     took to run them.
     """
     ids = sorted(set(room_ids))
-    listed = _placeholders(ids)
+    listed = placeholders(ids)
     rooms, messages = (connection.ops.quote_name(model._meta.db_table) for model in (Room, Message))
     # A statement of its own after the lock: one that also took the locks would read with the
     # snapshot it took before waiting for them, missing the message whose commit released one.
@@ -439,11 +439,6 @@ def _lock_rooms(room_ids: list[int]) -> dict[int, int | None]:
         else:  # SQLite has one writer at a time, and no FOR UPDATE
             cursor.execute(newest, ids)
         return dict(cursor.fetchall())
-
-
-def _placeholders(values: list) -> str:
-    """The `%s, %s, ...` of an SQL IN list of `values`."""
-    return ", ".join(["%s"] * len(values))
 
 
 def _original(author, client_id: str) -> Message | None:
@@ -464,7 +459,7 @@ def _originals(pairs: list[tuple["User", str]]) -> dict[tuple[int, str], Message
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, author_id, client_id FROM {connection.ops.quote_name(Message._meta.db_table)} "
-            f"WHERE author_id IN ({_placeholders(authors)}) AND client_id IN ({_placeholders(client_ids)}) "
+            f"WHERE author_id IN ({placeholders(authors)}) AND client_id IN ({placeholders(client_ids)}) "
             "AND client_id <> ''",
             authors + client_ids)
         found = [pk for pk, author_id, client_id in cursor.fetchall() if (author_id, client_id) in wanted]
