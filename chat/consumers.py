@@ -58,6 +58,9 @@ ACK_WAIT_S = 2.0
 INBOX_CAPACITY = 10_000
 # Client frames read and not yet answered; beyond it the connection stops reading its socket.
 FRAMES_IN_FLIGHT = 64
+# Sends per database call: a batch is one INSERT, whose parameters both databases cap (SQLite
+# at 32,766); and a bounded batch keeps the sends behind it waiting a bounded time.
+MAX_BATCH = 500
 
 # What a `chat.frame` event needs (see `ChatConsumer._classify`).
 DROP, SEND, CATCH_UP = "drop", "send", "catch_up"
@@ -95,7 +98,7 @@ class _Sends:
     async def _write(self):
         try:
             while self.waiting:
-                batch, self.waiting = self.waiting, []
+                batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
 
                 def settle(results):
                     for (_, future, written), result in zip(batch, results):

@@ -1,10 +1,12 @@
 """The only code that changes chat state.
 
 Each service checks access through `chat.selectors`, validates, writes inside
-`transaction.atomic` and publishes its events through `chat.events.publish`, which sends
+`transaction.atomic` (or, for a batch of messages on PostgreSQL, in one query string that
+is a transaction of its own) and publishes its events through `chat.events.publish`, which sends
 them after commit. REST views, the WebSocket consumer, the admin and management
 commands all call these functions; none of them writes models directly.
 """
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -385,7 +387,8 @@ def _insert_messages(room: Room, drafts: list[tuple[Message, str | None]]) -> li
 def _insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | None]]]]) -> list[list[Message]]:
     """Insert the messages of each room in the given order, all in one INSERT, and publish
     `message.new` for each on commit. Each room appears once; `drafts` pairs each unsaved
-    message with its `origin`. Returns each room's messages. Call inside `transaction.atomic`.
+    message with its `origin`. Returns each room's messages. Call inside `transaction.atomic`,
+    or on PostgreSQL outside any, as one transaction of its own (see `_write_rooms`).
 
     Ids must grow in commit order within a room, so that "every message after id N" never
     misses one committed later with a smaller id. The rooms' row locks serialise inserts
@@ -398,13 +401,13 @@ def _insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | Non
     set on the returned instance), read under the same lock: a connection that receives
     a message whose predecessor it has not sent yet knows to fetch the gap first.
     """
-    last_ids = _lock_rooms([room.pk for room, _ in rooms])
-    # One INSERT for every room: the ids come back in order, so each room's grow in its order.
-    messages = iter(Message.objects.bulk_create([draft for _, drafts in rooms for draft, _ in drafts]))
+    drafts = [draft for _, room_drafts in rooms for draft, _ in room_drafts]
+    last_ids = _lock_rooms_and_insert([room.pk for room, _ in rooms], drafts)
+    messages = iter(drafts)
     written = []
-    for room, drafts in rooms:
+    for room, room_drafts in rooms:
         prev_id, room_messages = last_ids.get(room.pk) or 0, []
-        for (_, origin), message in zip(drafts, messages):
+        for (_, origin), message in zip(room_drafts, messages):
             message.room, message.prev_id = room, prev_id
             events.publish(events.room_group(room.pk), events.message_event(message, prev_id=prev_id, origin=origin))
             prev_id = message.pk
@@ -413,13 +416,15 @@ def _insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | Non
     return written
 
 
-def _lock_rooms(room_ids: list[int]) -> dict[int, int | None]:
-    """Lock the rooms' rows until commit, in id order (so that two writers never deadlock);
-    return the id of each room's newest message (None if it has none).
+def _lock_rooms_and_insert(room_ids: list[int], drafts: list[Message]) -> dict[int, int | None]:
+    """Lock the rooms' rows until commit, in id order (so that two writers never deadlock), read
+    the id of each room's newest message (None if it has none), then insert `drafts` in order,
+    setting their ids; return the newest ids read before the insert.
 
-    Two statements for any number of rooms (one round trip on PostgreSQL), by hand: they run
-    for every batch, and the ORM spent several times longer building them than the database
-    took to run them.
+    By hand, and on PostgreSQL as one query string: it runs for every batch, the ORM spent
+    longer building these statements than the database took to run them, and one string is
+    one round trip. Outside a transaction PostgreSQL runs the string as one transaction of its
+    own, committed once its last statement is done, while the locks are held.
     """
     ids = sorted(set(room_ids))
     listed = placeholders(ids)
@@ -430,15 +435,29 @@ def _lock_rooms(room_ids: list[int]) -> dict[int, int | None]:
     # would read every message of the rooms.
     newest = (f"SELECT id, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id) "
               f"FROM {rooms} r WHERE r.id IN ({listed})")
+    fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    row = f"({placeholders(fields)})"
+    # The ids come back in the order of the rows, so each room's grow in its order.
+    insert = f"INSERT INTO {messages} ({columns}) VALUES {', '.join([row] * len(drafts))} RETURNING id"
+    values = [field.get_db_prep_save(field.pre_save(draft, True), connection) for draft in drafts for field in fields]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # Both statements in one round trip: PostgreSQL runs them in turn, and the second
-            # takes its snapshot once the first holds the locks (READ COMMITTED).
-            cursor.execute(f"SELECT id FROM {rooms} WHERE id IN ({listed}) ORDER BY id FOR UPDATE; {newest}", ids + ids)
+            # PostgreSQL runs the statements in turn; the second takes its snapshot once the
+            # first holds the locks (READ COMMITTED).
+            cursor.execute(f"SELECT id FROM {rooms} WHERE id IN ({listed}) ORDER BY id FOR UPDATE; {newest}; {insert}",
+                           ids + ids + values)
             cursor.nextset()
-        else:  # SQLite has one writer at a time, and no FOR UPDATE
+            last_ids = dict(cursor.fetchall())
+            cursor.nextset()
+        else:  # SQLite has one writer at a time, and no FOR UPDATE; it refuses several statements at once
             cursor.execute(newest, ids)
-        return dict(cursor.fetchall())
+            last_ids = dict(cursor.fetchall())
+            cursor.execute(insert, values)
+        for draft, (pk,) in zip(drafts, cursor.fetchall()):
+            draft.pk = pk
+            draft._state.adding, draft._state.db = False, connection.alias
+    return last_ids
 
 
 def _original(author, client_id: str) -> Message | None:
@@ -490,7 +509,8 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
     once: one query for the reused client_ids, one for the rooms and memberships, one
     round trip for the rate counters. Then its rooms are locked, its new messages inserted
     in request order, and the whole batch is committed once: three statements and a commit
-    for any number of messages and rooms, where each message alone would pay them all.
+    for any number of messages and rooms (one round trip in all on PostgreSQL), where each
+    message alone would pay them all.
     Returns, in request order, (message, created) or the exception that refused that message.
     """
     results: list = [None] * len(requests)
@@ -521,8 +541,12 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
 
 def _write_rooms(rooms: list[tuple[Room, list["_Send"]]], results: list) -> None:
     """The common case: every room's new messages in one transaction (one commit, one fsync on
-    SQLite), without the two round trips per room a savepoint costs."""
-    with transaction.atomic():
+    SQLite), without the two round trips per room a savepoint costs. On PostgreSQL outside a
+    transaction the whole write is one query string, a transaction of its own: no BEGIN and
+    COMMIT round trips."""
+    alone = connection.vendor == "postgresql" and not connection.in_atomic_block
+    one_transaction = contextlib.nullcontext() if alone else transaction.atomic()
+    with one_transaction:
         written = _insert_rooms_messages([(room, [(send.draft(), send.origin) for send in sends])
                                           for room, sends in rooms])
     for (_, sends), messages in zip(rooms, written):

@@ -611,8 +611,14 @@ async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice
     assert connections.count() == before  # cleaned up as on a disconnect
 
 
-async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_in_order(alice, general, monkeypatch):
+@pytest.mark.parametrize("max_batch, expected", [(500, [11]), (4, [4, 4, 3])])
+async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_in_order(alice, general, monkeypatch,
+                                                                                      max_batch, expected):
+    """Read while none was written yet: one batch, one commit; up to MAX_BATCH sends each."""
+    from chat import consumers
     from chat import services as chat_services
+
+    monkeypatch.setattr(consumers, "MAX_BATCH", max_batch)
 
     batches = []
     send_batch = chat_services.message_send_batch
@@ -632,7 +638,7 @@ async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_i
     assert [f.get("ref") for f in frames] == [f"s{i}" for i in range(10)] + ["bad", "p"]
     assert [f["type"] for f in frames[10:]] == ["error", "pong"]
     assert [f["message"]["body"] for f in frames[:10]] == [f"m{i}" for i in range(10)]
-    assert batches == [11]  # read while none was written yet: one batch, one commit
+    assert batches == expected
     await a.close()
 
 

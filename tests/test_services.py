@@ -3,10 +3,8 @@
 Setup calls run outside `committed()`, so their on-commit events never fire; only the call
 under test publishes into `published`.
 """
-import random
 import re
 import threading
-import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -661,6 +659,36 @@ def test_a_duplicate_racing_a_batch_leaves_its_other_rooms_written(alice, genera
     assert [f["message"]["body"] for f in frames(published, "message.new")] == ["new"]
 
 
+@pytest.mark.postgres  # SQLite refuses several statements in one execute
+def test_a_batch_outside_a_transaction_writes_in_one_statement_and_still_recovers_a_duplicate(
+        transactional_db, alice, general, secret, monkeypatch, published):
+    """On PostgreSQL, outside a transaction (as the database thread calls it), a batch's locks,
+    newest ids and insert are one query string, its own transaction. A duplicate racing it
+    rolls that back whole; written again room by room, the rest is stored once."""
+    assert not connection.in_atomic_block  # the path under test
+    first = services.message_send_batch([dict(user=alice, slug="general", body="first", client_id="c-1")])[0][0]
+    with CaptureQueriesContext(connection) as captured:
+        [(alone, created)] = services.message_send_batch([dict(user=alice, slug="secret", body="alone")])
+    assert created and Message.objects.get(pk=alone.pk).body == "alone"
+    writes = [q["sql"] for q in captured if "INSERT" in q["sql"] or "FOR UPDATE" in q["sql"] or "SAVEPOINT" in q["sql"]]
+    assert len(writes) == 1 and "FOR UPDATE" in writes[0] and "INSERT" in writes[0]
+
+    real, calls = services._originals, []
+    def lookup(pairs):  # the batch's own lookup runs before the racing original commits
+        calls.append(pairs)
+        return {} if len(calls) == 1 else real(pairs)
+
+    monkeypatch.setattr(services, "_originals", lookup)
+    published.clear()
+    again, other = services.message_send_batch([dict(user=alice, slug="general", body="again", client_id="c-1"),
+                                                dict(user=alice, slug="secret", body="new", client_id="c-2")])
+    assert again == (first, False)
+    assert other[1] is True and Message.objects.get(client_id="c-2").pk == other[0].pk
+    assert Message.objects.filter(client_id="c-1").count() == 1
+    assert [(f["message"]["body"], f["message"]["id"]) for f in frames(published, "message.new")] == [("new", other[0].pk)]
+    assert [e["prev_id"] for _, e in published if e.get("message_id")] == [alone.pk]
+
+
 @pytest.mark.parametrize("body", ["", "   ", "\n\t", None, 5, ["hi"]])
 def test_message_send_empty_or_non_text_body_is_invalid(alice, general, refused, body):
     with refused(Invalid, match="body"):
@@ -1088,14 +1116,21 @@ def test_user_register(settings, django_user_model):
 
 # Concurrency
 
+def _drop_slow_insert(table):
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER IF EXISTS test_slow_insert ON {table}")
+        cursor.execute("DROP FUNCTION IF EXISTS test_slow_insert()")
+
+
 @pytest.mark.postgres  # SQLite has a single writer, so commits cannot interleave there
-def test_ids_grow_in_commit_order_under_concurrent_senders(transactional_db, settings, monkeypatch, published,
+def test_ids_grow_in_commit_order_under_concurrent_senders(transactional_db, settings, request, published,
                                                            make_user):
     """A reader that polls "messages after the last id I saw" never misses one.
 
-    That holds only if ids are visible in id order. Each sender sleeps between drawing its
-    id and committing, so without the per-room lock a smaller id would routinely commit
-    after a larger one and the poller would skip it.
+    That holds only if ids are visible in id order. Each insert sleeps after drawing its ids
+    and before its transaction commits (a trigger, inside the one statement string of the
+    write), so without the per-room lock a smaller id would routinely commit after a larger
+    one and the poller would skip it.
     """
     settings.CHAT_RATE_PER_10S = 10_000
     owner = make_user("owner")
@@ -1105,13 +1140,13 @@ def test_ids_grow_in_commit_order_under_concurrent_senders(transactional_db, set
         services.room_join(user=user, slug="busy")
     start = Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first()
 
-    real_publish = events.publish
-
-    def slow_publish(group, event):
-        real_publish(group, event)
-        time.sleep(random.uniform(0.001, 0.004))
-
-    monkeypatch.setattr(events, "publish", slow_publish)
+    table = connection.ops.quote_name(Message._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION test_slow_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                       "$$ BEGIN PERFORM pg_sleep(0.001 + random() * 0.003); RETURN NULL; END $$")
+        cursor.execute(f"CREATE TRIGGER test_slow_insert AFTER INSERT ON {table} "
+                       "FOR EACH STATEMENT EXECUTE FUNCTION test_slow_insert()")
+    request.addfinalizer(lambda: _drop_slow_insert(table))
     per_sender, barrier, errors, sent, seen = 12, threading.Barrier(len(senders) + 1), [], [], []
     done = threading.Event()
 
