@@ -14,6 +14,8 @@ and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
    asyncio's transports do, instead of registering the socket with epoll and writing on
    the loop's next pass; and a burst of frames to many sockets with one write per socket
    (`corked`).
+6. Leave no reference cycle per connection (see `_break_cycles`): the objects of a closed
+   connection are freed when it closes, instead of waiting for a full garbage collection.
 
 Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
 the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
@@ -152,6 +154,40 @@ def patch_daphne() -> None:
     autobahn_protocol = sys.modules["autobahn.websocket.protocol"]
     autobahn_protocol.hltype = autobahn_protocol.hlval = _as_is
     _close_sockets_on_shutdown(sys.modules["daphne.server"].Server, protocol)
+    _break_cycles(sys.modules["daphne.http_protocol"].WebRequest, protocol)
+
+
+def _break_cycles(request_class, protocol_class) -> None:
+    """Two reference cycles per WebSocket connection kept about 60 objects each (its protocol,
+    transport, HTTP request, headers, buffers) alive after it closed, until a full garbage
+    collection: one that walks the whole heap with the GIL held, and that had about 60,000
+    objects to free after 1,000 connections closed (90 ms with nothing else served).
+
+    - The HTTP request that a WebSocket handshake arrives as stays in its HTTP channel's list
+      of requests, and holds the channel, after daphne hands the socket over to the WebSocket
+      protocol: it is taken out of the list once handed over.
+    - Autobahn resolves the protocol's `is_closed` Deferred with the protocol itself, which
+      holds the Deferred: once the connection is lost, the Deferred's result becomes None
+      (nothing in daphne waits on it).
+    """
+    process = request_class.process
+
+    def process_then_let_go(self):
+        channel = self.channel
+        process(self)
+        if self.transport is None and channel is not None and self in channel.requests:
+            channel.requests.remove(self)  # handed over to the WebSocket protocol (daphne sets transport None)
+
+    connection_lost = protocol_class.connectionLost
+
+    def connection_lost_then_let_go(self, *args, **kwargs):
+        connection_lost(self, *args, **kwargs)
+        closed = getattr(self, "is_closed", None)
+        if closed is not None and getattr(closed, "called", False) and closed.result is self:
+            closed.result = None
+
+    request_class.process = process_then_let_go
+    protocol_class.connectionLost = connection_lost_then_let_go
 
 
 def _close_sockets_on_shutdown(server_class, protocol_class) -> None:
