@@ -27,8 +27,9 @@ def async_client() -> redis.asyncio.Redis:
     if client is None:
         # A blocking pool waits for a free connection, where the default pool raises at its
         # size: a burst of connects (a reconnect storm after a restart) would fail with 1013.
+        # Its calls are short, so a small pool serves a burst (see REDIS_POOL_SIZE).
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS, timeout=5,
+            settings.REDIS_URL, max_connections=settings.REDIS_POOL_SIZE, timeout=5,
             socket_connect_timeout=2, socket_timeout=5,
         )
         client = _async_clients[loop] = redis.asyncio.Redis(connection_pool=pool)

@@ -142,6 +142,11 @@ else:
 REDIS_MAX_CONNECTIONS = env_int("REDIS_MAX_CONNECTIONS", 1000)
 for _host in CHAT_LAYER_HOSTS:
     _host["max_connections"] = REDIS_MAX_CONNECTIONS
+# The process's own client (presence, the layer watchdog) makes short calls only, and waits
+# for a free connection beyond this many. Its pool never closes a connection it opened: sized
+# by the peak of a burst, it would keep a thousand idle sockets (and their 60,000 objects for
+# every full garbage collection to walk) after a thousand clients connected at once.
+REDIS_POOL_SIZE = env_int("REDIS_POOL_SIZE", 32)
 # Namespaces this deployment's channel-layer, cache and presence keys: Redis pub/sub channels
 # ignore the database number, so two deployments on one Redis need different prefixes.
 # Letters, digits, hyphens: it starts channel names. A test run gets its own, so that runs

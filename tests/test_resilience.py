@@ -1,6 +1,8 @@
 """How the server behaves when its database or Redis fails: error frames, 503s, the layer
 watchdog, the presence sweep, and the rate limit failing open."""
+import asyncio
 import time
+import weakref
 
 import pytest
 import redis
@@ -108,6 +110,22 @@ async def test_sweep_announces_users_of_a_dead_process_offline(redis_url, alice,
     assert announced == [(alice.pk, "offline")]
     assert await backend.sweep() == []  # announced once only
     assert await backend.online([alice.pk]) == set()
+
+
+@pytest.mark.redis
+async def test_a_burst_of_presence_calls_waits_for_a_small_pool(redis_url, settings, monkeypatch):
+    """Clients connecting by the hundred at once must not leave as many idle Redis connections
+    open for the life of the process: the burst shares the pool's few, and every call succeeds."""
+    settings.REDIS_POOL_SIZE = 4
+    monkeypatch.setattr(broker, "_async_clients", weakref.WeakKeyDictionary())  # a client with this size
+    backend = presence.RedisPresence()
+    users = range(10_000, 10_200)
+    assert await asyncio.gather(*(backend.connect(user, f"burst-{user}") for user in users)) == [True] * 200
+    assert await asyncio.gather(*(backend.disconnect(user, f"burst-{user}") for user in users)) == [True] * 200
+    client = broker.async_client()
+    pool = client.connection_pool
+    assert 1 <= len(pool._available_connections) + len(pool._in_use_connections) <= 4
+    await client.aclose()
 
 
 @pytest.mark.redis
