@@ -544,7 +544,7 @@ def _write_rooms(rooms: list[tuple[Room, list["_Send"]]], results: list) -> None
     SQLite), without the two round trips per room a savepoint costs. On PostgreSQL outside a
     transaction the whole write is one query string, a transaction of its own: no BEGIN and
     COMMIT round trips."""
-    alone = connection.vendor == "postgresql" and not connection.in_atomic_block
+    alone = connection.vendor == "postgresql" and connection.get_autocommit()  # False in a transaction
     one_transaction = contextlib.nullcontext() if alone else transaction.atomic()
     with one_transaction:
         written = _insert_rooms_messages([(room, [(send.draft(), send.origin) for send in sends])

@@ -665,7 +665,7 @@ def test_a_batch_outside_a_transaction_writes_in_one_statement_and_still_recover
     """On PostgreSQL, outside a transaction (as the database thread calls it), a batch's locks,
     newest ids and insert are one query string, its own transaction. A duplicate racing it
     rolls that back whole; written again room by room, the rest is stored once."""
-    assert not connection.in_atomic_block  # the path under test
+    assert connection.get_autocommit()  # the path under test: outside any transaction
     first = services.message_send_batch([dict(user=alice, slug="general", body="first", client_id="c-1")])[0][0]
     with CaptureQueriesContext(connection) as captured:
         [(alone, created)] = services.message_send_batch([dict(user=alice, slug="secret", body="alone")])
