@@ -55,24 +55,25 @@ def _require_member(slug: str, room: Room, membership: Membership | None) -> tup
     return room, membership
 
 
-def member_rooms_for_users(pairs: list[tuple[User, str]]) -> list[tuple[Room, Membership] | ChatError]:
+def member_rooms_for_users(pairs: list[tuple[User, str]],
+                           memberships: list[Membership] | None = None) -> list[tuple[Room, Membership] | ChatError]:
     """`member_room_for_user` for each (user, slug): the room and membership, or the error it raises.
 
     One query when each slug has a member among the users (a batch of sends), two otherwise.
+    `memberships`: what `memberships_statement` read for these pairs (or more), if read already.
     """
     if not pairs:
         return []
     slugs = {slug for _, slug in pairs}
-    # Two IN lists rather than an OR per pair, which SQLite refuses past 1000 terms; the
-    # extra rows this matches (a user's memberships in the batch's other rooms) go unused.
-    user_ids = {user.pk for user, _ in pairs}
-    memberships = {(m.user_id, m.room.slug): m for m in _memberships_with_rooms(list(slugs), list(user_ids))}
-    rooms = {m.room.slug: m.room for m in memberships.values()}
+    if memberships is None:
+        memberships = memberships_from_rows(fetch_all([memberships_statement(pairs)])[0])
+    by_pair = {(m.user_id, m.room.slug): m for m in memberships}
+    rooms = {m.room.slug: m.room for m in by_pair.values()}
     if missing := slugs - rooms.keys():
         rooms.update((room.slug, room) for room in Room.objects.filter(slug__in=missing))
     results = []
     for user, slug in pairs:
-        membership = memberships.get((user.pk, slug))
+        membership = by_pair.get((user.pk, slug))
         try:
             room = membership.room if membership is not None else rooms.get(slug)
             results.append(_require_member(slug, *_check_access(user, slug, room, membership)))
@@ -86,18 +87,50 @@ def placeholders(values: list) -> str:
     return ", ".join(["%s"] * len(values))
 
 
-def _memberships_with_rooms(slugs: list[str], user_ids: list[int]) -> list[Membership]:
-    """`Membership.objects.select_related("room").filter(room__slug__in=slugs, user__in=user_ids)`,
-    by hand: it runs for every batch of sends, and the ORM took several times longer to build
-    it than the database took to run it. Values are converted as the ORM converts them."""
-    membership_fields, room_fields, columns, compiler, converters = _membership_room_columns(connection.alias)
-    memberships, rooms = (connection.ops.quote_name(model._meta.db_table) for model in (Membership, Room))
+def fetch_all(statements: list[tuple[str, list]]) -> list[list[tuple]]:
+    """The rows of each (sql, params) statement, run in order ([] for one that returns none).
+
+    On PostgreSQL the statements go as one query string, one round trip: the hot paths run
+    a few small statements each, and waiting for the database took longer than running them.
+    Outside a transaction PostgreSQL runs the string as one transaction of its own.
+    """
+    if not statements:
+        return []
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {columns} FROM {memberships} INNER JOIN {rooms} ON {rooms}.id = {memberships}.room_id "
+        if connection.vendor != "postgresql":  # SQLite refuses several statements at once; it has no round trips
+            results = []
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                results.append(cursor.fetchall() if cursor.description else [])
+            return results
+        cursor.execute("; ".join(sql for sql, _ in statements), [value for _, params in statements for value in params])
+        results = [cursor.fetchall() if cursor.description else []]
+        while cursor.nextset():
+            results.append(cursor.fetchall() if cursor.description else [])
+        return results
+
+
+def memberships_statement(pairs: list[tuple[User, str]]) -> tuple[str, list]:
+    """The statement (for `fetch_all`) of the users' memberships in the rooms, with their rooms,
+    whose rows `memberships_from_rows` loads: `Membership.objects.select_related("room")
+    .filter(room__slug__in=..., user__in=...)`, by hand. It runs for every batch of sends, and
+    the ORM took several times longer to build it than the database took to run it.
+
+    Two IN lists rather than an OR per pair, which SQLite refuses past 1000 terms; the extra
+    rows this matches (a user's memberships in the pairs' other rooms) go unused.
+    """
+    slugs, user_ids = list({slug for _, slug in pairs}), list({user.pk for user, _ in pairs})
+    columns = _membership_room_columns(connection.alias)[2]
+    memberships, rooms = (connection.ops.quote_name(model._meta.db_table) for model in (Membership, Room))
+    return (f"SELECT {columns} FROM {memberships} INNER JOIN {rooms} ON {rooms}.id = {memberships}.room_id "
             f"WHERE {rooms}.slug IN ({placeholders(slugs)}) AND {memberships}.user_id IN ({placeholders(user_ids)})",
             slugs + user_ids)
-        rows = cursor.fetchall()
+
+
+def memberships_from_rows(rows: list[tuple]) -> list[Membership]:
+    """The memberships, their rooms loaded, of `memberships_statement`'s rows; values are
+    converted as the ORM converts them."""
+    membership_fields, room_fields, _, compiler, converters = _membership_room_columns(connection.alias)
     split, loaded = len(membership_fields), []
     for row in compiler.apply_converters(rows, converters) if converters else rows:
         membership = Membership.from_db(connection.alias, membership_fields, row[:split])
@@ -108,7 +141,7 @@ def _memberships_with_rooms(slugs: list[str], user_ids: list[int]) -> list[Membe
 
 @functools.cache
 def _membership_room_columns(alias: str):
-    """The field names, select list, compiler and value converters of `_memberships_with_rooms`,
+    """The field names, select list, compiler and value converters of `memberships_statement`,
     once per database alias: they depend only on its backend and settings."""
     fields = [*Membership._meta.concrete_fields, *Room._meta.concrete_fields]
     quote = connection.ops.quote_name

@@ -7,6 +7,7 @@ them after commit. REST views, the WebSocket consumer, the admin and management
 commands all call these functions; none of them writes models directly.
 """
 import contextlib
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -23,8 +24,9 @@ from . import events, metrics, protocol
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
-from .selectors import (active_membership_q, last_message_id, member_room_for_user, member_rooms_for_users,
-                        message_for_user, placeholders, room_for_user, unread_count)
+from .selectors import (active_membership_q, fetch_all, last_message_id, member_room_for_user, member_rooms_for_users,
+                        memberships_from_rows, memberships_statement, message_for_user, placeholders, room_for_user,
+                        unread_count)
 from .serializers import message_data, user_data
 
 User = get_user_model()
@@ -421,16 +423,17 @@ def _lock_rooms_and_insert(room_ids: list[int], drafts: list[Message]) -> dict[i
     the id of each room's newest message (None if it has none), then insert `drafts` in order,
     setting their ids; return the newest ids read before the insert.
 
-    By hand, and on PostgreSQL as one query string: it runs for every batch, the ORM spent
-    longer building these statements than the database took to run them, and one string is
-    one round trip. Outside a transaction PostgreSQL runs the string as one transaction of its
-    own, committed once its last statement is done, while the locks are held.
+    By hand, and with `fetch_all`: it runs for every batch, the ORM spent longer building these
+    statements than the database took to run them, and on PostgreSQL `fetch_all` sends them as
+    one query string. Outside a transaction PostgreSQL runs that string as one transaction of
+    its own, committed once its last statement is done, while the locks are held.
     """
     ids = sorted(set(room_ids))
     listed = placeholders(ids)
     rooms, messages = (connection.ops.quote_name(model._meta.db_table) for model in (Room, Message))
     # A statement of its own after the lock: one that also took the locks would read with the
-    # snapshot it took before waiting for them, missing the message whose commit released one.
+    # snapshot it took before waiting for them, missing the message whose commit released one
+    # (READ COMMITTED gives each statement the snapshot of its start).
     # A subquery per room, which the (room, id) index answers with one row, where a GROUP BY
     # would read every message of the rooms.
     newest = (f"SELECT id, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id) "
@@ -441,23 +444,14 @@ def _lock_rooms_and_insert(room_ids: list[int], drafts: list[Message]) -> dict[i
     # The ids come back in the order of the rows, so each room's grow in its order.
     insert = f"INSERT INTO {messages} ({columns}) VALUES {', '.join([row] * len(drafts))} RETURNING id"
     values = [field.get_db_prep_save(field.pre_save(draft, True), connection) for draft in drafts for field in fields]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # PostgreSQL runs the statements in turn; the second takes its snapshot once the
-            # first holds the locks (READ COMMITTED).
-            cursor.execute(f"SELECT id FROM {rooms} WHERE id IN ({listed}) ORDER BY id FOR UPDATE; {newest}; {insert}",
-                           ids + ids + values)
-            cursor.nextset()
-            last_ids = dict(cursor.fetchall())
-            cursor.nextset()
-        else:  # SQLite has one writer at a time, and no FOR UPDATE; it refuses several statements at once
-            cursor.execute(newest, ids)
-            last_ids = dict(cursor.fetchall())
-            cursor.execute(insert, values)
-        for draft, (pk,) in zip(drafts, cursor.fetchall()):
-            draft.pk = pk
-            draft._state.adding, draft._state.db = False, connection.alias
-    return last_ids
+    statements = [(newest, ids), (insert, values)]
+    if connection.vendor == "postgresql":  # SQLite has one writer at a time, and no FOR UPDATE
+        statements.insert(0, (f"SELECT id FROM {rooms} WHERE id IN ({listed}) ORDER BY id FOR UPDATE", ids))
+    *_, newest_rows, inserted = fetch_all(statements)
+    for draft, (pk,) in zip(drafts, inserted):
+        draft.pk = pk
+        draft._state.adding, draft._state.db = False, connection.alias
+    return dict(newest_rows)
 
 
 def _original(author, client_id: str) -> Message | None:
@@ -465,23 +459,28 @@ def _original(author, client_id: str) -> Message | None:
 
 
 def _originals(pairs: list[tuple["User", str]]) -> dict[tuple[int, str], Message]:
-    """The messages already sent with each (author, client_id), by (author id, client_id); one query."""
+    """The messages already sent with each (author, client_id), by (author id, client_id)."""
     wanted = {(author.pk, client_id) for author, client_id in pairs if client_id}
-    if not wanted:
-        return {}
-    # Ids first, by hand (this runs for every batch), and whole messages only for the matches:
-    # almost every send has a new client_id. Two IN lists rather than an OR per pair, which
-    # SQLite refuses past 1000 terms; the rare extra rows (an author's use of another's
-    # client_id) are dropped below. `<> ''` repeats the unique index's condition, which lets
-    # SQLite use that index.
+    return _originals_from(fetch_all([_originals_statement(wanted)])[0], wanted) if wanted else {}
+
+
+def _originals_statement(wanted: set[tuple[int, str]]) -> tuple[str, list]:
+    """The statement (for `fetch_all`) of the ids of the messages with these (author id,
+    client_id), by hand (it runs for every batch), and whole messages only for the matches
+    (`_originals_from`): almost every send has a new client_id.
+
+    Two IN lists rather than an OR per pair, which SQLite refuses past 1000 terms; the rare
+    extra rows (an author's use of another's client_id) are dropped by `_originals_from`.
+    `<> ''` repeats the unique index's condition, which lets SQLite use that index.
+    """
     authors, client_ids = list({author_id for author_id, _ in wanted}), list({client_id for _, client_id in wanted})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, author_id, client_id FROM {connection.ops.quote_name(Message._meta.db_table)} "
+    return (f"SELECT id, author_id, client_id FROM {connection.ops.quote_name(Message._meta.db_table)} "
             f"WHERE author_id IN ({placeholders(authors)}) AND client_id IN ({placeholders(client_ids)}) "
-            "AND client_id <> ''",
-            authors + client_ids)
-        found = [pk for pk, author_id, client_id in cursor.fetchall() if (author_id, client_id) in wanted]
+            "AND client_id <> ''", authors + client_ids)
+
+
+def _originals_from(rows: list[tuple], wanted: set[tuple[int, str]]) -> dict[tuple[int, str], Message]:
+    found = [pk for pk, author_id, client_id in rows if (author_id, client_id) in wanted]
     if not found:
         return {}
     return {(m.author_id, m.client_id): m for m in Message.objects.select_related("room", "author").filter(pk__in=found)}
@@ -602,7 +601,9 @@ def _check_sends(requests: list[dict], results: list) -> list[_Send]:
             sends.append(_Send(index, **request))
         except TypeError as exc:  # a misnamed keyword
             results[index] = exc
-    for check in (_each(_check_options), _find_originals, _each(_check_body_and_target), _check_rooms, _check_rates):
+    read = {}  # what `_find_originals` reads for `_check_rooms`
+    for check in (_each(_check_options), functools.partial(_find_originals, read), _each(_check_body_and_target),
+                  functools.partial(_check_rooms, read), _check_rates):
         try:
             outcomes = check(sends)
         except Exception as exc:  # the database or Redis failed: every send still being checked
@@ -642,9 +643,21 @@ def _check_options(send: _Send) -> None:
         raise Invalid("kind: use 'user' or 'emote'.")
 
 
-def _find_originals(sends: list[_Send]) -> list[tuple[Message, bool] | None]:
-    """A send whose client_id its author already used gets the original, not a new message."""
-    originals = _originals([(send.user, send.client_id) for send in sends])
+def _find_originals(read: dict, sends: list[_Send]) -> list[tuple[Message, bool] | None]:
+    """A send whose client_id its author already used gets the original, not a new message.
+
+    The same round trip reads the senders' memberships in the rooms they name, for
+    `_check_rooms` (`read`): on PostgreSQL one round trip a batch fewer. A send to a user
+    (`to`) names its room only once `_check_body_and_target` has found it.
+    """
+    wanted = {(send.user.pk, send.client_id) for send in sends if send.client_id}
+    named = [(send.user, send.slug) for send in sends if send.to is None and isinstance(send.slug, str) and send.slug]
+    statements = ([_originals_statement(wanted)] if wanted else []) + (
+        [memberships_statement(named)] if named else [])
+    rows = fetch_all(statements)
+    if named:
+        read["memberships"] = ({(user.pk, slug) for user, slug in named}, memberships_from_rows(rows.pop()))
+    originals = _originals_from(rows[0], wanted) if wanted else {}
     return [(original, False) if (original := originals.get((send.user.pk, send.client_id))) else None
             for send in sends]
 
@@ -653,14 +666,18 @@ def _check_body_and_target(send: _Send) -> None:
     send.body = _clean_body(send.body)
     if send.to is not None:  # rare enough to look up (or create) one at a time
         send.slug = direct_room(user=send.user, username=send.to).slug
-    if not send.slug:
+    if not isinstance(send.slug, str) or not send.slug:
         raise Invalid("room: give a room slug, or `to` with a username.")
 
 
-def _check_rooms(sends: list[_Send]) -> list[Exception | None]:
+def _check_rooms(read: dict, sends: list[_Send]) -> list[Exception | None]:
     """Each sender must be a member of the room and may write there; sets `send.room`."""
+    pairs = [(send.user, send.slug) for send in sends]
+    named, memberships = read.get("memberships", ((), None))
+    if not all((user.pk, slug) in named for user, slug in pairs):
+        memberships = None  # read them now
     refusals = []
-    for send, access in zip(sends, member_rooms_for_users([(send.user, send.slug) for send in sends])):
+    for send, access in zip(sends, member_rooms_for_users(pairs, memberships)):
         if isinstance(access, Exception):
             refusals.append(access)
         else:

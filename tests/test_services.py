@@ -579,13 +579,13 @@ def test_duplicate_client_id_returns_the_original(alice, bob, general, published
 def test_duplicate_client_id_racing_the_original_returns_it(alice, general, monkeypatch, published, committed):
     original = send(alice, general, "first", client_id="c-1")
     before = snapshot()
-    real, calls = services._originals, []
+    real, calls = services._originals_from, []
 
-    def lookup(pairs):  # the first lookup runs before the racing original commits
-        calls.append([client_id for _, client_id in pairs])
-        return {} if len(calls) == 1 else real(pairs)
+    def lookup(rows, wanted):  # the first lookup runs before the racing original commits
+        calls.append([client_id for _, client_id in wanted])
+        return {} if len(calls) == 1 else real(rows, wanted)
 
-    monkeypatch.setattr(services, "_originals", lookup)
+    monkeypatch.setattr(services, "_originals_from", lookup)
     with committed():
         message, created = services.message_send(user=alice, slug="general", body="again", client_id="c-1")
     assert (message, created, calls) == (original, False, [["c-1"], ["c-1"]])
@@ -643,13 +643,13 @@ def test_a_duplicate_racing_a_batch_leaves_its_other_rooms_written(alice, genera
     """A client_id reused by a request racing the batch rolls the batch back; written again,
     room by room, the duplicate gets its original and the rest is stored once."""
     original = send(alice, general, "first", client_id="c-1")
-    real, calls = services._originals, []
+    real, calls = services._originals_from, []
 
-    def lookup(pairs):  # the batch's own lookup runs before the racing original commits
-        calls.append(pairs)
-        return {} if len(calls) == 1 else real(pairs)
+    def lookup(rows, wanted):  # the batch's own lookup runs before the racing original commits
+        calls.append(wanted)
+        return {} if len(calls) == 1 else real(rows, wanted)
 
-    monkeypatch.setattr(services, "_originals", lookup)
+    monkeypatch.setattr(services, "_originals_from", lookup)
     with committed():
         again, other = services.message_send_batch([dict(user=alice, slug="general", body="again", client_id="c-1"),
                                                     dict(user=alice, slug="secret", body="new", client_id="c-2")])
@@ -660,25 +660,29 @@ def test_a_duplicate_racing_a_batch_leaves_its_other_rooms_written(alice, genera
 
 
 @pytest.mark.postgres  # SQLite refuses several statements in one execute
-def test_a_batch_outside_a_transaction_writes_in_one_statement_and_still_recovers_a_duplicate(
+def test_a_batch_outside_a_transaction_is_two_round_trips_and_still_recovers_a_duplicate(
         transactional_db, alice, general, secret, monkeypatch, published):
-    """On PostgreSQL, outside a transaction (as the database thread calls it), a batch's locks,
-    newest ids and insert are one query string, its own transaction. A duplicate racing it
-    rolls that back whole; written again room by room, the rest is stored once."""
+    """On PostgreSQL, outside a transaction (as the database thread calls it), a batch's checks
+    read in one query string, and its locks, newest ids and insert are another, its own
+    transaction. A duplicate racing it rolls that back whole; written again room by room, the
+    rest is stored once."""
     assert connection.get_autocommit()  # the path under test: outside any transaction
     first = services.message_send_batch([dict(user=alice, slug="general", body="first", client_id="c-1")])[0][0]
     with CaptureQueriesContext(connection) as captured:
-        [(alone, created)] = services.message_send_batch([dict(user=alice, slug="secret", body="alone")])
+        [(alone, created)] = services.message_send_batch([dict(user=alice, slug="secret", body="alone", client_id="c-0")])
     assert created and Message.objects.get(pk=alone.pk).body == "alone"
-    writes = [q["sql"] for q in captured if "INSERT" in q["sql"] or "FOR UPDATE" in q["sql"] or "SAVEPOINT" in q["sql"]]
-    assert len(writes) == 1 and "FOR UPDATE" in writes[0] and "INSERT" in writes[0]
+    # Two round trips in all: the checks' reads (reused client_ids, memberships), then the write.
+    reads, write = [q["sql"] for q in captured]
+    assert "client_id <> ''" in reads and "JOIN" in reads and "INSERT" not in reads
+    assert "FOR UPDATE" in write and "INSERT" in write and "SAVEPOINT" not in write
 
-    real, calls = services._originals, []
-    def lookup(pairs):  # the batch's own lookup runs before the racing original commits
-        calls.append(pairs)
-        return {} if len(calls) == 1 else real(pairs)
+    real, calls = services._originals_from, []
 
-    monkeypatch.setattr(services, "_originals", lookup)
+    def lookup(rows, wanted):  # the batch's own lookup runs before the racing original commits
+        calls.append(wanted)
+        return {} if len(calls) == 1 else real(rows, wanted)
+
+    monkeypatch.setattr(services, "_originals_from", lookup)
     published.clear()
     again, other = services.message_send_batch([dict(user=alice, slug="general", body="again", client_id="c-1"),
                                                 dict(user=alice, slug="secret", body="new", client_id="c-2")])
@@ -909,6 +913,7 @@ def test_a_batch_refuses_each_send_as_a_send_alone_is_refused(alice, bob, carol,
         dict(user=alice, slug="general", body="hi", client_id="c" * 65),
         dict(user=alice, slug="general", body="hi", kind="system"),
         dict(user=alice, body="hi"),
+        dict(user=alice, slug=["general"], body="hi"),
         dict(user=alice, to="nobody", body="hi"),
         dict(user=alice, to="alice", body="hi"),
         dict(user=bob, slug="general", body="x" * (settings.CHAT_MAX_BODY + 1)),
@@ -919,7 +924,7 @@ def test_a_batch_refuses_each_send_as_a_send_alone_is_refused(alice, bob, carol,
     assert [r[0].body for r in results if not isinstance(r, Exception)] == ["good", "staff may", "direct", "good too"]
     assert [type(r) for r in results if isinstance(r, Exception)] == [
         NotFound, Gone, Forbidden, Forbidden, Forbidden, RoomLocked, Muted, Forbidden, Invalid, Invalid, Invalid,
-        NotFound, Invalid, TooLarge]
+        Invalid, NotFound, Invalid, TooLarge]
     for request, result in zip(requests, results):
         if isinstance(result, Exception):
             with pytest.raises(type(result)) as alone:
