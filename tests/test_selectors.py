@@ -176,6 +176,17 @@ def test_room_summaries(alice, world):
     assert "other" not in summaries and "old" not in summaries
 
 
+def test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists(alice, bob, carol, make_user, world):
+    """The hand-written queries against the ORM's definition, for users in every state of the world."""
+    post(world["quiet"], alice)  # one's own message: not unread, but the room's newest
+    for user in (alice, bob, carol, make_user("stranger")):
+        rooms = list(selectors.rooms_for_user(user, member_only=True))
+        assert selectors.room_summaries(user) == [
+            {"slug": r.slug, "name": r.name, "kind": r.kind, "unread": r.unread or 0, "last_message_id": r.last_message_id}
+            for r in rooms]
+        assert selectors.member_room_ids(user) == selectors.member_room_ids(user.pk) == [(r.pk, r.slug) for r in rooms]
+
+
 def test_room_state_matches_the_list(alice, world):
     state = selectors.room_state(alice, world["joined"])
     assert (state.member, state.role, state.unread) == (True, "moderator", 2)
