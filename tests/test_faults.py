@@ -201,7 +201,8 @@ async def test_concurrent_writers_on_two_processes(private_redis, crowd):
 
             async def write(client: ChatClient):
                 for i in range(n):
-                    while hopper.connections <= i * min_reconnects // n:  # however slow the hopper, it hops meanwhile
+                    # However slow the hopper, it hops meanwhile: past min_reconnects hellos by the last send.
+                    while hopper.connections <= (i + 1) * min_reconnects // n:
                         await asyncio.sleep(0.005)
                     await client.send(ROOM, f"{client.name} #{i}")
                     await asyncio.sleep(rng.uniform(0, 0.03))
