@@ -99,16 +99,19 @@ def fetch_all(statements: list[tuple[str, list]]) -> list[list[tuple]]:
     if not statements:
         return []
     with connection.cursor() as cursor:
+        def rows():
+            return cursor.fetchall() if cursor.description else []
+
         if connection.vendor != "postgresql":  # SQLite refuses several statements at once; it has no round trips
             results = []
             for sql, params in statements:
                 cursor.execute(sql, params)
-                results.append(cursor.fetchall() if cursor.description else [])
+                results.append(rows())
             return results
         cursor.execute("; ".join(sql for sql, _ in statements), [value for _, params in statements for value in params])
-        results = [cursor.fetchall() if cursor.description else []]
+        results = [rows()]
         while cursor.nextset():
-            results.append(cursor.fetchall() if cursor.description else [])
+            results.append(rows())
         return results
 
 
@@ -186,9 +189,7 @@ def _unread_count(user, last_read_ref):
 
 def member_room_ids(user) -> list[tuple[int, str]]:
     """(id, slug) of every unarchived room the user (or user id) is an active member of."""
-    with connection.cursor() as cursor:
-        cursor.execute(*_member_rooms("r.id, r.slug", getattr(user, "pk", user)))
-        return cursor.fetchall()
+    return fetch_all([_member_rooms("r.id, r.slug", getattr(user, "pk", user))])[0]
 
 
 def _member_rooms(select: str, user_id: int, params=()) -> tuple[str, list]:
@@ -235,16 +236,15 @@ def room_summaries(user) -> list[dict]:
     It runs for every new connection, and the ORM spent about 5 ms building and compiling that
     query with its five subqueries, where PostgreSQL ran it in 0.2 ms: a thousand clients
     reconnecting at once queued seconds of it on the database thread.
-    `test_room_summaries_list_what_rooms_for_user_lists` holds the two together.
+    `test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists` holds them together.
     """
     messages = connection.ops.quote_name(Message._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(*_member_rooms(
-            f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
-            f"(SELECT COUNT(*) FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
-            "AND (m.author_id <> %s OR m.author_id IS NULL))", user.pk, [user.pk]))
-        return [{"slug": slug, "name": name, "kind": kind, "unread": unread, "last_message_id": last_id}
-                for slug, name, kind, last_id, unread in cursor.fetchall()]
+    [rows] = fetch_all([_member_rooms(
+        f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
+        f"(SELECT COUNT(*) FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
+        "AND (m.author_id <> %s OR m.author_id IS NULL))", user.pk, [user.pk])])
+    return [{"slug": slug, "name": name, "kind": kind, "unread": unread, "last_message_id": last_id}
+            for slug, name, kind, last_id, unread in rows]
 
 
 def last_message_id(room: Room) -> int | None:

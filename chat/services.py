@@ -506,10 +506,10 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
 
     Each is checked as by `message_send`, but each check is made for the whole batch at
     once: one query for the reused client_ids, one for the rooms and memberships (one
-    round trip for both on PostgreSQL), one round trip for the rate counters. Then its rooms are locked, its new messages inserted
-    in request order, and the whole batch is committed once: three statements and a commit
-    for any number of messages and rooms (one round trip in all on PostgreSQL), where each
-    message alone would pay them all.
+    round trip for both on PostgreSQL), one round trip for the rate counters. Then its rooms
+    are locked, its new messages inserted in request order, and the whole batch is committed
+    once: three statements and a commit for any number of messages and rooms (one round trip
+    in all on PostgreSQL), where each message alone would pay them all.
     Returns, in request order, (message, created) or the exception that refused that message.
     """
     results: list = [None] * len(requests)
