@@ -254,6 +254,9 @@ CHAT_MAX_SEND_BUFFER = env_int("CHAT_MAX_SEND_BUFFER", 1024 * 1024)
 CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 500)
 CHAT_TYPING_INTERVAL_S = 2
 CHAT_REGISTRATION_OPEN = env_bool("CHAT_REGISTRATION_OPEN", True)
+# How long one thread may hold the GIL while another waits for it (Python's default is 5 ms);
+# see chatproject/asgi.py.
+CHAT_SWITCH_INTERVAL_MS = float(os.environ.get("CHAT_SWITCH_INTERVAL_MS", "1"))
 
 LOGGING = {
     "version": 1,
