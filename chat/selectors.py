@@ -90,7 +90,8 @@ def placeholders(values: list) -> str:
 
 
 def fetch_all(statements: list[tuple[str, list]]) -> list[list[tuple]]:
-    """The rows of each (sql, params) statement, run in order ([] for one that returns none).
+    """The rows of each (sql, params) statement, run in order; each returns rows (SELECT, or
+    RETURNING).
 
     On PostgreSQL the statements go as one query string, one round trip: the hot paths run
     a few small statements each, and waiting for the database took longer than running them.
@@ -99,19 +100,16 @@ def fetch_all(statements: list[tuple[str, list]]) -> list[list[tuple]]:
     if not statements:
         return []
     with connection.cursor() as cursor:
-        def rows():
-            return cursor.fetchall() if cursor.description else []
-
         if connection.vendor != "postgresql":  # SQLite refuses several statements at once; it has no round trips
             results = []
             for sql, params in statements:
                 cursor.execute(sql, params)
-                results.append(rows())
+                results.append(cursor.fetchall())
             return results
         cursor.execute("; ".join(sql for sql, _ in statements), [value for _, params in statements for value in params])
-        results = [rows()]
+        results = [cursor.fetchall()]
         while cursor.nextset():
-            results.append(rows())
+            results.append(cursor.fetchall())
         return results
 
 
