@@ -62,6 +62,7 @@ class Hub:
         self.reader: asyncio.Task | None = None
         self.starting = asyncio.Lock()  # concurrent first joins must share one channel
         self.refreshed = time.monotonic()
+        self.gathered: list[dict] | None = None  # a bundle's events to deliver, while it is dispatched
 
     async def join(self, group: str, consumer) -> None:
         """Deliver `group`'s events to `consumer` from now on: once this returns, every
@@ -139,9 +140,14 @@ class Hub:
         (up to REORDER_WAIT_S), so that the connections need not read the gap each."""
         group = event.get("group")
         if event["type"] == "chat.bundle":  # several events to the group, sent as one (`events._bundled`)
-            with corked():  # and written to each socket at once
+            self.gathered = []
+            try:
                 for each in event["events"]:
                     self.dispatch({**each, "group": group})
+            finally:
+                gathered, self.gathered = self.gathered, None
+            with corked():  # and written to each socket at once
+                self._deliver_all(group, gathered)
             return
         if event.get("message_id") is None or group not in self.members:
             return self._deliver(group, event)
@@ -210,15 +216,26 @@ class Hub:
             self._deliver(group, event)
 
     def _deliver(self, group: str, event: dict) -> None:
+        if self.gathered is not None:  # a bundle's: delivered with the others (`dispatch`)
+            self.gathered.append(event)
+        else:
+            self._deliver_all(group, [event])
+
+    def _deliver_all(self, group: str, events: list[dict]) -> None:
+        """Hand `events` to the group's members, each member all of them in order. The members
+        that sent one of them go first: the copy of its own message is its acknowledgement,
+        which its client is waiting for, and which the others' copies would otherwise delay."""
         members = self.members.get(group)
-        if not members:
+        if not members or not events:
             return
-        frame = Frame(event["text"]) if "text" in event else None
-        for consumer in list(members):
-            try:
-                consumer.deliver(event, frame)
-            except Exception:  # one broken connection must not stop the others' events
-                logger.exception("delivering %s failed", event.get("type"))
+        frames = [(event, Frame(event["text"]) if "text" in event else None) for event in events]
+        origins = {event.get("origin") for event in events}
+        for consumer in sorted(members, key=lambda consumer: consumer.channel_name not in origins):
+            for event, frame in frames:
+                try:
+                    consumer.deliver(event, frame)
+                except Exception:  # one broken connection must not stop the others' events
+                    logger.exception("delivering %s failed", event.get("type"))
 
     def _refresh(self) -> None:
         """Re-add groups before a layer with membership expiry (RedisChannelLayer's

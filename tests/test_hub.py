@@ -10,8 +10,8 @@ from chat.layers import LocalChannelLayer
 
 
 class Member:
-    def __init__(self, fail=False):
-        self.got, self.fail = [], fail
+    def __init__(self, fail=False, name="conn.member"):
+        self.got, self.fail, self.channel_name = [], fail, name
 
     def deliver(self, event, frame):
         if self.fail:
@@ -98,6 +98,29 @@ async def test_a_failing_member_does_not_stop_the_others():
     await send(hub, "room.1", 1)
     await settle()
     assert fine.got == [1]
+    hub.reader.cancel()
+
+
+async def test_the_connections_that_sent_a_bundles_messages_get_them_first_each_in_order():
+    """A sender's copy of its own message is its acknowledgement: it goes before the others'."""
+    hub = Hub(LocalChannelLayer())
+    order = []
+
+    class Logged(Member):
+        def deliver(self, event, frame):
+            super().deliver(event, frame)
+            order.append((self.channel_name, event["n"]))
+
+    members = [Logged(name=f"conn.{name}") for name in "abcd"]
+    for member in members:
+        await hub.join("room.1", member)
+    events = [{"type": "chat.frame", "n": n, "origin": origin} for n, origin in [(1, "conn.c"), (2, "conn.a"), (3, None)]]
+    hub.dispatch({"type": "chat.bundle", "group": "room.1", "events": events})
+    assert {name for name, _ in order[:6]} == {"conn.a", "conn.c"}  # both senders, before anyone else
+    assert [m.got for m in members] == [[1, 2, 3]] * 4  # and each member in order
+    order.clear()
+    hub.dispatch({"type": "chat.frame", "group": "room.1", "n": 4, "origin": "conn.d"})
+    assert order[0] == ("conn.d", 4)
     hub.reader.cancel()
 
 
