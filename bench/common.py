@@ -1,4 +1,5 @@
-"""What the benchmark tools in bench/ share: logging, free ports, server processes, PostgreSQL databases, RSS.
+"""What the benchmark tools in bench/ share: logging, free ports, server processes, PostgreSQL databases, RSS,
+the disk's commit time.
 
 The tools run as scripts (`python bench/idle.py`); each puts the repository root on
 sys.path before it imports this module as `bench.common`.
@@ -8,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -102,3 +104,62 @@ def postgres_database(url: str):
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# The disk under the database
+
+class CommitProbe:
+    """While a scenario runs, a thread of its own commits a one-row insert every `interval`
+    seconds on a connection of its own to the server's database, and times each commit: how
+    long the disk takes to make a commit durable, beside the acknowledgements that wait for it.
+
+    A SQLite database gets a probe file beside it, with the server's journal settings (the
+    server holds the database's write lock); a PostgreSQL one, a table of its own.
+    """
+
+    def __init__(self, database_url: str, interval: float = 0.01):
+        self.url, self.interval = database_url, interval
+        self.seconds: list[float] = []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stopped.set()
+        self._thread.join()
+
+    def _connect(self):
+        if self.url.startswith("sqlite:"):
+            import sqlite3
+
+            db = sqlite3.connect(Path(urlsplit(self.url).path).with_name("commit-probe.sqlite3"), isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("CREATE TABLE IF NOT EXISTS commit_probe (id INTEGER PRIMARY KEY, at REAL)")
+            return db, "INSERT INTO commit_probe (at) VALUES (?)"
+        import psycopg
+
+        db = psycopg.connect(self.url, autocommit=True)
+        db.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (id serial PRIMARY KEY, at double precision)")
+        return db, "INSERT INTO bench_commit_probe (at) VALUES (%s)"
+
+    def _run(self) -> None:
+        db, insert = self._connect()
+        try:
+            while not self._stopped.wait(self.interval):
+                started = time.perf_counter()
+                db.execute(insert, (time.time(),))  # autocommit: each insert is a transaction
+                self.seconds.append(time.perf_counter() - started)
+        finally:
+            db.close()
+
+    def summary(self) -> dict:
+        """The commits' count, median and longest (ms), and how many took over 20 ms."""
+        if not self.seconds:
+            return {}
+        ms = sorted(s * 1000 for s in self.seconds)
+        return {"commits": len(ms), "commit_p50_ms": round(ms[len(ms) // 2], 2), "commit_max_ms": round(ms[-1], 2),
+                "commits_over_20ms": sum(1 for m in ms if m > 20)}

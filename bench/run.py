@@ -25,7 +25,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # run as a script: bench.common from the repository root
-from bench.common import free_port, log, postgres_database, stop, wait_for_port  # noqa: E402
+from bench.common import CommitProbe, free_port, log, postgres_database, stop, wait_for_port  # noqa: E402
 
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
@@ -93,6 +93,7 @@ class Server:
     port: int
     process: subprocess.Popen
     tokens: str | None = None
+    database: str | None = None  # ours: its DATABASE_URL, for the commit probe
 
     @property
     def protocol(self):
@@ -183,7 +184,8 @@ def ours(args, stamp, *, services, users):
         env, tokens, label = prepare_ours(stack, services=services, users=users)
         yield stack.enter_context(serve(server_command(args.server, "chatproject.asgi:application"), env=env,
                                         cwd=ROOT, log_path=RESULTS / f"{stamp}-ours-{label}.log",
-                                        name=f"ours ({args.server}, {label})", kind="ours", tokens=tokens))
+                                        name=f"ours ({args.server}, {label})", kind="ours", tokens=tokens,
+                                        database=env["DATABASE_URL"]))
 
 
 @contextlib.contextmanager
@@ -261,7 +263,12 @@ def run_scenarios(server, wanted, sizes, args, results):
             rate = round(afap["messages_per_s"] / 2, 1)
             seconds = HALF_SAT_SECONDS[args.quick]
             size = Scenario(size.rooms, size.clients, size.senders, max(1, int(rate * seconds / size.senders)), rate)
-        result = wsbench(server, scenario, size, room_prefix, args.timeout)
+        # The latency targets' scenarios wait for the disk: time its commits meanwhile.
+        probe = CommitProbe(server.database) if scenario in OURS_ONLY and server.database else None
+        with probe or contextlib.nullcontext():
+            result = wsbench(server, scenario, size, room_prefix, args.timeout)
+        if probe is not None:
+            result.update(probe.summary())
         if scenario == "room100-afap":
             afap = result
         results.append(result)
@@ -304,6 +311,17 @@ def table(results, notes=()):
                          fmt_ratio(dps, base.get((scenario, "tutorial"))), fmt_ratio(dps, base.get((scenario, "raw")))]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join([*lines, *notes])
+
+
+def disk_notes(results):
+    """The lines under the table on the commit probe's figures (`CommitProbe`), if any."""
+    probed = [r for r in results if r.get("commits")]
+    if not probed:
+        return []
+    return ["\nThe disk meanwhile: a probe's commits, one every 10 ms on a connection of its own to the same "
+            "database (median, longest, how many over 20 ms):"] + [
+        f"- {r['scenario']} on {r['server']}: {fmt_ms(r['commit_p50_ms'])}, {fmt_ms(r['commit_max_ms'])}, "
+        f"{r['commits_over_20ms']} of {r['commits']}" for r in probed]
 
 
 def cluster_unavailable(args):
@@ -384,6 +402,8 @@ def main(argv=None):
         ratio = fmt_ratio(scaling[1]["deliveries_per_s"], scaling[0]["deliveries_per_s"])
         notes.append(f"\ncluster2: 2 processes deliver {ratio} of what 1 process does (both behind nginx, "
                      "on Redis + PostgreSQL).")
+
+    notes += disk_notes(results)
 
     with open(output, "w") as out:
         for r in results:

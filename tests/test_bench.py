@@ -1,13 +1,17 @@
 """The load tools in bench/: wsbench against real servers, and run.py's scenarios and table."""
+import contextlib
 import importlib.util
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
 
+from bench.common import CommitProbe, postgres_database
 from chat.models import Message
 from tests.conftest import access_token
 from tests.live import BASE_DIR, free_port, run_daphne, wait_for_port
@@ -128,3 +132,35 @@ def test_table_compares_with_the_baselines_of_the_same_scenario():
     assert lines[4].endswith("| 5.00x | 1.00x |")
     assert lines[5].startswith("| rooms100x10 | raw_ws | 4,000 |") and lines[5].endswith("| — | 1.00x |")
     assert lines[6].startswith("| cluster2 | ours x2 behind nginx | not run: pass --cluster |")
+
+
+def test_the_commit_probe_times_each_commit_it_makes_beside_a_sqlite_database(tmp_path):
+    with CommitProbe(f"sqlite:///{tmp_path / 'bench.sqlite3'}", interval=0.005) as probe:
+        time.sleep(0.3)
+    summary = probe.summary()
+    with contextlib.closing(sqlite3.connect(tmp_path / "commit-probe.sqlite3")) as db:
+        stored = db.execute("SELECT COUNT(*) FROM commit_probe").fetchone()[0]
+    assert summary["commits"] == stored == len(probe.seconds) > 5
+    assert 0 < summary["commit_p50_ms"] <= summary["commit_max_ms"] == round(max(probe.seconds) * 1000, 2)
+    assert summary["commits_over_20ms"] == sum(1 for seconds in probe.seconds if seconds > 0.02)
+
+
+@pytest.mark.postgres
+def test_the_commit_probe_commits_to_a_table_of_its_own_on_postgresql():
+    import psycopg
+
+    with postgres_database(os.environ["DATABASE_URL"]) as url:
+        with CommitProbe(url, interval=0.005) as probe:
+            time.sleep(0.3)
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT COUNT(*) FROM bench_commit_probe").fetchone()[0]
+    assert probe.summary()["commits"] == stored > 5
+
+
+def test_the_disk_notes_list_the_probed_scenarios_only():
+    run = load_run_module()
+    probed = {"scenario": "ack200", "server": "ours (daphne, sqlite+memory)", "commits": 480, "commit_p50_ms": 0.9,
+              "commit_max_ms": 52.4, "commits_over_20ms": 3}
+    assert run.disk_notes([{"scenario": "room100-afap", "server": "raw_ws"}]) == []
+    assert run.disk_notes([{"scenario": "room100-afap", "server": "raw_ws"}, probed])[1:] == [
+        "- ack200 on ours (daphne, sqlite+memory): 0.9 ms, 52.4 ms, 3 of 480"]
