@@ -229,8 +229,12 @@ class Hub:
         if not members or not events:
             return
         frames = [(event, Frame(event["text"]) if "text" in event else None) for event in events]
-        origins = {event.get("origin") for event in events}
-        for consumer in sorted(members, key=lambda consumer: consumer.channel_name not in origins):
+        origins = {event["origin"] for event in events if event.get("origin")}
+        if origins:  # a stable sort: the others keep their order
+            members = sorted(members, key=lambda consumer: consumer.channel_name not in origins)
+        else:
+            members = list(members)  # a copy: a member may leave meanwhile
+        for consumer in members:
             for event, frame in frames:
                 try:
                     consumer.deliver(event, frame)
