@@ -289,7 +289,8 @@ class ChatClient:
     - With `drop_early`, it drops each connection on the first `message.new` that comes before
       `room.joined` (the moment a client that resumed from the highest id it holds would skip
       the replay still to come); `join_delay` (seconds, at most) is how long it is busy with
-      `hello` before it joins, which widens that window.
+      `hello` before it joins, which widens that window; while `join_gate` (an asyncio.Event)
+      is set on it and not yet set itself, it holds its joins back.
 
     Run clients with `async with connected([...])`, which starts and stops them.
     """
@@ -320,6 +321,7 @@ class ChatClient:
         self.final_close: int | None = None
         self.drop_early = False
         self.join_delay = 0.0
+        self.join_gate: asyncio.Event | None = None
         self.early_drops = 0
         self.ready = asyncio.Event()  # hello read, joins and resends sent
         self.ws = None
@@ -425,6 +427,8 @@ class ChatClient:
         self.connections += 1
         if self.join_delay:
             await asyncio.sleep(random.uniform(0, self.join_delay))
+        if self.join_gate is not None:
+            await self.join_gate.wait()
         for room in self.rooms:
             await self._join(ws, room)
         self.ready.set()
