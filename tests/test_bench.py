@@ -89,11 +89,13 @@ def test_wsbench_tutorial_protocol_against_raw_ws():
     assert out["peak_rss_mib"] > 0
 
 
-def test_run_quick_room100_afap_end_to_end(tmp_path):
-    """run.py starts every server, runs the scenario, prints the table and writes the JSON lines."""
+def test_run_quick_room100_afap_and_ack200_end_to_end(tmp_path):
+    """run.py starts every server, runs the scenarios, prints the table and writes the JSON lines;
+    ack200 runs on ours alone, with the disk probe beside it."""
     output = tmp_path / "results.jsonl"
     done = subprocess.run([sys.executable, str(BASE_DIR / "bench" / "run.py"), "--quick", "--only", "room100-afap",
-                           "--output", str(output)], capture_output=True, text=True, timeout=180, cwd=BASE_DIR)
+                           "--only", "ack200", "--output", str(output)],
+                          capture_output=True, text=True, timeout=180, cwd=BASE_DIR)
     assert done.returncode == 0, done.stderr
 
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| room100-afap")]
@@ -101,7 +103,8 @@ def test_run_quick_room100_afap_end_to_end(tmp_path):
     ours = by_server["ours (daphne, sqlite+memory)"]
     assert ours[3:6] == ["0", "0", "0"]  # lost, dupes, not persisted
     assert by_server["raw_ws"][3:5] == ["0", "0"] and by_server["raw_ws"][-1] == "1.00x |"
-    results = {r["server"]: r for r in map(json.loads, output.read_text().splitlines())}
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    results = {r["server"]: r for r in lines if r["scenario"] == "room100-afap"}
     assert results["ours (daphne, sqlite+memory)"]["persisted"] == results["ours (daphne, sqlite+memory)"]["sent"]
     tutorial = results["tutorial (daphne, RedisChannelLayer)" if "tutorial (daphne, RedisChannelLayer)" in results
                        else "tutorial"]
@@ -109,6 +112,12 @@ def test_run_quick_room100_afap_end_to_end(tmp_path):
         assert tutorial.get("lost") == 0, tutorial  # the peer needs Redis: with the services it must run
     else:
         assert "lost" in tutorial or tutorial["failed"].startswith("not available")
+
+    ack200 = [r for r in lines if r["scenario"] == "ack200"]
+    assert [r["server"] for r in ack200] == ["ours (daphne, sqlite+memory)"]
+    assert ack200[0]["lost"] == 0 and ack200[0]["acked"] == ack200[0]["sent"] > 0
+    assert ack200[0]["commits"] > 0 and "commits" not in results["ours (daphne, sqlite+memory)"]
+    assert "- ack200 on ours (daphne, sqlite+memory): " in done.stdout
 
 
 def test_table_compares_with_the_baselines_of_the_same_scenario():
