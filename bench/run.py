@@ -313,6 +313,19 @@ def table(results, notes=()):
     return "\n".join([*lines, *notes])
 
 
+def cluster_notes(results):
+    """The line under the table on cluster2: the ratio, and the cores each side used meanwhile."""
+    scaling = [r for r in results if r["scenario"] == "cluster2" and r.get("deliveries_per_s")]
+    if len(scaling) != 2:
+        return []
+    ratio = fmt_ratio(scaling[1]["deliveries_per_s"], scaling[0]["deliveries_per_s"])
+    cores = " and ".join(f"{r['server_cores']:.2f}" for r in scaling)
+    client = " and ".join(f"{r['client_cores']:.2f}" for r in scaling)
+    return [f"\ncluster2: 2 processes deliver {ratio} of what 1 process does (both behind nginx, on Redis + "
+            f"PostgreSQL). While the messages flowed, the server processes (daphnes and nginx) used {cores} cores "
+            f"and the load client {client}, of the machine's {os.cpu_count()}."]
+
+
 def disk_notes(results):
     """The lines under the table on the commit probe's figures (`CommitProbe`), if any."""
     probed = [r for r in results if r.get("commits")]
@@ -397,11 +410,7 @@ def main(argv=None):
         except Exception as exc:  # one server that cannot start must not cost the others' figures
             log(f"a server failed to start: {exc!r}")
             results.append({"scenario": wanted[0], "server": label, "failed": f"server failed to start: {exc}"})
-    scaling = [r for r in results if r["scenario"] == "cluster2" and r.get("deliveries_per_s")]
-    if len(scaling) == 2:
-        ratio = fmt_ratio(scaling[1]["deliveries_per_s"], scaling[0]["deliveries_per_s"])
-        notes.append(f"\ncluster2: 2 processes deliver {ratio} of what 1 process does (both behind nginx, "
-                     "on Redis + PostgreSQL).")
+    notes += cluster_notes(results)
 
     notes += disk_notes(results)
 

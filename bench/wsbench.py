@@ -8,7 +8,8 @@ each token arrives. One process holds every client, so send and receive times sh
 Prints one JSON line: deliveries/s, latency from send to every receiver (p50/p99/max), lost
 and duplicated deliveries, handshake time (connect, and `hello` for ours), the send->ack
 latency and `error` frames by code (ours), the peak RSS of the server processes named by
-`--server-pid`, and (ours) whether every sent token was stored exactly once.
+`--server-pid` and the CPU they and this client used while messages flowed (in cores), and
+(ours) whether every sent token was stored exactly once.
 
 Protocols:
   tutorial  ws://HOST/ws/chat/<room>/ ; send {"message": tok} ; recv {"message": tok}
@@ -208,6 +209,19 @@ def with_descendants(pids):
     return out
 
 
+def cpu_seconds(pids):
+    """The CPU time (user and system, s) used so far by `pids` and every process below them."""
+    total = 0
+    for pid in with_descendants(pids):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def sample_rss(pids, peak, interval=0.2):
     """Keep peak[0] at the largest sum of RSS (KiB) over `pids` and their descendants, until cancelled."""
     tree, refreshed = set(), 0.0
@@ -324,6 +338,8 @@ async def run(args):
             await client.ws.send(proto.frame(client.room, tok))
             stats["sent"] += 1
 
+    # CPU while sending and receiving, the server's and this client's, in cores of the machine.
+    cpu0 = (cpu_seconds(args.server_pid) if args.server_pid else 0, time.process_time())
     t0 = time.perf_counter()
     tasks = []
     for r in range(args.rooms):
@@ -345,6 +361,9 @@ async def run(args):
         except asyncio.TimeoutError:
             pass
     elapsed = (stats["last"] or time.perf_counter()) - t0
+    busy_s = time.perf_counter() - t0
+    server_cores = (cpu_seconds(args.server_pid) - cpu0[0]) / busy_s if args.server_pid else None
+    client_cores = (time.process_time() - cpu0[1]) / busy_s
     stopping = True
     await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
     for t in readers:
@@ -378,6 +397,8 @@ async def run(args):
         "ack_p50_ms": ms(pct(ack_lat, 50)), "ack_p99_ms": ms(pct(ack_lat, 99)),
         "errors": dict(errors), "closed": {str(k): v for k, v in closes.items()},
         "peak_rss_mib": round(rss_peak[0] / 1024, 1) if args.server_pid else None,
+        "server_cores": None if server_cores is None else round(server_cores, 2),
+        "client_cores": round(client_cores, 2),
         "persisted": persisted, "not_persisted": not_persisted, "persisted_twice": persisted_twice,
     }
     print(json.dumps(out), flush=True)

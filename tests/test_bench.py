@@ -24,7 +24,8 @@ BENCH_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "10
 FIELDS = {"protocol", "rooms", "clients_per_room", "senders_per_room", "messages_per_sender", "connect_s", "send_s",
           "elapsed_s", "sent", "expected", "delivered", "lost", "dupes", "deliveries_per_s", "messages_per_s",
           "p50_ms", "p99_ms", "max_ms", "handshake_p50_ms", "handshake_p99_ms", "acked", "ack_p50_ms", "ack_p99_ms",
-          "errors", "closed", "peak_rss_mib", "persisted", "not_persisted", "persisted_twice"}
+          "errors", "closed", "peak_rss_mib", "server_cores", "client_cores", "persisted", "not_persisted",
+          "persisted_twice"}
 
 
 def wsbench(*args: str) -> dict:
@@ -33,8 +34,8 @@ def wsbench(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def load_run_module():
-    spec = importlib.util.spec_from_file_location("bench_run", BASE_DIR / "bench" / "run.py")
+def load_bench_module(name="run"):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BASE_DIR / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -59,6 +60,7 @@ def test_wsbench_ours_delivers_acks_and_stores_every_message(tmp_path):
     assert out["errors"] == {} and out["closed"] == {}
     assert out["handshake_p50_ms"] is not None and out["p99_ms"] is not None
     assert out["peak_rss_mib"] > 0
+    assert out["server_cores"] >= 0 and out["client_cores"] > 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -121,7 +123,7 @@ def test_run_quick_room100_afap_and_ack200_end_to_end(tmp_path):
 
 
 def test_table_compares_with_the_baselines_of_the_same_scenario():
-    run = load_run_module()
+    run = load_bench_module()
     row = {"lost": 0, "dupes": 0, "p50_ms": 12.0, "p99_ms": 2500.0, "ack_p99_ms": None, "handshake_p99_ms": 8.0,
            "peak_rss_mib": 99.6, "not_persisted": None}
     results = [
@@ -167,9 +169,44 @@ def test_the_commit_probe_commits_to_a_table_of_its_own_on_postgresql():
 
 
 def test_the_disk_notes_list_the_probed_scenarios_only():
-    run = load_run_module()
+    run = load_bench_module()
     probed = {"scenario": "ack200", "server": "ours (daphne, sqlite+memory)", "commits": 480, "commit_p50_ms": 0.9,
               "commit_max_ms": 52.4, "commits_over_20ms": 3}
     assert run.disk_notes([{"scenario": "room100-afap", "server": "raw_ws"}]) == []
     assert run.disk_notes([{"scenario": "room100-afap", "server": "raw_ws"}, probed])[1:] == [
         "- ack200 on ours (daphne, sqlite+memory): 0.9 ms, 52.4 ms, 3 of 480"]
+
+
+BURN = """
+import sys, time
+end = time.process_time() + 0.3
+while time.process_time() < end:
+    pass
+print("burned", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_cpu_seconds_counts_the_processes_below_the_one_named():
+    wsbench = load_bench_module("wsbench")
+    burner = subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert burner.stdout.readline() == "burned\n"
+        alone = wsbench.cpu_seconds([burner.pid])
+        below_this_one = wsbench.cpu_seconds([os.getpid()]) - sum(os.times()[:2])
+    finally:
+        burner.communicate("")
+    assert 0.29 <= alone < 1
+    assert below_this_one >= alone - 0.02  # the burner is below this process: counted with it
+
+
+def test_the_cluster_note_gives_the_ratio_and_the_cores_each_side_used():
+    run = load_bench_module()
+    one = {"scenario": "cluster2", "server": "ours x1", "deliveries_per_s": 50000.0, "server_cores": 0.98,
+           "client_cores": 0.91}
+    two = {**one, "server": "ours x2", "deliveries_per_s": 60000.0, "server_cores": 1.05, "client_cores": 0.87}
+    assert run.cluster_notes([one]) == []
+    note = run.cluster_notes([one, two])[0]
+    assert note.startswith("\ncluster2: 2 processes deliver 1.20x of what 1 process does")
+    assert note.endswith(f"used 0.98 and 1.05 cores and the load client 0.91 and 0.87, "
+                         f"of the machine's {os.cpu_count()}.")
