@@ -187,19 +187,23 @@ def status_kib(pid):
     return 0
 
 
+def stat_fields(pid):
+    """The fields of /proc/`pid`/stat after the command name (state, ppid, ...), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def with_descendants(pids):
     """`pids` and every process below them (the workers of a supervisor)."""
     children = collections.defaultdict(list)
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            # The command name may hold spaces and parentheses: fields start after the last ')'.
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            children[ppid].append(int(entry))
+        if entry.isdigit() and (fields := stat_fields(entry)) is not None:
+            children[int(fields[1])].append(int(entry))
     out, todo = set(), list(pids)
     while todo:
         pid = todo.pop()
@@ -213,12 +217,8 @@ def cpu_seconds(pids):
     """The CPU time (user and system, s) used so far by `pids` and every process below them."""
     total = 0
     for pid in with_descendants(pids):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+        if (fields := stat_fields(pid)) is not None:  # else gone meanwhile
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
     return total / os.sysconf("SC_CLK_TCK")
 
 

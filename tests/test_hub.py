@@ -114,7 +114,8 @@ async def test_the_connections_that_sent_a_bundles_messages_get_them_first_each_
     members = [Logged(name=f"conn.{name}") for name in "abcd"]
     for member in members:
         await hub.join("room.1", member)
-    events = [{"type": "chat.frame", "n": n, "origin": origin} for n, origin in [(1, "conn.c"), (2, "conn.a"), (3, None)]]
+    sent = [(1, "conn.c"), (2, "conn.a"), (3, None)]  # (n, the connection that sent it)
+    events = [{"type": "chat.frame", "n": n, "origin": origin} for n, origin in sent]
     hub.dispatch({"type": "chat.bundle", "group": "room.1", "events": events})
     assert {name for name, _ in order[:6]} == {"conn.a", "conn.c"}  # both senders, before anyone else
     assert [m.got for m in members] == [[1, 2, 3]] * 4  # and each member in order
