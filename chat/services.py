@@ -20,7 +20,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import events, metrics, protocol
+from . import events, limits, metrics, protocol
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
@@ -76,6 +76,14 @@ def audit(*, actor, action: str, source: str, room: Room | None = None, target_u
                                            reason=reason, detail=detail)
 
 
+def _budget(action: str, user, source: str = "") -> None:
+    """Count a write against the user's budget for `action` (CHAT_WRITE_RATES), once it has passed
+    its checks; raise RateLimited beyond it. The admin's calls are not counted: only staff reach
+    it, each step is audited, and cleaning up after a flood must not wait on a budget."""
+    if source != "admin":
+        limits.check_rate(action, user.pk)
+
+
 def _require_moderator(user, room: Room, membership: Membership | None) -> None:
     if user.is_staff or (membership is not None and membership.can_moderate):
         return
@@ -109,7 +117,8 @@ def _clean_topic(topic) -> str:
     return _storable("topic", topic)
 
 
-def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "") -> Room:
+def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "",
+                source: str = "rest") -> Room:
     """Create a public or private room; the creator becomes its owner."""
     if kind not in (Room.Kind.PUBLIC, Room.Kind.PRIVATE):
         raise Invalid("kind: use 'public' or 'private'; direct rooms are created by sending to a user.")
@@ -120,13 +129,17 @@ def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC
         raise Invalid("slug: use 1-50 lowercase letters, digits or hyphens.")
     if DIRECT_SLUG_RE.fullmatch(slug):
         raise Invalid(f"slug: '{slug}' is reserved for direct rooms; choose another.")
+    taken = Invalid(f"slug: '{slug}' is taken; choose another.")
+    if Room.objects.filter(slug=slug).exists():  # before the budget: a taken slug costs none of it
+        raise taken
+    _budget("room", user, source)
     try:
         with transaction.atomic():
             room = Room.objects.create(slug=slug, name=name, kind=kind, topic=topic, created_by=user)
             Membership.objects.create(room=room, user=user, role=Membership.Role.OWNER)
             _subscribe(user.pk, room, since=0)
     except IntegrityError:
-        raise Invalid(f"slug: '{slug}' is taken; choose another.") from None
+        raise taken from None
     return room
 
 
@@ -136,6 +149,7 @@ def room_update(*, user, slug: str, name: str | None = None, topic: str | None =
     _require_moderator(user, room, membership)
     name = None if name is None else _clean_name(name)
     topic = None if topic is None else _clean_topic(topic)
+    _budget("update", user, source)
     with transaction.atomic():
         room = Room.objects.select_for_update().get(pk=room.pk)
         if name is not None:
@@ -177,6 +191,7 @@ def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
         return room, membership, False
     if room.kind == Room.Kind.DIRECT:
         raise Forbidden("Direct rooms cannot be joined.")
+    _budget("join", user)
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(room=room, user=user)
         if not created and not membership.banned:  # joined concurrently
@@ -194,6 +209,7 @@ def room_leave(*, user, slug: str) -> Room:
     room, membership = member_room_for_user(user, slug)
     if room.kind == Room.Kind.DIRECT:
         raise Forbidden("You cannot leave a direct conversation.")
+    _budget("leave", user)
     with transaction.atomic():
         membership.delete()
         _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} left")
@@ -229,6 +245,7 @@ def member_invite(*, actor, slug: str, username: str, role: str = Membership.Rol
                 raise Forbidden("Only the owner can change roles.")
             membership.role = role
             membership.save()
+        _budget("invite", actor)  # in the transaction, which it rolls back: only a change is counted
         if created:
             _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
                             body=f"{actor.username} added {target.username}")
@@ -353,6 +370,7 @@ def direct_room(*, user, username: str) -> Room:
     room = Room.objects.filter(slug=slug).first()
     if room is not None:
         return room
+    _budget("direct", user)
     try:
         with transaction.atomic():
             room = Room.objects.create(slug=slug, name=f"{low.username}, {high.username}", kind=Room.Kind.DIRECT)
@@ -732,6 +750,7 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None) -> M
     if message.kind == Message.Kind.SYSTEM:
         raise Forbidden("System messages cannot be edited.")
     body = _clean_body(body)
+    _budget("edit", user)
     with transaction.atomic():
         message.body, message.edited_at = body, timezone.now()
         message.save(update_fields=["body", "edited_at"])
@@ -746,6 +765,7 @@ def message_delete(*, user, message_id: int, origin: str | None = None, source: 
     _require_author_or_moderator(user, message, "delete")
     if message.deleted:
         return message
+    _budget("delete", user, source)
     with transaction.atomic():
         message.deleted = True
         message.save(update_fields=["deleted"])
@@ -811,6 +831,7 @@ def message_report(*, user, message_id: int, reason) -> Report:
         raise Invalid("Only visible user messages can be reported.")
     if Report.objects.filter(message=message, reporter=user).exists():
         raise Invalid("You have already reported this message.")
+    _budget("report", user)
     try:
         with transaction.atomic():
             return Report.objects.create(message=message, reporter=user, reason=reason)
