@@ -1,5 +1,5 @@
 """Per-user write budgets (messages, and each action of CHAT_WRITE_RATES), shared by every
-process through Redis (the local cache without it)."""
+process through Redis (the local cache without it), and the flags that pace join/leave notes."""
 import logging
 import time
 
@@ -81,3 +81,27 @@ def _cache_count(key: str, expire_s: int) -> int:
         cache.add(key, 1, timeout=expire_s)
         return 1
 
+
+# Flags: a key that is set for a while, in the same store as the counters.
+
+def flag_is_set(key: str) -> bool:
+    """Whether `key` is set; False when the store is unreachable."""
+    try:
+        if settings.REDIS_URL:
+            return bool(broker.sync_client().exists(f"{settings.REDIS_PREFIX}:{key}"))
+        return cache.get(key) is not None
+    except INFRASTRUCTURE:
+        logger.warning("flag %s not read: cache unavailable", key)
+        return False
+
+
+def set_flag(key: str, seconds: int | None) -> None:
+    """Set `key` for `seconds` (None: clear it). Best effort: a store that is away loses it."""
+    try:
+        if settings.REDIS_URL:
+            client, key = broker.sync_client(), f"{settings.REDIS_PREFIX}:{key}"
+            client.set(key, 1, ex=seconds) if seconds else client.delete(key)
+        else:
+            cache.set(key, 1, timeout=seconds) if seconds else cache.delete(key)
+    except INFRASTRUCTURE:
+        logger.warning("flag %s not set: cache unavailable", key)

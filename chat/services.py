@@ -84,6 +84,32 @@ def _budget(action: str, user, source: str = "") -> None:
         limits.check_rate(action, user.pk)
 
 
+# How long a quiet return (a re-join soon after leaving) is remembered, so that the leave ending it
+# writes nothing either: the history's last word on that user stays the one "left".
+QUIET_RETURN_S = 7 * 24 * 3600
+
+
+def _left_key(room: Room, user) -> str:
+    return f"chat:left:{room.pk}:{user.pk}"
+
+
+def _membership_noted(room: Room, user, *, joining: bool) -> bool:
+    """Whether this join or leave gets its "joined"/"left" system message.
+
+    A join within CHAT_JOIN_LEAVE_QUIET_S of the user's leave of the room gets none, nor does
+    the leave that ends that visit: flapping writes one "left", not a pair per cycle. The key
+    lives with the rate counters, so every process sees it; while the store is away, both are written.
+    """
+    key = _left_key(room, user)
+    quiet = limits.flag_is_set(key)
+    if joining:
+        if quiet:
+            limits.set_flag(key, QUIET_RETURN_S)
+        return not quiet
+    limits.set_flag(key, settings.CHAT_JOIN_LEAVE_QUIET_S)
+    return not quiet
+
+
 def _require_moderator(user, room: Room, membership: Membership | None) -> None:
     if user.is_staff or (membership is not None and membership.can_moderate):
         return
@@ -192,6 +218,7 @@ def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
     if room.kind == Room.Kind.DIRECT:
         raise Forbidden("Direct rooms cannot be joined.")
     _budget("join", user)
+    noted = _membership_noted(room, user, joining=True)
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(room=room, user=user)
         if not created and not membership.banned:  # joined concurrently
@@ -199,7 +226,8 @@ def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
         if not created:  # an expired ban: the row stays, the ban goes
             membership.banned, membership.banned_until, membership.ban_reason = False, None, ""
             membership.save(update_fields=["banned", "banned_until", "ban_reason"])
-        _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} joined")
+        if noted:
+            _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} joined")
         _member_event("member.joined", room, user)
         _subscribe(user.pk, room, since=0)
     return room, membership, True
@@ -210,9 +238,11 @@ def room_leave(*, user, slug: str) -> Room:
     if room.kind == Room.Kind.DIRECT:
         raise Forbidden("You cannot leave a direct conversation.")
     _budget("leave", user)
+    noted = _membership_noted(room, user, joining=False)
     with transaction.atomic():
         membership.delete()
-        _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} left")
+        if noted:
+            _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} left")
         _member_event("member.left", room, user)
         _unsubscribe(user.pk, room, reason="left")
     return room
@@ -247,6 +277,7 @@ def member_invite(*, actor, slug: str, username: str, role: str = Membership.Rol
             membership.save()
         _budget("invite", actor)  # in the transaction, which it rolls back: only a change is counted
         if created:
+            limits.set_flag(_left_key(room, target), None)  # the history says "added": a leave is news again
             _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
                             body=f"{actor.username} added {target.username}")
             _member_event("member.joined", room, target)
@@ -269,6 +300,7 @@ def member_remove(*, actor, slug: str, username: str, source: str = "rest") -> N
     _require_may_moderate(actor, actor_membership, membership.user, membership)
     with transaction.atomic():
         membership.delete()
+        limits.set_flag(_left_key(room, membership.user), None)  # the history says "removed": a join is news again
         audit(actor=actor, action="kick", source=source, room=room, target_user=membership.user)
         _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
                         body=f"{actor.username} removed {membership.user.username}")

@@ -273,6 +273,8 @@ CHAT_WRITE_RATES = env_rates("CHAT_WRITE_RATES", {
     "join": "30/min", "leave": "30/min", "edit": "30/min", "delete": "30/min", "report": "10/min",
     "invite": "30/min", "room": "20/hour", "direct": "30/hour", "update": "20/min",
 })
+# A re-join this soon after leaving a room writes no new "joined"/"left" pair (chat.services).
+CHAT_JOIN_LEAVE_QUIET_S = env_int("CHAT_JOIN_LEAVE_QUIET_S", 60)
 CHAT_MAX_CONNECTIONS = env_int("CHAT_MAX_CONNECTIONS", 10000)
 CHAT_MAX_CONNECTIONS_PER_USER = env_int("CHAT_MAX_CONNECTIONS_PER_USER", 20)
 CHAT_HEARTBEAT_S = env_int("CHAT_HEARTBEAT_S", 15)
