@@ -37,6 +37,7 @@ DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/test"
 # Limits a load test would hit at once; everything else stays as production has it.
 OURS_ENV = {
     "CHAT_RATE_PER_10S": "10000000",
+    "CHAT_WRITE_RATES": "room=100000/hour,join=100000/min",  # one owner creates (or rejoins) every room
     "CHAT_LOGIN_RATE": "100000/min",
     "CHAT_MAX_CONNECTIONS_PER_USER": "100000",
     "JWT_ACCESS_MINUTES": "600",

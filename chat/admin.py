@@ -96,7 +96,7 @@ class RoomAdmin(admin.ModelAdmin):
                                         locked=obj.locked, source="admin")
         else:
             room = services.room_create(user=request.user, name=obj.name, slug=obj.slug, kind=obj.kind,
-                                        topic=obj.topic)
+                                        topic=obj.topic, source="admin")
         obj.pk = room.pk  # the admin's log entry and redirect use it
 
     @admin.action(description="Lock selected rooms (read-only)", permissions=["change"])

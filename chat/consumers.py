@@ -43,7 +43,7 @@ from django.conf import settings
 from chatproject.daphne_patches import send_prepared, socket_of
 
 from . import connections, events, metrics, presence, protocol, selectors, services
-from .errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gone, NotFound
+from .errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gone, NotFound, RateLimited
 from .hub import hub
 from .protocol import FrameError
 from .serializers import message_data, user_data
@@ -61,6 +61,10 @@ FRAMES_IN_FLIGHT = 64
 # Sends per database call: a batch is one INSERT, whose parameters both databases cap (SQLite
 # at 32,766); and a bounded batch keeps the sends behind it waiting a bounded time.
 MAX_BATCH = 500
+
+# Frames whose writes have a budget besides `message.send`: one accepted ends a run of `rate_limited`
+# errors (CHAT_FLOOD_CLOSE_AFTER), as an accepted send does.
+BUDGETED = {"join", "leave", "message.edit", "message.delete"}
 
 # What a `chat.frame` event needs (see `ChatConsumer._classify`).
 DROP, SEND, CATCH_UP = "drop", "send", "catch_up"
@@ -270,7 +274,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             room_ids = await db(self._open_session)(slug)
         except ChatError as exc:
-            code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM}.get(type(exc), protocol.CLOSE_FORBIDDEN)
+            # Over the join budget is no refusal of the room: the client reconnects later and joins then.
+            code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM,
+                    RateLimited: protocol.CLOSE_TRY_AGAIN}.get(type(exc), protocol.CLOSE_FORBIDDEN)
             return await self.close(code, exc.detail)
         await self._join(events.user_group(self.user.pk))
         await self._join(events.everyone_group())
@@ -370,6 +376,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._acknowledge(frame, write.result(), received)
             else:
                 await getattr(self, "on_" + frame.type.replace(".", "_"))(frame)
+                if frame.type in BUDGETED:
+                    self.flood_strikes = 0
         except FrameError as exc:
             await self._send(protocol.error(exc.code, exc.detail, exc.ref))
         except INFRASTRUCTURE:

@@ -20,7 +20,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import events, metrics, protocol
+from . import events, limits, metrics, protocol
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
@@ -76,6 +76,40 @@ def audit(*, actor, action: str, source: str, room: Room | None = None, target_u
                                            reason=reason, detail=detail)
 
 
+def _budget(action: str, user, source: str = "") -> None:
+    """Count a write against the user's budget for `action` (CHAT_WRITE_RATES), once it has passed
+    its checks; raise RateLimited beyond it. The admin's calls are not counted: only staff reach
+    it, each step is audited, and cleaning up after a flood must not wait on a budget."""
+    if source != "admin":
+        limits.check_rate(action, user.pk)
+
+
+# How long a quiet return (a re-join soon after leaving) is remembered, so that the leave ending it
+# writes nothing either: the history's last word on that user stays the one "left".
+QUIET_RETURN_S = 7 * 24 * 3600
+
+
+def _left_key(room: Room, user) -> str:
+    return f"chat:left:{room.pk}:{user.pk}"
+
+
+def _membership_noted(room: Room, user, *, joining: bool) -> bool:
+    """Whether this join or leave gets its "joined"/"left" system message.
+
+    A join within CHAT_JOIN_LEAVE_QUIET_S of the user's leave of the room gets none, nor does
+    the leave that ends that visit: flapping writes one "left", not a pair per cycle. The key
+    lives with the rate counters, so every process sees it; while the store is away, both are written.
+    """
+    key = _left_key(room, user)
+    quiet = limits.flag_is_set(key)
+    if joining:
+        if quiet:
+            limits.set_flag(key, QUIET_RETURN_S)
+        return not quiet
+    limits.set_flag(key, settings.CHAT_JOIN_LEAVE_QUIET_S)
+    return not quiet
+
+
 def _require_moderator(user, room: Room, membership: Membership | None) -> None:
     if user.is_staff or (membership is not None and membership.can_moderate):
         return
@@ -109,7 +143,8 @@ def _clean_topic(topic) -> str:
     return _storable("topic", topic)
 
 
-def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "") -> Room:
+def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "",
+                source: str = "rest") -> Room:
     """Create a public or private room; the creator becomes its owner."""
     if kind not in (Room.Kind.PUBLIC, Room.Kind.PRIVATE):
         raise Invalid("kind: use 'public' or 'private'; direct rooms are created by sending to a user.")
@@ -120,13 +155,17 @@ def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC
         raise Invalid("slug: use 1-50 lowercase letters, digits or hyphens.")
     if DIRECT_SLUG_RE.fullmatch(slug):
         raise Invalid(f"slug: '{slug}' is reserved for direct rooms; choose another.")
+    taken = Invalid(f"slug: '{slug}' is taken; choose another.")
+    if Room.objects.filter(slug=slug).exists():  # before the budget: a taken slug costs none of it
+        raise taken
+    _budget("room", user, source)
     try:
         with transaction.atomic():
             room = Room.objects.create(slug=slug, name=name, kind=kind, topic=topic, created_by=user)
             Membership.objects.create(room=room, user=user, role=Membership.Role.OWNER)
             _subscribe(user.pk, room, since=0)
     except IntegrityError:
-        raise Invalid(f"slug: '{slug}' is taken; choose another.") from None
+        raise taken from None
     return room
 
 
@@ -136,6 +175,7 @@ def room_update(*, user, slug: str, name: str | None = None, topic: str | None =
     _require_moderator(user, room, membership)
     name = None if name is None else _clean_name(name)
     topic = None if topic is None else _clean_topic(topic)
+    _budget("update", user, source)
     with transaction.atomic():
         room = Room.objects.select_for_update().get(pk=room.pk)
         if name is not None:
@@ -177,6 +217,8 @@ def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
         return room, membership, False
     if room.kind == Room.Kind.DIRECT:
         raise Forbidden("Direct rooms cannot be joined.")
+    _budget("join", user)
+    noted = _membership_noted(room, user, joining=True)
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(room=room, user=user)
         if not created and not membership.banned:  # joined concurrently
@@ -184,7 +226,8 @@ def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
         if not created:  # an expired ban: the row stays, the ban goes
             membership.banned, membership.banned_until, membership.ban_reason = False, None, ""
             membership.save(update_fields=["banned", "banned_until", "ban_reason"])
-        _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} joined")
+        if noted:
+            _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} joined")
         _member_event("member.joined", room, user)
         _subscribe(user.pk, room, since=0)
     return room, membership, True
@@ -194,9 +237,12 @@ def room_leave(*, user, slug: str) -> Room:
     room, membership = member_room_for_user(user, slug)
     if room.kind == Room.Kind.DIRECT:
         raise Forbidden("You cannot leave a direct conversation.")
+    _budget("leave", user)
+    noted = _membership_noted(room, user, joining=False)
     with transaction.atomic():
         membership.delete()
-        _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} left")
+        if noted:
+            _insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} left")
         _member_event("member.left", room, user)
         _unsubscribe(user.pk, room, reason="left")
     return room
@@ -229,7 +275,9 @@ def member_invite(*, actor, slug: str, username: str, role: str = Membership.Rol
                 raise Forbidden("Only the owner can change roles.")
             membership.role = role
             membership.save()
+        _budget("invite", actor)  # in the transaction, which it rolls back: only a change is counted
         if created:
+            limits.set_flag(_left_key(room, target), None)  # the history says "added": a leave is news again
             _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
                             body=f"{actor.username} added {target.username}")
             _member_event("member.joined", room, target)
@@ -252,6 +300,7 @@ def member_remove(*, actor, slug: str, username: str, source: str = "rest") -> N
     _require_may_moderate(actor, actor_membership, membership.user, membership)
     with transaction.atomic():
         membership.delete()
+        limits.set_flag(_left_key(room, membership.user), None)  # the history says "removed": a join is news again
         audit(actor=actor, action="kick", source=source, room=room, target_user=membership.user)
         _insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
                         body=f"{actor.username} removed {membership.user.username}")
@@ -353,6 +402,7 @@ def direct_room(*, user, username: str) -> Room:
     room = Room.objects.filter(slug=slug).first()
     if room is not None:
         return room
+    _budget("direct", user)
     try:
         with transaction.atomic():
             room = Room.objects.create(slug=slug, name=f"{low.username}, {high.username}", kind=Room.Kind.DIRECT)
@@ -732,6 +782,7 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None) -> M
     if message.kind == Message.Kind.SYSTEM:
         raise Forbidden("System messages cannot be edited.")
     body = _clean_body(body)
+    _budget("edit", user)
     with transaction.atomic():
         message.body, message.edited_at = body, timezone.now()
         message.save(update_fields=["body", "edited_at"])
@@ -746,6 +797,7 @@ def message_delete(*, user, message_id: int, origin: str | None = None, source: 
     _require_author_or_moderator(user, message, "delete")
     if message.deleted:
         return message
+    _budget("delete", user, source)
     with transaction.atomic():
         message.deleted = True
         message.save(update_fields=["deleted"])
@@ -811,6 +863,7 @@ def message_report(*, user, message_id: int, reason) -> Report:
         raise Invalid("Only visible user messages can be reported.")
     if Report.objects.filter(message=message, reporter=user).exists():
         raise Invalid("You have already reported this message.")
+    _budget("report", user)
     try:
         with transaction.atomic():
             return Report.objects.create(message=message, reporter=user, reason=reason)

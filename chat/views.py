@@ -19,6 +19,14 @@ from .forms import DirectForm, RegisterForm, RoomCreateForm, add_service_error
 HISTORY_PAGE = 50
 
 
+def refused(response, exc: ChatError):
+    """`response` to a refused request, saying when to retry as the API does (over a budget: 429)."""
+    response.status_code = exc.status
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def chat_errors(view):
     """Render a ChatError (no such room, archived, forbidden, ...) as a page with its status."""
 
@@ -27,7 +35,7 @@ def chat_errors(view):
         try:
             return view(request, *args, **kwargs)
         except ChatError as exc:
-            return render(request, "chat/error.html", {"error": exc}, status=exc.status)
+            return refused(render(request, "chat/error.html", {"error": exc}), exc)
 
     return wrapped
 
@@ -74,6 +82,7 @@ def room_create(request):
             room = services.room_create(user=request.user, **form.cleaned_data)
         except ChatError as exc:
             add_service_error(form, exc)
+            return refused(_room_list(request, create_form=form), exc)
         else:
             return redirect("chat:room", slug=room.slug)
     return _room_list(request, create_form=form, status=400)
@@ -83,16 +92,15 @@ def room_create(request):
 @require_POST
 def direct(request):
     form = DirectForm(request.POST)
-    status = 400
     if form.is_valid():
         try:
             room = services.direct_room(user=request.user, username=form.cleaned_data["username"])
         except ChatError as exc:
             add_service_error(form, exc)
-            status = exc.status
+            return refused(_room_list(request, direct_form=form), exc)
         else:
             return redirect("chat:room", slug=room.slug)
-    return _room_list(request, direct_form=form, status=status)
+    return _room_list(request, direct_form=form, status=400)
 
 
 @login_required

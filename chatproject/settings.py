@@ -5,6 +5,7 @@ channel layer. Production sets at least DJANGO_SECRET_KEY, JWT_SIGNING_KEY,
 DJANGO_ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
 """
 import os
+import re
 import tempfile
 import warnings
 from datetime import timedelta
@@ -30,6 +31,27 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+RATE_PERIODS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
+
+
+def env_rates(name: str, defaults: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """`action=count/period` pairs (period: s, min, hour or day, optionally times a number, as in
+    `5/10min`) over `defaults`, which also name the only actions allowed: {action: (count, seconds)}."""
+    rates = dict(defaults)
+    for item in env_list(name, ""):
+        action, _, rate = item.partition("=")
+        if action.strip() not in defaults:
+            raise ImproperlyConfigured(f"{name}: unknown action '{action.strip()}'; use {', '.join(defaults)}.")
+        rates[action.strip()] = rate.strip()
+    parsed = {}
+    for action, rate in rates.items():
+        match = re.fullmatch(r"(\d+)/([1-9]\d*)?([a-z]+)", rate)
+        if match is None or match[3] not in RATE_PERIODS:
+            raise ImproperlyConfigured(f"{name}: '{action}={rate}' is not a rate; write it as 20/min, 5/10s or 10/hour.")
+        parsed[action] = (int(match[1]), int(match[2] or 1) * RATE_PERIODS[match[3]])
+    return parsed
 
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-dev-only-change-me-5v#p2!k")
@@ -246,6 +268,13 @@ CHAT_MAX_BODY = env_int("CHAT_MAX_BODY", 4000)
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64 * 1024)
 CHAT_RATE_PER_10S = env_int("CHAT_RATE_PER_10S", 20)
 CHAT_FLOOD_CLOSE_AFTER = env_int("CHAT_FLOOD_CLOSE_AFTER", 10)
+# Every other write a user can repeat has a budget per user, counted like messages (chat.limits).
+CHAT_WRITE_RATES = env_rates("CHAT_WRITE_RATES", {
+    "join": "30/min", "leave": "30/min", "edit": "30/min", "delete": "30/min", "report": "10/min",
+    "invite": "30/min", "room": "20/hour", "direct": "30/hour", "update": "20/min",
+})
+# A re-join this soon after leaving a room writes no new "joined"/"left" pair (chat.services).
+CHAT_JOIN_LEAVE_QUIET_S = env_int("CHAT_JOIN_LEAVE_QUIET_S", 60)
 CHAT_MAX_CONNECTIONS = env_int("CHAT_MAX_CONNECTIONS", 10000)
 CHAT_MAX_CONNECTIONS_PER_USER = env_int("CHAT_MAX_CONNECTIONS_PER_USER", 20)
 CHAT_HEARTBEAT_S = env_int("CHAT_HEARTBEAT_S", 15)
