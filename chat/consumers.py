@@ -441,7 +441,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_message_edit(self, frame):
         message = await db(services.message_edit)(user=self.user, message_id=frame.get("id"), body=frame.get("body"),
-                                                  origin=self.channel_name)
+                                                  origin=self.channel_name, source="websocket")
         await self._send(protocol.reply({"type": "message.updated", "room": message.room.slug,
                                          "message": message_data(message)}, frame.ref))
 

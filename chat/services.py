@@ -704,11 +704,15 @@ def _insert_or_original(send: _Send) -> tuple[Message, bool] | Exception:
 
 
 def _require_author_or_moderator(user, message: Message, what: str) -> None:
-    if message.author_id == user.pk or user.is_staff:
+    """The author, or someone who may moderate the author in the message's room (`_require_may_moderate`)."""
+    if message.author_id == user.pk:
         return
     membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
-    if membership is None or not membership.can_moderate or membership.is_banned():
+    if not user.is_staff and (membership is None or not membership.can_moderate or membership.is_banned()):
         raise Forbidden(f"Only the author or a moderator can {what} this message.")
+    if message.author is not None:
+        author_membership = Membership.objects.filter(room_id=message.room_id, user_id=message.author_id).first()
+        _require_may_moderate(user, membership, message.author, author_membership)
 
 
 def _require_writable(user, room: Room, membership: Membership | None) -> None:
@@ -723,7 +727,7 @@ def _require_writable(user, room: Room, membership: Membership | None) -> None:
         raise Muted(f"You are muted in '{room.slug}' for {left} more seconds.", retry_after=left)
 
 
-def message_edit(*, user, message_id: int, body, origin: str | None = None) -> Message:
+def message_edit(*, user, message_id: int, body, origin: str | None = None, source: str = "rest") -> Message:
     message = message_for_user(user, message_id)
     _require_author_or_moderator(user, message, "edit")
     _require_writable(user, message.room, Membership.objects.filter(room_id=message.room_id, user=user).first())
@@ -733,8 +737,12 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None) -> M
         raise Forbidden("System messages cannot be edited.")
     body = _clean_body(body)
     with transaction.atomic():
+        before = message.body
         message.body, message.edited_at = body, timezone.now()
         message.save(update_fields=["body", "edited_at"])
+        if message.author_id != user.pk:  # the original text survives in the audit log
+            audit(actor=user, action="edit_message", source=source, room=message.room, target_user=message.author,
+                  target_message=message, before=before, after=body)
         frame = {"type": "message.updated", "room": message.room.slug, "message": message_data(message)}
         events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
     return message

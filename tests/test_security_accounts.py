@@ -1,0 +1,57 @@
+"""Accounts and moderation hardening: moderators stay within their rank when editing and
+deleting others' messages, and those edits are audited with the text before and after."""
+import pytest
+
+from chat import services
+from chat.errors import Forbidden
+from chat.models import Message, ModerationAction
+
+
+# Editing and deleting others' messages follows the moderation hierarchy
+
+@pytest.fixture
+def ranks(alice, bob, carol, staff):
+    """general: alice owner, bob moderator, carol member, root (staff) a member; a message by each."""
+    services.room_create(user=alice, name="General", slug="general")
+    services.member_invite(actor=alice, slug="general", username="bob", role="moderator")
+    for user in (carol, staff):
+        services.room_join(user=user, slug="general")
+    return {user.username: services.message_send(user=user, slug="general", body=f"by {user.username}")[0]
+            for user in (alice, bob, carol, staff)}
+
+
+@pytest.mark.parametrize("actor, author, why", [
+    ("bob", "alice", "members only"),  # a moderator on the owner
+    ("bob", "root", "Staff cannot be moderated"),
+    ("alice", "root", "Staff cannot be moderated"),  # the owner on staff
+])
+def test_moderators_cannot_edit_or_delete_above_their_rank(ranks, actor, author, why, django_user_model):
+    user = django_user_model.objects.get(username=actor)
+    message = ranks[author]
+    with pytest.raises(Forbidden, match=why):
+        services.message_edit(user=user, message_id=message.pk, body="rewritten")
+    with pytest.raises(Forbidden, match=why):
+        services.message_delete(user=user, message_id=message.pk)
+    message.refresh_from_db()
+    assert (message.body, message.deleted, message.edited_at) == (f"by {author}", False, None)
+    assert not ModerationAction.objects.exists()
+
+
+@pytest.mark.parametrize("actor, author", [("bob", "carol"), ("alice", "bob"), ("root", "alice")])
+def test_edits_within_rank_are_audited_with_the_text_before_and_after(ranks, actor, author, django_user_model):
+    user = django_user_model.objects.get(username=actor)
+    message = ranks[author]
+    services.message_edit(user=message.author, message_id=message.pk, body="typo fixed")  # not moderation
+    services.message_edit(user=user, message_id=message.pk, body="moderated", source="websocket")
+    assert Message.objects.get(pk=message.pk).body == "moderated"
+    [entry] = ModerationAction.objects.all()
+    assert (entry.action, entry.actor, entry.target_user, entry.target_message_id, entry.room.slug, entry.source) == (
+        "edit_message", user, message.author, message.pk, "general", "websocket")
+    assert entry.detail == {"before": "typo fixed", "after": "moderated"}
+
+
+def test_rest_edit_of_the_owners_message_by_a_moderator_is_403(ranks, bob, api):
+    response = api(bob).patch(f"/api/messages/{ranks['alice'].pk}/", {"body": "rewritten"}, format="json")
+    assert response.status_code == 403
+    assert response.json()["code"] == "forbidden"
+    assert Message.objects.get(pk=ranks["alice"].pk).body == "by alice"
