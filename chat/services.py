@@ -16,11 +16,12 @@ import re
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import events, metrics, protocol
+from . import events, metrics, protocol, usernames
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
@@ -38,6 +39,11 @@ logger = logging.getLogger(__name__)
 def user_register(*, username: str, password: str, email: str = "") -> User:
     if not settings.CHAT_REGISTRATION_OPEN:
         raise Forbidden("Registration is closed on this server.")
+    username = usernames.normalize(username)
+    try:
+        usernames.validate_username_script(username)
+    except ValidationError as exc:
+        raise Invalid(f"username: {exc.messages[0]}") from None
     if User.objects.filter(username__iexact=username).exists():
         raise Invalid("username: that username is taken.")
     try:

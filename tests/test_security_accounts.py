@@ -55,3 +55,53 @@ def test_rest_edit_of_the_owners_message_by_a_moderator_is_403(ranks, bob, api):
     assert response.status_code == 403
     assert response.json()["code"] == "forbidden"
     assert Message.objects.get(pk=ranks["alice"].pk).body == "by alice"
+
+
+# Usernames: NFKC-normalised, mixed-script look-alikes refused
+
+LOOKALIKE = "\u0430lice"  # a Cyrillic а, then Latin letters
+
+
+def test_rest_registration_refuses_a_mixed_script_lookalike_but_not_one_writing_system(api, db, django_user_model):
+    response = api().post("/api/auth/register/", {"username": LOOKALIKE, "password": "long-enough-9x"}, format="json")
+    assert response.status_code == 400
+    assert "Cyrillic and Latin" in response.json()["username"][0]
+    assert not django_user_model.objects.exists()
+    for username in ["алиса", "李小龙", "田中さん", "김민준", "bob_99"]:
+        response = api().post("/api/auth/register/", {"username": username, "password": "long-enough-9x"},
+                              format="json")
+        assert response.status_code == 201, response.json()
+    assert django_user_model.objects.count() == 5
+
+
+def test_full_width_letters_normalise_before_the_taken_check(api, alice, django_user_model):
+    response = api().post("/api/auth/register/", {"username": "ＡＬＩＣＥ", "password": "long-enough-9x"}, format="json")
+    assert response.status_code == 400
+    assert "taken" in response.json()["username"][0]
+    response = api().post("/api/auth/register/", {"username": "ｄａｖｅ", "password": "long-enough-9x"}, format="json")
+    assert response.status_code == 201 and response.json()["username"] == "dave"
+
+
+def test_service_refuses_a_lookalike_whatever_calls_it(db, django_user_model):
+    with pytest.raises(services.Invalid, match="username: .*one alphabet"):
+        services.user_register(username=LOOKALIKE, password="long-enough-9x")
+    assert not django_user_model.objects.exists()
+
+
+def test_page_registration_refuses_a_lookalike(db, client, django_user_model):
+    response = client.post("/register/", {"username": LOOKALIKE, "password1": "correct-horse-9",
+                                          "password2": "correct-horse-9"})
+    assert response.status_code == 400
+    assert "one alphabet" in response.content.decode()
+    assert not django_user_model.objects.exists()
+
+
+def test_admin_cannot_create_a_lookalike(admin_client, django_user_model):
+    response = admin_client.post("/admin/auth/user/add/", {
+        "username": LOOKALIKE, "password1": "correct-horse-9", "password2": "correct-horse-9", "usable_password": "true"})
+    assert response.status_code == 200  # the form again, with the error
+    assert "one alphabet" in response.content.decode()
+    assert not django_user_model.objects.filter(username=LOOKALIKE).exists()
+    response = admin_client.post("/admin/auth/user/add/", {
+        "username": "алиса", "password1": "correct-horse-9", "password2": "correct-horse-9", "usable_password": "true"})
+    assert response.status_code == 302
