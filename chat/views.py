@@ -12,7 +12,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from . import selectors, services, throttles
 from .errors import ChatError
 from .forms import DirectForm, RegisterForm, RoomCreateForm, add_service_error
 
@@ -32,6 +32,7 @@ def chat_errors(view):
     return wrapped
 
 
+@throttles.throttle_page(throttles.REGISTER)
 def register(request):
     if not settings.CHAT_REGISTRATION_OPEN:
         return render(request, "registration/register.html", {"closed": True}, status=403)

@@ -214,7 +214,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("CHAT_LOGIN_RATE", "10/min")},
+    # Each counted per client address and, separately, per username (chat/throttles.py).
+    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("CHAT_LOGIN_RATE", "10/min"),
+                               "register": os.environ.get("CHAT_REGISTER_RATE", "10/hour")},
     "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
     # Throttles key on REMOTE_ADDR unless told how many proxies append to X-Forwarded-For.
     "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),

@@ -1,6 +1,9 @@
-"""Accounts and moderation hardening: moderators stay within their rank when editing and
-deleting others' messages, and those edits are audited with the text before and after."""
+"""Accounts hardening: sign-in and sign-up throttled everywhere; moderators stay within their
+rank when editing and deleting others' messages, audited with the text before and after;
+usernames normalised and look-alikes refused."""
 import pytest
+from django.conf import settings as django_settings
+from rest_framework.throttling import ScopedRateThrottle
 
 from chat import services
 from chat.errors import Forbidden
@@ -105,3 +108,68 @@ def test_admin_cannot_create_a_lookalike(admin_client, django_user_model):
     response = admin_client.post("/admin/auth/user/add/", {
         "username": "алиса", "password1": "correct-horse-9", "password2": "correct-horse-9", "usable_password": "true"})
     assert response.status_code == 302
+
+
+# Sign-in and sign-up are throttled per client address and per username, pages and API alike
+
+PASSWORD = "s3cret-pass-1"  # the conftest users' password
+
+
+def allowed(scope: str) -> int:
+    return ScopedRateThrottle().parse_rate(django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope])[0]
+
+
+def assert_throttled_page(response):
+    assert response.status_code == 429
+    assert int(response["Retry-After"]) > 0
+    assert "Too many attempts" in response.content.decode()
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
+def test_login_pages_are_throttled_per_address(client, alice, path):
+    for _ in range(allowed("login")):
+        response = client.post(path, {"username": "alice", "password": "wrong"})
+        assert response.status_code == 200  # the form again, with its error
+    response = client.post(path, {"username": "alice", "password": PASSWORD})  # even the right one
+    assert_throttled_page(response)
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/", "/api/auth/token/"])
+def test_logins_are_throttled_per_username_across_addresses(client, alice, staff, path):
+    for i in range(allowed("login")):
+        client.post(path, {"username": "Alice", "password": "wrong"}, REMOTE_ADDR=f"10.0.0.{i}")
+    response = client.post(path, {"username": "alice", "password": PASSWORD}, REMOTE_ADDR="10.0.1.1")
+    assert response.status_code == 429
+    # Another account, from another address, is not affected.
+    response = client.post(path, {"username": "root", "password": PASSWORD}, REMOTE_ADDR="10.0.1.2")
+    assert response.status_code == (200 if path.startswith("/api/") else 302)
+
+
+def test_registration_page_is_throttled_per_address(client, db, django_user_model):
+    for i in range(allowed("register")):
+        response = client.post("/register/", {"username": f"user{i}", "password1": "correct-horse-9",
+                                              "password2": "correct-horse-9"})
+        assert response.status_code == 302
+        client.post("/logout/")
+    response = client.post("/register/", {"username": "one-more", "password1": "correct-horse-9",
+                                          "password2": "correct-horse-9"})
+    assert_throttled_page(response)
+    assert not django_user_model.objects.filter(username="one-more").exists()
+
+
+def test_registration_api_is_throttled_per_address_and_per_username(api, db, django_user_model):
+    for i in range(allowed("register")):
+        response = api().post("/api/auth/register/", {"username": f"user{i}", "password": "long-enough-9x"},
+                              format="json")
+        assert response.status_code == 201
+    response = api().post("/api/auth/register/", {"username": "one-more", "password": "long-enough-9x"},
+                          format="json")
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert not django_user_model.objects.filter(username="one-more").exists()
+    for i in range(allowed("register")):
+        api().post("/api/auth/register/", {"username": "taken?", "password": "x"}, format="json",
+                   REMOTE_ADDR=f"10.0.0.{i}")
+    response = api().post("/api/auth/register/", {"username": "taken?", "password": "long-enough-9x"},
+                          format="json", REMOTE_ADDR="10.0.1.1")
+    assert response.status_code == 429

@@ -20,11 +20,10 @@ from rest_framework import serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView
 
-from chat import export, metrics, presence, selectors, services
+from chat import export, metrics, presence, selectors, services, throttles
 from chat.serializers import (
     BanSerializer,
     MuteSerializer,
@@ -76,6 +75,7 @@ def with_online(memberships: list) -> list:
 class RegisterView(APIView):
     authentication_classes = []  # a stale token sent along must not turn a sign-up into a 401
     permission_classes = [AllowAny]
+    throttle_classes = throttles.REGISTER
 
     @extend_schema(request=RegisterSerializer, responses={201: UserSerializer})
     def post(self, request):
@@ -84,10 +84,9 @@ class RegisterView(APIView):
 
 
 class LoginView(TokenObtainPairView):
-    """`{"username","password"}` -> `{"access","refresh"}`, throttled per client address."""
+    """`{"username","password"}` -> `{"access","refresh"}`, throttled per client address and per username."""
 
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "login"
+    throttle_classes = throttles.LOGIN
 
 
 class LogoutView(TokenBlacklistView):
