@@ -524,6 +524,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(protocol.CLOSE_FORBIDDEN, f"removed from the room ({event['reason']})")
 
     async def chat_close(self, event):
+        if event.get("keep_session") and event["keep_session"] == self.scope.get("session_mark"):
+            return
         await self.close(event["code"], event["reason"])
 
     async def chat_archived(self, event):

@@ -92,6 +92,18 @@ class RegisterSerializer(serializers.Serializer):
         return attrs
 
 
+class PasswordChangeSerializer(serializers.Serializer):
+    """The service checks the old password and runs Django's password validators on the new one."""
+
+    old_password = serializers.CharField(write_only=True, trim_whitespace=False, style={"input_type": "password"})
+    new_password = serializers.CharField(write_only=True, trim_whitespace=False, style={"input_type": "password"})
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
+
+
 class RoomSerializer(serializers.ModelSerializer):
     unread = serializers.IntegerField(read_only=True, default=0)
     member = serializers.BooleanField(read_only=True, default=False)

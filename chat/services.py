@@ -15,11 +15,12 @@ from datetime import timedelta
 import re
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from . import events, metrics, protocol, usernames
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
@@ -51,6 +52,32 @@ def user_register(*, username: str, password: str, email: str = "") -> User:
             return User.objects.create_user(username=username, password=password, email=email)
     except IntegrityError:  # registered concurrently
         raise Invalid("username: that username is taken.") from None
+
+
+def password_change(*, user, old_password, new_password, keep_session: str | None = None) -> User:
+    """Change the password and end every other sign-in: refresh tokens are blacklisted, access
+    tokens and other sessions stop matching the new password hash, and the user's sockets close
+    with 4401, except those of the session marked `keep_session` (`auth.session_mark`), which
+    the caller keeps valid with `update_session_auth_hash`."""
+    if not isinstance(old_password, str) or not user.check_password(old_password):
+        raise Invalid("old_password: that is not your current password.")
+    if not isinstance(new_password, str) or not new_password:
+        raise Invalid("new_password: give the new password.")
+    try:
+        password_validation.validate_password(new_password, user)
+    except ValidationError as exc:
+        raise Invalid(f"new_password: {' '.join(exc.messages)}") from None
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        outstanding = OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(),
+                                                      blacklistedtoken__isnull=True)
+        BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in outstanding],
+                                             ignore_conflicts=True)
+        events.publish(events.user_group(user.pk), {"type": "chat.close", "code": protocol.CLOSE_UNAUTHENTICATED,
+                                                    "reason": "password changed: sign in again",
+                                                    "keep_session": keep_session})
+    return user
 
 
 # Rooms

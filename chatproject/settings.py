@@ -231,6 +231,9 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "SIGNING_KEY": os.environ.get("JWT_SIGNING_KEY", "jwt-insecure-dev-only-change-me-q8r3w"),
     "UPDATE_LAST_LOGIN": False,
+    # Tokens carry a digest of the password hash they were issued under (claim `hash_password`),
+    # checked on every REST request and WebSocket handshake: changing the password ends them.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -1,0 +1,117 @@
+"""A password change ends every other sign-in: refresh tokens (rotated ones too) are blacklisted,
+earlier access tokens and other sessions stop working, and the user's other sockets close with
+4401; the session that made the change stays signed in, its sockets open."""
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
+
+User = get_user_model()
+PASSWORD = "s3cret-pass-1"  # the conftest users' password
+NEW = "brand-new-pass-7"
+db = database_sync_to_async
+
+
+def login(api, password=PASSWORD):
+    return api().post("/api/auth/token/", {"username": "alice", "password": password}, format="json")
+
+
+def bearer(api, access):
+    client = api()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    return client
+
+
+def refresh(api, token):
+    return api().post("/api/auth/token/refresh/", {"refresh": token}, format="json")
+
+
+def test_rest_password_change_ends_every_earlier_token(api, alice):
+    first = login(api).json()
+    rotated = refresh(api, first["refresh"]).json()["refresh"]  # rotation must not outlive the change
+    other_device = login(api).json()
+    response = bearer(api, first["access"]).post("/api/auth/password/", {"old_password": PASSWORD,
+                                                                         "new_password": NEW}, format="json")
+    assert response.status_code == 200
+    fresh = response.json()
+    for token in (rotated, other_device["refresh"]):
+        assert refresh(api, token).status_code == 401
+    for access in (first["access"], other_device["access"]):
+        assert bearer(api, access).get("/api/me/").status_code == 401
+    assert bearer(api, fresh["access"]).get("/api/me/").status_code == 200
+    assert refresh(api, fresh["refresh"]).status_code == 200
+    assert login(api).status_code == 401 and login(api, NEW).status_code == 200
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"old_password": "wrong", "new_password": NEW}, "old_password"),
+    ({"old_password": PASSWORD, "new_password": "123"}, "new_password"),  # Django's validators
+    ({"old_password": PASSWORD, "new_password": "alice"}, "new_password"),
+    ({"old_password": PASSWORD}, "new_password"),
+])
+def test_rest_password_change_refuses_bad_input_and_changes_nothing(api, alice, data, field):
+    tokens = login(api).json()
+    response = bearer(api, tokens["access"]).post("/api/auth/password/", data, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert field in body or body["detail"].startswith(f"{field}: ")
+    alice.refresh_from_db()
+    assert alice.check_password(PASSWORD)
+    assert bearer(api, tokens["access"]).get("/api/me/").status_code == 200
+    assert refresh(api, tokens["refresh"]).status_code == 200
+
+
+def test_page_password_change_keeps_this_session_and_ends_the_others(api, alice):
+    this, other = Client(), Client()
+    this.force_login(alice)
+    other.force_login(alice)
+    tokens = login(api).json()
+    assert 'href="/account/password/"' in this.get("/").content.decode()
+    response = this.post("/account/password/", {"old_password": PASSWORD, "new_password1": NEW,
+                                                "new_password2": NEW})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert this.get("/").status_code == 200
+    assert other.get("/")["Location"].startswith("/login/")
+    assert refresh(api, tokens["refresh"]).status_code == 401
+    assert bearer(api, tokens["access"]).get("/api/me/").status_code == 401
+
+
+def test_page_password_change_shows_errors_and_changes_nothing(alice):
+    client = Client()
+    client.force_login(alice)
+    response = client.post("/account/password/", {"old_password": "wrong", "new_password1": NEW,
+                                                  "new_password2": NEW})
+    assert response.status_code == 400
+    assert "not your current password" in response.content.decode()
+    response = client.post("/account/password/", {"old_password": PASSWORD, "new_password1": "123",
+                                                  "new_password2": "123"})
+    assert response.status_code == 400 and "too short" in response.content.decode()
+    alice.refresh_from_db()
+    assert alice.check_password(PASSWORD)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_password_change_closes_the_users_other_sockets_4401(alice, bob):
+    this, other = Client(), Client()
+    await db(this.force_login)(alice)
+    await db(other.force_login)(alice)
+
+    def by_session(client):
+        cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+        return connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")])
+
+    by_token, other_socket, this_socket = await connect(alice), await by_session(other), await by_session(this)
+    bobs = await connect(bob)
+    response = await db(this.post)("/account/password/", {"old_password": PASSWORD, "new_password1": NEW,
+                                                         "new_password2": NEW})
+    assert response.status_code == 302
+    assert await by_token.closed() == 4401
+    assert await other_socket.closed() == 4401
+    for socket in (this_socket, bobs):  # the session that changed it, and other users, are untouched
+        await socket.send(type="ping")
+        await socket.expect("pong")
+        await socket.close()
+    stale = await connect(alice, hello=False)  # conftest's token was issued under the old password
+    assert await stale.closed() == 4401
