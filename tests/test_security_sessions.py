@@ -1,17 +1,27 @@
 """A password change ends every other sign-in: refresh tokens (rotated ones too) are blacklisted,
 earlier access tokens and other sessions stop working, and the user's other sockets close with
 4401; the session that made the change stays signed in, its sockets open."""
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.test import Client
+from rest_framework.throttling import ScopedRateThrottle
 
+from tests.live import http_json, ws_connect
 from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
 
 User = get_user_model()
 PASSWORD = "s3cret-pass-1"  # the conftest users' password
 NEW = "brand-new-pass-7"
 db = database_sync_to_async
+
+
+class FastPBKDF2(PBKDF2PasswordHasher):
+    iterations = 1000
 
 
 def login(api, password=PASSWORD):
@@ -115,3 +125,43 @@ async def test_password_change_closes_the_users_other_sockets_4401(alice, bob):
         await socket.close()
     stale = await connect(alice, hello=False)  # conftest's token was issued under the old password
     assert await stale.closed() == 4401
+
+
+def test_old_password_guesses_are_throttled_like_logins(api, alice):
+    """A stolen session or token must not become a password oracle."""
+    allowed, _ = ScopedRateThrottle().parse_rate(django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login"])
+    page, rest = Client(), bearer(api, login(api).json()["access"])  # that login counted once
+    page.force_login(alice)
+    for i in range(allowed - 1):  # half on the page, half over REST: one count
+        if i % 2:
+            response = page.post("/account/password/", {"old_password": f"guess-{i}", "new_password1": NEW,
+                                                        "new_password2": NEW})
+        else:
+            response = rest.post("/api/auth/password/", {"old_password": f"guess-{i}", "new_password": NEW},
+                                 format="json")
+        assert response.status_code == 400
+    assert rest.post("/api/auth/password/", {"old_password": PASSWORD, "new_password": NEW},
+                     format="json").status_code == 429
+    response = page.post("/account/password/", {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW})
+    assert response.status_code == 429
+    alice.refresh_from_db()
+    assert alice.check_password(PASSWORD)
+
+
+@pytest.mark.live
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_a_change_through_one_process_closes_the_users_sockets_on_another(daphne_a, daphne_b, alice):
+    alice.password = make_password(PASSWORD, hasher=FastPBKDF2())  # the servers don't know the tests' MD5 hasher
+    await db(alice.save)(update_fields=["password"])
+    on_a, on_b = await ws_connect(daphne_a, alice), await ws_connect(daphne_b, alice)
+    status, tokens = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/auth/password/",
+                                             {"old_password": PASSWORD, "new_password": NEW}, user=alice)
+    assert status == 200, tokens
+    for socket in (on_a, on_b):
+        assert await socket.closed() == (4401, "password changed: sign in again")
+    stale = await ws_connect(daphne_b, alice, hello=False)  # a token issued under the old password
+    assert (await stale.closed())[0] == 4401
+    fresh = await ws_connect(daphne_b, token=tokens["access"])
+    assert fresh.hello["user"]["username"] == "alice"
+    await fresh.close()
