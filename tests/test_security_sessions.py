@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.test import Client
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from tests.live import http_json, ws_connect
 from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
@@ -125,6 +126,20 @@ async def test_password_change_closes_the_users_other_sockets_4401(alice, bob):
         await socket.close()
     stale = await connect(alice, hello=False)  # conftest's token was issued under the old password
     assert await stale.closed() == 4401
+
+
+def test_rotation_keeps_the_sign_in_time_and_cannot_stretch_a_sign_in_past_its_limit(api, alice):
+    tokens = login(api).json()
+    signed_in = RefreshToken(tokens["refresh"])["auth_time"]
+    token = tokens["refresh"]
+    for _ in range(3):
+        token = refresh(api, token).json()["refresh"]
+    assert RefreshToken(token)["auth_time"] == signed_in
+    backdated = RefreshToken(token)  # the same token, re-signed, as if the sign-in were older than the limit
+    backdated["auth_time"] = signed_in - django_settings.JWT_SESSION_MAX_DAYS * 86400 - 1
+    response = refresh(api, str(backdated))
+    assert response.status_code == 401
+    assert "sign in again" in response.json()["detail"]
 
 
 def test_old_password_guesses_are_throttled_like_logins(api, alice):

@@ -23,10 +23,9 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.tokens import RefreshToken
-from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView
+from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
-from chat import auth, export, metrics, presence, selectors, services, throttles
+from chat import auth, export, metrics, presence, selectors, services, throttles, tokens
 from chat.serializers import (
     BanSerializer,
     MuteSerializer,
@@ -92,6 +91,13 @@ class LoginView(TokenObtainPairView):
     """`{"username","password"}` -> `{"access","refresh"}`, throttled per client address and per username."""
 
     throttle_classes = throttles.LOGIN
+    serializer_class = tokens.SignInSerializer
+
+
+class RefreshView(TokenRefreshView):
+    """`{"refresh"}` -> `{"access","refresh"}`: rotated, within JWT_SESSION_MAX_DAYS of the sign-in."""
+
+    serializer_class = tokens.RefreshSerializer
 
 
 class LogoutView(TokenBlacklistView):
@@ -116,7 +122,7 @@ class PasswordChangeView(APIView):
                                         **validated(PasswordChangeSerializer, request.data))
         if by_session:
             update_session_auth_hash(request, user)
-        refresh = RefreshToken.for_user(user)
+        refresh = tokens.token_pair(user)
         return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
 
 
