@@ -10,7 +10,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 from django.test import Client
 from rest_framework.throttling import ScopedRateThrottle
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken
+
+from chat import services
 
 from tests.live import http_json, ws_connect
 from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
@@ -140,6 +143,15 @@ def test_rotation_keeps_the_sign_in_time_and_cannot_stretch_a_sign_in_past_its_l
     response = refresh(api, str(backdated))
     assert response.status_code == 401
     assert "sign in again" in response.json()["detail"]
+
+
+def test_a_refresh_token_that_escaped_the_blacklist_is_still_refused_after_a_change(api, alice):
+    """E.g. one rotated while the change committed: it names the old password."""
+    token = login(api).json()["refresh"]
+    services.password_change(user=alice, old_password=PASSWORD, new_password=NEW)
+    BlacklistedToken.objects.all().delete()
+    response = refresh(api, token)
+    assert response.status_code == 401 and "password changed" in response.json()["detail"]
 
 
 def test_old_password_guesses_are_throttled_like_logins(api, alice):
