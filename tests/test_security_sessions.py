@@ -14,7 +14,6 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from chat import services
-
 from tests.live import http_json, ws_connect
 from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
 
