@@ -100,8 +100,8 @@ def test_page_registration_refuses_a_lookalike(db, client, django_user_model):
 
 
 def test_admin_cannot_create_a_lookalike(admin_client, django_user_model):
-    response = admin_client.post("/admin/auth/user/add/", {
-        "username": LOOKALIKE, "password1": "correct-horse-9", "password2": "correct-horse-9", "usable_password": "true"})
+    response = admin_client.post("/admin/auth/user/add/", {"username": LOOKALIKE, "password1": "correct-horse-9",
+                                                           "password2": "correct-horse-9", "usable_password": "true"})
     assert response.status_code == 200  # the form again, with the error
     assert "one alphabet" in response.content.decode()
     assert not django_user_model.objects.filter(username=LOOKALIKE).exists()
