@@ -55,10 +55,9 @@ def user_register(*, username: str, password: str, email: str = "") -> User:
 
 
 def password_change(*, user, old_password, new_password, keep_session: str | None = None) -> User:
-    """Change the password and end every other sign-in: refresh tokens are blacklisted, access
-    tokens and other sessions stop matching the new password hash, and the user's sockets close
-    with 4401, except those of the session marked `keep_session` (`auth.session_mark`), which
-    the caller keeps valid with `update_session_auth_hash`."""
+    """Change the password and end every other sign-in (`sign_ins_end`). Access tokens and other
+    sessions stop matching the new password hash by themselves; the caller keeps its own session
+    valid with `update_session_auth_hash`."""
     if not isinstance(old_password, str) or not user.check_password(old_password):
         raise Invalid("old_password: that is not your current password.")
     if not isinstance(new_password, str) or not new_password:
@@ -70,6 +69,14 @@ def password_change(*, user, old_password, new_password, keep_session: str | Non
     with transaction.atomic():
         user.set_password(new_password)
         user.save(update_fields=["password"])
+        sign_ins_end(user=user, keep_session=keep_session)
+    return user
+
+
+def sign_ins_end(*, user, keep_session: str | None = None) -> None:
+    """After the user's password changed: blacklist their refresh tokens and close their sockets
+    with 4401, except those of the session marked `keep_session` (`auth.session_mark`)."""
+    with transaction.atomic():
         outstanding = OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(),
                                                       blacklistedtoken__isnull=True)
         BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in outstanding],
@@ -77,7 +84,6 @@ def password_change(*, user, old_password, new_password, keep_session: str | Non
         events.publish(events.user_group(user.pk), {"type": "chat.close", "code": protocol.CLOSE_UNAUTHENTICATED,
                                                     "reason": "password changed: sign in again",
                                                     "keep_session": keep_session})
-    return user
 
 
 # Rooms

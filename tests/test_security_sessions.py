@@ -191,3 +191,16 @@ async def test_a_change_through_one_process_closes_the_users_sockets_on_another(
     fresh = await ws_connect(daphne_b, token=tokens["access"])
     assert fresh.hello["user"]["username"] == "alice"
     await fresh.close()
+
+
+def test_a_password_set_in_the_admin_ends_the_users_sign_ins(admin_client, api, alice, published,
+                                                            django_capture_on_commit_callbacks):
+    tokens = login(api).json()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"/admin/auth/user/{alice.pk}/password/", {
+            "password1": NEW, "password2": NEW, "usable_password": "true"})
+    assert response.status_code == 302
+    assert refresh(api, tokens["refresh"]).status_code == 401
+    assert (f"user.{alice.pk}", {"type": "chat.close", "code": 4401, "reason": "password changed: sign in again",
+                                 "keep_session": None}) in published
+    assert admin_client.get("/admin/").status_code == 200  # the admin's own session is untouched
