@@ -128,6 +128,10 @@ async def test_password_change_closes_the_users_other_sockets_4401(alice, bob):
         await socket.close()
     stale = await connect(alice, hello=False)  # conftest's token was issued under the old password
     assert await stale.closed() == 4401
+    cookie = f"sessionid={other.cookies['sessionid'].value}".encode()  # the other session, signed out
+    again = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")],
+                          hello=False)
+    assert await again.closed() == 4401
 
 
 def test_rotation_keeps_the_sign_in_time_and_cannot_stretch_a_sign_in_past_its_limit(api, alice):
