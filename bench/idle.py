@@ -65,7 +65,8 @@ class Server:
                "LOG_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore::RuntimeWarning",
                "CHAT_MAX_CONNECTIONS": str(connections * 2 + 100),
                "CHAT_MAX_CONNECTIONS_PER_USER": str(connections * 2 // accounts + 100),
-               "CHAT_LOGIN_RATE": "10000/min", "JWT_ACCESS_MINUTES": "1440",
+               "CHAT_LOGIN_RATE": "10000/min", "CHAT_REGISTER_RATE": "10000/min",
+               "JWT_ACCESS_MINUTES": "1440",
                "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as deploy/systemd runs it
         if services:
             ensure_postgres_database(database_url)

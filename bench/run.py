@@ -39,6 +39,7 @@ OURS_ENV = {
     "CHAT_RATE_PER_10S": "10000000",
     "CHAT_WRITE_RATES": "room=100000/hour,join=100000/min",  # one owner creates (or rejoins) every room
     "CHAT_LOGIN_RATE": "100000/min",
+    "CHAT_REGISTER_RATE": "100000/min",
     "CHAT_MAX_CONNECTIONS_PER_USER": "100000",
     "JWT_ACCESS_MINUTES": "600",
     "LOG_LEVEL": "WARNING",

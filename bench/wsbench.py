@@ -114,7 +114,7 @@ class Ours:
                 self._post("/api/auth/register/", creds)
                 st, body = self._post("/api/auth/token/", creds)
             if st == 429:
-                raise SystemExit("login throttled: start the server with CHAT_LOGIN_RATE raised, or pass --tokens")
+                raise SystemExit("login throttled: start the server with CHAT_LOGIN_RATE and CHAT_REGISTER_RATE raised, or pass --tokens")
             if st != 200:
                 raise SystemExit(f"cannot log in as {user}: HTTP {st} (registration closed? pass --tokens)")
             self.tokens[user] = body["access"]

@@ -16,7 +16,7 @@ from django.utils.functional import cached_property
 from django.template.response import TemplateResponse
 from django.utils.text import Truncator
 
-from . import services
+from . import auth, services
 from .errors import ChatError
 from .models import Membership, Message, ModerationAction, Report, Room
 
@@ -300,6 +300,15 @@ class ChatUserAdmin(UserAdmin):
         super().save_model(request, obj, form, change)
         if deactivating:
             services.user_deactivate(actor=request.user, username=obj.username, source="admin")
+
+    def user_change_password(self, request, id, form_url=""):
+        """Setting a password here ends the user's other sign-ins too, as the user's own change does."""
+        keep = auth.session_mark(request.session.session_key) if str(request.user.pk) == str(id) else None
+        response = super().user_change_password(request, id, form_url)
+        # Saved: a redirect to the user's page (a redirect back to this form saved nothing).
+        if request.method == "POST" and response.status_code == 302 and response.url != request.get_full_path():
+            services.sign_ins_end(user=get_user_model().objects.get(pk=id), keep_session=keep)
+        return response
 
     @admin.action(description="Deactivate selected users (their sockets close at once)", permissions=["change"])
     def deactivate(self, request, queryset):

@@ -15,9 +15,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import validate_host
+from django.utils.crypto import salted_hmac
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 
 def token_from_scope(scope) -> str | None:
@@ -44,7 +46,21 @@ async def user_from_token(token: str):
     user = await user_for_id(access.get(api_settings.USER_ID_CLAIM))
     if user is None:
         return AnonymousUser(), "unknown user"
+    if token_revoked(access, user):
+        return AnonymousUser(), "token issued before a password change: sign in again"
     return user, None
+
+
+def token_revoked(token, user) -> bool:
+    """simplejwt's CHECK_REVOKE_TOKEN rule, which its JWTAuthentication applies to REST requests:
+    the token was issued under another password than the user's current one."""
+    return api_settings.CHECK_REVOKE_TOKEN and token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(
+        user.password)
+
+
+def session_mark(session_key: str | None) -> str | None:
+    """Names a session on the channel layer, where the session key itself (a credential) must not travel."""
+    return salted_hmac("chat.auth.session_mark", session_key).hexdigest() if session_key else None
 
 
 def origin_allowed(scope) -> bool:
@@ -68,6 +84,8 @@ class _SessionUser:
             scope["user"] = await get_user(scope)
             if not scope["user"].is_authenticated:
                 scope["auth_error"] = "no credentials"
+            else:  # a password change made through this session keeps its sockets open
+                scope["session_mark"] = session_mark(scope["session"].session_key)
         return await self.app(scope, receive, send)
 
 

@@ -449,7 +449,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def on_message_edit(self, frame):
         message = await db(services.message_edit)(user=self.user, message_id=frame.get("id"), body=frame.get("body"),
-                                                  origin=self.channel_name)
+                                                  origin=self.channel_name, source="websocket")
         await self._send(protocol.reply({"type": "message.updated", "room": message.room.slug,
                                          "message": message_data(message)}, frame.ref))
 
@@ -532,6 +532,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(protocol.CLOSE_FORBIDDEN, f"removed from the room ({event['reason']})")
 
     async def chat_close(self, event):
+        if event.get("keep_session") and event["keep_session"] == self.scope.get("session_mark"):
+            return
         await self.close(event["code"], event["reason"])
 
     async def chat_archived(self, event):

@@ -1,6 +1,8 @@
 """Forms for the server-rendered pages. They parse input only; the services do the work."""
 from django import forms
+from django.contrib.auth import password_validation
 from django.contrib.auth.forms import UserCreationForm
+from django.utils.translation import gettext_lazy as _
 
 from .errors import ChatError
 from .models import SLUG_PATTERN, Room
@@ -13,6 +15,24 @@ class RegisterForm(UserCreationForm):
 
     class Meta(UserCreationForm.Meta):
         fields = ("username", "email")
+
+
+class PasswordChangeForm(forms.Form):
+    """The new password twice; the service checks the old one and runs the password validators."""
+
+    old_password = forms.CharField(label=_("Current password"), strip=False,
+                                   widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    new_password1 = forms.CharField(label=_("New password"), strip=False,
+                                    widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+                                    help_text=password_validation.password_validators_help_text_html())
+    new_password2 = forms.CharField(label=_("New password again"), strip=False,
+                                    widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("new_password1") != data.get("new_password2"):
+            self.add_error("new_password2", _("The two new passwords differ: type the same one twice."))
+        return data
 
 
 class RoomCreateForm(forms.Form):
@@ -31,6 +51,7 @@ class DirectForm(forms.Form):
 def add_service_error(form: forms.Form, exc: ChatError) -> None:
     """Show a service error on the field it names (`"slug: ... taken"`), else on the whole form."""
     name, sep, text = exc.detail.partition(": ")
+    name = {"new_password": "new_password1"}.get(name, name)
     if sep and name in form.fields:
         form.add_error(name, text)
     else:

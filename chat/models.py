@@ -118,6 +118,7 @@ class ModerationAction(models.Model):
         MUTE = "mute"
         UNMUTE = "unmute"
         KICK = "kick"
+        EDIT_MESSAGE = "edit_message"
         DELETE_MESSAGE = "delete_message"
         RESTORE_MESSAGE = "restore_message"
         LOCK = "lock"

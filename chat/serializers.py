@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model, password_validation
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from . import usernames
 from .models import Membership, Message, Room, SLUG_PATTERN
 
 User = get_user_model()
@@ -80,6 +81,8 @@ class RegisterSerializer(serializers.Serializer):
     email = serializers.EmailField(required=False, allow_blank=True, default="")
 
     def validate_username(self, value):
+        value = usernames.normalize(value)
+        usernames.validate_username_script(value)
         if User.objects.filter(username__iexact=value).exists():
             raise serializers.ValidationError("That username is taken.")
         return value
@@ -87,6 +90,18 @@ class RegisterSerializer(serializers.Serializer):
     def validate(self, attrs):
         password_validation.validate_password(attrs["password"], User(username=attrs["username"]))
         return attrs
+
+
+class PasswordChangeSerializer(serializers.Serializer):
+    """The service checks the old password and runs Django's password validators on the new one."""
+
+    old_password = serializers.CharField(write_only=True, trim_whitespace=False, style={"input_type": "password"})
+    new_password = serializers.CharField(write_only=True, trim_whitespace=False, style={"input_type": "password"})
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField()
+    refresh = serializers.CharField()
 
 
 class RoomSerializer(serializers.ModelSerializer):

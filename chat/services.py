@@ -15,12 +15,14 @@ from datetime import timedelta
 import re
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from . import events, limits, metrics, protocol
+from . import events, limits, metrics, protocol, usernames
 from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
@@ -38,6 +40,11 @@ logger = logging.getLogger(__name__)
 def user_register(*, username: str, password: str, email: str = "") -> User:
     if not settings.CHAT_REGISTRATION_OPEN:
         raise Forbidden("Registration is closed on this server.")
+    username = usernames.normalize(username)
+    try:
+        usernames.validate_username_script(username)
+    except ValidationError as exc:
+        raise Invalid(f"username: {exc.messages[0]}") from None
     if User.objects.filter(username__iexact=username).exists():
         raise Invalid("username: that username is taken.")
     try:
@@ -45,6 +52,38 @@ def user_register(*, username: str, password: str, email: str = "") -> User:
             return User.objects.create_user(username=username, password=password, email=email)
     except IntegrityError:  # registered concurrently
         raise Invalid("username: that username is taken.") from None
+
+
+def password_change(*, user, old_password, new_password, keep_session: str | None = None) -> User:
+    """Change the password and end every other sign-in (`sign_ins_end`). Access tokens and other
+    sessions stop matching the new password hash by themselves; the caller keeps its own session
+    valid with `update_session_auth_hash`."""
+    if not isinstance(old_password, str) or not user.check_password(old_password):
+        raise Invalid("old_password: that is not your current password.")
+    if not isinstance(new_password, str) or not new_password:
+        raise Invalid("new_password: give the new password.")
+    try:
+        password_validation.validate_password(new_password, user)
+    except ValidationError as exc:
+        raise Invalid(f"new_password: {' '.join(exc.messages)}") from None
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        sign_ins_end(user=user, keep_session=keep_session)
+    return user
+
+
+def sign_ins_end(*, user, keep_session: str | None = None) -> None:
+    """After the user's password changed: blacklist their refresh tokens and close their sockets
+    with 4401, except those of the session marked `keep_session` (`auth.session_mark`)."""
+    with transaction.atomic():
+        outstanding = OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(),
+                                                      blacklistedtoken__isnull=True)
+        BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in outstanding],
+                                             ignore_conflicts=True)
+        events.publish(events.user_group(user.pk), {"type": "chat.close", "code": protocol.CLOSE_UNAUTHENTICATED,
+                                                    "reason": "password changed: sign in again",
+                                                    "keep_session": keep_session})
 
 
 # Rooms
@@ -754,11 +793,15 @@ def _insert_or_original(send: _Send) -> tuple[Message, bool] | Exception:
 
 
 def _require_author_or_moderator(user, message: Message, what: str) -> None:
-    if message.author_id == user.pk or user.is_staff:
+    """The author, or someone who may moderate the author in the message's room (`_require_may_moderate`)."""
+    if message.author_id == user.pk:
         return
     membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
-    if membership is None or not membership.can_moderate or membership.is_banned():
+    if not user.is_staff and (membership is None or not membership.can_moderate or membership.is_banned()):
         raise Forbidden(f"Only the author or a moderator can {what} this message.")
+    if message.author is not None:
+        author_membership = Membership.objects.filter(room_id=message.room_id, user_id=message.author_id).first()
+        _require_may_moderate(user, membership, message.author, author_membership)
 
 
 def _require_writable(user, room: Room, membership: Membership | None) -> None:
@@ -773,7 +816,7 @@ def _require_writable(user, room: Room, membership: Membership | None) -> None:
         raise Muted(f"You are muted in '{room.slug}' for {left} more seconds.", retry_after=left)
 
 
-def message_edit(*, user, message_id: int, body, origin: str | None = None) -> Message:
+def message_edit(*, user, message_id: int, body, origin: str | None = None, source: str = "rest") -> Message:
     message = message_for_user(user, message_id)
     _require_author_or_moderator(user, message, "edit")
     _require_writable(user, message.room, Membership.objects.filter(room_id=message.room_id, user=user).first())
@@ -784,8 +827,12 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None) -> M
     body = _clean_body(body)
     _budget("edit", user)
     with transaction.atomic():
+        before = message.body
         message.body, message.edited_at = body, timezone.now()
         message.save(update_fields=["body", "edited_at"])
+        if message.author_id != user.pk:  # the original text survives in the audit log
+            audit(actor=user, action="edit_message", source=source, room=message.room, target_user=message.author,
+                  target_message=message, before=before, after=body)
         frame = {"type": "message.updated", "room": message.room.slug, "message": message_data(message)}
         events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
     return message

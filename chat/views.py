@@ -7,14 +7,16 @@ from functools import wraps
 from urllib.parse import quote
 
 from django.conf import settings
-from django.contrib.auth import login
+from django.contrib import messages
+from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from . import selectors, services
+from . import auth, selectors, services, throttles
 from .errors import ChatError
-from .forms import DirectForm, RegisterForm, RoomCreateForm, add_service_error
+from .forms import DirectForm, PasswordChangeForm, RegisterForm, RoomCreateForm, add_service_error
 
 HISTORY_PAGE = 50
 
@@ -40,6 +42,7 @@ def chat_errors(view):
     return wrapped
 
 
+@throttles.throttle_page(throttles.REGISTER)
 def register(request):
     if not settings.CHAT_REGISTRATION_OPEN:
         return render(request, "registration/register.html", {"closed": True}, status=403)
@@ -55,6 +58,25 @@ def register(request):
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
             return redirect(settings.LOGIN_REDIRECT_URL)
     return render(request, "registration/register.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@throttles.throttle_page(throttles.LOGIN)  # the old password must not be guessable here either
+def password_change(request):
+    """Change the password: every other session, token and socket of the user ends; this session stays."""
+    form = PasswordChangeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = services.password_change(user=request.user, old_password=form.cleaned_data["old_password"],
+                                            new_password=form.cleaned_data["new_password1"],
+                                            keep_session=auth.session_mark(request.session.session_key))
+        except ChatError as exc:
+            add_service_error(form, exc)
+        else:
+            update_session_auth_hash(request, user)
+            messages.success(request, _("Your password is changed. Your other sessions and devices are signed out."))
+            return redirect("chat:rooms")
+    return render(request, "registration/password_change.html", {"form": form}, status=400 if form.errors else 200)
 
 
 def _room_list(request, *, create_form=None, direct_form=None, status=200):

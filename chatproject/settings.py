@@ -236,7 +236,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("CHAT_LOGIN_RATE", "10/min")},
+    # Each counted per client address and, separately, per username (chat/throttles.py).
+    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("CHAT_LOGIN_RATE", "10/min"),
+                               "register": os.environ.get("CHAT_REGISTER_RATE", "10/hour")},
     "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
     # Throttles key on REMOTE_ADDR unless told how many proxies append to X-Forwarded-For.
     "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),
@@ -244,6 +246,8 @@ REST_FRAMEWORK = {
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
 
+# However often its refresh token is rotated, a sign-in ends this long after the password was given.
+JWT_SESSION_MAX_DAYS = env_int("JWT_SESSION_MAX_DAYS", 30)
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 7)),
@@ -251,6 +255,9 @@ SIMPLE_JWT = {
     "BLACKLIST_AFTER_ROTATION": True,
     "SIGNING_KEY": os.environ.get("JWT_SIGNING_KEY", "jwt-insecure-dev-only-change-me-q8r3w"),
     "UPDATE_LAST_LOGIN": False,
+    # Tokens carry a digest of the password hash they were issued under (claim `hash_password`),
+    # checked on every REST request and WebSocket handshake: changing the password ends them.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 SPECTACULAR_SETTINGS = {

@@ -1,9 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from chat import throttles
 from chat.api.views import healthz, metrics_view
 
 urlpatterns = [
+    # Before the admin's own URLs: its login page is throttled like every other.
+    path("admin/login/", throttles.throttle_page(throttles.LOGIN)(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/", include("chat.api.urls")),
     path("healthz", healthz, name="healthz"),

@@ -45,7 +45,7 @@ REDIS_SERVER = "/usr/bin/redis-server"
 # Daphnes in fault tests: clients send as fast as the test wants, presence beats every second
 # (a SIGKILLed process's users go offline within 4 beats), Redis is checked every second.
 FAULT_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "1000", "CHAT_LOGIN_RATE": "100000/min",
-             "CHAT_HEARTBEAT_S": "1", "CHAT_LAYER_CHECK_S": "1"}
+             "CHAT_REGISTER_RATE": "100000/min", "CHAT_HEARTBEAT_S": "1", "CHAT_LAYER_CHECK_S": "1"}
 
 # Close codes after which a client must not reconnect (PROTOCOL.md): credentials or access.
 FINAL_CLOSE_CODES = {4401, 4403, 4404, 4410}

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.live
 
 User = get_user_model()
 WSBENCH = BASE_DIR / "bench" / "wsbench.py"
-BENCH_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "100", "CHAT_LOGIN_RATE": "1000/min"}
+BENCH_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "100", "CHAT_LOGIN_RATE": "1000/min",
+             "CHAT_REGISTER_RATE": "1000/min"}
 FIELDS = {"protocol", "rooms", "clients_per_room", "senders_per_room", "messages_per_sender", "connect_s", "send_s",
           "elapsed_s", "sent", "expected", "delivered", "lost", "dupes", "deliveries_per_s", "messages_per_s",
           "p50_ms", "p99_ms", "max_ms", "handshake_p50_ms", "handshake_p99_ms", "acked", "ack_p50_ms", "ack_p99_ms",

@@ -17,7 +17,7 @@ from tests.live import BASE_DIR, run_daphne
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 # Fifty connections over two accounts, and logins as fast as the tool makes them.
-IDLE_ENV = {"CHAT_MAX_CONNECTIONS_PER_USER": "100", "CHAT_LOGIN_RATE": "1000/min"}
+IDLE_ENV = {"CHAT_MAX_CONNECTIONS_PER_USER": "100", "CHAT_LOGIN_RATE": "1000/min", "CHAT_REGISTER_RATE": "1000/min"}
 
 
 def run_idle(server, *args) -> dict:

@@ -9,6 +9,7 @@ import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.contrib.auth import update_session_auth_hash
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -17,14 +18,14 @@ from django.views.decorators.http import require_safe
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView
+from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
-from chat import export, metrics, presence, selectors, services
+from chat import auth, export, metrics, presence, selectors, services, throttles, tokens
 from chat.serializers import (
     BanSerializer,
     MuteSerializer,
@@ -35,11 +36,13 @@ from chat.serializers import (
     MessagePageSerializer,
     MessageSendSerializer,
     MessageSerializer,
+    PasswordChangeSerializer,
     ReadSerializer,
     RegisterSerializer,
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
+    TokenPairSerializer,
     UserSerializer,
     message_data,
 )
@@ -76,6 +79,7 @@ def with_online(memberships: list) -> list:
 class RegisterView(APIView):
     authentication_classes = []  # a stale token sent along must not turn a sign-up into a 401
     permission_classes = [AllowAny]
+    throttle_classes = throttles.REGISTER
 
     @extend_schema(request=RegisterSerializer, responses={201: UserSerializer})
     def post(self, request):
@@ -84,10 +88,16 @@ class RegisterView(APIView):
 
 
 class LoginView(TokenObtainPairView):
-    """`{"username","password"}` -> `{"access","refresh"}`, throttled per client address."""
+    """`{"username","password"}` -> `{"access","refresh"}`, throttled per client address and per username."""
 
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "login"
+    throttle_classes = throttles.LOGIN
+    serializer_class = tokens.SignInSerializer
+
+
+class RefreshView(TokenRefreshView):
+    """`{"refresh"}` -> `{"access","refresh"}`: rotated, within JWT_SESSION_MAX_DAYS of the sign-in."""
+
+    serializer_class = tokens.RefreshSerializer
 
 
 class LogoutView(TokenBlacklistView):
@@ -97,6 +107,23 @@ class LogoutView(TokenBlacklistView):
     def post(self, request, *args, **kwargs):
         super().post(request, *args, **kwargs)
         return Response(status=status.HTTP_205_RESET_CONTENT)
+
+
+class PasswordChangeView(APIView):
+    throttle_classes = throttles.LOGIN  # the old password must not be guessable here either
+
+    @extend_schema(request=PasswordChangeSerializer, responses={200: TokenPairSerializer})
+    def post(self, request):
+        """Change the caller's password; every earlier token, session and socket of the user ends,
+        except the session this request came with. Returns a fresh token pair."""
+        by_session = isinstance(request.successful_authenticator, SessionAuthentication)
+        keep = auth.session_mark(request.session.session_key) if by_session else None
+        user = services.password_change(user=request.user, keep_session=keep,
+                                        **validated(PasswordChangeSerializer, request.data))
+        if by_session:
+            update_session_auth_hash(request, user)
+        refresh = tokens.token_pair(user)
+        return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
 
 
 class MeView(APIView):
