@@ -28,6 +28,7 @@ Delivery without gap or duplicate, in id order, per room:
 """
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import time
@@ -267,13 +268,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
         connections.add(self)
 
         slug = self.scope["url_route"]["kwargs"].get("slug")
+        # The user's group first: a removal committed after the memberships are read below
+        # reaches this connection as `chat.unsubscribe`, handled once this is done.
+        await self._join(events.user_group(self.user.pk))
+        await self._join(events.everyone_group())
         try:
             room_ids = await db(self._open_session)(slug)
         except ChatError as exc:
             code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM}.get(type(exc), protocol.CLOSE_FORBIDDEN)
             return await self.close(code, exc.detail)
-        await self._join(events.user_group(self.user.pk))
-        await self._join(events.everyone_group())
         for room_id, room_slug in room_ids:
             await self._group_add(room_id, room_slug)
         rooms = await db(selectors.room_summaries)(self.user)
@@ -282,6 +285,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if room["slug"] in ids:
                 self.rooms[ids[room["slug"]]] = self.floors[ids[room["slug"]]] = room["last_message_id"] or 0
                 hub().known(events.room_group(ids[room["slug"]]), room["last_message_id"] or 0)
+        # Read after subscribing: a room archived (its `chat.archived` sent) before then is not in it.
+        listed = {room["slug"] for room in rooms}
+        for room_id, room_slug in room_ids:
+            if room_slug not in listed:
+                await self._group_discard(room_id)
         self.online = True
         if await presence.backend().connect(self.user.pk, self.channel_name):
             await self._announce_presence("online")
@@ -290,8 +298,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             max_body=settings.CHAT_MAX_BODY, rate_per_10s=settings.CHAT_RATE_PER_10S,
         ))
         if slug is not None:
-            self.bound_room = ids[slug]
-            await self._replay(self.bound_room, slug, since=None, ref=None)
+            self.bound_room = ids.get(slug)
+            try:
+                await self._replay(self.bound_room, slug, since=None, ref=None)
+            except ChatError as exc:  # removed, or archived, since it was joined above
+                code = protocol.CLOSE_ARCHIVED if isinstance(exc, Gone) else protocol.CLOSE_FORBIDDEN
+                await self.close(code, exc.detail)
 
     def _open_session(self, slug):
         if slug is not None:
@@ -431,7 +443,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ack = events.encode(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
         if room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
             await self._group_add(room_id, message.room.slug)
-            await self._replay(room_id, message.room.slug, since=message.pk, ref=None)
+            with contextlib.suppress(ChatError):  # removed since it was written: the ack is all it gets
+                await self._replay(room_id, message.room.slug, since=message.pk, ref=None)
         elif message.pk > self.rooms[room_id]:
             # A duplicate's original may still be on its way here, behind others' messages:
             # its id is about to be the client's resume point, so send those first.
@@ -480,6 +493,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event.get("skip_user") == self.user.pk:
             return DROP
         message_id = event.get("message_id")
+        if event.get("room_id") is not None and event["room_id"] not in self.rooms:
+            return DROP  # a room this connection left, or was removed from, while the event was on its way
         if message_id is None:
             return DROP if event.get("origin") == self.channel_name else SEND
         mark = self.rooms.get(event["room_id"])
@@ -513,7 +528,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event["room_id"] in self.rooms:
             return
         await self._group_add(event["room_id"], event["slug"])
-        await self._replay(event["room_id"], event["slug"], since=event["since"], ref=None)
+        with contextlib.suppress(ChatError):  # removed again since: this event is stale
+            await self._replay(event["room_id"], event["slug"], since=event["since"], ref=None)
 
     async def chat_unsubscribe(self, event):
         room_id = event["room_id"]
@@ -568,9 +584,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         Must run after `_group_add` so that nothing committed after the read is missed.
         `until` is the floor of a room this connection was already subscribed to: messages above
         it were sent live, so only those up to it are replayed, and the marks stay.
+        The same read checks that the user is still an active member of the room, not archived:
+        if not, the connection leaves the room's group and the refusal is raised, nothing sent.
+        A removal committed after the read reaches the connection as an event after this.
         """
         limit = settings.CHAT_REPLAY_LIMIT
-        messages, gap, last_id, members = await db(self._replay_state)(room_id, since, until, limit)
+        try:
+            messages, gap, last_id, members = await db(self._replay_state)(self.user, slug, room_id, since, until, limit)
+        except ChatError:
+            await self._group_discard(room_id)
+            raise
         online = await presence.backend().online(members)
         await self._send(protocol.reply(protocol.room_joined(slug, sorted(members[uid] for uid in online), last_id), ref))
         await self._send_messages(slug, messages, gap_after=since if gap else None)
@@ -642,7 +665,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return [message_data(m) for m in rows], gap
 
     @staticmethod
-    def _replay_state(room_id, since, until, limit):
+    def _replay_state(user, slug, room_id, since, until, limit):
+        room, _ = selectors.member_room_for_user(user, slug)
+        if room.pk != room_id:  # the slug names another room now
+            raise Forbidden(f"You are not a member of '{slug}': join it first.")
         if since is None:
             messages, gap = [], False
         else:
