@@ -348,11 +348,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
                     user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
                     client_id=frame.get("client_id", ""), origin=self.channel_name),
                     functools.partial(self._written, frame.ref))
-        if self.frames is None:
-            self.frames = collections.deque()
-        while len(self.frames) >= FRAMES_IN_FLIGHT:  # stop reading the socket until one is answered
+        # Stop reading the socket until one is answered. The answerer may empty the queue, and
+        # drop it (`frames` None), before this wakes up.
+        while self.frames is not None and len(self.frames) >= FRAMES_IN_FLIGHT:
             self.frame_taken = asyncio.get_running_loop().create_future()
             await self.frame_taken
+        if self.frames is None:
+            self.frames = collections.deque()
         self.frames.append((frame, write, time.perf_counter()))
         if self.answering is None:
             self.answering = asyncio.ensure_future(self._answer_frames())
