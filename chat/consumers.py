@@ -22,7 +22,12 @@ Delivery without gap or duplicate, in id order, per room:
   it is missing, the connection's own event coming back from the layer behind the others,
   or a read of the messages before another one. No database read in the usual case.
 - Client frames are answered in order (`_answer_frames`), but a `message.send` goes to the
-  writer as soon as it is read: a client's sends in a row are stored in one batch.
+  writer as soon as it is read: a client's sends in a row are stored in one batch. An ack
+  whose own event comes back before the frames ahead of it are answered waits for its
+  frame's turn (`_ack_due`), and holds the inbox meanwhile, so both orders hold.
+- A subscription (`_group_add`) is followed by a read that checks the membership (`_replay`;
+  at connect, `room_summaries`): a removal before that read leaves nothing subscribed, one
+  after it arrives as an event (the user's group is joined first) and unsubscribes.
 - `self.floors[room]` is the mark when the room was subscribed: a later `join since` on
   the same connection replays only up to the floor, since everything above came live.
 """
@@ -32,9 +37,10 @@ import contextlib
 import functools
 import logging
 import time
+import types
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -128,6 +134,11 @@ def _sends() -> _Sends:
 class ChatConsumer(AsyncWebsocketConsumer):
     user = None
     online = False
+    # Replies in frame order (see `_ack_due`); set per connection in `__call__`.
+    ack_seqs: "Mapping[int, int]" = types.MappingProxyType({})  # message id -> number of the frame it answers
+    reached = -1  # number of the frame being answered: every frame before it is answered
+    held: int | None = None  # number of the frame whose reply the inbox waits for
+    progressed: asyncio.Future | None = None  # set when `reached` grows, an ack goes or the inbox waits
 
     async def dispatch(self, message):
         # Channels closes stale database connections before every handler, through a hop to
@@ -162,6 +173,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.queued = 0  # events in the inbox, and the one being handled from it
         self.draining: asyncio.Task | None = None  # handles the inbox
         self.frames: collections.deque | None = None  # client frames to answer, in order
+        self.received = 0  # client frames read: the next one's number
+        self.ack_seqs = {}
         self.frame_taken: asyncio.Future | None = None  # the reader waits on it while `frames` is full
         self.answering: asyncio.Task | None = None  # answers the frames
         self.failed = asyncio.get_running_loop().create_future()  # an unexpected error in those two tasks
@@ -195,6 +208,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             while self.inbox:
                 event = self.inbox.popleft()
                 try:
+                    await self._await_reply_turn(event)
                     await self.dispatch(event)
                 finally:
                     self.queued -= 1
@@ -223,7 +237,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if send_prepared(self.socket, frame.prepared(self.socket.factory)) and event.get("message_id"):
                     metrics.MESSAGES_DELIVERED.inc()
                 return
-            if event.get("origin") == self.channel_name and (event.get("prev_id") or 0) <= self.rooms[event["room_id"]]:
+            if event.get("origin") == self.channel_name and (event.get("prev_id") or 0) <= self.rooms[event["room_id"]] \
+                    and self._ack_due(event["message_id"]):
                 # Its own message, with nothing missing before it: the acknowledgement goes in its place, now.
                 self._mark(event)
                 ack = self._take_ack(event["message_id"])
@@ -347,7 +362,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 write = _sends().submit(dict(
                     user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
                     client_id=frame.get("client_id", ""), origin=self.channel_name),
-                    functools.partial(self._written, frame.ref))
+                    functools.partial(self._written, frame.ref, seq=self.received))
+        seq, self.received = self.received, self.received + 1
         # Stop reading the socket until one is answered. The answerer may empty the queue, and
         # drop it (`frames` None), before this wakes up.
         while self.frames is not None and len(self.frames) >= FRAMES_IN_FLIGHT:
@@ -355,20 +371,24 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.frame_taken
         if self.frames is None:
             self.frames = collections.deque()
-        self.frames.append((frame, write, time.perf_counter()))
+        self.frames.append((frame, write, seq, time.perf_counter()))
         if self.answering is None:
             self.answering = asyncio.ensure_future(self._answer_frames())
 
     async def _answer_frames(self):
         try:
             while self.frames:
-                frame, write, received = self.frames.popleft()
+                frame, write, seq, received = self.frames.popleft()
                 if self.frame_taken is not None and not self.frame_taken.done():
                     self.frame_taken.set_result(None)
+                self.reached = seq
+                self._progress()
                 if write is not None:
                     await asyncio.wait([write])  # outside the turn: events go on being delivered meanwhile
                 async with self.turn:
                     await self._answer(frame, write, received)
+                if write is not None and isinstance(written := write.result(), tuple):
+                    await self._ack_sent(written[0].pk)
             self.frames = None
         except Exception as exc:
             self._fail(exc)
@@ -412,10 +432,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._group_discard(room.pk)
         await self._send(protocol.reply(protocol.room_left(room.slug, "left"), frame.ref))
 
-    def _written(self, ref: str | None, written) -> None:
+    def _written(self, ref: str | None, written, seq: int | None = None) -> None:
         """A new message of this connection is stored: its acknowledgement waits in `self.acks`
         from now on, before the message's event exists, so whichever comes first sends it in
-        its place: the answer to the frame, the event, or a read of the messages before another."""
+        its place: the answer to the frame, the event, or a read of the messages before another.
+        `seq` numbers the frame, whose reply never goes before the replies to those before it."""
         if not isinstance(written, tuple) or not written[1] or written[0].room_id not in self.rooms:
             return
         message = written[0]
@@ -423,6 +444,44 @@ class ChatConsumer(AsyncWebsocketConsumer):
         timer = asyncio.get_running_loop().call_later(ACK_WAIT_S, self._ack_overdue, message.pk)
         self.acks[message.pk] = (message.room_id, ack, timer)
         self.registered.add(message.pk)
+        if seq is not None:
+            self.ack_seqs[message.pk] = seq
+
+    def _ack_due(self, message_id: int) -> bool:
+        """Whether the waiting ack of `message_id` may go: every frame before its own is answered.
+        A client that sends frames without waiting for the replies gets them in its order."""
+        return self.ack_seqs.get(message_id, -1) <= self.reached
+
+    def _progress(self) -> None:
+        if self.progressed is not None:
+            if not self.progressed.done():
+                self.progressed.set_result(None)
+            self.progressed = None
+
+    async def _progress_made(self) -> None:
+        """Wait until the answerer reaches another frame, an ack goes, or the inbox starts to wait."""
+        if self.progressed is None:
+            self.progressed = asyncio.get_running_loop().create_future()
+        await self.progressed
+
+    async def _ack_sent(self, message_id: int) -> None:
+        """Before the next frame is answered: this frame's ack, which waits for others' messages
+        before it to be sent (row 3a of docs/guarantees.md), goes. If the inbox waits for a later
+        frame meanwhile, those messages may be behind it there: read them instead."""
+        while message_id in self.acks:
+            if self.held is not None:
+                return await self._flush_ack(message_id)
+            await self._progress_made()
+
+    async def _await_reply_turn(self, event: dict) -> None:
+        """Hold the inbox at the connection's own message until its frame's turn to be answered
+        (`_ack_due`), so that its ack, and every event after it, keep their order."""
+        while event.get("origin") == self.channel_name and event.get("message_id") in self.acks \
+                and not self._ack_due(event["message_id"]):
+            self.held = self.ack_seqs[event["message_id"]]
+            self._progress()
+            await self._progress_made()
+        self.held = None
 
     async def _acknowledge(self, frame, written, received: float):
         """Answer a `message.send` once written: `written` is (message, created), or the refusal."""
@@ -621,7 +680,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if gap_after is not None and messages:
             await self._send(protocol.room_gap(slug, gap_after, messages[0]["id"]))
         for message in messages:
-            if message["id"] in self.acks:
+            if message["id"] in self.acks and self._ack_due(message["id"]):
                 await self._send_ack(message["id"])
             else:
                 await self._send(protocol.message_new(message))
@@ -643,6 +702,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if pending is None:
             return None
         pending[2].cancel()
+        if message_id in self.ack_seqs:
+            del self.ack_seqs[message_id]
+        self._progress()
         return pending[1]
 
     def _ack_overdue(self, message_id: int):
@@ -653,7 +715,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         async with self.turn:
             if message_id not in self.acks:
                 return
-            room_id = self.acks[message_id][0]
+            room_id, ack, _ = self.acks[message_id]
+            if not self._ack_due(message_id):  # the answer to its frame is not due yet: wait on
+                self.acks[message_id] = (room_id, ack, asyncio.get_running_loop().call_later(
+                    ACK_WAIT_S, self._ack_overdue, message_id))
+                return
             try:
                 if room_id in self.rooms and message_id > self.rooms[room_id]:
                     await self._catch_up(room_id, message_id, message_id)

@@ -50,7 +50,7 @@ def check_replies(frames: list[dict], replies: list[dict]) -> None:
         [frame["body"] for frame in sends]
 
 
-@pytest.mark.parametrize("every_send", [0], ids=["pings"])
+@pytest.mark.parametrize("every_send", [0, 7], ids=["pings", "pings-and-sends"])
 async def test_a_burst_through_the_communicator_is_answered_in_order(alice, general, every_send):
     assert BURST > FRAMES_IN_FLIGHT * 7
     comm = WebsocketCommunicator(application, f"/ws/chat/?token={access_token(alice)}")
@@ -72,7 +72,7 @@ async def test_a_burst_through_the_communicator_is_answered_in_order(alice, gene
 
 
 @pytest.mark.live
-@pytest.mark.parametrize("every_send", [0], ids=["pings"])
+@pytest.mark.parametrize("every_send", [0, 7], ids=["pings", "pings-and-sends"])
 async def test_a_burst_through_daphne_is_answered_in_order(daphne_a, alice, general, every_send):
     client = await ws_connect(daphne_a, alice)
     frames = burst(every_send)
