@@ -22,18 +22,25 @@ Delivery without gap or duplicate, in id order, per room:
   it is missing, the connection's own event coming back from the layer behind the others,
   or a read of the messages before another one. No database read in the usual case.
 - Client frames are answered in order (`_answer_frames`), but a `message.send` goes to the
-  writer as soon as it is read: a client's sends in a row are stored in one batch.
+  writer as soon as it is read: a client's sends in a row are stored in one batch. An ack
+  whose own event comes back before the frames ahead of it are answered waits for its
+  frame's turn (`_ack_due`), and holds the inbox meanwhile, so both orders hold.
+- A subscription (`_group_add`) is followed by a read that checks the membership (`_replay`;
+  at connect, `room_summaries`): a removal before that read leaves nothing subscribed, one
+  after it arrives as an event (the user's group is joined first) and unsubscribes.
 - `self.floors[room]` is the mark when the room was subscribed: a later `join since` on
   the same connection replays only up to the floor, since everything above came live.
 """
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import time
+import types
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -131,6 +138,11 @@ def _sends() -> _Sends:
 class ChatConsumer(AsyncWebsocketConsumer):
     user = None
     online = False
+    # Replies in frame order (see `_ack_due`); set per connection in `__call__`.
+    ack_seqs: "Mapping[int, int]" = types.MappingProxyType({})  # message id -> number of the frame it answers
+    reached = -1  # number of the frame being answered: every frame before it is answered
+    held: int | None = None  # number of the frame whose reply the inbox waits for
+    progressed: asyncio.Future | None = None  # set when `reached` grows, an ack goes or the inbox waits
 
     async def dispatch(self, message):
         # Channels closes stale database connections before every handler, through a hop to
@@ -165,6 +177,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.queued = 0  # events in the inbox, and the one being handled from it
         self.draining: asyncio.Task | None = None  # handles the inbox
         self.frames: collections.deque | None = None  # client frames to answer, in order
+        self.received = 0  # client frames read: the next one's number
+        self.ack_seqs = {}
         self.frame_taken: asyncio.Future | None = None  # the reader waits on it while `frames` is full
         self.answering: asyncio.Task | None = None  # answers the frames
         self.failed = asyncio.get_running_loop().create_future()  # an unexpected error in those two tasks
@@ -198,6 +212,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             while self.inbox:
                 event = self.inbox.popleft()
                 try:
+                    await self._await_reply_turn(event)
                     await self.dispatch(event)
                 finally:
                     self.queued -= 1
@@ -226,7 +241,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if send_prepared(self.socket, frame.prepared(self.socket.factory)) and event.get("message_id"):
                     metrics.MESSAGES_DELIVERED.inc()
                 return
-            if event.get("origin") == self.channel_name and (event.get("prev_id") or 0) <= self.rooms[event["room_id"]]:
+            if event.get("origin") == self.channel_name and (event.get("prev_id") or 0) <= self.rooms[event["room_id"]] \
+                    and self._ack_due(event["message_id"]):
                 # Its own message, with nothing missing before it: the acknowledgement goes in its place, now.
                 self._mark(event)
                 ack = self._take_ack(event["message_id"])
@@ -271,6 +287,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         connections.add(self)
 
         slug = self.scope["url_route"]["kwargs"].get("slug")
+        # The user's group first: a removal committed after the memberships are read below
+        # reaches this connection as `chat.unsubscribe`, handled once this is done.
+        await self._join(events.user_group(self.user.pk))
+        await self._join(events.everyone_group())
         try:
             room_ids = await db(self._open_session)(slug)
         except ChatError as exc:
@@ -278,8 +298,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM,
                     RateLimited: protocol.CLOSE_TRY_AGAIN}.get(type(exc), protocol.CLOSE_FORBIDDEN)
             return await self.close(code, exc.detail)
-        await self._join(events.user_group(self.user.pk))
-        await self._join(events.everyone_group())
         for room_id, room_slug in room_ids:
             await self._group_add(room_id, room_slug)
         rooms = await db(selectors.room_summaries)(self.user)
@@ -288,6 +306,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if room["slug"] in ids:
                 self.rooms[ids[room["slug"]]] = self.floors[ids[room["slug"]]] = room["last_message_id"] or 0
                 hub().known(events.room_group(ids[room["slug"]]), room["last_message_id"] or 0)
+        # Read after subscribing: a room archived (its `chat.archived` sent) before then is not in it.
+        listed = {room["slug"] for room in rooms}
+        for room_id, room_slug in room_ids:
+            if room_slug not in listed:
+                await self._group_discard(room_id)
         self.online = True
         if await presence.backend().connect(self.user.pk, self.channel_name):
             await self._announce_presence("online")
@@ -296,8 +319,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             max_body=settings.CHAT_MAX_BODY, rate_per_10s=settings.CHAT_RATE_PER_10S,
         ))
         if slug is not None:
-            self.bound_room = ids[slug]
-            await self._replay(self.bound_room, slug, since=None, ref=None)
+            self.bound_room = ids.get(slug)
+            try:
+                await self._replay(self.bound_room, slug, since=None, ref=None)
+            except ChatError as exc:  # removed, or archived, since it was joined above
+                code = protocol.CLOSE_ARCHIVED if isinstance(exc, Gone) else protocol.CLOSE_FORBIDDEN
+                await self.close(code, exc.detail)
 
     def _open_session(self, slug):
         if slug is not None:
@@ -341,26 +368,33 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 write = _sends().submit(dict(
                     user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
                     client_id=frame.get("client_id", ""), origin=self.channel_name),
-                    functools.partial(self._written, frame.ref))
-        if self.frames is None:
-            self.frames = collections.deque()
-        while len(self.frames) >= FRAMES_IN_FLIGHT:  # stop reading the socket until one is answered
+                    functools.partial(self._written, frame.ref, seq=self.received))
+        seq, self.received = self.received, self.received + 1
+        # Stop reading the socket until one is answered. The answerer may empty the queue, and
+        # drop it (`frames` None), before this wakes up.
+        while self.frames is not None and len(self.frames) >= FRAMES_IN_FLIGHT:
             self.frame_taken = asyncio.get_running_loop().create_future()
             await self.frame_taken
-        self.frames.append((frame, write, time.perf_counter()))
+        if self.frames is None:
+            self.frames = collections.deque()
+        self.frames.append((frame, write, seq, time.perf_counter()))
         if self.answering is None:
             self.answering = asyncio.ensure_future(self._answer_frames())
 
     async def _answer_frames(self):
         try:
             while self.frames:
-                frame, write, received = self.frames.popleft()
+                frame, write, seq, received = self.frames.popleft()
                 if self.frame_taken is not None and not self.frame_taken.done():
                     self.frame_taken.set_result(None)
+                self.reached = seq
+                self._progress()
                 if write is not None:
                     await asyncio.wait([write])  # outside the turn: events go on being delivered meanwhile
                 async with self.turn:
                     await self._answer(frame, write, received)
+                if write is not None and isinstance(written := write.result(), tuple):
+                    await self._ack_sent(written[0].pk)
             self.frames = None
         except Exception as exc:
             self._fail(exc)
@@ -406,10 +440,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self._group_discard(room.pk)
         await self._send(protocol.reply(protocol.room_left(room.slug, "left"), frame.ref))
 
-    def _written(self, ref: str | None, written) -> None:
+    def _written(self, ref: str | None, written, seq: int | None = None) -> None:
         """A new message of this connection is stored: its acknowledgement waits in `self.acks`
         from now on, before the message's event exists, so whichever comes first sends it in
-        its place: the answer to the frame, the event, or a read of the messages before another."""
+        its place: the answer to the frame, the event, or a read of the messages before another.
+        `seq` numbers the frame, whose reply never goes before the replies to those before it."""
         if not isinstance(written, tuple) or not written[1] or written[0].room_id not in self.rooms:
             return
         message = written[0]
@@ -417,6 +452,44 @@ class ChatConsumer(AsyncWebsocketConsumer):
         timer = asyncio.get_running_loop().call_later(ACK_WAIT_S, self._ack_overdue, message.pk)
         self.acks[message.pk] = (message.room_id, ack, timer)
         self.registered.add(message.pk)
+        if seq is not None:
+            self.ack_seqs[message.pk] = seq
+
+    def _ack_due(self, message_id: int) -> bool:
+        """Whether the waiting ack of `message_id` may go: every frame before its own is answered.
+        A client that sends frames without waiting for the replies gets them in its order."""
+        return self.ack_seqs.get(message_id, -1) <= self.reached
+
+    def _progress(self) -> None:
+        if self.progressed is not None:
+            if not self.progressed.done():
+                self.progressed.set_result(None)
+            self.progressed = None
+
+    async def _progress_made(self) -> None:
+        """Wait until the answerer reaches another frame, an ack goes, or the inbox starts to wait."""
+        if self.progressed is None:
+            self.progressed = asyncio.get_running_loop().create_future()
+        await self.progressed
+
+    async def _ack_sent(self, message_id: int) -> None:
+        """Before the next frame is answered: this frame's ack, which waits for others' messages
+        before it to be sent (row 3a of docs/guarantees.md), goes. If the inbox waits for a later
+        frame meanwhile, those messages may be behind it there: read them instead."""
+        while message_id in self.acks:
+            if self.held is not None:
+                return await self._flush_ack(message_id)
+            await self._progress_made()
+
+    async def _await_reply_turn(self, event: dict) -> None:
+        """Hold the inbox at the connection's own message until its frame's turn to be answered
+        (`_ack_due`), so that its ack, and every event after it, keep their order."""
+        while event.get("origin") == self.channel_name and event.get("message_id") in self.acks \
+                and not self._ack_due(event["message_id"]):
+            self.held = self.ack_seqs[event["message_id"]]
+            self._progress()
+            await self._progress_made()
+        self.held = None
 
     async def _acknowledge(self, frame, written, received: float):
         """Answer a `message.send` once written: `written` is (message, created), or the refusal."""
@@ -439,7 +512,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         ack = events.encode(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
         if room_id not in self.rooms:  # a new direct room: subscribe, nothing to replay before this
             await self._group_add(room_id, message.room.slug)
-            await self._replay(room_id, message.room.slug, since=message.pk, ref=None)
+            with contextlib.suppress(ChatError):  # removed since it was written: the ack is all it gets
+                await self._replay(room_id, message.room.slug, since=message.pk, ref=None)
         elif message.pk > self.rooms[room_id]:
             # A duplicate's original may still be on its way here, behind others' messages:
             # its id is about to be the client's resume point, so send those first.
@@ -488,6 +562,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event.get("skip_user") == self.user.pk:
             return DROP
         message_id = event.get("message_id")
+        if event.get("room_id") is not None and event["room_id"] not in self.rooms:
+            return DROP  # a room this connection left, or was removed from, while the event was on its way
         if message_id is None:
             return DROP if event.get("origin") == self.channel_name else SEND
         mark = self.rooms.get(event["room_id"])
@@ -521,7 +597,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event["room_id"] in self.rooms:
             return
         await self._group_add(event["room_id"], event["slug"])
-        await self._replay(event["room_id"], event["slug"], since=event["since"], ref=None)
+        with contextlib.suppress(ChatError):  # removed again since: this event is stale
+            await self._replay(event["room_id"], event["slug"], since=event["since"], ref=None)
 
     async def chat_unsubscribe(self, event):
         room_id = event["room_id"]
@@ -578,9 +655,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
         Must run after `_group_add` so that nothing committed after the read is missed.
         `until` is the floor of a room this connection was already subscribed to: messages above
         it were sent live, so only those up to it are replayed, and the marks stay.
+        The same read checks that the user is still an active member of the room, not archived:
+        if not, the connection leaves the room's group and the refusal is raised, nothing sent.
+        A removal committed after the read reaches the connection as an event after this.
         """
         limit = settings.CHAT_REPLAY_LIMIT
-        messages, gap, last_id, members = await db(self._replay_state)(room_id, since, until, limit)
+        try:
+            messages, gap, last_id, members = await db(self._replay_state)(self.user, slug, room_id, since, until, limit)
+        except ChatError:
+            await self._group_discard(room_id)
+            raise
         online = await presence.backend().online(members)
         await self._send(protocol.reply(protocol.room_joined(slug, sorted(members[uid] for uid in online), last_id), ref))
         await self._send_messages(slug, messages, gap_after=since if gap else None)
@@ -606,7 +690,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if gap_after is not None and messages:
             await self._send(protocol.room_gap(slug, gap_after, messages[0]["id"]))
         for message in messages:
-            if message["id"] in self.acks:
+            if message["id"] in self.acks and self._ack_due(message["id"]):
                 await self._send_ack(message["id"])
             else:
                 await self._send(protocol.message_new(message))
@@ -628,6 +712,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if pending is None:
             return None
         pending[2].cancel()
+        if message_id in self.ack_seqs:
+            del self.ack_seqs[message_id]
+        self._progress()
         return pending[1]
 
     def _ack_overdue(self, message_id: int):
@@ -638,7 +725,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         async with self.turn:
             if message_id not in self.acks:
                 return
-            room_id = self.acks[message_id][0]
+            room_id, ack, _ = self.acks[message_id]
+            if not self._ack_due(message_id):  # the answer to its frame is not due yet: wait on
+                self.acks[message_id] = (room_id, ack, asyncio.get_running_loop().call_later(
+                    ACK_WAIT_S, self._ack_overdue, message_id))
+                return
             try:
                 if room_id in self.rooms and message_id > self.rooms[room_id]:
                     await self._catch_up(room_id, message_id, message_id)
@@ -652,7 +743,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return [message_data(m) for m in rows], gap
 
     @staticmethod
-    def _replay_state(room_id, since, until, limit):
+    def _replay_state(user, slug, room_id, since, until, limit):
+        room, _ = selectors.member_room_for_user(user, slug)
+        if room.pk != room_id:  # the slug names another room now
+            raise Forbidden(f"You are not a member of '{slug}': join it first.")
         if since is None:
             messages, gap = [], False
         else:

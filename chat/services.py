@@ -747,8 +747,29 @@ def _find_originals(read: dict, sends: list[_Send]) -> list[tuple[Message, bool]
     if named:
         read["memberships"] = ({(user.pk, slug) for user, slug in named}, memberships_from_rows(rows.pop()))
     originals = _originals_from(rows[0], wanted) if wanted else {}
-    return [(original, False) if (original := originals.get((send.user.pk, send.client_id))) else None
-            for send in sends]
+    found = [(send, original) for send in sends if (original := originals.get((send.user.pk, send.client_id)))]
+    answers = dict(zip((send.index for send, _ in found), _answer_resends(read, found)))
+    return [answers.get(send.index) for send in sends]
+
+
+def _answer_resends(read: dict, found: list[tuple[_Send, Message]]) -> list[tuple[Message, bool] | Exception]:
+    """Each resend's original, (original, False), if its author may still write in the original's
+    room (whatever room the resend names), else the refusal a send there would get; removal is final.
+
+    A user no longer a member (left, kicked, banned) or whose room is archived gets `forbidden`:
+    the original, and the subscription its acknowledgement brings, would reopen the room.
+    A member who may read but not write (muted, locked room) gets `muted` or `room_locked`, as a
+    new send would, and the duplicate acknowledgement once they may write again.
+    """
+    pairs = [(send.user, original.room.slug) for send, original in found]
+    answers = []
+    for (send, original), access in zip(found, _member_rooms(read, pairs)):
+        if isinstance(access, Exception):
+            answers.append(Forbidden(f"client_id: '{send.client_id}' was used in a room you may no longer write to; "
+                                     "send with a new client_id."))
+        else:
+            answers.append(_refusal(_require_writable, send.user, *access) or (original, False))
+    return answers
 
 
 def _check_body_and_target(send: _Send) -> None:
@@ -761,18 +782,22 @@ def _check_body_and_target(send: _Send) -> None:
 
 def _check_rooms(read: dict, sends: list[_Send]) -> list[Exception | None]:
     """Each sender must be a member of the room and may write there; sets `send.room`."""
-    pairs = [(send.user, send.slug) for send in sends]
-    named, memberships = read.get("memberships", ((), None))
-    if not all((user.pk, slug) in named for user, slug in pairs):
-        memberships = None  # read them now
     refusals = []
-    for send, access in zip(sends, member_rooms_for_users(pairs, memberships)):
+    for send, access in zip(sends, _member_rooms(read, [(send.user, send.slug) for send in sends])):
         if isinstance(access, Exception):
             refusals.append(access)
         else:
             send.room, membership = access
             refusals.append(_refusal(_require_writable, send.user, send.room, membership))
     return refusals
+
+
+def _member_rooms(read: dict, pairs: list[tuple["User", str]]) -> list[tuple[Room, Membership] | Exception]:
+    """`member_rooms_for_users`, from the memberships `_find_originals` read when it read them all."""
+    named, memberships = read.get("memberships", ((), None))
+    if not all((user.pk, slug) in named for user, slug in pairs):
+        memberships = None  # read them now
+    return member_rooms_for_users(pairs, memberships)
 
 
 def _check_rates(sends: list[_Send]) -> list[Exception | None]:
@@ -786,7 +811,7 @@ def _insert_or_original(send: _Send) -> tuple[Message, bool] | Exception:
             _insert_messages(send.room, [(message, send.origin)])
     except IntegrityError as exc:
         original = _original(send.user, send.client_id)
-        return (original, False) if original is not None else exc
+        return _answer_resends({}, [(send, original)])[0] if original is not None else exc
     except Exception as exc:
         return exc
     return message, True
