@@ -201,7 +201,12 @@ class MuteDetailView(APIView):
 class DirectRoomView(APIView):
     @extend_schema(responses=RoomSerializer)
     def get(self, request, username):
-        """The direct room with `username`, created on first use."""
+        """The direct room with `username` if it exists; 404 until one of you starts it (a GET creates nothing)."""
+        return room_response(request.user, selectors.direct_room_for_user(request.user, username))
+
+    @extend_schema(request=None, responses=RoomSerializer)
+    def post(self, request, username):
+        """The direct room with `username`, created (with both memberships) if it does not exist yet."""
         return room_response(request.user, services.direct_room(user=request.user, username=username))
 
 
