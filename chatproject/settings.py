@@ -254,6 +254,11 @@ CHAT_MAX_SEND_BUFFER = env_int("CHAT_MAX_SEND_BUFFER", 1024 * 1024)
 CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 500)
 CHAT_TYPING_INTERVAL_S = 2
 CHAT_REGISTRATION_OPEN = env_bool("CHAT_REGISTRATION_OPEN", True)
+# Who may read /metrics: these addresses or networks (compared with the TCP peer, so a proxy on
+# the same machine must refuse /metrics itself, as deploy/nginx/chat.conf does), or any client
+# sending `Authorization: Bearer <CHAT_METRICS_TOKEN>` when that is set.
+CHAT_METRICS_ALLOW = env_list("CHAT_METRICS_ALLOW", "127.0.0.1,::1")
+CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
 # How long one thread may hold the GIL while another waits for it (Python's default is 5 ms);
 # see chatproject/asgi.py.
 CHAT_SWITCH_INTERVAL_MS = float(os.environ.get("CHAT_SWITCH_INTERVAL_MS", "1"))

@@ -377,6 +377,9 @@ def healthz(request):
 @require_safe
 @never_cache
 def metrics_view(request):
-    """This process's Prometheus metrics (expose it to your scraper only, like /healthz)."""
+    """This process's Prometheus metrics, for the addresses in CHAT_METRICS_ALLOW or a bearer of CHAT_METRICS_TOKEN."""
+    if not metrics.scraper_allowed(request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", "")):
+        return HttpResponse("Forbidden: scrape /metrics from an address in CHAT_METRICS_ALLOW, or send "
+                            "'Authorization: Bearer <CHAT_METRICS_TOKEN>'.\n", status=403, content_type="text/plain")
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)
