@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from chatproject import keys
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -32,8 +34,23 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-dev-only-change-me-5v#p2!k")
 DEBUG = env_bool("DJANGO_DEBUG", False)
+if os.environ.get("PYTEST_VERSION"):
+    # A test run signs with random keys of its own, which the servers it starts inherit.
+    keys.setdefault_local_keys(os.environ)
+# The development keys serve only with DEBUG on (`make run`); without DEBUG the server refuses
+# to start on them, or on any weak key, rather than sign sessions and tokens anyone can forge.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "") or "django-insecure-dev-only-change-me-5v#p2!k"
+JWT_SIGNING_KEY = os.environ.get("JWT_SIGNING_KEY", "") or "jwt-insecure-dev-only-change-me-q8r3w"
+if not DEBUG:
+    for _name in ("DJANGO_SECRET_KEY", "JWT_SIGNING_KEY"):
+        if _problem := keys.key_problem(os.environ.get(_name, "")):
+            raise ImproperlyConfigured(
+                f"{_name} {_problem}: with DJANGO_DEBUG off the server needs a key of its own. Set {_name} to "
+                f"the output of `{keys.HOW_TO_SET}`, or set DJANGO_DEBUG=true for development.")
+    if SECRET_KEY == JWT_SIGNING_KEY:
+        raise ImproperlyConfigured("JWT_SIGNING_KEY equals DJANGO_SECRET_KEY: give each its own random value, so that "
+                                   "a leak of one does not forge the other.")
 # Never "*" by default: channels' origin check for cookie sessions trusts this list.
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
@@ -227,7 +244,7 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 7)),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
-    "SIGNING_KEY": os.environ.get("JWT_SIGNING_KEY", "jwt-insecure-dev-only-change-me-q8r3w"),
+    "SIGNING_KEY": JWT_SIGNING_KEY,
     "UPDATE_LAST_LOGIN": False,
 }
 
