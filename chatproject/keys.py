@@ -26,7 +26,7 @@ def key_problem(value: str) -> str | None:
     return None
 
 
-_LOCAL_KEYS = {"DJANGO_SECRET_KEY": secrets.token_urlsafe(MIN_LENGTH), "JWT_SIGNING_KEY": secrets.token_urlsafe(MIN_LENGTH)}
+_LOCAL_KEYS = {name: secrets.token_urlsafe(MIN_LENGTH) for name in ("DJANGO_SECRET_KEY", "JWT_SIGNING_KEY")}
 
 
 def setdefault_local_keys(environ) -> None:

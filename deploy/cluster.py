@@ -11,10 +11,10 @@ servers first, so that their sockets close with 1001 through nginx, then nginx.
 
 REDIS_URL (or REDIS_URLS, REDIS_SENTINEL_MASTERS: see docs/deployment.md) and DATABASE_URL
 come from the environment, defaulting to the local services; a missing PostgreSQL database
-is created. DJANGO_SECRET_KEY and JWT_SIGNING_KEY too; without them every run signs with
-random keys of its own (sessions and tokens end with it). nginx runs as a child process, not as the system service: its configuration,
-pid file, logs and temporary files live in a run directory (a new temporary one unless
---run-dir is given), so nothing needs root.
+is created. So do DJANGO_SECRET_KEY and JWT_SIGNING_KEY; without them each run signs with
+random keys of its own (its sessions and tokens end with it). nginx runs as a child
+process, not as the system service: its configuration, pid file, logs and temporary files
+live in a run directory (a new temporary one unless --run-dir is given), so nothing needs root.
 """
 import argparse
 import grp

@@ -94,7 +94,8 @@ def test_the_api_docs_start_from_a_script_of_this_origin(db):
 
 
 def test_tls_settings_take_effect(db, settings):
-    """What DJANGO_SECURE_* set happens (the environment sets them: see the check --deploy test below): HSTS, redirect to https but not for the probes, secure cookies."""
+    """What the DJANGO_SECURE_* variables set takes effect: HSTS, the redirect to https (not for
+    the probes), secure cookies. That the environment sets them: the check --deploy test below."""
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     settings.SECURE_SSL_REDIRECT = True
     settings.SECURE_HSTS_SECONDS = 31536000

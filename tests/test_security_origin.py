@@ -27,8 +27,8 @@ async def hello_or_close(client) -> str | int:
 @pytest.mark.parametrize("origin", [b"http://localhost:6666", b"https://localhost:8000", b"http://localhost",
                                     b"http://evil.example:8000", b"null"])
 async def test_another_port_scheme_or_host_is_refused_4401(cookie, origin):
-    client = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", origin), (b"host", b"localhost:8000")],
-                           hello=False)
+    headers = [(b"cookie", cookie), (b"origin", origin), (b"host", b"localhost:8000")]
+    client = await connect(path="/ws/chat/", headers=headers, hello=False)
     assert await hello_or_close(client) == 4401
 
 
