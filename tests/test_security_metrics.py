@@ -56,11 +56,14 @@ def http_status(url: str) -> int:
 
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
-def test_the_shipped_nginx_site_refuses_metrics(tmp_path):
-    """nginx on the same machine reaches the server from loopback: the site itself must refuse /metrics."""
+def test_the_shipped_nginx_site_refuses_metrics(tmp_path, redis_url):
+    """nginx on the same machine reaches the server from loopback: the site itself must refuse /metrics.
+
+    Run as `make cluster` runs it, on Redis, like tests/test_cluster.py's nginx tests (so it
+    belongs to `make test-services`, whose machine has nginx)."""
     if cluster.nginx_binary() is None:
         missing("needs nginx (apt-get install nginx)")
-    with run_daphne(LIVE_ENV) as server:
+    with run_daphne({**LIVE_ENV, "REDIS_URL": redis_url}) as server:
         front = Endpoint(free_port())
         nginx = cluster.Nginx(tmp_path, cluster.site_config(upstreams=[f"127.0.0.1:{server.port}"],
                                                              listen=f"127.0.0.1:{front.port}", static_root=tmp_path))
