@@ -16,6 +16,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 migrate: $(VENV)/.installed
 	$(BIN)/python manage.py migrate --noinput -v0
 
+# The development server: DEBUG on, so the embedded development keys serve (without DEBUG the
+# server refuses to start on them; see README.md, Configuration).
+run migrate: export DJANGO_DEBUG ?= true
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py seed_demo

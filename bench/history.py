@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))  # run as a script: bench.common from the repository root
 from bench.common import ensure_postgres_database, free_port, log, stop, wait_for_port  # noqa: E402
+from chatproject.keys import setdefault_local_keys  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_history"
 ROOM = "history-bench"
@@ -38,6 +39,7 @@ def setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    setdefault_local_keys(os.environ)  # and the daphne started later, which inherits them
     import warnings
 
     warnings.filterwarnings("ignore", category=RuntimeWarning)  # the in-memory layer: no Redis needed here
@@ -134,6 +136,7 @@ def daphne(database_url: str):
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "chatproject.settings",
            "LOG_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore::RuntimeWarning"}
+    setdefault_local_keys(env)
     process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                 "chatproject.asgi:application"], cwd=BASE_DIR, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

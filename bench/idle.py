@@ -38,6 +38,7 @@ from websockets.asyncio.client import connect
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))  # run as a script: bench.common from the repository root
 from bench.common import ensure_postgres_database, free_port, log, rss_kib, stop, wait_for_port  # noqa: E402
+from chatproject.keys import setdefault_local_keys  # noqa: E402
 
 ROOM = "idle-bench"
 PASSWORD = "idle-bench-pass-7351"
@@ -68,6 +69,7 @@ class Server:
                "CHAT_LOGIN_RATE": "10000/min", "CHAT_REGISTER_RATE": "10000/min",
                "JWT_ACCESS_MINUTES": "1440",
                "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as deploy/systemd runs it
+        setdefault_local_keys(env)
         if services:
             ensure_postgres_database(database_url)
             env.update(DATABASE_URL=database_url, REDIS_URL=redis_url, REDIS_PREFIX="benchidle")

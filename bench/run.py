@@ -26,6 +26,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # run as a script: bench.common from the repository root
 from bench.common import CommitProbe, free_port, log, postgres_database, stop, wait_for_port  # noqa: E402
+from chatproject.keys import setdefault_local_keys  # noqa: E402
 
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
@@ -161,6 +162,7 @@ def prepare_ours(stack, *, services, users):
     returns (env, tokens file, label). Everything it creates is removed when `stack` closes."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL", "REDIS_PREFIX")}
     env.update(OURS_ENV, DJANGO_SETTINGS_MODULE="chatproject.settings", PYTHONUNBUFFERED="1")
+    setdefault_local_keys(env)  # the servers and the token minting below sign with the same keys
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chat-bench-")))
     if services:
         redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS

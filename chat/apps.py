@@ -8,6 +8,7 @@ class ChatConfig(AppConfig):
     def ready(self):
         from django.contrib.auth import get_user_model
 
+        from . import checks  # noqa: F401  (registers the deploy checks)
         from .usernames import validate_username_script
 
         # On the model field, so that every form and `full_clean` refuses look-alike names:

@@ -1,7 +1,13 @@
 """Prometheus metrics of this process, served at /metrics.
 
-Each server process exposes its own; the scraper adds them up across processes.
+Each server process exposes its own; the scraper adds them up across processes. Only the
+addresses in CHAT_METRICS_ALLOW (loopback by default) or a scraper sending CHAT_METRICS_TOKEN
+may read them.
 """
+import hmac
+import ipaddress
+
+from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from . import connections
@@ -24,3 +30,17 @@ SEND_TO_PERSIST = Histogram(
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def scraper_allowed(remote_addr: str, authorization: str) -> bool:
+    """Whether a request from `remote_addr` (the TCP peer, never X-Forwarded-For, which anyone
+    can write) with this Authorization header may read the metrics."""
+    scheme, _, token = authorization.partition(" ")
+    if settings.CHAT_METRICS_TOKEN and scheme.lower() == "bearer":
+        return hmac.compare_digest(token.strip().encode(), settings.CHAT_METRICS_TOKEN.encode())
+    try:
+        address = ipaddress.ip_address(remote_addr)
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return any(address in ipaddress.ip_network(network, strict=False) for network in settings.CHAT_METRICS_ALLOW)

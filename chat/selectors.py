@@ -35,7 +35,8 @@ def room_for_user(user, slug: str) -> tuple[Room, Membership | None]:
 
 def _check_access(user, slug: str, room: Room | None, membership: Membership | None) -> tuple[Room, Membership | None]:
     """`room_for_user` once the room (None: no such room) and the user's membership in it are loaded."""
-    if room is None:
+    # A direct room's slug names its two users: to anyone else it answers as if it did not exist.
+    if room is None or (room.kind == Room.Kind.DIRECT and membership is None and not user.is_staff):
         raise NotFound(f"No room '{slug}'.")
     if room.archived:
         raise Gone(f"Room '{slug}' is archived.")
@@ -160,8 +161,34 @@ def message_for_user(user, message_id: int) -> Message:
     message = Message.objects.select_related("room", "author").filter(pk=message_id).first()
     if message is None:
         raise NotFound(f"No message {message_id}.")
-    room_for_user(user, message.room.slug)
+    try:
+        room_for_user(user, message.room.slug)
+    except Gone:
+        raise
+    except NotFound:  # a direct room of others: its slug must not show through
+        raise NotFound(f"No message {message_id}.") from None
     return message
+
+
+def direct_slug(user_id: int, other_id: int) -> str:
+    """The slug of the direct room between two users: `dm-<lower id>-<higher id>`."""
+    low, high = sorted([user_id, other_id])
+    return f"dm-{low}-{high}"
+
+
+def direct_room_for_user(user, username: str) -> Room:
+    """The direct room between `user` and `username`, if it exists; never creates one.
+
+    A missing user and a missing room raise the same NotFound, so that reading does not
+    tell whether a user exists.
+    """
+    other = User.objects.filter(username=username).first()
+    room = None
+    if other is not None and other.pk != user.pk:
+        room = Room.objects.filter(slug=direct_slug(user.pk, other.pk), kind=Room.Kind.DIRECT).first()
+    if room is None:
+        raise NotFound(f"No direct room with '{username}' yet: POST to this URL (or send them a message) to start one.")
+    return room
 
 
 def _last_message_id():

@@ -27,8 +27,8 @@ from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLa
 from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
 from .selectors import (active_membership_q, fetch_all, last_message_id, member_room_for_user, member_rooms_for_users,
-                        memberships_from_rows, memberships_statement, message_for_user, placeholders, room_for_user,
-                        unread_count)
+                        direct_slug, memberships_from_rows, memberships_statement, message_for_user, placeholders,
+                        room_for_user, unread_count)
 from .serializers import message_data, user_data
 
 User = get_user_model()
@@ -437,7 +437,7 @@ def direct_room(*, user, username: str) -> Room:
     if other.pk == user.pk:
         raise Invalid("to: you cannot send a direct message to yourself.")
     low, high = sorted([user, other], key=lambda u: u.pk)
-    slug = f"dm-{low.pk}-{high.pk}"
+    slug = direct_slug(low.pk, high.pk)
     room = Room.objects.filter(slug=slug).first()
     if room is not None:
         return room

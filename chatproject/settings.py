@@ -12,7 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+
+from chatproject import keys
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -54,11 +57,63 @@ def env_rates(name: str, defaults: dict[str, str]) -> dict[str, tuple[int, int]]
     return parsed
 
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "django-insecure-dev-only-change-me-5v#p2!k")
 DEBUG = env_bool("DJANGO_DEBUG", False)
+if os.environ.get("PYTEST_VERSION"):
+    # A test run signs with random keys of its own, which the servers it starts inherit.
+    keys.setdefault_local_keys(os.environ)
+# The development keys serve only with DEBUG on (`make run`); without DEBUG the server refuses
+# to start on them, or on any weak key, rather than sign sessions and tokens anyone can forge.
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "") or "django-insecure-dev-only-change-me-5v#p2!k"
+JWT_SIGNING_KEY = os.environ.get("JWT_SIGNING_KEY", "") or "jwt-insecure-dev-only-change-me-q8r3w"
+if not DEBUG:
+    for _name in ("DJANGO_SECRET_KEY", "JWT_SIGNING_KEY"):
+        if _problem := keys.key_problem(os.environ.get(_name, "")):
+            raise ImproperlyConfigured(
+                f"{_name} {_problem}: with DJANGO_DEBUG off the server needs a key of its own. Set {_name} to "
+                f"the output of `{keys.HOW_TO_SET}`, or set DJANGO_DEBUG=true for development.")
+    if SECRET_KEY == JWT_SIGNING_KEY:
+        raise ImproperlyConfigured("JWT_SIGNING_KEY equals DJANGO_SECRET_KEY: give each its own random value, so that "
+                                   "a leak of one does not forge the other.")
 # Never "*" by default: channels' origin check for cookie sessions trusts this list.
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+
+# Behind TLS (docs/deployment.md gives the production values). Off by default: `make run`, the
+# tests and `make cluster` serve plain HTTP.
+# The header a TLS-terminating proxy sets to `https` (nginx: X-Forwarded-Proto); trust it only
+# when the proxy always overwrites it, as deploy/nginx/chat.conf does. It also tells the
+# WebSocket origin check (chat/auth.py) that the page's origin is https.
+_PROXY_SSL_HEADER = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
+SECURE_PROXY_SSL_HEADER = (("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
+                           if _PROXY_SSL_HEADER else None)
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+# Load balancers and scrapers reach each process directly over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+
+# Content-Security-Policy (django-csp) on every response: scripts, styles, images and fonts from
+# this origin only, so that nothing injected into a page runs. The pages keep no inline script,
+# style or event handler (JSON data islands are not scripts); the API docs use Swagger UI's
+# split view, whose start-up script is a separate URL. `'self'` in connect-src covers the
+# page's own ws:/wss: origin (CSP Level 3).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 INSTALLED_APPS = [
     "daphne",
@@ -73,11 +128,13 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "chat",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -253,7 +310,7 @@ SIMPLE_JWT = {
     "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("JWT_REFRESH_DAYS", 7)),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
-    "SIGNING_KEY": os.environ.get("JWT_SIGNING_KEY", "jwt-insecure-dev-only-change-me-q8r3w"),
+    "SIGNING_KEY": JWT_SIGNING_KEY,
     "UPDATE_LAST_LOGIN": False,
     # Tokens carry a digest of the password hash they were issued under (claim `hash_password`),
     # checked on every REST request and WebSocket handshake: changing the password ends them.
@@ -268,6 +325,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # No badge fetched from validator.swagger.io: the CSP allows images from this origin only.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # Chat limits. Load tests raise them through the environment; production keeps these.
@@ -290,6 +349,11 @@ CHAT_MAX_SEND_BUFFER = env_int("CHAT_MAX_SEND_BUFFER", 1024 * 1024)
 CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 500)
 CHAT_TYPING_INTERVAL_S = 2
 CHAT_REGISTRATION_OPEN = env_bool("CHAT_REGISTRATION_OPEN", True)
+# Who may read /metrics: these addresses or networks (compared with the TCP peer, so a proxy on
+# the same machine must refuse /metrics itself, as deploy/nginx/chat.conf does), or any client
+# sending `Authorization: Bearer <CHAT_METRICS_TOKEN>` when that is set.
+CHAT_METRICS_ALLOW = env_list("CHAT_METRICS_ALLOW", "127.0.0.1,::1")
+CHAT_METRICS_TOKEN = os.environ.get("CHAT_METRICS_TOKEN", "")
 # How long one thread may hold the GIL while another waits for it (Python's default is 5 ms);
 # see chatproject/asgi.py.
 CHAT_SWITCH_INTERVAL_MS = float(os.environ.get("CHAT_SWITCH_INTERVAL_MS", "1"))

@@ -11,9 +11,10 @@ servers first, so that their sockets close with 1001 through nginx, then nginx.
 
 REDIS_URL (or REDIS_URLS, REDIS_SENTINEL_MASTERS: see docs/deployment.md) and DATABASE_URL
 come from the environment, defaulting to the local services; a missing PostgreSQL database
-is created. nginx runs as a child process, not as the system service: its configuration,
-pid file, logs and temporary files live in a run directory (a new temporary one unless
---run-dir is given), so nothing needs root.
+is created. So do DJANGO_SECRET_KEY and JWT_SIGNING_KEY; without them each run signs with
+random keys of its own (its sessions and tokens end with it). nginx runs as a child
+process, not as the system service: its configuration, pid file, logs and temporary files
+live in a run directory (a new temporary one unless --run-dir is given), so nothing needs root.
 """
 import argparse
 import grp
@@ -32,6 +33,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))  # run as a script: chatproject.keys from the repository root
+from chatproject.keys import setdefault_local_keys  # noqa: E402
+
 SITE_CONFIG = BASE_DIR / "deploy" / "nginx" / "chat.conf"
 STATIC_ROOT = BASE_DIR / "staticfiles"  # settings.STATIC_ROOT
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -188,6 +192,7 @@ def run(args) -> int:
            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as deploy/systemd/chat@.service
     if not any(env.get(name) for name in ("REDIS_URL", "REDIS_URLS")):
         env["REDIS_URL"] = DEFAULT_REDIS_URL
+    setdefault_local_keys(env)
     ensure_database(env["DATABASE_URL"])
     manage("migrate", "--noinput", "-v0", env=env)
     manage("collectstatic", "--noinput", "-v0", env=env)

@@ -226,7 +226,7 @@ def test_remove_refusals_change_nothing(api, alice, bob, carol, who, target, sta
 # Direct rooms
 
 def test_direct_room_is_created_once_for_both(api, alice, bob):
-    first = api(alice).get("/api/direct/bob/")
+    first = api(alice).post("/api/direct/bob/")
     assert first.status_code == 200
     assert (first.json()["kind"], first.json()["member"]) == ("direct", True)
     assert api(bob).get("/api/direct/alice/").json()["slug"] == first.json()["slug"]
@@ -236,5 +236,5 @@ def test_direct_room_is_created_once_for_both(api, alice, bob):
 @pytest.mark.parametrize("username, status", [("alice", 400), ("nobody", 404)])
 def test_direct_room_refusals(api, alice, username, status):
     before = db_state()
-    assert api(alice).get(f"/api/direct/{username}/").status_code == status
+    assert api(alice).post(f"/api/direct/{username}/").status_code == status
     assert db_state() == before

@@ -189,7 +189,8 @@ async def test_room_route_joins_at_connect(alice, bob, general):
 async def test_session_cookie_needs_allowed_origin(client, alice, general):
     await db(client.force_login)(alice)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    good = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")])
+    good = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"),
+                                                     (b"host", b"localhost:8000")])
     assert good.hello["user"]["username"] == "alice"
     await good.close()
     bad = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://evil.example")], hello=False)

@@ -313,7 +313,7 @@ REST = {
     "invite": ("alice", lambda c, o, n: c.post("/api/rooms/crew/members/", {"username": ("bob", "carol")[n]},
                                                format="json")),
     "room": ("alice", lambda c, o, n: c.post("/api/rooms/", {"name": f"Room {n}", "kind": "public"}, format="json")),
-    "direct": ("alice", lambda c, o, n: c.get(f"/api/direct/{('bob', 'carol')[n]}/")),
+    "direct": ("alice", lambda c, o, n: c.post(f"/api/direct/{('bob', 'carol')[n]}/")),
     "update": ("alice", lambda c, o, n: c.patch("/api/rooms/one/", {"topic": f"topic {n}"}, format="json")),
 }
 

@@ -113,7 +113,7 @@ async def test_password_change_closes_the_users_other_sockets_4401(alice, bob):
 
     def by_session(client):
         cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-        return connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")])
+        return connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")])
 
     by_token, other_socket, this_socket = await connect(alice), await by_session(other), await by_session(this)
     bobs = await connect(bob)
@@ -129,7 +129,7 @@ async def test_password_change_closes_the_users_other_sockets_4401(alice, bob):
     stale = await connect(alice, hello=False)  # conftest's token was issued under the old password
     assert await stale.closed() == 4401
     cookie = f"sessionid={other.cookies['sessionid'].value}".encode()  # the other session, signed out
-    again = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")],
+    again = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")],
                           hello=False)
     assert await again.closed() == 4401
 

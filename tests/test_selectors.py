@@ -44,9 +44,9 @@ def test_room_for_user_unknown_and_archived(alice):
     assert info.value.status == 410
 
 
-@pytest.mark.parametrize("kind", ["private", "direct"])
-def test_room_for_user_private_needs_membership(alice, bob, make_user, kind):
-    room = make_room("closed", kind)
+def test_room_for_user_private_needs_membership(alice, bob, make_user):
+    # A direct room answers an outsider NotFound instead: tests/test_security_direct.py.
+    room = make_room("closed", "private")
     mine = add(room, alice)
     assert selectors.room_for_user(alice, "closed") == (room, mine)
     with pytest.raises(Forbidden, match="invite"):

@@ -228,7 +228,12 @@ class MuteDetailView(APIView):
 class DirectRoomView(APIView):
     @extend_schema(responses=RoomSerializer)
     def get(self, request, username):
-        """The direct room with `username`, created on first use."""
+        """The direct room with `username` if it exists; 404 until one of you starts it (a GET creates nothing)."""
+        return room_response(request.user, selectors.direct_room_for_user(request.user, username))
+
+    @extend_schema(request=None, responses=RoomSerializer)
+    def post(self, request, username):
+        """The direct room with `username`, created (with both memberships) if it does not exist yet."""
         return room_response(request.user, services.direct_room(user=request.user, username=username))
 
 
@@ -399,6 +404,9 @@ def healthz(request):
 @require_safe
 @never_cache
 def metrics_view(request):
-    """This process's Prometheus metrics (expose it to your scraper only, like /healthz)."""
+    """This process's Prometheus metrics, for the addresses in CHAT_METRICS_ALLOW or a bearer of CHAT_METRICS_TOKEN."""
+    if not metrics.scraper_allowed(request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", "")):
+        return HttpResponse("Forbidden: scrape /metrics from an address in CHAT_METRICS_ALLOW, or send "
+                            "'Authorization: Bearer <CHAT_METRICS_TOKEN>'.\n", status=403, content_type="text/plain")
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)
