@@ -10,6 +10,7 @@ from django.utils import timezone
 
 SLUG_PATTERN = r"^[a-z0-9-]{1,50}$"
 slug_validator = RegexValidator(SLUG_PATTERN, "Use 1-50 lowercase letters, digits or hyphens.")
+MAX_ID = 2**63 - 1  # ids are bigints: a larger one names nothing, and no query should carry it
 
 
 class Room(models.Model):
