@@ -45,6 +45,10 @@ class Room(models.Model):
 
 
 class Membership(models.Model):
+    # Bans and mutes are whole minutes up to these; a longer ban is one until lifted.
+    MAX_BAN_MINUTES = 10 * 365 * 24 * 60
+    MAX_MUTE_MINUTES = 365 * 24 * 60
+
     class Role(models.TextChoices):
         OWNER = "owner"
         MODERATOR = "moderator"

@@ -287,8 +287,10 @@ def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: in
                source: str = "rest") -> Membership:
     """Ban a user from a room (until lifted, or for `minutes`): their connections leave it at once
     (`room.left` reason `banned`; a `/ws/chat/<slug>/` connection is closed 4403)."""
-    if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 1):
-        raise Invalid("minutes: a positive whole number, or nothing for a ban until lifted.")
+    if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool)
+                                or not 1 <= minutes <= Membership.MAX_BAN_MINUTES):
+        raise Invalid(f"minutes: a whole number from 1 to {Membership.MAX_BAN_MINUTES} (ten years), "
+                      "or nothing for a ban until lifted.")
     if len(reason) > 300:
         raise Invalid("reason: at most 300 characters.")
     _storable("reason", reason)
@@ -319,8 +321,8 @@ def member_unban(*, actor, slug: str, username: str, source: str = "rest") -> No
 
 def member_mute(*, actor, slug: str, username: str, minutes: int, source: str = "rest") -> Membership:
     """Mute a member for `minutes`: their sends answer `muted` with the time left."""
-    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 60 * 24 * 365:
-        raise Invalid("minutes: a whole number from 1 to 525600.")
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= Membership.MAX_MUTE_MINUTES:
+        raise Invalid(f"minutes: a whole number from 1 to {Membership.MAX_MUTE_MINUTES} (a year).")
     room, target, membership = _moderation_target(actor, slug, username)
     if membership is None or membership.is_banned():
         raise NotFound(f"'{username}' is not a member of '{slug}'.")

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chat.middleware.valid_text_urls",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -214,6 +215,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["chat.api.parsers.ChatJSONParser", "chat.api.parsers.ChatFormParser",
+                               "chat.api.parsers.ChatMultiPartParser"],
     "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("CHAT_LOGIN_RATE", "10/min")},
     "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
     # Throttles key on REMOTE_ADDR unless told how many proxies append to X-Forwarded-For.
