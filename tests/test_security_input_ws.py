@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -50,11 +51,12 @@ def held_writer(monkeypatch):
         """Until the first batch is on the database thread."""
         await until(lambda: batches)
 
-    async def release(waiting: int):
-        await until(lambda: len(consumers._sends().waiting) >= waiting)  # queued behind the held batch
-        gate.set()
+    async def queued(count: int):
+        """Until `count` sends wait behind the held batch."""
+        await until(lambda: len(consumers._sends().waiting) >= count)
 
-    return batches, hold, release
+    yield SimpleNamespace(batches=batches, hold=hold, queued=queued, release=gate.set)
+    gate.set()  # a test that failed before its release must not leave the database thread held
 
 
 @pytest.mark.parametrize("rule, field, poison", [
@@ -65,14 +67,14 @@ def held_writer(monkeypatch):
 ])
 async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general, alice, bob, carol, held_writer, monkeypatch,
                                                                    caplog, rule, field, poison):
-    batches, hold, release = held_writer
+    writer = held_writer
     if rule == "off":
         monkeypatch.setattr(protocol, "unstorable_field", lambda data: None, raising=False)
         monkeypatch.setattr(services, "_storable", lambda name, text: text)
     dave = await db(lambda: services.User.objects.get(username="dave"))()
     clients = {user.username: await connect(user) for user in (alice, bob, carol, dave)}
     await clients["alice"].send(type="message.send", room="general", body="first", ref="a0")
-    await hold()
+    await writer.hold()
     for name in ("bob", "carol", "dave", "alice"):
         frame = {"type": "message.send", "room": "general", "body": f"from {name}", "client_id": f"{name}-1",
                  "ref": f"{name}-ref"}
@@ -83,7 +85,8 @@ async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general, alice
             else:
                 frame[field] += "<>"
         await clients[name].send_raw(json.dumps(frame).replace("<>", poison))
-    await release(4 if rule == "off" else 3)
+    await writer.queued(4 if rule == "off" else 3)
+    writer.release()
 
     for name in ("alice", "bob", "dave"):
         ack = await clients[name].expect("message.new", ref=f"{name}-ref")
@@ -92,7 +95,7 @@ async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general, alice
     assert error["code"] == "invalid"
     assert ("NUL (U+0000) or unpaired surrogates" if rule == "on" else "database could not store") in error["detail"]
     assert error.get("ref") == (None if field == "ref" else "carol-ref")
-    assert batches[1] == (4 if rule == "off" else 3)  # the poisoned send, if it got that far, with the good ones
+    assert writer.batches[1] == (4 if rule == "off" else 3)  # the poisoned send, if it got that far, with the good ones
     for name, client in clients.items():  # every socket is still open
         await client.send(type="ping", ref="p")
         assert (await client.expect("pong"))["ref"] == "p"
@@ -143,3 +146,34 @@ async def test_a_room_url_with_unstorable_text_is_no_such_room(general, alice, s
     a = await connect(alice, path=f"/ws/chat/{slug}/", hello=False)
     assert await a.closed() == protocol.CLOSE_NO_ROOM
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_a_send_whose_acknowledgement_cannot_be_built_fails_alone(general, alice, bob, carol, held_writer,
+                                                                        monkeypatch):
+    """Defence in depth: when taking one stored send's result fails on its connection (here a bug
+    injected for bob), that send alone fails (its socket closes 1011, as any internal error);
+    the sends after it in the batch are acknowledged."""
+    writer, written = held_writer, consumers.ChatConsumer._written
+
+    def broken(self, ref, result):
+        if self.user.username == "bob":
+            raise RuntimeError("injected")
+        return written(self, ref, result)
+
+    monkeypatch.setattr(consumers.ChatConsumer, "_written", broken)
+    dave = await db(lambda: services.User.objects.get(username="dave"))()
+    clients = {user.username: await connect(user) for user in (alice, bob, carol, dave)}
+    await clients["alice"].send(type="message.send", room="general", body="first", ref="a0")
+    await writer.hold()
+    for count, name in enumerate(("bob", "carol", "dave"), 1):  # in this order in the next batch
+        await clients[name].send(type="message.send", room="general", body=f"from {name}", ref=f"{name}-ref")
+        await writer.queued(count)
+    writer.release()
+    for name in ("carol", "dave"):
+        assert (await clients[name].expect("message.new", ref=f"{name}-ref"))["message"]["body"] == f"from {name}"
+    assert writer.batches[1] == 3
+    assert await clients["bob"].closed() == protocol.CLOSE_INTERNAL
+    for name in ("alice", "carol", "dave"):
+        await clients[name].send(type="ping", ref="p")
+        assert (await clients[name].expect("pong"))["ref"] == "p"
+        await clients[name].close()
