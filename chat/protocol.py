@@ -60,13 +60,16 @@ def _refuse_constant(name):
     raise _NotJSON(f"{name} is not JSON (numbers must be finite)")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def decode_json(text: str):
     """`json.loads`, raising ValueError with a message a client can act on for anything it
     cannot read: malformed JSON, NaN and Infinity, integers past Python's digit limit, and
     nesting past MAX_DEPTH (deeper than the parser's recursion limit, too, which raises
     RecursionError instead)."""
     try:
-        data = json.loads(text, parse_constant=_refuse_constant)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
     except _NotJSON:
@@ -75,7 +78,7 @@ def decode_json(text: str):
         raise ValueError("not valid JSON") from None
     except ValueError:  # Python's int-from-string digit limit
         raise ValueError(f"JSON numbers may have at most {sys.get_int_max_str_digits()} digits") from None
-    if _depth_over(data, MAX_DEPTH):
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_over(data, MAX_DEPTH):
         raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep")
     return data
 
@@ -91,23 +94,34 @@ def _depth_over(data, limit: int) -> bool:
     return False
 
 
-def unstorable_field(data, name: str = "") -> str | None:
+def unstorable_field(data, text: str | None = None) -> str | None:
     """The name (`a.b[2]`) of the first string in `data`, key or value at any depth, that
-    breaks the text rule; None if there is none. Expects `decode_json`'s bounded depth."""
-    stack = [(name, data)]
+    breaks the text rule; None if there is none. `text` is the JSON `data` was decoded from, if
+    any: ASCII without a `\\u` escape holds no such string, and needs no walk (the usual frame).
+    Expects `decode_json`'s bounded depth."""
+    if text is not None and "\\u" not in text and text.isascii():
+        return None
+    stack = [((), data)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, str):
             if unstorable(value):
-                return path or "value"
+                return _field_name(path)
         elif isinstance(value, dict):
             for key, item in value.items():
                 if isinstance(key, str) and unstorable(key):
-                    return f"{path}{'.' if path else ''}(a field name)"
-                stack.append((f"{path}.{key[:64]}" if path else str(key)[:64], item))
+                    return _field_name((*path, "(a field name)"))
+                stack.append(((*path, key), item))
         elif isinstance(value, list | tuple):
-            stack.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+            stack.extend(((*path, index), item) for index, item in enumerate(value))
     return None
+
+
+def _field_name(path: tuple) -> str:
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else f".{part[:64]}" if name else part[:64]
+    return name or "value"
 
 
 class FrameError(Exception):
@@ -184,7 +198,7 @@ def parse_client_frame(text: str) -> ClientFrame:
     if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF or unstorable(ref)):
         raise FrameError(INVALID, f"ref: a string of at most {MAX_REF} characters, without NUL (U+0000) "
                                   "or unpaired surrogates (U+D800-U+DFFF).")
-    if (bad := unstorable_field(data)) is not None:
+    if (bad := unstorable_field(data, text)) is not None:
         raise FrameError(INVALID, f"{bad}: {UNSTORABLE}.", ref)
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:

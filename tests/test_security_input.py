@@ -127,10 +127,13 @@ def test_unstorable_text_anywhere_in_a_frame_is_invalid(field, poison):
     assert info.value.ref is None
 
 
-def test_a_field_name_with_unstorable_text_is_invalid():
+def test_a_field_name_with_unstorable_text_is_invalid_and_valid_text_is_not():
     with pytest.raises(protocol.FrameError) as info:
         protocol.parse_client_frame('{"type": "ping", "ref": "r", "x\\u0000": 1}')
     assert (info.value.code, info.value.ref) == (protocol.INVALID, "r")
+    send = '{"type": "message.send", "room": "g", "body": "%s"}'
+    for escaped, text in (("\\ud83d\\ude00", "\U0001f600"), ("C:\\\\u0000", "C:\\u0000"), ("é", "é")):
+        assert protocol.parse_client_frame(send % escaped).get("body") == text
 
 
 DEEP = "JSON nested more than 32 levels deep"

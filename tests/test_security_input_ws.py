@@ -69,7 +69,7 @@ async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general, alice
                                                                    caplog, rule, field, poison):
     writer = held_writer
     if rule == "off":
-        monkeypatch.setattr(protocol, "unstorable_field", lambda data: None, raising=False)
+        monkeypatch.setattr(protocol, "unstorable_field", lambda data, text=None: None, raising=False)
         monkeypatch.setattr(services, "_storable", lambda name, text: text)
     dave = await db(lambda: services.User.objects.get(username="dave"))()
     clients = {user.username: await connect(user) for user in (alice, bob, carol, dave)}

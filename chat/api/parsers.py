@@ -7,17 +7,22 @@ from chat import protocol
 from chat.errors import Invalid
 
 
-def checked(data):
-    """`data`, refused with `invalid` (before any view sees it) if any string in it breaks the text rule."""
-    if (bad := protocol.unstorable_field(dict(data.lists()) if hasattr(data, "lists") else data)) is not None:
+def checked(data, text: str | None = None) -> None:
+    """Refuses `data` (decoded from JSON `text`, if given) with `invalid`, before any view sees
+    it, if any string in it breaks the text rule."""
+    if hasattr(data, "lists"):  # a form: each field's values, a single one as itself
+        data = {key: values[0] if len(values) == 1 else values for key, values in data.lists()}
+    if (bad := protocol.unstorable_field(data, text)) is not None:
         raise Invalid(f"{bad}: {protocol.UNSTORABLE}.")
-    return data
 
 
 class ChatJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            return checked(protocol.decode_json(stream.read().decode(get_encoding(parser_context or {}))))
+            text = stream.read().decode(get_encoding(parser_context or {}))
+            data = protocol.decode_json(text)
+            checked(data, text)
+            return data
         except UnicodeDecodeError:
             raise ParseError("JSON parse error - the body is not text in its charset (send UTF-8).") from None
         except ValueError as exc:
@@ -26,7 +31,9 @@ class ChatJSONParser(JSONParser):
 
 class ChatFormParser(FormParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        return checked(super().parse(stream, media_type, parser_context))
+        data = super().parse(stream, media_type, parser_context)
+        checked(data)
+        return data
 
 
 class ChatMultiPartParser(MultiPartParser):
