@@ -114,7 +114,10 @@ class _Sends:
                 def settle(results):
                     for (_, future, written), result in zip(batch, results):
                         if not future.done():  # its connection may have gone
-                            written(result)
+                            try:
+                                written(result)
+                            except Exception as exc:  # that send fails alone, not the rest of the batch
+                                result = exc
                             future.set_result(result)
 
                 try:
@@ -287,6 +290,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         connections.add(self)
 
         slug = self.scope["url_route"]["kwargs"].get("slug")
+        if slug is not None and not protocol.SLUG_RE.fullmatch(slug):  # nor a query for text the database refuses
+            return await self.close(protocol.CLOSE_NO_ROOM, "no such room: slugs are 1-50 lowercase letters, digits "
+                                                            "or hyphens")
         # The user's group first: a removal committed after the memberships are read below
         # reaches this connection as `chat.unsubscribe`, handled once this is done.
         await self._join(events.user_group(self.user.pk))
@@ -413,6 +419,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if frame.type in BUDGETED:
                     self.flood_strikes = 0
         except FrameError as exc:
+            # One line, no traceback: a client's malformed or hostile input is not a server fault.
+            logger.info("refused a frame from %s: %s %r", self.user, exc.code, exc.detail[:200])
             await self._send(protocol.error(exc.code, exc.detail, exc.ref))
         except INFRASTRUCTURE:
             logger.warning("frame failed: database or Redis unavailable", exc_info=True)

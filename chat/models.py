@@ -10,6 +10,7 @@ from django.utils import timezone
 
 SLUG_PATTERN = r"^[a-z0-9-]{1,50}$"
 slug_validator = RegexValidator(SLUG_PATTERN, "Use 1-50 lowercase letters, digits or hyphens.")
+MAX_ID = 2**63 - 1  # ids are bigints: a larger one names nothing, and no query should carry it
 
 
 class Room(models.Model):
@@ -44,6 +45,10 @@ class Room(models.Model):
 
 
 class Membership(models.Model):
+    # Bans and mutes are whole minutes up to these; a longer ban is one until lifted.
+    MAX_BAN_MINUTES = 10 * 365 * 24 * 60
+    MAX_MUTE_MINUTES = 365 * 24 * 60
+
     class Role(models.TextChoices):
         OWNER = "owner"
         MODERATOR = "moderator"

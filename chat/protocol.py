@@ -6,9 +6,11 @@ the bottom (room and message events are built by the services that publish them)
 """
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from .models import MAX_ID
 from .serializers import timestamp
 
 # Error codes (the `code` of an `error` frame).
@@ -37,6 +39,89 @@ CLOSE_ARCHIVED = 4410
 
 SLUG_RE = re.compile(r"[a-z0-9-]{1,50}")
 MAX_REF = 64
+MAX_DEPTH = 32  # JSON nesting, far beyond any frame or request body this server reads
+
+# Text that neither database stores, nor UTF-8 encodes: NUL (PostgreSQL refuses it) and the
+# unpaired surrogates a JSON `\ud800` escape produces. The one rule for every text input:
+# frames here, REST bodies in `chat.api.parsers`, URLs in `chat.middleware`, and services' `_storable`.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = "must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid Unicode text"
+
+
+def unstorable(text: str) -> bool:
+    return _UNSTORABLE.search(text) is not None
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _refuse_constant(name):
+    raise _NotJSON(f"{name} is not JSON (numbers must be finite)")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def decode_json(text: str):
+    """`json.loads`, raising ValueError with a message a client can act on for anything it
+    cannot read: malformed JSON, NaN and Infinity, integers past Python's digit limit, and
+    nesting past MAX_DEPTH (deeper than the parser's recursion limit, too, which raises
+    RecursionError instead)."""
+    try:
+        data = _DECODER.decode(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
+    except _NotJSON:
+        raise
+    except json.JSONDecodeError:
+        raise ValueError("not valid JSON") from None
+    except ValueError:  # Python's int-from-string digit limit
+        raise ValueError(f"JSON numbers may have at most {sys.get_int_max_str_digits()} digits") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth_over(data, MAX_DEPTH):
+        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def _depth_over(data, limit: int) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return False
+
+
+def unstorable_field(data, text: str | None = None) -> str | None:
+    """The name (`a.b[2]`) of the first string in `data`, key or value at any depth, that
+    breaks the text rule; None if there is none. `text` is the JSON `data` was decoded from, if
+    any: ASCII without a `\\u` escape holds no such string, and needs no walk (the usual frame).
+    Expects `decode_json`'s bounded depth."""
+    if text is not None and "\\u" not in text and text.isascii():
+        return None
+    stack = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if unstorable(value):
+                return _field_name(path)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and unstorable(key):
+                    return _field_name((*path, "(a field name)"))
+                stack.append(((*path, key), item))
+        elif isinstance(value, list | tuple):
+            stack.extend(((*path, index), item) for index, item in enumerate(value))
+    return None
+
+
+def _field_name(path: tuple) -> str:
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else f".{part[:64]}" if name else part[:64]
+    return name or "value"
 
 
 class FrameError(Exception):
@@ -54,8 +139,8 @@ def _slug(value):
 
 
 def _id(value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError("a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
+        raise ValueError(f"an integer from 0 to {MAX_ID}")
     return value
 
 
@@ -104,14 +189,17 @@ class ClientFrame:
 def parse_client_frame(text: str) -> ClientFrame:
     """Validate one client frame. Unknown extra fields are ignored, for forward compatibility."""
     try:
-        data = json.loads(text)
-    except (ValueError, TypeError):
-        raise FrameError(BAD_FRAME, "Frames must be JSON objects.") from None
+        data = decode_json(text)
+    except (ValueError, TypeError) as exc:
+        raise FrameError(BAD_FRAME, f"Frames must be JSON objects: {exc}.") from None
     if not isinstance(data, dict):
         raise FrameError(BAD_FRAME, "Frames must be JSON objects.")
     ref = data.get("ref")
-    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF):
-        raise FrameError(INVALID, f"ref: a string of at most {MAX_REF} characters.")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF or unstorable(ref)):
+        raise FrameError(INVALID, f"ref: a string of at most {MAX_REF} characters, without NUL (U+0000) "
+                                  "or unpaired surrogates (U+D800-U+DFFF).")
+    if (bad := unstorable_field(data, text)) is not None:
+        raise FrameError(INVALID, f"{bad}: {UNSTORABLE}.", ref)
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:
         raise FrameError(BAD_FRAME, "Every frame needs a string `type`.", ref)

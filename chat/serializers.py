@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import usernames
-from .models import Membership, Message, Room, SLUG_PATTERN
+from .models import MAX_ID, Membership, Message, Room, SLUG_PATTERN
 
 User = get_user_model()
 
@@ -150,18 +150,19 @@ class InviteSerializer(serializers.Serializer):
 
 
 class ReadSerializer(serializers.Serializer):
-    message_id = serializers.IntegerField(min_value=0)
+    message_id = serializers.IntegerField(min_value=0, max_value=MAX_ID)
 
 
 class BanSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     reason = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
-    minutes = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    minutes = serializers.IntegerField(min_value=1, max_value=Membership.MAX_BAN_MINUTES, required=False,
+                                       allow_null=True, default=None)
 
 
 class MuteSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
-    minutes = serializers.IntegerField(min_value=1, max_value=525600)
+    minutes = serializers.IntegerField(min_value=1, max_value=Membership.MAX_MUTE_MINUTES)
 
 
 class SanctionSerializer(serializers.Serializer):

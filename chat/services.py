@@ -17,13 +17,13 @@ import re
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from . import events, limits, metrics, protocol, usernames
-from .errors import Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
+from .errors import INFRASTRUCTURE, Forbidden, Gone, Invalid, Muted, NotFound, RoomLocked, TooLarge
 from .limits import check_send_rates
 from .models import Membership, Message, ModerationAction, Report, Room
 from .selectors import (active_membership_q, fetch_all, last_message_id, member_room_for_user, member_rooms_for_users,
@@ -160,10 +160,11 @@ DIRECT_SLUG_RE = re.compile(r"dm-\d+-\d+")
 
 
 def _storable(field: str, text: str) -> str:
-    """`text`, refused if it holds a NUL character: PostgreSQL cannot store one, and the
-    refusal must not depend on the database (nor fail the other messages of a batch)."""
-    if "\x00" in text:
-        raise Invalid(f"{field}: must not contain NUL characters (U+0000).")
+    """`text`, refused if it breaks the text rule (`protocol.unstorable`): PostgreSQL cannot
+    store NUL, neither database an unpaired surrogate, and the refusal must not depend on
+    the database (nor fail the other messages of a batch)."""
+    if protocol.unstorable(text):
+        raise Invalid(f"{field}: {protocol.UNSTORABLE}.")
     return text
 
 
@@ -374,8 +375,10 @@ def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: in
                source: str = "rest") -> Membership:
     """Ban a user from a room (until lifted, or for `minutes`): their connections leave it at once
     (`room.left` reason `banned`; a `/ws/chat/<slug>/` connection is closed 4403)."""
-    if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool) or minutes < 1):
-        raise Invalid("minutes: a positive whole number, or nothing for a ban until lifted.")
+    if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool)
+                                or not 1 <= minutes <= Membership.MAX_BAN_MINUTES):
+        raise Invalid(f"minutes: a whole number from 1 to {Membership.MAX_BAN_MINUTES} (ten years), "
+                      "or nothing for a ban until lifted.")
     if len(reason) > 300:
         raise Invalid("reason: at most 300 characters.")
     _storable("reason", reason)
@@ -406,8 +409,8 @@ def member_unban(*, actor, slug: str, username: str, source: str = "rest") -> No
 
 def member_mute(*, actor, slug: str, username: str, minutes: int, source: str = "rest") -> Membership:
     """Mute a member for `minutes`: their sends answer `muted` with the time left."""
-    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= 60 * 24 * 365:
-        raise Invalid("minutes: a whole number from 1 to 525600.")
+    if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= Membership.MAX_MUTE_MINUTES:
+        raise Invalid(f"minutes: a whole number from 1 to {Membership.MAX_MUTE_MINUTES} (a year).")
     room, target, membership = _moderation_target(actor, slug, username)
     if membership is None or membership.is_banned():
         raise NotFound(f"'{username}' is not a member of '{slug}'.")
@@ -612,14 +615,18 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
     try:
         try:
             _write_rooms(rooms, results)
-        except (IntegrityError, DataError):
-            # A client_id used twice (in this batch, or by a request racing it) rolled the whole
-            # batch back. Written again, each room in a savepoint and its duplicates one at a
-            # time, each of them gets its original and the others are written.
+        except INFRASTRUCTURE:
+            raise
+        except Exception:
+            # One send rolled the whole batch back: a client_id used twice (in this batch, or by
+            # a request racing it), or anything else the database refused. Written again, each
+            # room in a savepoint and, if that fails, each of its sends in one of its own: each
+            # duplicate gets its original, a send the database refuses fails alone, and the
+            # others are written.
             with transaction.atomic():
                 for room, sends in rooms:
                     _write_room(room, sends, results)
-    except Exception as exc:  # the commit failed: nothing of the batch was written
+    except Exception as exc:  # the database failed, or the commit did: nothing of the batch was written
         for _, sends in rooms:
             for send in sends:
                 results[send.index] = exc
@@ -646,13 +653,13 @@ def _write_room(room: Room, sends: list["_Send"], results: list) -> None:
     try:
         with transaction.atomic():
             messages = _insert_messages(room, [(send.draft(), send.origin) for send in sends])
-    except IntegrityError:
-        for send in sends:
-            results[send.index] = _insert_or_original(send)
-        return
-    except Exception as exc:
+    except INFRASTRUCTURE as exc:
         for send in sends:
             results[send.index] = exc
+        return
+    except Exception:  # one of them: each alone finds which
+        for send in sends:
+            results[send.index] = _insert_or_original(send)
         return
     for send, message in zip(sends, messages):
         results[send.index] = (message, True)
@@ -695,10 +702,20 @@ def _check_sends(requests: list[dict], results: list) -> list[_Send]:
                   functools.partial(_check_rooms, read), _check_rates):
         try:
             outcomes = check(sends)
-        except Exception as exc:  # the database or Redis failed: every send still being checked
+        except INFRASTRUCTURE as exc:  # the database or Redis failed: every send still being checked
             outcomes = [exc] * len(sends)
+        except Exception:  # one send broke the check for all (a check is missing): each alone finds which
+            outcomes = [_alone(check, send) for send in sends]
         sends = _settle(sends, results, outcomes)
     return sends
+
+
+def _alone(check, send: "_Send") -> Exception | None:
+    """The outcome of a batch check for `send` by itself."""
+    try:
+        return check([send])[0]
+    except Exception as exc:
+        return _refused_by_database(exc)
 
 
 def _settle(sends: list[_Send], results: list, outcomes: list) -> list[_Send]:
@@ -728,6 +745,10 @@ def _each(check):
 def _check_options(send: _Send) -> None:
     if not isinstance(send.client_id, str) or len(send.client_id) > 64:
         raise Invalid("client_id: a string of at most 64 characters.")
+    # Before anything reads them: a batch's lookups carry every send's values.
+    for field, text in (("client_id", send.client_id), ("room", send.slug), ("to", send.to)):
+        if isinstance(text, str):
+            _storable(field, text)
     if send.kind not in (Message.Kind.USER, Message.Kind.EMOTE):
         raise Invalid("kind: use 'user' or 'emote'.")
 
@@ -811,10 +832,20 @@ def _insert_or_original(send: _Send) -> tuple[Message, bool] | Exception:
             _insert_messages(send.room, [(message, send.origin)])
     except IntegrityError as exc:
         original = _original(send.user, send.client_id)
-        return _answer_resends({}, [(send, original)])[0] if original is not None else exc
+        return _answer_resends({}, [(send, original)])[0] if original is not None else _refused_by_database(exc)
     except Exception as exc:
-        return exc
+        return _refused_by_database(exc)
     return message, True
+
+
+def _refused_by_database(exc: Exception) -> Exception:
+    """The refusal of one send the database would not store although every check passed it:
+    `invalid` for the data it could not take (logged in one line; a check is missing), the
+    error itself for anything else."""
+    if isinstance(exc, INFRASTRUCTURE) or not isinstance(exc, DatabaseError | ValueError | OverflowError):
+        return exc
+    logger.warning("the database refused a message that passed the checks: %s: %.200s", type(exc).__name__, exc)
+    return Invalid("The database could not store this message: check its text and fields, then send it again.")
 
 
 def _require_author_or_moderator(user, message: Message, what: str) -> None:
@@ -1006,6 +1037,7 @@ def notice_send(*, text: str, level: str = "info", room: str | None = None, acto
         raise Invalid("text: must be a non-empty string.")
     if len(text) > settings.CHAT_MAX_BODY:
         raise Invalid(f"text: {len(text)} characters; the limit is {settings.CHAT_MAX_BODY}.")
+    _storable("text", text)  # every connection encodes it
     if level not in NOTICE_LEVELS:
         raise Invalid(f"level: use {' or '.join(map(repr, NOTICE_LEVELS))}.")
     frame = {"type": "notice", "level": level, "text": text}

@@ -135,6 +135,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
+    "chat.middleware.valid_text_urls",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -293,6 +294,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["chat.api.parsers.ChatJSONParser", "chat.api.parsers.ChatFormParser",
+                               "chat.api.parsers.ChatMultiPartParser"],
     # Each counted per client address and, separately, per username (chat/throttles.py).
     "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("CHAT_LOGIN_RATE", "10/min"),
                                "register": os.environ.get("CHAT_REGISTER_RATE", "10/hour")},

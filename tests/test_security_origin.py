@@ -1,6 +1,5 @@
 """A cookie-authenticated WebSocket needs an Origin equal to an allowed origin: scheme, host and port."""
 import pytest
-from channels.db import database_sync_to_async
 
 from chat import services
 from tests.test_consumers import connect, fresh_layer  # noqa: F401 (an autouse fixture)

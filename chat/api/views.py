@@ -26,6 +26,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
 from chat import auth, export, metrics, presence, selectors, services, throttles, tokens
+from chat.models import MAX_ID
 from chat.serializers import (
     BanSerializer,
     MuteSerializer,
@@ -240,8 +241,8 @@ class DirectRoomView(APIView):
 # Messages
 
 class HistoryQuerySerializer(serializers.Serializer):
-    before = serializers.IntegerField(min_value=1, required=False)
-    after = serializers.IntegerField(min_value=0, required=False)
+    before = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False)
+    after = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=HISTORY_MAX, default=50)
 
 
@@ -309,8 +310,8 @@ class ReadView(APIView):
 
 class ExportQuerySerializer(serializers.Serializer):
     format = serializers.ChoiceField(choices=list(export.FORMATS), default="json")
-    since = serializers.IntegerField(min_value=0, required=False, help_text="Message id, exclusive.")
-    until = serializers.IntegerField(min_value=1, required=False, help_text="Message id, inclusive.")
+    since = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False, help_text="Message id, exclusive.")
+    until = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text="Message id, inclusive.")
 
 
 class FormatIsExportFormat(DefaultContentNegotiation):
