@@ -155,10 +155,10 @@ async def test_a_send_whose_acknowledgement_cannot_be_built_fails_alone(general,
     the sends after it in the batch are acknowledged."""
     writer, written = held_writer, consumers.ChatConsumer._written
 
-    def broken(self, ref, result):
+    def broken(self, ref, result, *args, **kwargs):
         if self.user.username == "bob":
             raise RuntimeError("injected")
-        return written(self, ref, result)
+        return written(self, ref, result, *args, **kwargs)
 
     monkeypatch.setattr(consumers.ChatConsumer, "_written", broken)
     dave = await db(lambda: services.User.objects.get(username="dave"))()
