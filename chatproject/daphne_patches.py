@@ -16,6 +16,10 @@ and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
    (`corked`).
 6. Leave no reference cycle per connection (see `_break_cycles`): the objects of a closed
    connection are freed when it closes, instead of waiting for a full garbage collection.
+7. WebSocket protocol violations close with a close frame (1002, 1007) instead of a TCP reset,
+   and a frame or message over CHAT_MAX_FRAME_BYTES closes with 1009 as soon as its header
+   arrives (`_websocket_limits`): autobahn's default `failByDrop` drops the connection, and
+   daphne's own limits (1 MiB) were above ours.
 
 Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
 the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
@@ -30,6 +34,8 @@ import logging
 import sys
 
 from django.conf import settings
+
+from chat import protocol as chat_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +161,7 @@ def patch_daphne() -> None:
     autobahn_protocol.hltype = autobahn_protocol.hlval = _as_is
     _close_sockets_on_shutdown(sys.modules["daphne.server"].Server, protocol)
     _break_cycles(sys.modules["daphne.http_protocol"].WebRequest, protocol)
+    _websocket_limits(ws_protocol.WebSocketFactory, protocol)
 
 
 def _break_cycles(request_class, protocol_class) -> None:
@@ -217,3 +224,27 @@ def _close_sockets_on_shutdown(server_class, protocol_class) -> None:
         return waited
 
     server_class.kill_all_applications = close_then_kill
+
+
+def _websocket_limits(factory_class, protocol_class) -> None:
+    """Fail WebSocket connections with a close frame, and refuse frames over CHAT_MAX_FRAME_BYTES early.
+
+    Daphne sets its factory's options when the server starts (`Server.run`), after this module
+    is imported; ours are applied on top of its own. With `failByDrop` off, autobahn answers a
+    protocol violation (reserved bits, unknown opcode, bad masking) with 1002 and invalid UTF-8
+    with 1007, waits for the client's close frame, then closes. The consumer checks the frame
+    size too, for other servers; here a frame or message over the limit is refused from its
+    header, before its payload is buffered.
+    """
+    set_protocol_options = factory_class.setProtocolOptions
+
+    def set_protocol_options_with_ours(self, **options):
+        limit = settings.CHAT_MAX_FRAME_BYTES
+        set_protocol_options(self, **{**options, "failByDrop": False,
+                                      "maxFramePayloadSize": limit, "maxMessagePayloadSize": limit})
+
+    def message_too_big(self, size, limit, reason):
+        self._fail_connection(chat_protocol.CLOSE_TOO_BIG, chat_protocol.frame_too_big_reason(limit))
+
+    factory_class.setProtocolOptions = set_protocol_options_with_ours
+    protocol_class._max_message_size_exceeded = message_too_big
