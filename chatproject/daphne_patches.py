@@ -20,6 +20,11 @@ and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
    and a frame or message over CHAT_MAX_FRAME_BYTES closes with 1009 as soon as its header
    arrives (`_websocket_limits`): autobahn's default `failByDrop` drops the connection, and
    daphne's own limits (1 MiB) were above ours.
+8. HTTP responses go out only as fast as the client reads them (`_flow_controlled_responses`):
+   daphne wrote every body chunk into Twisted's buffer at once, so ten clients that asked for a
+   large export and never read made the server hold it all (+500 MB in the review). The app's `send` now
+   waits while Twisted's transport is paused, and a client that reads nothing for
+   CHAT_HTTP_SEND_TIMEOUT_S is dropped.
 
 Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
 the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
@@ -162,6 +167,7 @@ def patch_daphne() -> None:
     _close_sockets_on_shutdown(sys.modules["daphne.server"].Server, protocol)
     _break_cycles(sys.modules["daphne.http_protocol"].WebRequest, protocol)
     _websocket_limits(ws_protocol.WebSocketFactory, protocol)
+    _flow_controlled_responses(sys.modules["daphne.server"].Server, sys.modules["daphne.http_protocol"].WebRequest)
 
 
 def _break_cycles(request_class, protocol_class) -> None:
@@ -248,3 +254,82 @@ def _websocket_limits(factory_class, protocol_class) -> None:
 
     factory_class.setProtocolOptions = set_protocol_options_with_ours
     protocol_class._max_message_size_exceeded = message_too_big
+
+
+class _ResponseFlow:
+    """A push producer for one HTTP response: Twisted pauses it while the client's socket and
+    the transport's buffer are full, and resumes it once they drain."""
+
+    def __init__(self):
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pauseProducing(self):
+        self.writable.clear()
+
+    def resumeProducing(self):
+        self.writable.set()
+
+    def stopProducing(self):  # the connection is gone: nothing will wait for it
+        self.writable.set()
+
+
+def _flow_controlled_responses(server_class, request_class) -> None:
+    """Make the app's `send` of an HTTP response wait while the client is not reading.
+
+    Each response registers a `_ResponseFlow` with its Twisted request (the HTTP channel passes
+    its transport's pause and resume on to it), and `Server.handle_reply`, which the app's
+    `send` calls, waits while it is paused. An export stream therefore reads the database
+    only as fast as its client takes the file. A client that takes nothing for
+    CHAT_HTTP_SEND_TIMEOUT_S is dropped, so it cannot hold its export (and its slot) forever.
+    """
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface import classImplements
+
+    classImplements(_ResponseFlow, IPushProducer)
+    handle_reply = request_class.handle_reply
+
+    def handle_reply_with_flow(self, message):
+        handle_reply(self, message)
+        if (message.get("type") == "http.response.start" and self.channel is not None and not self.finished
+                and self.producer is None):
+            self.chat_flow = _ResponseFlow()
+            self.registerProducer(self.chat_flow, True)
+            if self.channel._waitingForTransport:  # already full from an earlier response
+                self.chat_flow.pauseProducing()
+
+    finish = request_class.finish
+
+    def finish_without_flow(self):
+        if self.producer is not None and self.channel is not None:
+            self.unregisterProducer()  # Twisted logs an error for a producer left registered
+        finish(self)
+
+    connection_lost = request_class.connectionLost
+
+    def connection_lost_waking_flow(self, reason):
+        flow = getattr(self, "chat_flow", None)
+        if flow is not None:
+            flow.stopProducing()
+        connection_lost(self, reason)
+
+    server_handle_reply = server_class.handle_reply
+
+    async def handle_reply_waiting(self, protocol, message):
+        await server_handle_reply(self, protocol, message)
+        flow = getattr(protocol, "chat_flow", None)
+        if flow is None or flow.writable.is_set():
+            return
+        try:
+            await asyncio.wait_for(flow.writable.wait(), settings.CHAT_HTTP_SEND_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("dropping an HTTP client that read nothing for %s s (%s)",
+                           settings.CHAT_HTTP_SEND_TIMEOUT_S, protocol.client_addr)
+            flow.stopProducing()
+            if protocol.channel is not None:
+                protocol.channel.transport.abortConnection()
+
+    request_class.handle_reply = handle_reply_with_flow
+    request_class.finish = finish_without_flow
+    request_class.connectionLost = connection_lost_waking_flow
+    server_class.handle_reply = handle_reply_waiting
