@@ -252,6 +252,9 @@ CHAT_HEARTBEAT_S = env_int("CHAT_HEARTBEAT_S", 15)
 CHAT_LAYER_CHECK_S = float(os.environ.get("CHAT_LAYER_CHECK_S", "1"))
 CHAT_MAX_SEND_BUFFER = env_int("CHAT_MAX_SEND_BUFFER", 1024 * 1024)
 CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 500)
+# Exports in progress: each holds a database connection and a thread for as long as its client reads.
+CHAT_EXPORTS_PER_USER = env_int("CHAT_EXPORTS_PER_USER", 2)
+CHAT_EXPORTS_PER_PROCESS = env_int("CHAT_EXPORTS_PER_PROCESS", 8)
 # An HTTP response whose client has taken nothing for this long is dropped (see chatproject/daphne_patches.py).
 CHAT_HTTP_SEND_TIMEOUT_S = float(os.environ.get("CHAT_HTTP_SEND_TIMEOUT_S", "60"))
 CHAT_TYPING_INTERVAL_S = 2

@@ -1,12 +1,15 @@
 """Exports and request bodies against clients that hold the server's memory: flow control end to
-end (chatproject/daphne_patches.py)."""
+end (chatproject/daphne_patches.py) and export slots (chat/export.py)."""
 import json
 import socket
 import time
 
 import pytest
+from django.core.signals import request_finished
+from django.db import close_old_connections
+from django.test import override_settings
 
-from chat import services
+from chat import export, services
 from chat.models import Message
 from tests.conftest import access_token
 from tests.live import run_daphne
@@ -111,3 +114,53 @@ def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(alice):
         assert len(received) < MESSAGES * len(BODY) / 4
         client.close()
         assert "read nothing for 1.0 s" in server.output()
+
+
+# Export slots
+
+def export_of(api, user):
+    return api(user).get("/api/rooms/general/export/?format=ndjson")
+
+
+def close(response) -> None:
+    """End a response as the server does, keeping the test's database connection (as the test client does)."""
+    request_finished.disconnect(close_old_connections)
+    try:
+        response.close()
+    finally:
+        request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def general(alice, bob):
+    services.room_create(user=alice, name="General", slug="general")
+    services.room_join(user=bob, slug="general")
+    services.message_send(user=alice, slug="general", body="hello")
+
+
+@override_settings(CHAT_EXPORTS_PER_USER=2, CHAT_EXPORTS_PER_PROCESS=10)
+def test_a_user_over_their_export_limit_gets_429_with_retry_after(api, alice, bob, general):
+    running = [export_of(api, alice) for _ in range(2)]
+    assert [r.status_code for r in running] == [200, 200]
+    refused = export_of(api, alice)
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == str(export.EXPORT_RETRY_AFTER_S)
+    assert refused.json()["code"] == "rate_limited" and "2 exports running" in refused.json()["detail"]
+    other = export_of(api, bob)  # another user is not affected
+    assert other.status_code == 200
+    b"".join(running[0].streaming_content)  # a finished export gives its slot back
+    again = export_of(api, alice)
+    assert again.status_code == 200
+    for response in (running[1], other, again):
+        close(response)
+
+
+@override_settings(CHAT_EXPORTS_PER_USER=5, CHAT_EXPORTS_PER_PROCESS=2)
+def test_the_process_export_limit_refuses_everyone_until_one_ends(api, alice, bob, general):
+    running = [export_of(api, alice), export_of(api, bob)]
+    refused = export_of(api, bob)
+    assert refused.status_code == 429 and refused["Retry-After"] == str(export.EXPORT_RETRY_AFTER_S)
+    close(running[0])  # closed unread: the slot comes back all the same
+    again = export_of(api, bob)
+    assert again.status_code == 200 and b'"hello"' in b"".join(again.streaming_content)
+    close(running[1])
