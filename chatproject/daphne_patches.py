@@ -25,6 +25,8 @@ and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
    large export and never read made the server hold it all (+500 MB in the review). The app's `send` now
    waits while Twisted's transport is paused, and a client that reads nothing for
    CHAT_HTTP_SEND_TIMEOUT_S is dropped.
+9. A request body over CHAT_MAX_REQUEST_BYTES is refused with 413 from its Content-Length, before
+   it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
 
 Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
 the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
@@ -35,6 +37,7 @@ for its own 1011.
 """
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 
@@ -168,6 +171,7 @@ def patch_daphne() -> None:
     _break_cycles(sys.modules["daphne.http_protocol"].WebRequest, protocol)
     _websocket_limits(ws_protocol.WebSocketFactory, protocol)
     _flow_controlled_responses(sys.modules["daphne.server"].Server, sys.modules["daphne.http_protocol"].WebRequest)
+    _refuse_large_bodies(sys.modules["daphne.http_protocol"].WebRequest)
 
 
 def _break_cycles(request_class, protocol_class) -> None:
@@ -333,3 +337,54 @@ def _flow_controlled_responses(server_class, request_class) -> None:
     request_class.finish = finish_without_flow
     request_class.connectionLost = connection_lost_waking_flow
     server_class.handle_reply = handle_reply_waiting
+
+
+def _refuse_large_bodies(request_class) -> None:
+    """Answer 413 to a request whose body is over CHAT_MAX_REQUEST_BYTES, and close its connection.
+
+    Twisted calls `gotLength` with the Content-Length once the headers are in, before any of the
+    body is read: the request is refused there. A body without a length (chunked) is counted as
+    it arrives and refused once over. Daphne itself reads every body whole, to a temporary file,
+    and then queues all of it for the app at once.
+    """
+    got_length = request_class.gotLength
+
+    def got_length_within_limit(self, length):
+        got_length(self, 0 if length and length > settings.CHAT_MAX_REQUEST_BYTES else length)
+        self.chat_body_bytes = 0
+        if length and length > settings.CHAT_MAX_REQUEST_BYTES:
+            _refuse(self)
+
+    handle_content_chunk = request_class.handleContentChunk
+
+    def handle_content_chunk_within_limit(self, data):
+        if getattr(self, "chat_refused", False):
+            return
+        self.chat_body_bytes = getattr(self, "chat_body_bytes", 0) + len(data)
+        if self.chat_body_bytes > settings.CHAT_MAX_REQUEST_BYTES:
+            _refuse(self)
+            return
+        handle_content_chunk(self, data)
+
+    process = request_class.process
+
+    def process_unless_refused(self):
+        if not getattr(self, "chat_refused", False):
+            return process(self)
+
+    request_class.gotLength = got_length_within_limit
+    request_class.handleContentChunk = handle_content_chunk_within_limit
+    request_class.process = process_unless_refused
+
+
+def _refuse(request) -> None:
+    """Write a 413 to `request`'s connection and close it, as Twisted answers a malformed request."""
+    request.chat_refused = True
+    request.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the refusal
+    limit = settings.CHAT_MAX_REQUEST_BYTES
+    body = json.dumps({"detail": f"Request bodies are limited to {limit} bytes: send less.",
+                       "code": chat_protocol.TOO_LARGE}).encode()
+    request.channel.transport.write(
+        b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    request.channel.loseConnection()

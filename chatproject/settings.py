@@ -257,6 +257,8 @@ CHAT_EXPORTS_PER_USER = env_int("CHAT_EXPORTS_PER_USER", 2)
 CHAT_EXPORTS_PER_PROCESS = env_int("CHAT_EXPORTS_PER_PROCESS", 8)
 # An HTTP response whose client has taken nothing for this long is dropped (see chatproject/daphne_patches.py).
 CHAT_HTTP_SEND_TIMEOUT_S = float(os.environ.get("CHAT_HTTP_SEND_TIMEOUT_S", "60"))
+# Larger request bodies are refused with 413 from their Content-Length, before they are read.
+CHAT_MAX_REQUEST_BYTES = env_int("CHAT_MAX_REQUEST_BYTES", 1024 * 1024)
 CHAT_TYPING_INTERVAL_S = 2
 CHAT_REGISTRATION_OPEN = env_bool("CHAT_REGISTRATION_OPEN", True)
 # How long one thread may hold the GIL while another waits for it (Python's default is 5 ms);

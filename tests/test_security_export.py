@@ -1,5 +1,5 @@
 """Exports and request bodies against clients that hold the server's memory: flow control end to
-end (chatproject/daphne_patches.py) and export slots (chat/export.py)."""
+end (chatproject/daphne_patches.py), export slots (chat/export.py) and the request body limit."""
 import json
 import socket
 import time
@@ -164,3 +164,41 @@ def test_the_process_export_limit_refuses_everyone_until_one_ends(api, alice, bo
     again = export_of(api, bob)
     assert again.status_code == 200 and b'"hello"' in b"".join(again.streaming_content)
     close(running[1])
+
+
+# Request bodies
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read(alice):
+    with run_daphne({"CHAT_MAX_REQUEST_BYTES": "100000"}) as server, \
+            socket.create_connection(("127.0.0.1", server.port)) as within, \
+            socket.create_connection(("127.0.0.1", server.port)) as client:
+        body = json.dumps({"username": "alice", "password": "wrong" * 19000}).encode()  # 95 kB: the app answers
+        within.sendall(request_bytes("POST", "/api/auth/token/", server.port,
+                                     {"Content-Type": "application/json", "Content-Length": str(len(body))}, body))
+        assert response_head(within)[0] == 401
+        client.sendall(request_bytes("POST", "/api/auth/token/", server.port,
+                                     {"Content-Type": "application/json", "Content-Length": "500000000"}, b"{"))
+        status, headers, rest = response_head(client)  # at once: the server does not wait for 500 MB
+        assert status == 413 and headers["connection"] == "close"
+        while len(rest) < int(headers["content-length"]):
+            rest += client.recv(65536)
+        assert json.loads(rest) == {"detail": "Request bodies are limited to 100000 bytes: send less.",
+                                    "code": "too_large"}
+        assert client.recv(65536) == b""  # and closes the connection
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_is_refused_once_it_passes_the_limit():
+    chunk = b"x" * 50000
+    with run_daphne({"CHAT_MAX_REQUEST_BYTES": "100000"}) as server, \
+            socket.create_connection(("127.0.0.1", server.port)) as client:
+        client.sendall(request_bytes("POST", "/api/auth/token/", server.port,
+                                     {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}))
+        for _ in range(3):
+            client.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        client.sendall(b"0\r\n\r\n")
+        status, headers, _ = response_head(client)
+        assert status == 413 and headers["connection"] == "close"
