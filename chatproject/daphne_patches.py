@@ -307,6 +307,9 @@ def _flow_controlled_responses(server_class, request_class) -> None:
     def finish_without_flow(self):
         if self.producer is not None and self.channel is not None:
             self.unregisterProducer()  # Twisted logs an error for a producer left registered
+        flow = getattr(self, "chat_flow", None)
+        if flow is not None:  # the last write may have filled the buffer: nothing more waits on it
+            flow.stopProducing()
         finish(self)
 
     connection_lost = request_class.connectionLost
