@@ -363,7 +363,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if bytes_data is not None:
             text_data = bytes_data.decode("utf-8", "replace")
         if len(text_data) > settings.CHAT_MAX_FRAME_BYTES or len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
-            return await self.close(protocol.CLOSE_TOO_BIG, f"frame over {settings.CHAT_MAX_FRAME_BYTES} bytes")
+            return await self.close(protocol.CLOSE_TOO_BIG, protocol.frame_too_big_reason(settings.CHAT_MAX_FRAME_BYTES))
         write = None
         try:
             frame = protocol.parse_client_frame(text_data)

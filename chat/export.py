@@ -7,16 +7,24 @@ the one message representation; CSV flattens it.
 
 `since` and `until` are message ids: `since` exclusive (as in the WebSocket `since`, so a
 previous export's last id resumes it), `until` inclusive (the last id wanted).
+
+Each export served over HTTP holds a database connection and a thread for as long as its
+client takes to read it, so `export_slot` caps them per user and per process.
 """
+import contextlib
 import csv
 import io
 import json
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connections
 
 from . import selectors
-from .errors import Forbidden, Invalid
+from .errors import Forbidden, Invalid, RateLimited
 from .models import Message, Room
 from .serializers import message_data
 
@@ -31,8 +39,15 @@ CSV_COLUMNS = ["id", "created_at", "author", "kind", "body", "edited_at", "delet
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # The BOM tells spreadsheet software the file is UTF-8.
 BOM = "\ufeff"
-ROWS_PER_FETCH = 2000
+# Rows held per export while its client reads: up to CHAT_MAX_BODY characters each, times the exports running.
+ROWS_PER_FETCH = 100
+SQLITE_EXPORT_CACHE_KIB = 128
 BLOCK_BYTES = 64 * 1024
+EXPORT_RETRY_AFTER_S = 30  # an export of a large room takes about that long
+
+# user id -> exports this process is serving them; guarded by _slots_lock (views run in several threads).
+_running: Counter = Counter()
+_slots_lock = threading.Lock()
 
 
 def room_for_export(user, slug: str) -> Room:
@@ -46,6 +61,59 @@ def room_for_export(user, slug: str) -> Room:
 
 def export_filename(room: Room, fmt: str) -> str:
     return f"{room.slug}-history.{FORMATS[fmt][1]}"
+
+
+class ExportSlot:
+    """One export in progress for `user_id`; `release()` (idempotent) gives it back."""
+
+    def __init__(self, user_id: int):
+        self.user_id, self.released = user_id, False
+
+    def release(self) -> None:
+        with _slots_lock:
+            if not self.released:
+                self.released = True
+                _running[self.user_id] -= 1
+                if not _running[self.user_id]:
+                    del _running[self.user_id]
+
+
+def export_slot(user) -> ExportSlot:
+    """Take one of this process's export slots for `user`; raises RateLimited (429 with Retry-After)
+    when the user already runs CHAT_EXPORTS_PER_USER exports here, or the process CHAT_EXPORTS_PER_PROCESS."""
+    with _slots_lock:
+        if _running[user.pk] >= settings.CHAT_EXPORTS_PER_USER:
+            raise RateLimited(f"You already have {_running[user.pk]} exports running: let one finish first "
+                              "(a later export can resume with 'since').", retry_after=EXPORT_RETRY_AFTER_S)
+        if sum(_running.values()) >= settings.CHAT_EXPORTS_PER_PROCESS:
+            raise RateLimited("The server is serving as many exports as it can right now: retry later.",
+                              retry_after=EXPORT_RETRY_AFTER_S)
+        _running[user.pk] += 1
+        return ExportSlot(user.pk)
+
+
+class HeldChunks:
+    """An export's blocks that hold `slot` until closed: Django closes a response's iterator when
+    the response ends, and `aiter_chunks` when its client leaves, even before the first block."""
+
+    def __init__(self, chunks: Iterator[bytes], slot: ExportSlot):
+        self.chunks, self.slot = chunks, slot
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self.chunks)
+
+    def close(self) -> None:
+        try:
+            self.chunks.close()
+        finally:
+            self.slot.release()
+
+    def __del__(self):
+        # A response cancelled before its first block closes nothing: the slot goes back when it is collected.
+        self.slot.release()
 
 
 def export_messages(room: Room, *, since: int | None = None, until: int | None = None):
@@ -79,20 +147,40 @@ def _chunks(messages, encoder, progress) -> Iterator[bytes]:
     # The head goes out before the query runs, so the download starts at once.
     yield head().encode()
     parts, size, count = [], 0, 0
-    for message in messages.iterator(chunk_size=ROWS_PER_FETCH):
-        row = encode_row(message)
-        parts.append(separator + row if count else row)
-        size += len(row)
-        count += 1
-        if size >= BLOCK_BYTES:
-            yield "".join(parts).encode()
-            parts, size = [], 0
-            if progress:
-                progress(count)
+    with _small_page_cache(messages.db):
+        for message in messages.iterator(chunk_size=ROWS_PER_FETCH):
+            row = encode_row(message)
+            parts.append(separator + row if count else row)
+            size += len(row)
+            count += 1
+            if size >= BLOCK_BYTES:
+                yield "".join(parts).encode()
+                parts, size = [], 0
+                if progress:
+                    progress(count)
     parts.append(tail(count))
     yield "".join(parts).encode()
     if progress:
         progress(count)
+
+
+@contextlib.contextmanager
+def _small_page_cache(alias: str):
+    """On SQLite, a small page cache for the export's connection while it runs: the export reads
+    each page once, and SQLite's default cache (2 MB per connection) made ten exports at once hold
+    20 MB more than they need."""
+    connection = connections[alias]
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        previous = cursor.execute("PRAGMA cache_size").fetchone()[0]
+        cursor.execute(f"PRAGMA cache_size = -{SQLITE_EXPORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size = {int(previous)}")
 
 
 def _json(message: Message) -> str:

@@ -37,6 +37,12 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NO_ROOM = 4404
 CLOSE_ARCHIVED = 4410
 
+
+def frame_too_big_reason(limit: int) -> str:
+    """The reason of a 1009 close: the consumer's, and the server's when it refuses a frame from its header."""
+    return f"frame over {limit} bytes"
+
+
 SLUG_RE = re.compile(r"[a-z0-9-]{1,50}")
 MAX_REF = 64
 MAX_DEPTH = 32  # JSON nesting, far beyond any frame or request body this server reads

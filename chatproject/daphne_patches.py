@@ -16,6 +16,17 @@ and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
    (`corked`).
 6. Leave no reference cycle per connection (see `_break_cycles`): the objects of a closed
    connection are freed when it closes, instead of waiting for a full garbage collection.
+7. WebSocket protocol violations close with a close frame (1002, 1007) instead of a TCP reset,
+   and a frame or message over CHAT_MAX_FRAME_BYTES closes with 1009 as soon as its header
+   arrives (`_websocket_limits`): autobahn's default `failByDrop` drops the connection, and
+   daphne's own limits (1 MiB) were above ours.
+8. HTTP responses go out only as fast as the client reads them (`_flow_controlled_responses`):
+   daphne wrote every body chunk into Twisted's buffer at once, so ten clients that asked for a
+   large export and never read made the server hold it all (+500 MB in the review). The app's `send` now
+   waits while Twisted's transport is paused, and a client that reads nothing for
+   CHAT_HTTP_SEND_TIMEOUT_S is dropped.
+9. A request body over CHAT_MAX_REQUEST_BYTES is refused with 413 from its Content-Length, before
+   it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
 
 Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
 the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
@@ -26,10 +37,13 @@ for its own 1011.
 """
 import asyncio
 import contextlib
+import json
 import logging
 import sys
 
 from django.conf import settings
+
+from chat import protocol as chat_protocol
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +169,9 @@ def patch_daphne() -> None:
     autobahn_protocol.hltype = autobahn_protocol.hlval = _as_is
     _close_sockets_on_shutdown(sys.modules["daphne.server"].Server, protocol)
     _break_cycles(sys.modules["daphne.http_protocol"].WebRequest, protocol)
+    _websocket_limits(ws_protocol.WebSocketFactory, protocol)
+    _flow_controlled_responses(sys.modules["daphne.server"].Server, sys.modules["daphne.http_protocol"].WebRequest)
+    _refuse_large_bodies(sys.modules["daphne.http_protocol"].WebRequest)
 
 
 def _break_cycles(request_class, protocol_class) -> None:
@@ -217,3 +234,160 @@ def _close_sockets_on_shutdown(server_class, protocol_class) -> None:
         return waited
 
     server_class.kill_all_applications = close_then_kill
+
+
+def _websocket_limits(factory_class, protocol_class) -> None:
+    """Fail WebSocket connections with a close frame, and refuse frames over CHAT_MAX_FRAME_BYTES early.
+
+    Daphne sets its factory's options when the server starts (`Server.run`), after this module
+    is imported; ours are applied on top of its own. With `failByDrop` off, autobahn answers a
+    protocol violation (reserved bits, unknown opcode, bad masking) with 1002 and invalid UTF-8
+    with 1007, waits for the client's close frame, then closes. The consumer checks the frame
+    size too, for other servers; here a frame or message over the limit is refused from its
+    header, before its payload is buffered.
+    """
+    set_protocol_options = factory_class.setProtocolOptions
+
+    def set_protocol_options_with_ours(self, **options):
+        limit = settings.CHAT_MAX_FRAME_BYTES
+        set_protocol_options(self, **{**options, "failByDrop": False,
+                                      "maxFramePayloadSize": limit, "maxMessagePayloadSize": limit})
+
+    def message_too_big(self, size, limit, reason):
+        self._fail_connection(chat_protocol.CLOSE_TOO_BIG, chat_protocol.frame_too_big_reason(limit))
+
+    factory_class.setProtocolOptions = set_protocol_options_with_ours
+    protocol_class._max_message_size_exceeded = message_too_big
+
+
+class _ResponseFlow:
+    """A push producer for one HTTP response: Twisted pauses it while the client's socket and
+    the transport's buffer are full, and resumes it once they drain."""
+
+    def __init__(self):
+        self.writable = asyncio.Event()
+        self.writable.set()
+
+    def pauseProducing(self):
+        self.writable.clear()
+
+    def resumeProducing(self):
+        self.writable.set()
+
+    def stopProducing(self):  # the connection is gone: nothing will wait for it
+        self.writable.set()
+
+
+def _flow_controlled_responses(server_class, request_class) -> None:
+    """Make the app's `send` of an HTTP response wait while the client is not reading.
+
+    Each response registers a `_ResponseFlow` with its Twisted request (the HTTP channel passes
+    its transport's pause and resume on to it), and `Server.handle_reply`, which the app's
+    `send` calls, waits while it is paused. An export stream therefore reads the database
+    only as fast as its client takes the file. A client that takes nothing for
+    CHAT_HTTP_SEND_TIMEOUT_S is dropped, so it cannot hold its export (and its slot) forever.
+    """
+    from twisted.internet.interfaces import IPushProducer
+    from zope.interface import classImplements
+
+    classImplements(_ResponseFlow, IPushProducer)
+    handle_reply = request_class.handle_reply
+
+    def handle_reply_with_flow(self, message):
+        handle_reply(self, message)
+        if (message.get("type") == "http.response.start" and self.channel is not None and not self.finished
+                and self.producer is None):
+            self.chat_flow = _ResponseFlow()
+            self.registerProducer(self.chat_flow, True)
+            if self.channel._waitingForTransport:  # already full from an earlier response
+                self.chat_flow.pauseProducing()
+
+    finish = request_class.finish
+
+    def finish_without_flow(self):
+        if self.producer is not None and self.channel is not None:
+            self.unregisterProducer()  # Twisted logs an error for a producer left registered
+        flow = getattr(self, "chat_flow", None)
+        if flow is not None:  # the last write may have filled the buffer: nothing more waits on it
+            flow.stopProducing()
+        finish(self)
+
+    connection_lost = request_class.connectionLost
+
+    def connection_lost_waking_flow(self, reason):
+        flow = getattr(self, "chat_flow", None)
+        if flow is not None:
+            flow.stopProducing()
+        connection_lost(self, reason)
+
+    server_handle_reply = server_class.handle_reply
+
+    async def handle_reply_waiting(self, protocol, message):
+        await server_handle_reply(self, protocol, message)
+        flow = getattr(protocol, "chat_flow", None)
+        if flow is None or flow.writable.is_set():
+            return
+        try:
+            await asyncio.wait_for(flow.writable.wait(), settings.CHAT_HTTP_SEND_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("dropping an HTTP client that read nothing for %s s (%s)",
+                           settings.CHAT_HTTP_SEND_TIMEOUT_S, protocol.client_addr)
+            flow.stopProducing()
+            if protocol.channel is not None:
+                protocol.channel.transport.abortConnection()
+
+    request_class.handle_reply = handle_reply_with_flow
+    request_class.finish = finish_without_flow
+    request_class.connectionLost = connection_lost_waking_flow
+    server_class.handle_reply = handle_reply_waiting
+
+
+def _refuse_large_bodies(request_class) -> None:
+    """Answer 413 to a request whose body is over CHAT_MAX_REQUEST_BYTES, and close its connection.
+
+    Twisted calls `gotLength` with the Content-Length once the headers are in, before any of the
+    body is read: the request is refused there. A body without a length (chunked) is counted as
+    it arrives and refused once over. Daphne itself reads every body whole, to a temporary file,
+    and then queues all of it for the app at once.
+    """
+    got_length = request_class.gotLength
+
+    def got_length_within_limit(self, length):
+        got_length(self, 0 if length and length > settings.CHAT_MAX_REQUEST_BYTES else length)
+        self.chat_body_bytes = 0
+        if length and length > settings.CHAT_MAX_REQUEST_BYTES:
+            _refuse(self)
+
+    handle_content_chunk = request_class.handleContentChunk
+
+    def handle_content_chunk_within_limit(self, data):
+        if getattr(self, "chat_refused", False):
+            return
+        self.chat_body_bytes = getattr(self, "chat_body_bytes", 0) + len(data)
+        if self.chat_body_bytes > settings.CHAT_MAX_REQUEST_BYTES:
+            _refuse(self)
+            return
+        handle_content_chunk(self, data)
+
+    process = request_class.process
+
+    def process_unless_refused(self):
+        if not getattr(self, "chat_refused", False):
+            return process(self)
+
+    request_class.gotLength = got_length_within_limit
+    request_class.handleContentChunk = handle_content_chunk_within_limit
+    request_class.process = process_unless_refused
+
+
+def _refuse(request) -> None:
+    """Write a 413 to `request`'s connection and close it, as Twisted answers a malformed request."""
+    request.chat_refused = True
+    request.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the refusal
+    limit = settings.CHAT_MAX_REQUEST_BYTES
+    body = json.dumps({"detail": f"Request bodies are limited to {limit} bytes: send less.",
+                       "code": chat_protocol.TOO_LARGE}).encode()
+    request.channel.transport.write(
+        b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    request.channel.loseConnection()

@@ -350,6 +350,13 @@ CHAT_HEARTBEAT_S = env_int("CHAT_HEARTBEAT_S", 15)
 CHAT_LAYER_CHECK_S = float(os.environ.get("CHAT_LAYER_CHECK_S", "1"))
 CHAT_MAX_SEND_BUFFER = env_int("CHAT_MAX_SEND_BUFFER", 1024 * 1024)
 CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 500)
+# Exports in progress: each holds a database connection and a thread for as long as its client reads.
+CHAT_EXPORTS_PER_USER = env_int("CHAT_EXPORTS_PER_USER", 2)
+CHAT_EXPORTS_PER_PROCESS = env_int("CHAT_EXPORTS_PER_PROCESS", 8)
+# An HTTP response whose client has taken nothing for this long is dropped (see chatproject/daphne_patches.py).
+CHAT_HTTP_SEND_TIMEOUT_S = float(os.environ.get("CHAT_HTTP_SEND_TIMEOUT_S", "60"))
+# Larger request bodies are refused with 413 from their Content-Length, before they are read.
+CHAT_MAX_REQUEST_BYTES = env_int("CHAT_MAX_REQUEST_BYTES", 1024 * 1024)
 CHAT_TYPING_INTERVAL_S = 2
 CHAT_REGISTRATION_OPEN = env_bool("CHAT_REGISTRATION_OPEN", True)
 # Who may read /metrics: these addresses or networks (compared with the TCP peer, so a proxy on

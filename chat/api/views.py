@@ -334,7 +334,7 @@ class RoomExportView(APIView):
         query = validated(ExportQuerySerializer, request.query_params)
         room = export.room_for_export(request.user, slug)
         fmt = query.pop("format")
-        chunks = export.export_chunks(room, fmt, **query)
+        chunks = export.HeldChunks(export.export_chunks(room, fmt, **query), export.export_slot(request.user))
         if isinstance(request._request, ASGIRequest):
             chunks = export.aiter_chunks(chunks)
         response = StreamingHttpResponse(chunks, content_type=export.FORMATS[fmt][0])
