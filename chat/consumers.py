@@ -532,13 +532,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def on_message_edit(self, frame):
         message = await db(services.message_edit)(user=self.user, message_id=frame.get("id"), body=frame.get("body"),
                                                   origin=self.channel_name, source="websocket")
-        await self._send(protocol.reply({"type": "message.updated", "room": message.room.slug,
-                                         "message": message_data(message)}, frame.ref))
+        await self._send(protocol.reply(protocol.message_updated(message_data(message)), frame.ref))
 
     async def on_message_delete(self, frame):
         message = await db(services.message_delete)(user=self.user, message_id=frame.get("id"), origin=self.channel_name,
                                                      source="websocket")
-        await self._send(protocol.reply({"type": "message.deleted", "room": message.room.slug, "id": message.pk}, frame.ref))
+        await self._send(protocol.reply(protocol.message_deleted(message.room.slug, message.pk), frame.ref))
 
     async def on_typing(self, frame):
         room_id = self._subscribed(frame.get("room"))
@@ -555,8 +554,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         membership = await db(services.read_mark)(user=self.user, slug=frame.get("room"),
                                                   message_id=frame.get("message_id"), origin=self.channel_name)
         count = await db(selectors.unread_count)(membership)
-        await self._send(protocol.reply({"type": "unread", "room": frame.get("room"), "count": count,
-                                         "last_read_id": membership.last_read_id}, frame.ref))
+        await self._send(protocol.reply(protocol.unread(frame.get("room"), count, membership.last_read_id), frame.ref))
 
     async def on_ping(self, frame):
         await self._send(protocol.reply(protocol.pong(), frame.ref))

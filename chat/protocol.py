@@ -269,6 +269,18 @@ def message_new(message: dict, duplicate: bool = False) -> dict:
     return frame
 
 
+def message_updated(message: dict) -> dict:
+    return {"type": "message.updated", "room": message["room"], "message": message}
+
+
+def message_deleted(room: str, message_id: int) -> dict:
+    return {"type": "message.deleted", "room": room, "id": message_id}
+
+
+def unread(room: str, count: int, last_read_id: int | None) -> dict:
+    return {"type": "unread", "room": room, "count": count, "last_read_id": last_read_id}
+
+
 def presence(room: str, user: dict, status: str) -> dict:
     return {"type": "presence", "room": room, "user": user, "status": status}
 

@@ -889,7 +889,7 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
         if message.author_id != user.pk:  # the original text survives in the audit log
             audit(actor=user, action="edit_message", source=source, room=message.room, target_user=message.author,
                   target_message=message, before=before, after=body)
-        frame = {"type": "message.updated", "room": message.room.slug, "message": message_data(message)}
+        frame = protocol.message_updated(message_data(message))
         events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
     return message
 
@@ -907,7 +907,7 @@ def message_delete(*, user, message_id: int, origin: str | None = None, source: 
         if message.author_id != user.pk:  # authors deleting their own words is not moderation
             audit(actor=user, action="delete_message", source=source, room=message.room,
                   target_user=message.author, target_message=message)
-        frame = {"type": "message.deleted", "room": message.room.slug, "id": message.pk}
+        frame = protocol.message_deleted(message.room.slug, message.pk)
         events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
     return message
 
@@ -925,7 +925,7 @@ def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
         message.save(update_fields=["deleted"])
         audit(actor=user, action="restore_message", source=source, room=message.room, target_user=message.author,
               target_message=message)
-        frame = {"type": "message.updated", "room": message.room.slug, "message": message_data(message)}
+        frame = protocol.message_updated(message_data(message))
         events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id))
     return message
 
@@ -1013,8 +1013,7 @@ def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) ->
         if message_id > membership.last_read_id:
             membership.last_read_id = message_id
             membership.save(update_fields=["last_read_id"])
-        frame = {"type": "unread", "room": room.slug, "count": unread_count(membership),
-                 "last_read_id": membership.last_read_id}
+        frame = protocol.unread(room.slug, unread_count(membership), membership.last_read_id)
         events.publish(events.user_group(user.pk), events.frame_event(frame, room_id=room.pk, origin=origin))
     return membership
 
