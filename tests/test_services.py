@@ -161,7 +161,7 @@ def test_room_join_racing_another_join_of_the_same_user_writes_once(bob, general
     services.room_join(user=bob, slug="general")
     before = snapshot()
     # As if the other join committed between the access check and the insert.
-    monkeypatch.setattr(services, "room_for_user", lambda user, slug: (general, None))
+    monkeypatch.setattr(services.members, "room_for_user", lambda user, slug: (general, None))
     with committed():
         _, member, created = services.room_join(user=bob, slug="general")
     assert (created, member) == (False, membership(general, bob))
@@ -579,13 +579,13 @@ def test_duplicate_client_id_returns_the_original(alice, bob, general, published
 def test_duplicate_client_id_racing_the_original_returns_it(alice, general, monkeypatch, published, committed):
     original = send(alice, general, "first", client_id="c-1")
     before = snapshot()
-    real, calls = services._originals_from, []
+    real, calls = services.batch._originals_from, []
 
     def lookup(rows, wanted):  # the first lookup runs before the racing original commits
         calls.append([client_id for _, client_id in wanted])
         return {} if len(calls) == 1 else real(rows, wanted)
 
-    monkeypatch.setattr(services, "_originals_from", lookup)
+    monkeypatch.setattr(services.batch, "_originals_from", lookup)
     with committed():
         message, created = services.message_send(user=alice, slug="general", body="again", client_id="c-1")
     assert (message, created, calls) == (original, False, [["c-1"], ["c-1"]])
@@ -643,13 +643,13 @@ def test_a_duplicate_racing_a_batch_leaves_its_other_rooms_written(alice, genera
     """A client_id reused by a request racing the batch rolls the batch back; written again,
     room by room, the duplicate gets its original and the rest is stored once."""
     original = send(alice, general, "first", client_id="c-1")
-    real, calls = services._originals_from, []
+    real, calls = services.batch._originals_from, []
 
     def lookup(rows, wanted):  # the batch's own lookup runs before the racing original commits
         calls.append(wanted)
         return {} if len(calls) == 1 else real(rows, wanted)
 
-    monkeypatch.setattr(services, "_originals_from", lookup)
+    monkeypatch.setattr(services.batch, "_originals_from", lookup)
     with committed():
         again, other = services.message_send_batch([dict(user=alice, slug="general", body="again", client_id="c-1"),
                                                     dict(user=alice, slug="secret", body="new", client_id="c-2")])
@@ -676,13 +676,13 @@ def test_a_batch_outside_a_transaction_is_two_round_trips_and_still_recovers_a_d
     assert "client_id <> ''" in reads and "JOIN" in reads and "INSERT" not in reads
     assert "FOR UPDATE" in write and "INSERT" in write and "SAVEPOINT" not in write
 
-    real, calls = services._originals_from, []
+    real, calls = services.batch._originals_from, []
 
     def lookup(rows, wanted):  # the batch's own lookup runs before the racing original commits
         calls.append(wanted)
         return {} if len(calls) == 1 else real(rows, wanted)
 
-    monkeypatch.setattr(services, "_originals_from", lookup)
+    monkeypatch.setattr(services.batch, "_originals_from", lookup)
     published.clear()
     again, other = services.message_send_batch([dict(user=alice, slug="general", body="again", client_id="c-1"),
                                                 dict(user=alice, slug="secret", body="new", client_id="c-2")])
