@@ -1,14 +1,15 @@
 """Every statement written by hand, and the helper that runs them.
 
-Each is the hot-path (or backend-specific) twin of an ORM query its docstring names, kept
+Each is the hot-path (or backend-specific) twin of the ORM query its docstring names, kept
 because the ORM took longer to build it than the database took to run it (figures in
-bench/README.md), and each names the test in tests/test_sql.py that runs both on the test
+bench/README.md), and names the test (most in tests/test_sql.py) that runs both on the test
 database (SQLite, or PostgreSQL with DATABASE_URL) and requires the same result. The rules
-they repeat (who is banned, what is unread) are written once in chat/models.py.
+they repeat (who is banned, what is unread) are written once, in chat/models.py.
 """
+import contextlib
 import functools
 
-from django.db import connection
+from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
 from .models import Membership, Message, Room
@@ -110,7 +111,7 @@ def member_rooms(select: str, user_id: int, params=()) -> Statement:
     ORM: `Membership.objects.filter(active_membership_q(), user=..., room__archived=False)
     .order_by("room__slug")`; the ban condition is `models.active_membership_q`'s.
     Pinned by `test_sql.py::test_member_rooms_apply_the_ban_rule_as_the_orm_does` and
-    `test_sql.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`.
+    `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`.
     """
     rooms, memberships_table = _table(Room), _table(Membership)
     return (f"SELECT {select} FROM {memberships_table} s INNER JOIN {rooms} r ON r.id = s.room_id "
@@ -124,7 +125,7 @@ def room_summaries(user_id: int) -> Statement:
 
     ORM: `selectors.rooms_for_user(user, member_only=True)`, whose `unread` is
     `models.unread_messages_q`: the unread condition below repeats it.
-    Pinned by `test_sql.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`
+    Pinned by `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`
     and `test_sql.py::test_unread_is_counted_alike_everywhere`.
     """
     messages = _table(Message)
@@ -187,7 +188,7 @@ def originals(wanted: set[tuple[int, str]]) -> Statement:
             "AND client_id <> ''", authors + client_ids)
 
 
-# The admin and the health check
+# The admin, the export and the health check
 
 def estimated_rows(model) -> int | None:
     """The planner's estimate of the table's rows on PostgreSQL (None elsewhere, or before the
@@ -213,3 +214,26 @@ def ping() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+
+
+@contextlib.contextmanager
+def sqlite_page_cache(alias: str, kib: int):
+    """On SQLite, a page cache of `kib` KiB for the connection while the block runs (then the one
+    it had); elsewhere nothing. The export reads each page once, and SQLite's default cache
+    (2 MB per connection) made ten exports at once hold 20 MB more than they need.
+
+    ORM: none (a setting of the connection). Pinned by
+    `test_sql.py::test_the_sqlite_page_cache_is_set_for_the_block_then_restored`.
+    """
+    connection = connections[alias]
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        previous = cursor.execute("PRAGMA cache_size").fetchone()[0]
+        cursor.execute(f"PRAGMA cache_size = -{int(kib)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size = {int(previous)}")
