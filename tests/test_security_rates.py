@@ -17,7 +17,6 @@ from tests.api_support import db_state
 from tests.conftest import access_token
 from tests.live import LIVE_ENV, ws_connect, run_daphne
 from tests.test_consumers import connect, db
-from tests.test_services import committed, refused  # noqa: F401 (fixtures)
 
 FROZEN = 1_000_035.5  # 35.5 s into a one-minute window: 45 s until the next
 
