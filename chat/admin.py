@@ -10,13 +10,12 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.paginator import Paginator
-from django.db import connection
 from django.db.models import F
 from django.utils.functional import cached_property
 from django.template.response import TemplateResponse
 from django.utils.text import Truncator
 
-from . import auth, services
+from . import auth, services, sql
 from .errors import ChatError
 from .models import Membership, Message, ModerationAction, Report, Room
 
@@ -176,13 +175,10 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self):
-        if connection.vendor == "postgresql" and not self.object_list.query.where:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                               [self.object_list.model._meta.db_table])
-                row = cursor.fetchone()
-            if row and row[0] > self.estimate_above:
-                return row[0]
+        if not self.object_list.query.where:
+            estimate = sql.estimated_rows(self.object_list.model)
+            if estimate is not None and estimate > self.estimate_above:
+                return estimate
         return super().count
 
 

@@ -151,3 +151,26 @@ async def send_async(group: str, event: dict, *, direct: bool = True) -> None:
     except Exception:
         metrics.PUBLISH_FAILURES.inc()
         raise
+
+
+# The channel-layer events the services send to a user's connections (handled by the consumer's
+# `chat_<kind>` methods), built here so that each shape is written once.
+
+def subscribe_event(room_id: int, slug: str, *, since: int) -> dict:
+    """Subscribe the user's connections to the room, replaying its messages after `since`."""
+    return {"type": "chat.subscribe", "room_id": room_id, "slug": slug, "since": since}
+
+
+def unsubscribe_event(room_id: int, slug: str, *, reason: str) -> dict:
+    """Unsubscribe the user's connections from the room; they answer `room.left` with `reason`."""
+    return {"type": "chat.unsubscribe", "room_id": room_id, "slug": slug, "reason": reason}
+
+
+def close_event(code: int, reason: str, **detail) -> dict:
+    """Close the user's connections with `code` and `reason`; `keep_session` spares that session's."""
+    return {"type": "chat.close", "code": code, "reason": reason, **detail}
+
+
+def archived_event(room_id: int, frame: dict) -> dict:
+    """The room is archived: its connections send `frame` (`room.updated`) and leave it."""
+    return {"type": "chat.archived", "room_id": room_id, "text": encode(frame)}

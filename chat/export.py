@@ -11,7 +11,6 @@ previous export's last id resumes it), `until` inclusive (the last id wanted).
 Each export served over HTTP holds a database connection and a thread for as long as its
 client takes to read it, so `export_slot` caps them per user and per process.
 """
-import contextlib
 import csv
 import io
 import json
@@ -21,9 +20,8 @@ from collections.abc import Callable, Iterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, connections
 
-from . import selectors
+from . import selectors, sql
 from .errors import Forbidden, Invalid, RateLimited
 from .models import Message, Room
 from .serializers import message_data
@@ -147,7 +145,7 @@ def _chunks(messages, encoder, progress) -> Iterator[bytes]:
     # The head goes out before the query runs, so the download starts at once.
     yield head().encode()
     parts, size, count = [], 0, 0
-    with _small_page_cache(messages.db):
+    with sql.sqlite_page_cache(messages.db, SQLITE_EXPORT_CACHE_KIB):
         for message in messages.iterator(chunk_size=ROWS_PER_FETCH):
             row = encode_row(message)
             parts.append(separator + row if count else row)
@@ -162,25 +160,6 @@ def _chunks(messages, encoder, progress) -> Iterator[bytes]:
     yield "".join(parts).encode()
     if progress:
         progress(count)
-
-
-@contextlib.contextmanager
-def _small_page_cache(alias: str):
-    """On SQLite, a small page cache for the export's connection while it runs: the export reads
-    each page once, and SQLite's default cache (2 MB per connection) made ten exports at once hold
-    20 MB more than they need."""
-    connection = connections[alias]
-    if connection.vendor != "sqlite":
-        yield
-        return
-    with connection.cursor() as cursor:
-        previous = cursor.execute("PRAGMA cache_size").fetchone()[0]
-        cursor.execute(f"PRAGMA cache_size = -{SQLITE_EXPORT_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
-            cursor.execute(f"PRAGMA cache_size = {int(previous)}")
 
 
 def _json(message: Message) -> str:

@@ -73,6 +73,7 @@ class Membership(models.Model):
         return f"{self.user} in {self.room}"
 
     def is_banned(self, now=None) -> bool:
+        """The ban rule; `active_membership_q` is its negation in SQL."""
         now = now or timezone.now()
         return self.banned and (self.banned_until is None or self.banned_until > now)
 
@@ -83,6 +84,27 @@ class Membership(models.Model):
     @property
     def can_moderate(self) -> bool:
         return self.role in (self.Role.OWNER, self.Role.MODERATOR)
+
+
+def active_membership_q(prefix: str = "", now=None) -> Q:
+    """Memberships that grant access: not banned, or banned with an expired ban (`not is_banned()`).
+
+    The ban rule for queries; `chat.sql.member_rooms` repeats it by hand, and
+    `test_sql.py::test_member_rooms_apply_the_ban_rule_as_the_orm_does` holds the three together.
+    """
+    now = now or timezone.now()
+    return Q(**{f"{prefix}banned": False}) | Q(**{f"{prefix}banned_until__lte": now})
+
+
+def unread_messages_q(user_id, last_read_id) -> Q:
+    """The messages (of one room) that count as unread for a member: after their read marker,
+    not deleted, and not their own (a message whose author is gone counts). Either argument
+    may be an `OuterRef`.
+
+    The unread rule; `chat.sql.room_summaries` repeats it by hand, and
+    `test_sql.py::test_unread_is_counted_alike_everywhere` holds them together.
+    """
+    return Q(id__gt=last_read_id, deleted=False) & ~Q(author_id=user_id)
 
 
 class Message(models.Model):

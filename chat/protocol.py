@@ -292,3 +292,24 @@ def typing(room: str, user: dict) -> dict:
 def pong() -> dict:
     return {"type": "pong", "server_time": now_iso()}
 
+
+
+def room_updated(*, room: str, name: str, topic: str, locked: bool, archived: bool) -> dict:
+    return {"type": "room.updated", "room": room, "name": name, "topic": topic, "locked": locked,
+            "archived": archived}
+
+
+def member_joined(room: str, user: dict) -> dict:
+    return {"type": "member.joined", "room": room, "user": user}
+
+
+def member_left(room: str, user: dict) -> dict:
+    return {"type": "member.left", "room": room, "user": user}
+
+
+def notice(level: str, text: str, room: str | None = None) -> dict:
+    """A staff notice, to every connection or (with `room`) to those subscribed to the room."""
+    frame = {"type": "notice", "level": level, "text": text}
+    if room is not None:
+        frame["room"] = room
+    return frame

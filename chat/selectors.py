@@ -1,22 +1,13 @@
 """Reads. `room_for_user` is the one access rule, used by the API, the consumer and the services."""
-import functools
-
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
+from . import sql
 from .errors import ChatError, Forbidden, Gone, NotFound
-from .models import Membership, Message, Room
+from .models import Membership, Message, Room, active_membership_q, unread_messages_q
 
 User = get_user_model()
-
-
-def active_membership_q(prefix: str = "", now=None) -> Q:
-    """Memberships that grant access: not banned, or banned with an expired ban."""
-    now = now or timezone.now()
-    return Q(**{f"{prefix}banned": False}) | Q(**{f"{prefix}banned_until__lte": now})
 
 
 def room_for_user(user, slug: str) -> tuple[Room, Membership | None]:
@@ -26,8 +17,8 @@ def room_for_user(user, slug: str) -> tuple[Room, Membership | None]:
     user is not in, or banned). Staff see every room.
     """
     # One query for a member (the common case: every join and request in a room), two
-    # otherwise; the first by hand, as for a batch of sends (`memberships_statement`).
-    memberships = memberships_from_rows(fetch_all([memberships_statement([(user, slug)])])[0])
+    # otherwise; the first by hand, as for a batch of sends (`sql.memberships`).
+    memberships = sql.memberships_from_rows(sql.fetch_all([sql.memberships([(user, slug)])])[0])
     membership = memberships[0] if memberships else None
     room = membership.room if membership is not None else Room.objects.filter(slug=slug).first()
     return _check_access(user, slug, room, membership)
@@ -63,13 +54,13 @@ def member_rooms_for_users(pairs: list[tuple[User, str]],
     """`member_room_for_user` for each (user, slug): the room and membership, or the error it raises.
 
     One query when each slug has a member among the users (a batch of sends), two otherwise.
-    `memberships`: what `memberships_statement` read for these pairs (or more), if read already.
+    `memberships`: what `sql.memberships` read for these pairs (or more), if read already.
     """
     if not pairs:
         return []
     slugs = {slug for _, slug in pairs}
     if memberships is None:
-        memberships = memberships_from_rows(fetch_all([memberships_statement(pairs)])[0])
+        memberships = sql.memberships_from_rows(sql.fetch_all([sql.memberships(pairs)])[0])
     by_pair = {(m.user_id, m.room.slug): m for m in memberships}
     rooms = {m.room.slug: m.room for m in by_pair.values()}
     if missing := slugs - rooms.keys():
@@ -83,77 +74,6 @@ def member_rooms_for_users(pairs: list[tuple[User, str]],
         except ChatError as exc:
             results.append(exc)
     return results
-
-
-def placeholders(values: list) -> str:
-    """The `%s, %s, ...` of an SQL IN list of `values` (for the statements written by hand)."""
-    return ", ".join(["%s"] * len(values))
-
-
-def fetch_all(statements: list[tuple[str, list]]) -> list[list[tuple]]:
-    """The rows of each (sql, params) statement, run in order; each returns rows (SELECT, or
-    RETURNING).
-
-    On PostgreSQL the statements go as one query string, one round trip: the hot paths run
-    a few small statements each, and waiting for the database took longer than running them.
-    Outside a transaction PostgreSQL runs the string as one transaction of its own.
-    """
-    if not statements:
-        return []
-    with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":  # SQLite refuses several statements at once; it has no round trips
-            results = []
-            for sql, params in statements:
-                cursor.execute(sql, params)
-                results.append(cursor.fetchall())
-            return results
-        cursor.execute("; ".join(sql for sql, _ in statements), [value for _, params in statements for value in params])
-        results = [cursor.fetchall()]
-        while cursor.nextset():
-            results.append(cursor.fetchall())
-        return results
-
-
-def memberships_statement(pairs: list[tuple[User, str]]) -> tuple[str, list]:
-    """The statement (for `fetch_all`) of the users' memberships in the rooms, with their rooms,
-    whose rows `memberships_from_rows` loads: `Membership.objects.select_related("room")
-    .filter(room__slug__in=..., user__in=...)`, by hand. It runs for every batch of sends, and
-    the ORM took several times longer to build it than the database took to run it.
-
-    Two IN lists rather than an OR per pair, which SQLite refuses past 1000 terms; the extra
-    rows this matches (a user's memberships in the pairs' other rooms) go unused.
-    """
-    slugs, user_ids = list({slug for _, slug in pairs}), list({user.pk for user, _ in pairs})
-    columns = _membership_room_columns(connection.alias)[2]
-    memberships, rooms = (connection.ops.quote_name(model._meta.db_table) for model in (Membership, Room))
-    return (f"SELECT {columns} FROM {memberships} INNER JOIN {rooms} ON {rooms}.id = {memberships}.room_id "
-            f"WHERE {rooms}.slug IN ({placeholders(slugs)}) AND {memberships}.user_id IN ({placeholders(user_ids)})",
-            slugs + user_ids)
-
-
-def memberships_from_rows(rows: list[tuple]) -> list[Membership]:
-    """The memberships, their rooms loaded, of `memberships_statement`'s rows; values are
-    converted as the ORM converts them."""
-    membership_fields, room_fields, _, compiler, converters = _membership_room_columns(connection.alias)
-    split, loaded = len(membership_fields), []
-    for row in compiler.apply_converters(rows, converters) if converters else rows:
-        membership = Membership.from_db(connection.alias, membership_fields, row[:split])
-        membership.room = Room.from_db(connection.alias, room_fields, row[split:])
-        loaded.append(membership)
-    return loaded
-
-
-@functools.cache
-def _membership_room_columns(alias: str):
-    """The field names, select list, compiler and value converters of `memberships_statement`,
-    once per database alias: they depend only on its backend and settings."""
-    fields = [*Membership._meta.concrete_fields, *Room._meta.concrete_fields]
-    quote = connection.ops.quote_name
-    columns = ", ".join(f"{quote(f.model._meta.db_table)}.{quote(f.column)}" for f in fields)
-    compiler = Membership.objects.all().query.get_compiler(using=alias)
-    converters = compiler.get_converters([f.get_col(f.model._meta.db_table) for f in fields])
-    names = [f.attname for f in Membership._meta.concrete_fields], [f.attname for f in Room._meta.concrete_fields]
-    return *names, columns, compiler, converters
 
 
 def message_for_user(user, message_id: int) -> Message:
@@ -200,8 +120,7 @@ def _last_message_id():
 def _unread_count(user, last_read_ref):
     return Coalesce(
         Subquery(
-            Message.objects.filter(room=OuterRef("pk"), id__gt=last_read_ref, deleted=False)
-            .exclude(author=user)
+            Message.objects.filter(unread_messages_q(user.pk, last_read_ref), room=OuterRef("pk"))
             .order_by()
             .values("room")
             .annotate(n=Count("id"))
@@ -214,17 +133,7 @@ def _unread_count(user, last_read_ref):
 
 def member_room_ids(user) -> list[tuple[int, str]]:
     """(id, slug) of every unarchived room the user (or user id) is an active member of."""
-    return fetch_all([_member_rooms("r.id, r.slug", getattr(user, "pk", user))])[0]
-
-
-def _member_rooms(select: str, user_id: int, params=()) -> tuple[str, list]:
-    """The statement and parameters of `SELECT select` (whose own parameters are `params`) over
-    the user's memberships (`s`) that `active_membership_q` accepts, in unarchived rooms (`r`),
-    by slug. By hand: it runs for every new connection (see `room_summaries`)."""
-    rooms, memberships = (connection.ops.quote_name(model._meta.db_table) for model in (Room, Membership))
-    return (f"SELECT {select} FROM {memberships} s INNER JOIN {rooms} r ON r.id = s.room_id "
-            "WHERE s.user_id = %s AND NOT r.archived AND (NOT s.banned OR s.banned_until <= %s) ORDER BY r.slug",
-            [*params, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
+    return sql.fetch_all([sql.member_rooms("r.id, r.slug", getattr(user, "pk", user))])[0]
 
 
 def _with_user_state(rooms, user):
@@ -256,18 +165,9 @@ def rooms_for_user(user, *, member_only: bool = False):
 
 
 def room_summaries(user) -> list[dict]:
-    """The `rooms` list of the `hello` frame: `rooms_for_user(user, member_only=True)`, by hand.
-
-    It runs for every new connection, and the ORM spent about 5 ms building and compiling that
-    query with its five subqueries, where PostgreSQL ran it in 0.2 ms: a thousand clients
-    reconnecting at once queued seconds of it on the database thread.
-    `test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists` holds them together.
-    """
-    messages = connection.ops.quote_name(Message._meta.db_table)
-    [rows] = fetch_all([_member_rooms(
-        f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
-        f"(SELECT COUNT(*) FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
-        "AND (m.author_id <> %s OR m.author_id IS NULL))", user.pk, [user.pk])])
+    """The `rooms` list of the `hello` frame: `rooms_for_user(user, member_only=True)`, by hand
+    (`sql.room_summaries`): it runs for every new connection."""
+    [rows] = sql.fetch_all([sql.room_summaries(user.pk)])
     return [{"slug": slug, "name": name, "kind": kind, "unread": unread, "last_message_id": last_id}
             for slug, name, kind, last_id, unread in rows]
 
@@ -322,12 +222,8 @@ def usernames(user_ids) -> dict[int, str]:
 
 
 def unread_count(membership: Membership) -> int:
-    return (
-        Message.objects.filter(room_id=membership.room_id, id__gt=membership.last_read_id, deleted=False)
-        .exclude(author_id=membership.user_id)
-        .count()
-    )
-
+    return Message.objects.filter(unread_messages_q(membership.user_id, membership.last_read_id),
+                                  room_id=membership.room_id).count()
 
 
 def last_message_id_for(room_id: int) -> int | None:

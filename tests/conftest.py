@@ -1,6 +1,8 @@
-"""Shared fixtures: users, JWT-authenticated API clients and a recorder of published events."""
+"""Shared fixtures: users, JWT-authenticated API clients, a recorder of published events, and the
+service tests' rooms and their checks of what a call changed (`committed`, `refused`)."""
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
-from chat import broker, events
+from chat import broker, events, services
+from chat.models import Membership, Message, Room
 
 User = get_user_model()
 
@@ -146,3 +149,63 @@ def frames(sent, type_=None):
     """The decoded frames in recorded events, optionally of one type."""
     out = [e["frame"] for _, e in sent if "frame" in e]
     return [f for f in out if type_ is None or f["type"] == type_]
+
+
+# The service tests' rooms and checks (tests/test_services_*.py, and others that write through services)
+
+def snapshot():
+    return tuple(list(model.objects.order_by("pk").values()) for model in (Room, Membership, Message))
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    """`with committed():` runs the on-commit callbacks (the publishes) registered inside."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+@pytest.fixture
+def refused(published, committed):
+    """`with refused(Error):` the call raises Error, changes no row and publishes nothing."""
+
+    @contextmanager
+    def check(error, match=None):
+        before = snapshot()
+        with pytest.raises(error, match=match) as info:
+            with committed():
+                yield info
+        assert snapshot() == before
+        assert published == []
+
+    return check
+
+
+@pytest.fixture
+def general(alice):
+    """A public room owned by alice."""
+    return services.room_create(user=alice, name="General")
+
+
+@pytest.fixture
+def secret(alice):
+    """A private room owned by alice."""
+    return services.room_create(user=alice, name="Secret", kind="private")
+
+
+def membership(room, user) -> Membership:
+    return Membership.objects.get(room=room, user=user)
+
+
+def send(user, room, body="hi", **kwargs) -> Message:
+    return services.message_send(user=user, slug=room.slug, body=body, **kwargs)[0]
+
+
+def subscribe_event(user, room, since=0):
+    return (f"user.{user.pk}", {"type": "chat.subscribe", "room_id": room.pk, "slug": room.slug, "since": since})
+
+
+def unsubscribe_event(user, room, reason):
+    return (f"user.{user.pk}", {"type": "chat.unsubscribe", "room_id": room.pk, "slug": room.slug, "reason": reason})
+
+
+def room_events(published, room):
+    return [e["frame"] for group, e in published if group == f"room.{room.pk}"]

@@ -3,7 +3,7 @@ import pytest
 from django.db import OperationalError
 from django.test import Client
 
-from chat.api import views
+from chat import sql
 
 
 def test_healthz_ok_without_auth(db):
@@ -19,7 +19,7 @@ class DownDatabase:
 
 
 def test_healthz_503_when_the_database_is_down(db, monkeypatch):
-    monkeypatch.setattr(views, "connection", DownDatabase())
+    monkeypatch.setattr(sql, "connection", DownDatabase())
     response = Client().get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"database": "error", "channel_layer": "ok"}

@@ -3,6 +3,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat import services
+from chat.errors import Forbidden, Invalid, NotFound
 from chat.models import Membership, Message
 from tests.conftest import frames
 from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
@@ -159,7 +160,7 @@ async def test_a_mute_takes_effect_on_open_sockets(alice, bob, general):
 def test_restore_brings_a_deleted_message_back(alice, bob, general, published, django_capture_on_commit_callbacks):
     message, _ = services.message_send(user=bob, slug="general", body="oops")
     services.message_delete(user=bob, message_id=message.pk)
-    with pytest.raises(services.Forbidden):
+    with pytest.raises(Forbidden):
         services.message_restore(user=bob, message_id=message.pk)  # authors cannot undelete
     with django_capture_on_commit_callbacks(execute=True):
         restored = services.message_restore(user=alice, message_id=message.pk)
@@ -170,11 +171,11 @@ def test_restore_brings_a_deleted_message_back(alice, bob, general, published, d
 
 @pytest.mark.django_db
 def test_only_staff_deactivate_and_never_themselves(alice, bob, staff):
-    with pytest.raises(services.Forbidden):
+    with pytest.raises(Forbidden):
         services.user_deactivate(actor=alice, username="bob")
-    with pytest.raises(services.Invalid):
+    with pytest.raises(Invalid):
         services.user_deactivate(actor=staff, username="root")
-    with pytest.raises(services.NotFound):
+    with pytest.raises(NotFound):
         services.user_deactivate(actor=staff, username="nobody")
     bob.refresh_from_db()
     assert bob.is_active

@@ -54,13 +54,13 @@ def test_a_resend_racing_its_original_after_removal_is_forbidden(alice, bob, roo
     """The original is found only when the insert collides with it (`_insert_or_original`)."""
     services.message_send(user=bob, slug="secret", body="inside", client_id="c-1")
     services.member_remove(actor=alice, slug="secret", username="bob")
-    real, calls = services._originals_from, []
+    real, calls = services.batch._originals_from, []
 
     def lookup(rows, wanted):  # the batch's lookup misses it, as if it committed just after
         calls.append(wanted)
         return {} if len(calls) == 1 else real(rows, wanted)
 
-    monkeypatch.setattr(services, "_originals_from", lookup)
+    monkeypatch.setattr(services.batch, "_originals_from", lookup)
     count = Message.objects.count()
     with pytest.raises(Forbidden):
         services.message_send(user=bob, slug="general", body="inside", client_id="c-1")

@@ -6,7 +6,7 @@ from django.conf import settings as django_settings
 from rest_framework.throttling import ScopedRateThrottle
 
 from chat import services
-from chat.errors import Forbidden
+from chat.errors import Forbidden, Invalid
 from chat.models import Message, ModerationAction
 
 
@@ -86,7 +86,7 @@ def test_full_width_letters_normalise_before_the_taken_check(api, alice, django_
 
 
 def test_service_refuses_a_lookalike_whatever_calls_it(db, django_user_model):
-    with pytest.raises(services.Invalid, match="username: .*one alphabet"):
+    with pytest.raises(Invalid, match="username: .*one alphabet"):
         services.user_register(username=LOOKALIKE, password="long-enough-9x")
     assert not django_user_model.objects.exists()
 

@@ -63,7 +63,7 @@ def test_a_send_the_database_refuses_fails_alone_even_past_a_missing_check(alice
     """Defence in depth: with the text rule switched off, the database itself refuses the poisoned
     send (its lookup, then its insert). The batch is retried send by send: that one fails,
     `invalid`, and the others are stored."""
-    monkeypatch.setattr(services, "_storable", lambda field, text: text)
+    monkeypatch.setattr(services._common, "storable", lambda field, text: text)
     requests = [dict(user=alice, slug="general", body="one", client_id="a-1"),
                 dict(user=bob, slug="general", body="fine", client_id=f"b{SURROGATE}"),  # breaks the lookup
                 dict(user=carol, slug="general", body=f"bad{SURROGATE}", client_id="c-1"),  # breaks the insert

@@ -9,6 +9,8 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
+from django.contrib.auth import get_user_model
+
 from chat import services
 from chat.models import Message
 from tests.live import ws_connect
@@ -40,7 +42,7 @@ def general(alice, bob, carol, make_user):
 
 
 async def test_hostile_frames_among_concurrent_sends_fail_alone(daphne_a, general, alice, bob, carol):
-    dave = await db(lambda: services.User.objects.get(username="dave"))()
+    dave = await db(lambda: get_user_model().objects.get(username="dave"))()
     users = {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
     clients = {name: await ws_connect(daphne_a, user) for name, user in users.items()}
 

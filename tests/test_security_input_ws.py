@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from django.contrib.auth import get_user_model
+
 from chat import consumers, protocol, services
 from chat.models import Message
 from tests.test_consumers import connect, db, fresh_layer  # noqa: F401 (a fixture)
@@ -70,8 +72,8 @@ async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general, alice
     writer = held_writer
     if rule == "off":
         monkeypatch.setattr(protocol, "unstorable_field", lambda data, text=None: None, raising=False)
-        monkeypatch.setattr(services, "_storable", lambda name, text: text)
-    dave = await db(lambda: services.User.objects.get(username="dave"))()
+        monkeypatch.setattr(services._common, "storable", lambda name, text: text)
+    dave = await db(lambda: get_user_model().objects.get(username="dave"))()
     clients = {user.username: await connect(user) for user in (alice, bob, carol, dave)}
     await clients["alice"].send(type="message.send", room="general", body="first", ref="a0")
     await writer.hold()
@@ -161,7 +163,7 @@ async def test_a_send_whose_acknowledgement_cannot_be_built_fails_alone(general,
         return written(self, ref, result, *args, **kwargs)
 
     monkeypatch.setattr(consumers.ChatConsumer, "_written", broken)
-    dave = await db(lambda: services.User.objects.get(username="dave"))()
+    dave = await db(lambda: get_user_model().objects.get(username="dave"))()
     clients = {user.username: await connect(user) for user in (alice, bob, carol, dave)}
     await clients["alice"].send(type="message.send", room="general", body="first", ref="a0")
     await writer.hold()

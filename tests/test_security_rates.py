@@ -17,7 +17,6 @@ from tests.api_support import db_state
 from tests.conftest import access_token
 from tests.live import LIVE_ENV, ws_connect, run_daphne
 from tests.test_consumers import connect, db
-from tests.test_services import committed, refused  # noqa: F401 (fixtures)
 
 FROZEN = 1_000_035.5  # 35.5 s into a one-minute window: 45 s until the next
 
@@ -201,7 +200,7 @@ def test_a_return_after_the_quiet_period_is_noted(alice, bob):
     services.room_join(user=bob, slug="one")
     assert bodies(room) == ["bob joined", "bob left"]
     services.room_leave(user=bob, slug="one")  # the history says so already
-    limits.set_flag(services._left_key(room, bob), None)  # the quiet period is over: its flag expired
+    limits.set_flag(services.members._left_key(room, bob), None)  # the quiet period is over: its flag expired
     services.room_join(user=bob, slug="one")
     services.room_leave(user=bob, slug="one")
     assert bodies(room) == ["bob joined", "bob left", "bob joined", "bob left"]

@@ -11,7 +11,6 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import update_session_auth_hash
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connection
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -25,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
-from chat import auth, export, metrics, presence, selectors, services, throttles, tokens
+from chat import auth, export, metrics, presence, selectors, services, sql, throttles, tokens
 from chat.models import MAX_ID
 from chat.serializers import (
     BanSerializer,
@@ -369,8 +368,7 @@ HEALTH_TIMEOUT_S = 3
 
 
 def check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
+    sql.ping()
 
 
 def check_channel_layer() -> None:

@@ -1,0 +1,116 @@
+"""Messages: send (one at a time; the batch pipeline is `batch`), edit, delete and restore, and
+read markers."""
+from django.db import transaction
+from django.utils import timezone
+
+from .. import events, protocol
+from ..errors import Forbidden, Invalid
+from ..models import Membership, Message
+from ..selectors import last_message_id, member_room_for_user, message_for_user, unread_count
+from ..serializers import message_data
+from ._common import audit, budget, clean_body, require_may_moderate, require_writable
+from .batch import message_send_batch
+
+
+def message_send(*, user, slug: str | None = None, to: str | None = None, body, client_id: str = "",
+                 kind: str = Message.Kind.USER, origin: str | None = None) -> tuple[Message, bool]:
+    """Persist a message in room `slug` (or the direct room with user `to`), then publish it.
+
+    Returns (message, created). A `client_id` the author already used creates nothing and
+    returns the original, so a client may resend after a lost acknowledgement.
+    `origin` names the connection that sent it, which acknowledges it itself.
+    """
+    result = message_send_batch([dict(user=user, slug=slug, to=to, body=body, client_id=client_id, kind=kind,
+                                      origin=origin)])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _require_author_or_moderator(user, message: Message, what: str) -> None:
+    """The author, or someone who may moderate the author in the message's room (`require_may_moderate`)."""
+    if message.author_id == user.pk:
+        return
+    membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
+    if not user.is_staff and (membership is None or not membership.can_moderate or membership.is_banned()):
+        raise Forbidden(f"Only the author or a moderator can {what} this message.")
+    if message.author is not None:
+        author_membership = Membership.objects.filter(room_id=message.room_id, user_id=message.author_id).first()
+        require_may_moderate(user, membership, message.author, author_membership)
+
+
+def message_edit(*, user, message_id: int, body, origin: str | None = None, source: str = "rest") -> Message:
+    message = message_for_user(user, message_id)
+    _require_author_or_moderator(user, message, "edit")
+    require_writable(user, message.room, Membership.objects.filter(room_id=message.room_id, user=user).first())
+    if message.deleted:
+        raise Invalid("This message is deleted.")
+    if message.kind == Message.Kind.SYSTEM:
+        raise Forbidden("System messages cannot be edited.")
+    body = clean_body(body)
+    budget("edit", user)
+    with transaction.atomic():
+        before = message.body
+        message.body, message.edited_at = body, timezone.now()
+        message.save(update_fields=["body", "edited_at"])
+        if message.author_id != user.pk:  # the original text survives in the audit log
+            audit(actor=user, action="edit_message", source=source, room=message.room, target_user=message.author,
+                  target_message=message, before=before, after=body)
+        frame = protocol.message_updated(message_data(message))
+        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
+    return message
+
+
+def message_delete(*, user, message_id: int, origin: str | None = None, source: str = "rest") -> Message:
+    """Soft delete: the id stays, the body is hidden from every reader (and kept for moderation)."""
+    message = message_for_user(user, message_id)
+    _require_author_or_moderator(user, message, "delete")
+    if message.deleted:
+        return message
+    budget("delete", user, source)
+    with transaction.atomic():
+        message.deleted = True
+        message.save(update_fields=["deleted"])
+        if message.author_id != user.pk:  # authors deleting their own words is not moderation
+            audit(actor=user, action="delete_message", source=source, room=message.room,
+                  target_user=message.author, target_message=message)
+        frame = protocol.message_deleted(message.room.slug, message.pk)
+        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
+    return message
+
+
+def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
+    """Undo a soft delete (room moderators and staff): readers get the message back as `message.updated`."""
+    message = message_for_user(user, message_id)
+    membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
+    if not (user.is_staff or (membership is not None and membership.can_moderate and not membership.is_banned())):
+        raise Forbidden("Only moderators and staff can restore a message.")
+    if not message.deleted:
+        return message
+    with transaction.atomic():
+        message.deleted = False
+        message.save(update_fields=["deleted"])
+        audit(actor=user, action="restore_message", source=source, room=message.room, target_user=message.author,
+              target_message=message)
+        frame = protocol.message_updated(message_data(message))
+        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id))
+    return message
+
+
+def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) -> Membership:
+    """Move the read marker forward (never back, so a stale device cannot undo another's reads)."""
+    if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
+        raise Invalid("message_id: a non-negative integer.")
+    room, membership = member_room_for_user(user, slug)
+    # Capped at the newest message, so a bogus or foreign id cannot mark future messages read.
+    message_id = min(message_id, last_message_id(room) or 0)
+    with transaction.atomic():
+        membership = Membership.objects.select_for_update().get(pk=membership.pk)
+        if message_id > membership.last_read_id:
+            membership.last_read_id = message_id
+            membership.save(update_fields=["last_read_id"])
+        frame = protocol.unread(room.slug, unread_count(membership), membership.last_read_id)
+        events.publish(events.user_group(user.pk), events.frame_event(frame, room_id=room.pk, origin=origin))
+    return membership
+
+

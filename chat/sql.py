@@ -1,0 +1,239 @@
+"""Every statement written by hand, and the helper that runs them.
+
+Each is the hot-path (or backend-specific) twin of the ORM query its docstring names, kept
+because the ORM took longer to build it than the database took to run it (figures in
+bench/README.md), and names the test (most in tests/test_sql.py) that runs both on the test
+database (SQLite, or PostgreSQL with DATABASE_URL) and requires the same result. The rules
+they repeat (who is banned, what is unread) are written once, in chat/models.py.
+"""
+import contextlib
+import functools
+
+from django.db import DatabaseError, connection, connections
+from django.utils import timezone
+
+from .models import Membership, Message, Room
+
+Statement = tuple[str, list]
+
+
+def placeholders(values: list) -> str:
+    """The `%s, %s, ...` of an SQL IN list of `values`."""
+    return ", ".join(["%s"] * len(values))
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def fetch_all(statements: list[Statement]) -> list[list[tuple]]:
+    """The rows of each (sql, params) statement, run in order; each returns rows (SELECT, or
+    RETURNING).
+
+    On PostgreSQL the statements go as one query string, one round trip: the hot paths run
+    a few small statements each, and waiting for the database took longer than running them.
+    Outside a transaction PostgreSQL runs the string as one transaction of its own.
+    """
+    if not statements:
+        return []
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":  # SQLite refuses several statements at once; it has no round trips
+            results = []
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                results.append(cursor.fetchall())
+            return results
+        cursor.execute("; ".join(sql for sql, _ in statements), [value for _, params in statements for value in params])
+        results = [cursor.fetchall()]
+        while cursor.nextset():
+            results.append(cursor.fetchall())
+        return results
+
+
+# Memberships and their rooms (every batch of sends, every join and request in a room)
+
+def memberships(pairs: list[tuple]) -> Statement:
+    """The (user, slug) pairs' memberships with their rooms, loaded by `memberships_from_rows`.
+
+    ORM: `Membership.objects.select_related("room").filter(room__slug__in=slugs, user__in=users)`.
+    Pinned by `test_sql.py::test_memberships_load_what_the_orm_loads`.
+
+    Two IN lists rather than an OR per pair, which SQLite refuses past 1000 terms; the extra
+    rows this matches (a user's memberships in the pairs' other rooms) go unused.
+    """
+    slugs, user_ids = list({slug for _, slug in pairs}), list({user.pk for user, _ in pairs})
+    columns = _membership_room_columns(connection.alias)[2]
+    memberships_table, rooms = _table(Membership), _table(Room)
+    return (f"SELECT {columns} FROM {memberships_table} INNER JOIN {rooms} ON {rooms}.id = {memberships_table}.room_id "
+            f"WHERE {rooms}.slug IN ({placeholders(slugs)}) AND {memberships_table}.user_id IN ({placeholders(user_ids)})",
+            slugs + user_ids)
+
+
+def memberships_from_rows(rows: list[tuple]) -> list[Membership]:
+    """The memberships, their rooms loaded, of `memberships`' rows; values are converted as the
+    ORM converts them (the backend's converters, then the field's `from_db_value`)."""
+    membership_fields, room_fields, _, converters = _membership_room_columns(connection.alias)
+    split, loaded = len(membership_fields), []
+    for row in rows:
+        if converters:
+            row = list(row)
+            for index, column_converters, expression in converters:
+                for convert in column_converters:
+                    row[index] = convert(row[index], expression, connection)
+        membership = Membership.from_db(connection.alias, membership_fields, row[:split])
+        membership.room = Room.from_db(connection.alias, room_fields, row[split:])
+        loaded.append(membership)
+    return loaded
+
+
+@functools.cache
+def _membership_room_columns(alias: str):
+    """The field names, select list and value converters of `memberships`, once per database
+    alias: they depend only on its backend and settings. The converters are those the ORM's
+    compiler applies, found through the same public hooks it uses."""
+    fields = [*Membership._meta.concrete_fields, *Room._meta.concrete_fields]
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"{quote(f.model._meta.db_table)}.{quote(f.column)}" for f in fields)
+    converters = []
+    for index, field in enumerate(fields):
+        column = field.get_col(field.model._meta.db_table)
+        found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if found:
+            converters.append((index, found, column))
+    names = [f.attname for f in Membership._meta.concrete_fields], [f.attname for f in Room._meta.concrete_fields]
+    return *names, columns, converters
+
+
+def member_rooms(select: str, user_id: int, params=()) -> Statement:
+    """`SELECT select` (whose own parameters are `params`) over the user's active memberships
+    (`s`) in unarchived rooms (`r`), by slug. It runs for every new connection.
+
+    ORM: `Membership.objects.filter(active_membership_q(), user=..., room__archived=False)
+    .order_by("room__slug")`; the ban condition is `models.active_membership_q`'s.
+    Pinned by `test_sql.py::test_member_rooms_apply_the_ban_rule_as_the_orm_does` and
+    `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`.
+    """
+    rooms, memberships_table = _table(Room), _table(Membership)
+    return (f"SELECT {select} FROM {memberships_table} s INNER JOIN {rooms} r ON r.id = s.room_id "
+            "WHERE s.user_id = %s AND NOT r.archived AND (NOT s.banned OR s.banned_until <= %s) ORDER BY r.slug",
+            [*params, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
+
+
+def room_summaries(user_id: int) -> Statement:
+    """The slug, name, kind, newest message id and unread count of each of the user's rooms
+    (`member_rooms`), for the `hello` frame.
+
+    ORM: `selectors.rooms_for_user(user, member_only=True)`, whose `unread` is
+    `models.unread_messages_q`: the unread condition below repeats it.
+    Pinned by `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`
+    and `test_sql.py::test_unread_is_counted_alike_everywhere`.
+    """
+    messages = _table(Message)
+    return member_rooms(
+        f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
+        f"(SELECT COUNT(*) FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
+        "AND (m.author_id <> %s OR m.author_id IS NULL))", user_id, [user_id])
+
+
+# Messages: the batch's write, and the originals of reused client_ids
+
+def lock_rooms_and_insert(room_ids: list[int], drafts: list[Message]) -> tuple[dict[int, int | None], list[int]]:
+    """Lock the rooms' rows until commit, in id order (so that two writers never deadlock), read
+    the id of each room's newest message (None if it has none), then insert `drafts` in order;
+    return those newest ids by room id, and the inserted messages' ids in order.
+
+    ORM: `Room.objects.select_for_update().filter(id__in=...)` (PostgreSQL only: SQLite has one
+    writer at a time, and no FOR UPDATE), `Message.objects.filter(room=r).aggregate(Max("id"))`
+    per room, and `Message.objects.bulk_create(drafts)`. One round trip on PostgreSQL
+    (`fetch_all`): outside a transaction the string is one transaction of its own, committed
+    once its last statement is done, while the locks are held.
+    Pinned by `test_sql.py::test_the_batch_insert_stores_what_the_orm_stores`.
+    """
+    ids = sorted(set(room_ids))
+    listed = placeholders(ids)
+    rooms, messages = _table(Room), _table(Message)
+    # A statement of its own after the lock: one that also took the locks would read with the
+    # snapshot it took before waiting for them, missing the message whose commit released one
+    # (READ COMMITTED gives each statement the snapshot of its start).
+    # A subquery per room, which the (room, id) index answers with one row, where a GROUP BY
+    # would read every message of the rooms.
+    newest = (f"SELECT id, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id) "
+              f"FROM {rooms} r WHERE r.id IN ({listed})")
+    fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    row = f"({placeholders(fields)})"
+    # The ids come back in the order of the rows, so each room's grow in its order.
+    insert = f"INSERT INTO {messages} ({columns}) VALUES {', '.join([row] * len(drafts))} RETURNING id"
+    values = [field.get_db_prep_save(field.pre_save(draft, True), connection) for draft in drafts for field in fields]
+    statements = [(newest, ids), (insert, values)]
+    if connection.vendor == "postgresql":
+        statements.insert(0, (f"SELECT id FROM {rooms} WHERE id IN ({listed}) ORDER BY id FOR UPDATE", ids))
+    *_, newest_rows, inserted = fetch_all(statements)
+    return dict(newest_rows), [pk for (pk,) in inserted]
+
+
+def originals(wanted: set[tuple[int, str]]) -> Statement:
+    """The id, author id and client_id of the messages with these (author id, client_id); the
+    caller drops the rare extra rows (an author's use of another's client_id).
+
+    ORM: `Message.objects.filter(author_id__in=..., client_id__in=...).exclude(client_id="")`.
+    Pinned by `test_sql.py::test_originals_find_what_the_orm_finds`.
+
+    Two IN lists rather than an OR per pair, which SQLite refuses past 1000 terms. `<> ''`
+    repeats the unique index's condition, which lets SQLite use that index.
+    """
+    authors, client_ids = list({author_id for author_id, _ in wanted}), list({client_id for _, client_id in wanted})
+    return (f"SELECT id, author_id, client_id FROM {_table(Message)} "
+            f"WHERE author_id IN ({placeholders(authors)}) AND client_id IN ({placeholders(client_ids)}) "
+            "AND client_id <> ''", authors + client_ids)
+
+
+# The admin, the export and the health check
+
+def estimated_rows(model) -> int | None:
+    """The planner's estimate of the table's rows on PostgreSQL (None elsewhere, or before the
+    table was first analysed): an exact COUNT(*) scans the whole table.
+
+    ORM: `model.objects.count()`, exact. Pinned by
+    `test_sql.py::test_the_row_estimate_is_the_count_once_analysed`.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [model._meta.db_table])
+        row = cursor.fetchone()
+    return row[0] if row and row[0] >= 0 else None
+
+
+def ping() -> None:
+    """One round trip to the database, reading no table: the health check's probe.
+
+    ORM: none (`connection.ensure_connection()` opens a connection without a round trip).
+    Pinned by `test_sql.py::test_ping_answers_and_fails_with_the_database`.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+@contextlib.contextmanager
+def sqlite_page_cache(alias: str, kib: int):
+    """On SQLite, a page cache of `kib` KiB for the connection while the block runs (then the one
+    it had); elsewhere nothing. The export reads each page once, and SQLite's default cache
+    (2 MB per connection) made ten exports at once hold 20 MB more than they need.
+
+    ORM: none (a setting of the connection). Pinned by
+    `test_sql.py::test_the_sqlite_page_cache_is_set_for_the_block_then_restored`.
+    """
+    connection = connections[alias]
+    if connection.vendor != "sqlite":
+        yield
+        return
+    with connection.cursor() as cursor:
+        previous = cursor.execute("PRAGMA cache_size").fetchone()[0]
+        cursor.execute(f"PRAGMA cache_size = -{int(kib)}")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(DatabaseError), connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size = {int(previous)}")
