@@ -569,9 +569,10 @@ async def test_an_ack_waits_for_the_messages_before_it(alice, bob, general, monk
 
 
 async def test_an_ack_whose_own_event_is_lost_still_comes_in_order(alice, bob, general, monkeypatch):
-    from chat import consumers, events
+    from chat import events
+    from chat.realtime import consumer
 
-    monkeypatch.setattr(consumers, "ACK_WAIT_S", 0.3)
+    monkeypatch.setattr(consumer, "ACK_WAIT_S", 0.3)
     await db(services.room_join)(user=bob, slug="general")
     a = await connect(alice)
     await a.drain()
@@ -594,12 +595,12 @@ async def test_an_ack_whose_own_event_is_lost_still_comes_in_order(alice, bob, g
 
 async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice, bob, general, monkeypatch):
     """A failing channel-layer handler must not leave the socket open with nothing delivering to it."""
-    from chat.consumers import ChatConsumer
+    from chat.realtime.consumer import ChatConsumer
 
     async def broken(self, event):
         raise RuntimeError("handler bug")
 
-    from chat import connections
+    from chat.realtime import connections
 
     await db(services.room_join)(user=bob, slug="general")
     before = connections.count()
@@ -616,10 +617,10 @@ async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice
 async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_in_order(alice, general, monkeypatch,
                                                                                       max_batch, expected):
     """Read while none was written yet: one batch, one commit; up to MAX_BATCH sends each."""
-    from chat import consumers
     from chat import services as chat_services
+    from chat.realtime import writer
 
-    monkeypatch.setattr(consumers, "MAX_BATCH", max_batch)
+    monkeypatch.setattr(writer, "MAX_BATCH", max_batch)
 
     batches = []
     send_batch = chat_services.message_send_batch
@@ -646,7 +647,7 @@ async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_i
 async def test_an_ack_is_waiting_before_its_event_can_overtake_the_answer(alice, general):
     """The connection's own event may come back before its `message.send` is answered: the ack
     goes out in the event's place, once, before the next message."""
-    from chat.consumers import ChatConsumer
+    from chat.realtime.consumer import ChatConsumer
 
     sent = []
     consumer = ChatConsumer()

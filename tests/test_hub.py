@@ -4,9 +4,9 @@ import asyncio
 import pytest
 
 from chat import metrics
-from chat.consumers import ChatConsumer
-from chat.hub import Hub
-from chat.layers import LocalChannelLayer
+from chat.realtime.consumer import ChatConsumer
+from chat.realtime.hub import Hub
+from chat.realtime.layers import LocalChannelLayer
 
 
 class Member:
@@ -145,7 +145,7 @@ async def test_a_message_that_overtook_its_predecessor_waits_for_it():
 
 
 async def test_a_held_message_goes_on_alone_when_its_predecessor_never_comes(monkeypatch):
-    from chat import hub as hub_module
+    from chat.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
     hub = Hub(LocalChannelLayer())
@@ -175,7 +175,7 @@ class Database:
 
 
 async def test_messages_that_never_came_are_read_once_for_every_member(monkeypatch):
-    from chat import hub as hub_module
+    from chat.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
     database = Database()
@@ -198,7 +198,7 @@ async def test_messages_that_never_came_are_read_once_for_every_member(monkeypat
 async def test_the_first_event_waits_for_its_predecessor_after_what_members_read(monkeypatch):
     """Before the hub has handed out any message of a room, what its members read on joining
     is where the order starts."""
-    from chat import hub as hub_module
+    from chat.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
     database = Database()
@@ -215,7 +215,7 @@ async def test_the_first_event_waits_for_its_predecessor_after_what_members_read
 
 
 async def test_events_arriving_during_the_read_wait_behind_it(monkeypatch):
-    from chat import hub as hub_module
+    from chat.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
     database = Database()
@@ -265,7 +265,7 @@ def consumer_in_room(mark: int) -> ChatConsumer:
 
 
 def message(message_id, prev_id, **extra):
-    from chat.hub import Frame
+    from chat.realtime.hub import Frame
 
     event = {"type": "chat.frame", "text": f"m{message_id}", "room_id": 5, "message_id": message_id,
              "prev_id": prev_id, **extra}
@@ -308,12 +308,12 @@ async def test_while_a_handler_runs_events_wait_for_their_turn():
 
 
 async def test_an_acknowledgement_and_a_full_inbox(monkeypatch):
-    from chat import consumers
+    from chat.realtime import consumer as consumer_module
 
     consumer = consumer_in_room(mark=10)
     consumer.deliver(*message(12, 11, origin="conn.me"))  # its own message after a missing one: its ack waits in turn
     assert consumer.socket.written == [] and consumer.queued == 1
-    monkeypatch.setattr(consumers, "INBOX_CAPACITY", 1)
+    monkeypatch.setattr(consumer_module, "INBOX_CAPACITY", 1)
     before = metrics.LAYER_DROPS._value.get()
     consumer.deliver(*message(13, 12))
     assert metrics.LAYER_DROPS._value.get() == before + 1 and len(consumer.inbox) == 1
@@ -321,7 +321,7 @@ async def test_an_acknowledgement_and_a_full_inbox(monkeypatch):
 
 async def test_this_processs_own_events_reach_its_connections_at_once_and_once():
     from chat import events
-    from chat.hub import hub as running
+    from chat.realtime.hub import hub as running
 
     local = running()
     member = Member()

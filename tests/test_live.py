@@ -141,7 +141,7 @@ async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(alic
         await asyncio.sleep(0.2)
         count, kinds = await collected_garbage(server, probe)
     # Django's SQL compiler leaves 3 (a recursive local function) per query with select_related;
-    # each connection left about 60 more before chatproject.daphne_patches broke its cycles.
+    # each connection left about 60 more before chat/realtime/daphne.py broke its cycles.
     assert count <= 5 * 20, f"{count} objects in reference cycles after 20 connections closed: {kinds}"
 
 

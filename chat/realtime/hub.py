@@ -16,9 +16,10 @@ import weakref
 
 from channels.layers import get_channel_layer
 
-from chatproject.daphne_patches import corked
+from chat import events, metrics
 
-from . import metrics
+from . import reads
+from .daphne import corked
 
 logger = logging.getLogger(__name__)
 
@@ -263,9 +264,7 @@ def hub() -> Hub:
     """The hub of the running event loop (one per process under daphne)."""
     loop = asyncio.get_running_loop()
     if loop not in _hubs:
-        from .events import read_message_events  # which imports this module
-
-        _hubs[loop] = Hub(get_channel_layer(), fill=read_message_events)
+        _hubs[loop] = Hub(get_channel_layer(), fill=reads.message_events)
     return _hubs[loop]
 
 
@@ -275,3 +274,6 @@ def running_hub() -> Hub | None:
         return _hubs.get(asyncio.get_running_loop())
     except RuntimeError:  # no running loop
         return None
+
+
+events.register_local_hub(running_hub)

@@ -4,7 +4,7 @@ One connection multiplexes every room its user belongs to. It never touches the 
 reads go through `chat.selectors`, writes through `chat.services`, each in one
 `events.run_sync` call (the database thread; the events a write publishes are sent from
 the event loop once it returns). Channel-layer events reach it through the process's hub
-(`chat.hub`), pre-encoded (`chat.frame`); an event that needs nothing but a send is written
+(`chat.realtime.hub`), pre-encoded (`chat.frame`); an event that needs nothing but a send is written
 at once (`deliver`), with no database access, thread hop or task switch.
 
 Delivery without gap or duplicate, in id order, per room:
@@ -39,7 +39,6 @@ import logging
 import time
 import types
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 
 from channels.consumer import get_handler_name
@@ -47,13 +46,15 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chatproject.daphne_patches import send_prepared, socket_of
+from chat import events, metrics, protocol, selectors, services
+from chat.errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gone, NotFound, RateLimited
+from chat.protocol import FrameError
+from chat.serializers import message_data, user_data
 
-from . import connections, events, metrics, presence, protocol, selectors, services
-from .errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gone, NotFound, RateLimited
+from .daphne import send_prepared, socket_of
+
+from . import connections, presence, reads, writer
 from .hub import hub
-from .protocol import FrameError
-from .serializers import message_data, user_data
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,6 @@ ACK_WAIT_S = 2.0
 INBOX_CAPACITY = 10_000
 # Client frames read and not yet answered; beyond it the connection stops reading its socket.
 FRAMES_IN_FLIGHT = 64
-# Sends per database call: a batch is one INSERT, whose parameters both databases cap (SQLite
-# at 32,766); and a bounded batch keeps the sends behind it waiting a bounded time.
-MAX_BATCH = 500
 
 # Frames whose writes have a budget besides `message.send`: one accepted ends a run of `rate_limited`
 # errors (CHAT_FLOOD_CLOSE_AFTER), as an accepted send does.
@@ -82,60 +80,6 @@ _last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monoton
 def db(fn):
     """`fn` on the database thread; see `events.run_sync`."""
     return events.run_sync(fn)
-
-
-class _Sends:
-    """The `message.send` frames of every connection of this process, written in batches.
-
-    While one batch is on the database thread, the sends that arrive meanwhile gather and
-    go next, as one `services.message_send_batch` call: one room lock, insert and commit
-    per room for all of them. An idle server writes each send at once, alone.
-    """
-
-    def __init__(self):
-        self.waiting: list[tuple[dict, asyncio.Future, Callable]] = []  # (request, result, written)
-        self.writer: asyncio.Task | None = None
-
-    def submit(self, request: dict, written) -> asyncio.Future:
-        """Queue a send for the next batch. The future's result is (message, created), or the
-        exception that refused the send; `written(result)` is called with it first, before
-        the batch's events are published."""
-        future = asyncio.get_running_loop().create_future()
-        self.waiting.append((request, future, written))
-        if self.writer is None:
-            self.writer = asyncio.ensure_future(self._write())
-        return future
-
-    async def _write(self):
-        try:
-            while self.waiting:
-                batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
-
-                def settle(results):
-                    for (_, future, written), result in zip(batch, results):
-                        if not future.done():  # its connection may have gone
-                            try:
-                                written(result)
-                            except Exception as exc:  # that send fails alone, not the rest of the batch
-                                result = exc
-                            future.set_result(result)
-
-                try:
-                    await events.run_sync(services.message_send_batch, then=settle)([item[0] for item in batch])
-                except Exception as exc:  # the database or the thread failed: every send in the batch
-                    settle([exc] * len(batch))
-        finally:
-            self.writer = None
-
-
-_sends_by_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Sends]" = weakref.WeakKeyDictionary()
-
-
-def _sends() -> _Sends:
-    loop = asyncio.get_running_loop()
-    if loop not in _sends_by_loop:
-        _sends_by_loop[loop] = _Sends()
-    return _sends_by_loop[loop]
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -371,7 +315,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame = exc
         else:
             if frame.type == "message.send":
-                write = _sends().submit(dict(
+                write = writer.submit(dict(
                     user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
                     client_id=frame.get("client_id", ""), origin=self.channel_name),
                     functools.partial(self._written, frame.ref, seq=self.received))
@@ -667,7 +611,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """
         limit = settings.CHAT_REPLAY_LIMIT
         try:
-            messages, gap, last_id, members = await db(self._replay_state)(self.user, slug, room_id, since, until, limit)
+            messages, gap, last_id, members = await db(reads.replay_state)(self.user, slug, room_id, since, until, limit)
         except ChatError:
             await self._group_discard(room_id)
             raise
@@ -685,7 +629,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message_id <= mark:
             return False
         if prev_id > mark:
-            messages, gap = await db(self._between)(room_id, mark, message_id)
+            messages, gap = await db(reads.between)(room_id, mark, message_id)
             metrics.LAYER_GAPS.inc(len(messages))
             await self._send_messages(self.slugs[room_id], messages, gap_after=mark if gap else None)
         self.rooms[room_id] = message_id
@@ -742,24 +686,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             except INFRASTRUCTURE:
                 return await self.close(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
             await self._send_ack(message_id)
-
-    @staticmethod
-    def _between(room_id, after, before):
-        rows, gap = selectors.messages_since(room_id, after, settings.CHAT_REPLAY_LIMIT, until=before - 1)
-        return [message_data(m) for m in rows], gap
-
-    @staticmethod
-    def _replay_state(user, slug, room_id, since, until, limit):
-        room, _ = selectors.member_room_for_user(user, slug)
-        if room.pk != room_id:  # the slug names another room now
-            raise Forbidden(f"You are not a member of '{slug}': join it first.")
-        if since is None:
-            messages, gap = [], False
-        else:
-            rows, gap = selectors.messages_since(room_id, since, limit, until)
-            messages = [message_data(m) for m in rows]
-        last_id = messages[-1]["id"] if messages else selectors.last_message_id_for(room_id)
-        return messages, gap, last_id, selectors.member_usernames(room_id)
 
     async def _announce_presence(self, status: str):
         await presence.announce(self.user.pk, status, user=user_data(self.user), rooms=list(self.slugs.items()))

@@ -1,10 +1,10 @@
-"""Writes to daphne's sockets from the hub (chatproject.daphne_patches)."""
+"""Writes to daphne's sockets from the hub (chat/realtime/daphne.py)."""
 import socket
 
 import pytest
 from twisted.internet import tcp
 
-from chatproject.daphne_patches import _write, corked
+from chat.realtime.daphne import _write, corked
 
 
 class Transport(tcp.Connection):
