@@ -24,7 +24,13 @@ def count() -> int:
     return len(_open)
 
 
+def count_direct() -> int:
+    """Open connections whose transport writes at once (see chat/realtime/transport.py)."""
+    return sum(1 for consumer in _open if consumer.transport.direct)
+
+
 metrics.OPEN_CONNECTIONS.set_function(count)
+metrics.DIRECT_CONNECTIONS.set_function(count_direct)
 
 
 def add(consumer) -> None:

@@ -51,9 +51,8 @@ from chat.errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Forbidden, Gon
 from chat.protocol import FrameError
 from chat.serializers import message_data, user_data
 
-from .daphne import send_prepared, socket_of
 
-from . import connections, presence, reads, writer
+from . import connections, presence, reads, transport, writer
 from .hub import hub
 
 logger = logging.getLogger(__name__)
@@ -84,6 +83,7 @@ def db(fn):
 
 class ChatConsumer(AsyncWebsocketConsumer):
     user = None
+    transport = transport.PLAIN  # how frames reach the socket; set per connection in `__call__`
     online = False
     # Replies in frame order (see `_ack_due`); set per connection in `__call__`.
     ack_seqs: "Mapping[int, int]" = types.MappingProxyType({})  # message id -> number of the frame it answers
@@ -119,7 +119,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.registered: set[int] = set()  # ids whose ack went to `self.acks` and whose frame is not answered yet
         self.channel_name = f"conn.{uuid.uuid4().hex}"  # names the connection; the hub holds the layer channel
         self.subscriptions: set[str] = set()
-        self.socket = socket_of(send)  # daphne's protocol, which `deliver` writes to directly
+        self.transport = transport.of(send)  # what `deliver` writes to directly, if it can
         self.inbox: collections.deque | None = None  # events that wait for this connection's turn
         self.queued = 0  # events in the inbox, and the one being handled from it
         self.draining: asyncio.Task | None = None  # handles the inbox
@@ -179,13 +179,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         A `chat.frame` that needs nothing but a send is written at once, while nothing else
         of this connection is running or waiting; every other event waits its turn in the inbox.
         """
-        if self.socket is not None and not self.queued and not self.turn.locked() and event["type"] == "chat.frame":
+        if self.transport.direct and not self.queued and not self.turn.locked() and event["type"] == "chat.frame":
             action = self._classify(event)
             if action == DROP:
                 return
             if action == SEND:
                 self._mark(event)
-                if send_prepared(self.socket, frame.prepared(self.socket.factory)) and event.get("message_id"):
+                if self.transport.write_shared(frame) and event.get("message_id"):
                     metrics.MESSAGES_DELIVERED.inc()
                 return
             if event.get("origin") == self.channel_name and (event.get("prev_id") or 0) <= self.rooms[event["room_id"]] \
@@ -193,7 +193,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 # Its own message, with nothing missing before it: the acknowledgement goes in its place, now.
                 self._mark(event)
                 ack = self._take_ack(event["message_id"])
-                if ack is not None and send_prepared(self.socket, self.socket.factory.prepareMessage(ack.encode())):
+                if ack is not None and self.transport.write_text(ack):
                     metrics.MESSAGES_DELIVERED.inc()
                 return
         if self.inbox is None:
