@@ -648,15 +648,17 @@ async def test_an_ack_is_waiting_before_its_event_can_overtake_the_answer(alice,
     """The connection's own event may come back before its `message.send` is answered: the ack
     goes out in the event's place, once, before the next message."""
     from chat.realtime.consumer import ChatConsumer
+    from chat.realtime.stream import RoomStream
 
     sent = []
     consumer = ChatConsumer()
-    consumer.turn, consumer.inbox, consumer.queued, consumer.acks, consumer.registered = \
-        asyncio.Lock(), asyncio.Queue(), 0, {}, set()
-    consumer.user, consumer.channel_name, consumer.socket = alice, "conn.me", None
+    consumer.turn, consumer.inbox, consumer.queued, consumer.ack_timers = asyncio.Lock(), None, 0, {}
+    consumer.user, consumer.channel_name = alice, "conn.me"
     consumer.base_send = lambda message: asyncio.sleep(0, sent.append(json.loads(message["text"])))
     first, _ = await db(services.message_send)(user=alice, slug="general", body="before")
-    consumer.rooms, consumer.slugs = {general.pk: first.pk}, {general.pk: "general"}
+    consumer.stream = RoomStream(user_id=alice.pk, origin="conn.me")
+    consumer.stream.subscribe(general.pk, "general")
+    consumer.stream.advance(general.pk, first.pk)
     mine, _ = await db(services.message_send)(user=alice, slug="general", body="mine")
     consumer._written("r1", (mine, True))  # stored: its ack waits from now on
     own = events.frame_event({"type": "message.new"}, room_id=general.pk, message_id=mine.pk, prev_id=first.pk,
@@ -668,4 +670,4 @@ async def test_an_ack_is_waiting_before_its_event_can_overtake_the_answer(alice,
     await consumer._acknowledge(None, (mine, True), time.perf_counter())  # the answer adds nothing
     assert [(f.get("ref"), f.get("message", {}).get("id"), f.get("n")) for f in sent] == [("r1", mine.pk, None),
                                                                                           (None, None, 3)]
-    assert not consumer.acks and not consumer.registered
+    assert not consumer.stream.acks and not consumer.stream.registered and not consumer.ack_timers
