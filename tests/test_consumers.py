@@ -570,9 +570,9 @@ async def test_an_ack_waits_for_the_messages_before_it(alice, bob, general, monk
 
 async def test_an_ack_whose_own_event_is_lost_still_comes_in_order(alice, bob, general, monkeypatch):
     from chat import events
-    from chat.realtime import consumer
+    from chat.realtime import delivery
 
-    monkeypatch.setattr(consumer, "ACK_WAIT_S", 0.3)
+    monkeypatch.setattr(delivery, "ACK_WAIT_S", 0.3)
     await db(services.room_join)(user=bob, slug="general")
     a = await connect(alice)
     await a.drain()

@@ -98,7 +98,7 @@ def test_behind_buffered_data_a_frame_waits_its_turn():
 
 
 def test_a_closing_connection_is_written_through_twisted():
-    conn, peer = connection()
+    conn, _ = connection()
     conn.disconnecting = True  # as `loseConnection` leaves it
     assert not writes_straight_through(conn)
 

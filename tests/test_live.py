@@ -19,7 +19,6 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from chat import services
 from chat.models import Message
-
 from tests.live import LIVE_ENV, http_json, run_daphne, ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]

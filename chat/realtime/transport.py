@@ -13,7 +13,7 @@ import contextlib
 class Frame:
     """An event's `text`, encoded and framed on first use, then shared by every recipient."""
 
-    __slots__ = ("text", "_prepared")
+    __slots__ = ("_prepared", "text")
 
     def __init__(self, text: str):
         self.text = text
