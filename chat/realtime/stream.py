@@ -109,7 +109,8 @@ class RoomStream:
         due: counted as sent, its ack goes in its place) or WAIT (it needs more: in turn)."""
         action = self.classify(event)
         if action == SEND:
-            self.mark(event)
+            if event.get("message_id") is not None:  # `mark`, inline: this runs for every delivery
+                self.marks[event["room_id"]] = event["message_id"]
         elif action == CATCH_UP:
             if event.get("origin") != self.origin or (event.get("prev_id") or 0) > self.marks[event["room_id"]] \
                     or not self.ack_due(event["message_id"]):
