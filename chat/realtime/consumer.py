@@ -1,18 +1,16 @@
 """The WebSocket consumer: a thin adapter from frames to services, and from events to frames.
 
 One connection multiplexes every room its user belongs to. It never touches the ORM:
-reads go through `chat.selectors` (`reads`), writes through `chat.services`, each in one
+reads go through `chat.selectors`, writes through `chat.services`, each in one
 `events.run_sync` call (the database thread; the events a write publishes are sent from
 the event loop once it returns); a `message.send` goes to the batch writer (`writer`).
-Channel-layer events reach it through the process's hub (`chat.realtime.hub`), pre-encoded
-(`chat.frame`); an event that needs nothing but a send is written at once (`deliver`), with no
-database access, thread hop or task switch, when the transport allows it.
+What is sent, and in which order, is `Delivery`'s (chat/realtime/delivery.py) and its
+`RoomStream`'s; when a frame is answered, `Connection`'s (chat/realtime/connection.py).
 
-The order of delivery is decided by the connection's `RoomStream` (chat/realtime/stream.py,
-where the rules are); this module carries its decisions out. A subscription (`_subscribe`) is
-followed by a read that checks the membership (`_replay`; at connect, `room_summaries`): a
-removal before that read leaves nothing subscribed, one after it arrives as an event (the
-user's group is joined first) and unsubscribes.
+Admission: the user's group is joined before the memberships are read, and each room's
+subscription is followed by a read that checks the membership (`_replay`; at connect,
+`room_summaries`): a removal before that read leaves nothing subscribed, one after it
+arrives as an event and unsubscribes.
 """
 import asyncio
 import contextlib
