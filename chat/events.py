@@ -6,22 +6,31 @@ once per publish, not once per recipient. Publishing from a service is scheduled
 """
 import json
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import transaction
 
-from . import metrics, protocol, selectors
-from .hub import running_hub
+from . import metrics, protocol
 from .serializers import message_data
 
 logger = logging.getLogger(__name__)
 
 # Set while `run_sync` runs a function: its publishes are collected, then sent from the loop.
 _collected: ContextVar[list | None] = ContextVar("chat_collected_events", default=None)
+
+# Finds the running loop's hub, if this process serves connections. The hub registers it
+# (`register_local_hub`), so that this module, below the delivery core, imports none of it.
+_local_hub: Callable[[], object | None] = lambda: None
+
+
+def register_local_hub(find: Callable[[], object | None]) -> None:
+    """`send_async` hands events to `find()`'s `dispatch` at once, when it returns a hub."""
+    global _local_hub
+    _local_hub = find
 
 
 def room_group(room_id: int) -> str:
@@ -58,20 +67,6 @@ def message_event(message, *, prev_id: int, origin: str | None = None) -> dict:
     """The `chat.frame` event of a stored message (its room loaded), `prev_id` the room's message before it."""
     return frame_event(protocol.message_new(message_data(message)), room_id=message.room_id, message_id=message.pk,
                        prev_id=prev_id, origin=origin)
-
-
-async def read_message_events(room_id: int, after: int, until: int) -> list[dict] | None:
-    """The events of the room's messages after `after` up to `until`, read from the database, in
-    order; None if there are more than CHAT_REPLAY_LIMIT (see `Hub._fill`)."""
-    return await database_sync_to_async(_message_events)(room_id, after, until)
-
-
-def _message_events(room_id: int, after: int, until: int) -> list[dict] | None:
-    rows, gap = selectors.messages_since(room_id, after, settings.CHAT_REPLAY_LIMIT, until=until)
-    if gap:
-        return None
-    prev_ids = [after] + [message.pk for message in rows]
-    return [message_event(message, prev_id=prev_id) for message, prev_id in zip(rows, prev_ids)]
 
 
 def publish(group: str, event: dict) -> None:
@@ -141,8 +136,8 @@ async def send_async(group: str, event: dict, *, direct: bool = True) -> None:
     With `direct`, this process's own connections get the event at once from its hub,
     without the round trip through Redis; the hub skips the copy that comes back.
     """
-    event = {**event, "group": group}  # each process's hub routes by it (`chat.hub`)
-    local = running_hub() if direct else None
+    event = {**event, "group": group}  # each process's hub routes by it (`chat.realtime.hub`)
+    local = _local_hub() if direct else None
     if local is not None:
         event["hub"] = local.id
         local.dispatch(event)

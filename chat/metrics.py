@@ -10,10 +10,10 @@ import ipaddress
 from django.conf import settings
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from . import connections
-
+# Its value is read from `chat.realtime.connections`, which registers the function that counts them.
 OPEN_CONNECTIONS = Gauge("chat_open_connections", "WebSocket connections open on this process")
-OPEN_CONNECTIONS.set_function(connections.count)
+DIRECT_CONNECTIONS = Gauge("chat_direct_connections", "Open connections whose frames the hub writes straight to "
+                           "their socket (fewer than chat_open_connections: something wraps daphne's ASGI send)")
 MESSAGES_ACCEPTED = Counter("chat_messages_accepted", "Messages persisted (duplicates of a client_id excluded)")
 MESSAGES_DELIVERED = Counter("chat_messages_delivered", "message.new frames written to WebSocket clients")
 LAYER_GAPS = Counter("chat_layer_gap_messages",

@@ -13,8 +13,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chat.auth import WebSocketAuthMiddleware  # noqa: E402
-from chat.routing import websocket_urlpatterns  # noqa: E402
-from chatproject.daphne_patches import patch_daphne  # noqa: E402
+from chat.realtime.daphne import patch_daphne  # noqa: E402
+from chat.realtime.routing import websocket_urlpatterns  # noqa: E402
 
 patch_daphne()
 

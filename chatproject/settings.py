@@ -242,7 +242,7 @@ if REDIS_URL:
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"
             if CHAT_CHANNEL_LAYER == "pubsub"
             else "channels_redis.core.RedisChannelLayer",
-            # Each process receives every event of its connections on one channel (chat.hub):
+            # Each process receives every event of its connections on one channel (chat.realtime.hub):
             # RedisChannelLayer's default capacity of 100 would drop events in a burst.
             "CONFIG": {"hosts": CHAT_LAYER_HOSTS, "prefix": f"{REDIS_PREFIX}.", "capacity": 10000},
         }
@@ -256,7 +256,7 @@ if REDIS_URL:
     }
 else:
     # The default capacity (100 per channel) drops events for a client that falls behind a burst.
-    CHANNEL_LAYERS = {"default": {"BACKEND": "chat.layers.LocalChannelLayer", "CONFIG": {"capacity": 10000}}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "chat.realtime.layers.LocalChannelLayer", "CONFIG": {"capacity": 10000}}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     if not os.environ.get("PYTEST_VERSION"):
         warnings.warn(
@@ -353,7 +353,7 @@ CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 500)
 # Exports in progress: each holds a database connection and a thread for as long as its client reads.
 CHAT_EXPORTS_PER_USER = env_int("CHAT_EXPORTS_PER_USER", 2)
 CHAT_EXPORTS_PER_PROCESS = env_int("CHAT_EXPORTS_PER_PROCESS", 8)
-# An HTTP response whose client has taken nothing for this long is dropped (see chatproject/daphne_patches.py).
+# An HTTP response whose client has taken nothing for this long is dropped (see chat/realtime/daphne.py).
 CHAT_HTTP_SEND_TIMEOUT_S = float(os.environ.get("CHAT_HTTP_SEND_TIMEOUT_S", "60"))
 # Larger request bodies are refused with 413 from their Content-Length, before they are read.
 CHAT_MAX_REQUEST_BYTES = env_int("CHAT_MAX_REQUEST_BYTES", 1024 * 1024)

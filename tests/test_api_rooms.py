@@ -1,7 +1,8 @@
 """REST rooms, membership and direct rooms: what each caller may do, and that refusals change nothing."""
 import pytest
 
-from chat import presence, services
+from chat import services
+from chat.realtime import presence
 from chat.models import Membership, Message, Room
 
 from .api_support import db_state, joined, private_room, public_room

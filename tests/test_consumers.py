@@ -569,9 +569,10 @@ async def test_an_ack_waits_for_the_messages_before_it(alice, bob, general, monk
 
 
 async def test_an_ack_whose_own_event_is_lost_still_comes_in_order(alice, bob, general, monkeypatch):
-    from chat import consumers, events
+    from chat import events
+    from chat.realtime import delivery
 
-    monkeypatch.setattr(consumers, "ACK_WAIT_S", 0.3)
+    monkeypatch.setattr(delivery, "ACK_WAIT_S", 0.3)
     await db(services.room_join)(user=bob, slug="general")
     a = await connect(alice)
     await a.drain()
@@ -594,12 +595,12 @@ async def test_an_ack_whose_own_event_is_lost_still_comes_in_order(alice, bob, g
 
 async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice, bob, general, monkeypatch):
     """A failing channel-layer handler must not leave the socket open with nothing delivering to it."""
-    from chat.consumers import ChatConsumer
+    from chat.realtime.consumer import ChatConsumer
 
     async def broken(self, event):
         raise RuntimeError("handler bug")
 
-    from chat import connections
+    from chat.realtime import connections
 
     await db(services.room_join)(user=bob, slug="general")
     before = connections.count()
@@ -616,10 +617,10 @@ async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice
 async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_in_order(alice, general, monkeypatch,
                                                                                       max_batch, expected):
     """Read while none was written yet: one batch, one commit; up to MAX_BATCH sends each."""
-    from chat import consumers
     from chat import services as chat_services
+    from chat.realtime import writer
 
-    monkeypatch.setattr(consumers, "MAX_BATCH", max_batch)
+    monkeypatch.setattr(writer, "MAX_BATCH", max_batch)
 
     batches = []
     send_batch = chat_services.message_send_batch
@@ -646,16 +647,18 @@ async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_i
 async def test_an_ack_is_waiting_before_its_event_can_overtake_the_answer(alice, general):
     """The connection's own event may come back before its `message.send` is answered: the ack
     goes out in the event's place, once, before the next message."""
-    from chat.consumers import ChatConsumer
+    from chat.realtime.consumer import ChatConsumer
+    from chat.realtime.stream import RoomStream
 
     sent = []
     consumer = ChatConsumer()
-    consumer.turn, consumer.inbox, consumer.queued, consumer.acks, consumer.registered = \
-        asyncio.Lock(), asyncio.Queue(), 0, {}, set()
-    consumer.user, consumer.channel_name, consumer.socket = alice, "conn.me", None
+    consumer.turn, consumer.inbox, consumer.queued, consumer.ack_timers = asyncio.Lock(), None, 0, {}
+    consumer.user, consumer.channel_name = alice, "conn.me"
     consumer.base_send = lambda message: asyncio.sleep(0, sent.append(json.loads(message["text"])))
     first, _ = await db(services.message_send)(user=alice, slug="general", body="before")
-    consumer.rooms, consumer.slugs = {general.pk: first.pk}, {general.pk: "general"}
+    consumer.stream = RoomStream(user_id=alice.pk, origin="conn.me")
+    consumer.stream.subscribe(general.pk, "general")
+    consumer.stream.advance(general.pk, first.pk)
     mine, _ = await db(services.message_send)(user=alice, slug="general", body="mine")
     consumer._written("r1", (mine, True))  # stored: its ack waits from now on
     own = events.frame_event({"type": "message.new"}, room_id=general.pk, message_id=mine.pk, prev_id=first.pk,
@@ -667,4 +670,4 @@ async def test_an_ack_is_waiting_before_its_event_can_overtake_the_answer(alice,
     await consumer._acknowledge(None, (mine, True), time.perf_counter())  # the answer adds nothing
     assert [(f.get("ref"), f.get("message", {}).get("id"), f.get("n")) for f in sent] == [("r1", mine.pk, None),
                                                                                           (None, None, 3)]
-    assert not consumer.acks and not consumer.registered
+    assert not consumer.stream.acks and not consumer.stream.registered and not consumer.ack_timers

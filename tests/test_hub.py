@@ -4,9 +4,11 @@ import asyncio
 import pytest
 
 from chat import metrics
-from chat.consumers import ChatConsumer
-from chat.hub import Hub
-from chat.layers import LocalChannelLayer
+from chat.realtime.consumer import ChatConsumer
+from chat.realtime.hub import Hub
+from chat.realtime.layers import LocalChannelLayer
+from chat.realtime.stream import RoomStream
+from chat.realtime.transport import Frame, Transport
 
 
 class Member:
@@ -145,7 +147,7 @@ async def test_a_message_that_overtook_its_predecessor_waits_for_it():
 
 
 async def test_a_held_message_goes_on_alone_when_its_predecessor_never_comes(monkeypatch):
-    from chat import hub as hub_module
+    from chat.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
     hub = Hub(LocalChannelLayer())
@@ -175,7 +177,7 @@ class Database:
 
 
 async def test_messages_that_never_came_are_read_once_for_every_member(monkeypatch):
-    from chat import hub as hub_module
+    from chat.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
     database = Database()
@@ -198,7 +200,7 @@ async def test_messages_that_never_came_are_read_once_for_every_member(monkeypat
 async def test_the_first_event_waits_for_its_predecessor_after_what_members_read(monkeypatch):
     """Before the hub has handed out any message of a room, what its members read on joining
     is where the order starts."""
-    from chat import hub as hub_module
+    from chat.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
     database = Database()
@@ -215,7 +217,7 @@ async def test_the_first_event_waits_for_its_predecessor_after_what_members_read
 
 
 async def test_events_arriving_during_the_read_wait_behind_it(monkeypatch):
-    from chat import hub as hub_module
+    from chat.realtime import hub as hub_module
 
     monkeypatch.setattr(hub_module, "REORDER_WAIT_S", 0.01)
     database = Database()
@@ -236,37 +238,35 @@ async def test_events_arriving_during_the_read_wait_behind_it(monkeypatch):
     hub.reader.cancel()
 
 
-class FakeSocket:
-    """The parts of daphne's WebSocket protocol (and its transport) that `deliver` writes through."""
+class DirectTransport(Transport):
+    """A transport that writes at once, as daphne's does, recording what `deliver` writes."""
 
-    STATE_OPEN = 1
-    state = STATE_OPEN
-    client_addr = ("127.0.0.1", 1)
+    direct = True
 
     def __init__(self):
         self.written = []
-        self.transport = object()
-        self.factory = self
 
-    def prepareMessage(self, payload):
-        return payload
+    def write_shared(self, frame):
+        self.written.append(frame.text)
+        return True
 
-    def sendPreparedMessage(self, prepared):
-        self.written.append(prepared.decode())
+    def write_text(self, text):
+        self.written.append(text)
+        return True
 
 
 def consumer_in_room(mark: int) -> ChatConsumer:
     consumer = ChatConsumer()
-    consumer.socket, consumer.turn, consumer.inbox, consumer.queued = FakeSocket(), asyncio.Lock(), None, 0
+    consumer.transport, consumer.turn, consumer.inbox, consumer.queued = DirectTransport(), asyncio.Lock(), None, 0
     consumer.draining = asyncio.get_running_loop().create_future()  # as if busy: the inbox stays as it is
-    consumer.user, consumer.channel_name, consumer.rooms = type("U", (), {"pk": 1})(), "conn.me", {5: mark}
-    consumer.acks = {}
+    consumer.channel_name, consumer.ack_timers = "conn.me", {}
+    consumer.stream = RoomStream(user_id=1, origin="conn.me")
+    consumer.stream.subscribe(5, "five")
+    consumer.stream.advance(5, mark)
     return consumer
 
 
 def message(message_id, prev_id, **extra):
-    from chat.hub import Frame
-
     event = {"type": "chat.frame", "text": f"m{message_id}", "room_id": 5, "message_id": message_id,
              "prev_id": prev_id, **extra}
     return event, Frame(event["text"])
@@ -277,26 +277,27 @@ async def test_an_in_order_message_is_written_at_once_and_moves_the_mark():
     consumer.deliver(*message(11, 10))
     consumer.deliver(*message(11, 10))  # again: sent already
     consumer.deliver(*message(12, 11, skip_user=1))  # not for this user (typing is not echoed)
-    assert consumer.socket.written == ["m11"] and consumer.rooms[5] == 11 and consumer.queued == 0
+    assert consumer.transport.written == ["m11"] and consumer.stream.marks[5] == 11 and consumer.queued == 0
 
 
 async def test_a_connections_own_message_in_order_is_answered_at_once_by_its_acknowledgement():
     consumer = consumer_in_room(mark=10)
     timer = asyncio.get_running_loop().call_later(60, lambda: None)
-    consumer.acks = {11: (5, "ack11", timer)}
+    consumer.stream.register(11, 5, "ack11", seq=None)
+    consumer.ack_timers[11] = timer
     consumer.deliver(*message(11, 10, origin="conn.me"))
-    assert consumer.socket.written == ["ack11"] and consumer.rooms[5] == 11 and consumer.queued == 0
-    assert not consumer.acks and timer.cancelled()
-    consumer.acks = {13: (5, "ack13", asyncio.get_running_loop().call_later(60, lambda: None))}
+    assert consumer.transport.written == ["ack11"] and consumer.stream.marks[5] == 11 and consumer.queued == 0
+    assert not consumer.stream.acks and timer.cancelled()
+    consumer.stream.register(13, 5, "ack13", seq=None)
     consumer.deliver(*message(13, 12, origin="conn.me"))  # 12 has not come: it is read first, in turn
-    assert consumer.socket.written == ["ack11"] and consumer.queued == 1 and 13 in consumer.acks
+    assert consumer.transport.written == ["ack11"] and consumer.queued == 1 and 13 in consumer.stream.acks
 
 
 async def test_after_an_event_that_must_wait_every_later_one_waits_behind_it():
     consumer = consumer_in_room(mark=10)
     consumer.deliver(*message(13, 12))  # 11 and 12 have not come: the gap is read first, in turn
     consumer.deliver(*message(14, 13))  # in order after 13, but 13 is not sent yet
-    assert consumer.socket.written == [] and consumer.queued == 2
+    assert consumer.transport.written == [] and consumer.queued == 2
     assert [event["message_id"] for event in consumer.inbox] == [13, 14]
 
 
@@ -304,16 +305,16 @@ async def test_while_a_handler_runs_events_wait_for_their_turn():
     consumer = consumer_in_room(mark=10)
     async with consumer.turn:
         consumer.deliver(*message(11, 10))
-    assert consumer.socket.written == [] and consumer.queued == 1
+    assert consumer.transport.written == [] and consumer.queued == 1
 
 
 async def test_an_acknowledgement_and_a_full_inbox(monkeypatch):
-    from chat import consumers
+    from chat.realtime import connection
 
     consumer = consumer_in_room(mark=10)
     consumer.deliver(*message(12, 11, origin="conn.me"))  # its own message after a missing one: its ack waits in turn
-    assert consumer.socket.written == [] and consumer.queued == 1
-    monkeypatch.setattr(consumers, "INBOX_CAPACITY", 1)
+    assert consumer.transport.written == [] and consumer.queued == 1
+    monkeypatch.setattr(connection, "INBOX_CAPACITY", 1)
     before = metrics.LAYER_DROPS._value.get()
     consumer.deliver(*message(13, 12))
     assert metrics.LAYER_DROPS._value.get() == before + 1 and len(consumer.inbox) == 1
@@ -321,7 +322,7 @@ async def test_an_acknowledgement_and_a_full_inbox(monkeypatch):
 
 async def test_this_processs_own_events_reach_its_connections_at_once_and_once():
     from chat import events
-    from chat.hub import hub as running
+    from chat.realtime.hub import hub as running
 
     local = running()
     member = Member()

@@ -1,6 +1,6 @@
 """The in-process channel layer of the embedded defaults."""
 from chat import metrics
-from chat.layers import LocalChannelLayer
+from chat.realtime.layers import LocalChannelLayer
 
 
 async def test_group_send_reaches_every_member_once_sharing_one_event():

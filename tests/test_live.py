@@ -6,9 +6,11 @@ them without REDIS_URL (they fail instead under CHAT_REQUIRE_SERVICES=1).
 """
 import asyncio
 import random
+import re
 import signal
 from datetime import timedelta
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 from channels.db import database_sync_to_async
@@ -101,6 +103,24 @@ async def test_a_valid_token_gets_hello_over_the_network(daphne_a, alice, genera
     await client.close()
 
 
+def gauge(server, name: str) -> float:
+    with urlopen(server.url + "/metrics", timeout=10) as response:  # loopback: allowed
+        text = response.read().decode()
+    return float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1))
+
+
+async def test_the_hub_writes_straight_to_daphnes_sockets(daphne_a, alice, bob, general):
+    """The fan-out's fast path is engaged under daphne: each connection's transport writes frames
+    at once (chat/realtime/daphne.py), which nothing wrapping daphne's ASGI `send` may turn off."""
+    a, b = await ws_connect(daphne_a, alice), await ws_connect(daphne_a, bob)
+    assert gauge(daphne_a, "chat_direct_connections") == gauge(daphne_a, "chat_open_connections") >= 2
+    await a.send(type="message.send", room="general", body="straight", ref="s")
+    await a.expect("message.new", ref="s")
+    assert (await b.expect("message.new"))["message"]["body"] == "straight"
+    await a.close()
+    await b.close()
+
+
 async def collected_garbage(server, probe) -> tuple[int, str]:
     """Signal `server` (started with tests/gcprobe) to count its cyclic garbage; (count, kinds)."""
     probe.unlink(missing_ok=True)
@@ -141,7 +161,7 @@ async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(alic
         await asyncio.sleep(0.2)
         count, kinds = await collected_garbage(server, probe)
     # Django's SQL compiler leaves 3 (a recursive local function) per query with select_related;
-    # each connection left about 60 more before chatproject.daphne_patches broke its cycles.
+    # each connection left about 60 more before chat/realtime/daphne.py broke its cycles.
     assert count <= 5 * 20, f"{count} objects in reference cycles after 20 connections closed: {kinds}"
 
 

@@ -51,7 +51,7 @@ def test_a_failed_publish_is_counted_and_raised(monkeypatch):
 
 
 async def test_layer_drops_are_scraped():
-    from chat.layers import LocalChannelLayer
+    from chat.realtime.layers import LocalChannelLayer
 
     layer = LocalChannelLayer(capacity=1)
     stuck = await layer.new_channel()

@@ -9,7 +9,8 @@ import redis
 from channels.db import database_sync_to_async
 from django.db import OperationalError
 
-from chat import broker, connections, limits, presence, selectors, services
+from chat import broker, limits, selectors, services
+from chat.realtime import connections, presence
 from chat.models import Membership
 from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
 

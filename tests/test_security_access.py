@@ -138,7 +138,7 @@ async def test_a_stale_subscribe_event_subscribes_nobody(alice, bob, rooms):
 async def test_a_removal_while_connecting_leaves_the_connection_out(alice, bob, rooms, removal, monkeypatch):
     """Removed (or archived) between the read of the user's rooms and their subscription: the
     removal's event is not missed, and nothing of the room comes after."""
-    from chat.consumers import ChatConsumer
+    from chat.realtime.consumer import ChatConsumer
 
     read = ChatConsumer._open_session
 
@@ -162,7 +162,7 @@ async def test_a_removal_while_connecting_leaves_the_connection_out(alice, bob, 
 async def test_room_events_on_their_way_after_leaving_are_dropped(alice, rooms):
     """An event of a room still waiting in the inbox when the connection left it (no message id:
     typing, member and presence frames) is not sent."""
-    from chat.consumers import ChatConsumer
+    from chat.realtime.consumer import ChatConsumer
 
     sent = []
     consumer = ChatConsumer()

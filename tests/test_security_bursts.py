@@ -9,7 +9,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from chat import services
-from chat.consumers import FRAMES_IN_FLIGHT
+from chat.realtime.connection import FRAMES_IN_FLIGHT
 from chat.models import Message
 from chatproject.asgi import application
 from tests.conftest import access_token

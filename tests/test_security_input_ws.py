@@ -12,7 +12,8 @@ import pytest
 
 from django.contrib.auth import get_user_model
 
-from chat import consumers, protocol, services
+from chat import protocol, services
+from chat.realtime import consumer, writer as batch_writer
 from chat.models import Message
 from tests.test_consumers import connect, db, fresh_layer  # noqa: F401 (a fixture)
 
@@ -55,7 +56,7 @@ def held_writer(monkeypatch):
 
     async def queued(count: int):
         """Until `count` sends wait behind the held batch."""
-        await until(lambda: len(consumers._sends().waiting) >= count)
+        await until(lambda: len(batch_writer._sends().waiting) >= count)
 
     yield SimpleNamespace(batches=batches, hold=hold, queued=queued, release=gate.set)
     gate.set()  # a test that failed before its release must not leave the database thread held
@@ -155,14 +156,14 @@ async def test_a_send_whose_acknowledgement_cannot_be_built_fails_alone(general,
     """Defence in depth: when taking one stored send's result fails on its connection (here a bug
     injected for bob), that send alone fails (its socket closes 1011, as any internal error);
     the sends after it in the batch are acknowledged."""
-    writer, written = held_writer, consumers.ChatConsumer._written
+    writer, written = held_writer, consumer.ChatConsumer._written
 
     def broken(self, ref, result, *args, **kwargs):
         if self.user.username == "bob":
             raise RuntimeError("injected")
         return written(self, ref, result, *args, **kwargs)
 
-    monkeypatch.setattr(consumers.ChatConsumer, "_written", broken)
+    monkeypatch.setattr(consumer.ChatConsumer, "_written", broken)
     dave = await db(lambda: get_user_model().objects.get(username="dave"))()
     clients = {user.username: await connect(user) for user in (alice, bob, carol, dave)}
     await clients["alice"].send(type="message.send", room="general", body="first", ref="a0")

@@ -24,7 +24,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
-from chat import auth, export, metrics, presence, selectors, services, sql, throttles, tokens
+from chat import auth, export, metrics, selectors, services, sql, throttles, tokens
+from chat.realtime import presence
 from chat.models import MAX_ID
 from chat.serializers import (
     BanSerializer,

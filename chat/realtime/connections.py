@@ -11,7 +11,7 @@ import logging
 
 from django.conf import settings
 
-from . import broker, protocol
+from chat import broker, metrics, protocol
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,15 @@ _run_id: str | None = None
 
 def count() -> int:
     return len(_open)
+
+
+def count_direct() -> int:
+    """Open connections whose transport writes at once (see chat/realtime/transport.py)."""
+    return sum(1 for consumer in _open if consumer.transport.direct)
+
+
+metrics.OPEN_CONNECTIONS.set_function(count)
+metrics.DIRECT_CONNECTIONS.set_function(count_direct)
 
 
 def add(consumer) -> None:
@@ -69,8 +78,6 @@ async def _watch() -> None:
     while _open:
         if not await check_layer():
             closed = await close_all(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
-            from .metrics import LAYER_RESETS  # metrics imports this module
-
-            LAYER_RESETS.inc()
+            metrics.LAYER_RESETS.inc()
             logger.warning("Redis was unreachable or restarted: closed %d sockets for them to resume", closed)
         await asyncio.sleep(settings.CHAT_LAYER_CHECK_S)

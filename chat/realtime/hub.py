@@ -16,9 +16,10 @@ import weakref
 
 from channels.layers import get_channel_layer
 
-from chatproject.daphne_patches import corked
+from chat import events, metrics
 
-from . import metrics
+from . import reads, transport
+from .transport import Frame
 
 logger = logging.getLogger(__name__)
 
@@ -27,21 +28,6 @@ RETRY_S = 1.0  # after a failed receive (Redis away); the watchdog closes the so
 # waits here for it. Beyond that the hub reads the missing messages from the database once,
 # for all of its members (`Hub._fill`).
 REORDER_WAIT_S = 0.05
-
-
-class Frame:
-    """An event's `text`, encoded and framed on first use, then shared by every recipient."""
-
-    __slots__ = ("text", "_prepared")
-
-    def __init__(self, text: str):
-        self.text = text
-        self._prepared = None
-
-    def prepared(self, factory):
-        if self._prepared is None:
-            self._prepared = factory.prepareMessage(self.text.encode())
-        return self._prepared
 
 
 class Hub:
@@ -146,7 +132,7 @@ class Hub:
                     self.dispatch({**each, "group": group})
             finally:
                 gathered, self.gathered = self.gathered, None
-            with corked():  # and written to each socket at once
+            with transport.batch():  # and written to each socket at once
                 self._deliver_all(group, gathered)
             return
         if event.get("message_id") is None or group not in self.members:
@@ -263,9 +249,7 @@ def hub() -> Hub:
     """The hub of the running event loop (one per process under daphne)."""
     loop = asyncio.get_running_loop()
     if loop not in _hubs:
-        from .events import read_message_events  # which imports this module
-
-        _hubs[loop] = Hub(get_channel_layer(), fill=read_message_events)
+        _hubs[loop] = Hub(get_channel_layer(), fill=reads.message_events)
     return _hubs[loop]
 
 
@@ -275,3 +259,6 @@ def running_hub() -> Hub | None:
         return _hubs.get(asyncio.get_running_loop())
     except RuntimeError:  # no running loop
         return None
+
+
+events.register_local_hub(running_hub)

@@ -4,7 +4,7 @@ import time
 
 from channels.layers import InMemoryChannelLayer
 
-from . import metrics
+from chat import metrics
 
 
 class LocalChannelLayer(InMemoryChannelLayer):

@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from .consumers import ChatConsumer
+from .consumer import ChatConsumer
 
 websocket_urlpatterns = [
     re_path(r"^ws/chat/$", ChatConsumer.as_asgi()),

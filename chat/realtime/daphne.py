@@ -1,39 +1,47 @@
-"""Fixes to daphne's WebSocket handling, applied when daphne is the server in this process,
-and the direct writes the hub's fan-out uses (`socket_of`, `send_prepared`).
+"""Daphne as this project's server: its direct `Transport`, and every fix to daphne, autobahn and
+Twisted, applied when daphne serves this process (`patch_daphne`, from chatproject/asgi.py).
 
-1. Send the close frames that PROTOCOL.md promises: every code, with its reason.
-2. At shutdown, close every open socket with 1001 (see `_close_sockets_on_shutdown`).
-3. Drop a client that stopped reading: once more than CHAT_MAX_SEND_BUFFER bytes wait in
-   its socket's write buffer, the connection is aborted instead of buffering without end.
-   The client reconnects and recovers what it missed with `join since`.
-4. Autobahn formats the arguments of a debug log line, with terminal colours, for every
-   frame it sends, whether or not debug logging is on: about a tenth of the server's time
-   at full fan-out. Its formatting helpers become pass-throughs (the log line, if enabled,
-   still names the function and peer).
-5. Write each frame to the socket at once when nothing waits before it (`_write`), as
-   asyncio's transports do, instead of registering the socket with epoll and writing on
-   the loop's next pass; and a burst of frames to many sockets with one write per socket
-   (`corked`).
-6. Leave no reference cycle per connection (see `_break_cycles`): the objects of a closed
-   connection are freed when it closes, instead of waiting for a full garbage collection.
-7. WebSocket protocol violations close with a close frame (1002, 1007) instead of a TCP reset,
-   and a frame or message over CHAT_MAX_FRAME_BYTES closes with 1009 as soon as its header
-   arrives (`_websocket_limits`): autobahn's default `failByDrop` drops the connection, and
-   daphne's own limits (1 MiB) were above ours.
+The only module that knows daphne, autobahn or Twisted. Each fix names what it works around
+upstream and the test that fails without it (drop the fix when that test passes without it):
+
+1. Close frames with every code and its reason (`patched_handle_reply`). Daphne 4.2 drops a
+   `websocket.close`'s reason (django/daphne#374, crossbario/autobahn-python#1642) and passes
+   the code to autobahn's `sendClose`, which refuses every 1xxx code but 1000: a consumer closing
+   with 1008, 1009, 1011 or 1013 raised inside daphne, the client saw a bare 1011 a second later,
+   and the consumer's `disconnect` never ran. This sends the close frame itself, as daphne does
+   for its own 1011. Test: test_live.py::test_refusals_arrive_as_close_codes_after_the_handshake.
+2. At shutdown, close every open socket with 1001 and let each consumer's `disconnect` run
+   (`_close_sockets_on_shutdown`): daphne cancels its applications with no close frame
+   (django/daphne#38 was closed as done by Twisted; it is not, for daphne 4's ASGI instances).
+   Test: test_live.py::test_shutdown_closes_sockets_1001.
+3. Drop a client that stopped reading (`_writable`): daphne buffers without end; once more than
+   CHAT_MAX_SEND_BUFFER bytes wait in the socket's write buffer the connection is aborted, and the
+   client recovers with `join since`. No upstream issue. Test:
+   test_overload.py::test_slow_consumer_does_not_hold_back_the_others.
+4. Autobahn formats the arguments of a debug log line, with terminal colours, for every frame it
+   sends, whether or not debug logging is on: about a tenth of the server's time at full fan-out.
+   Its `hltype`/`hlval` helpers become pass-throughs. No upstream issue; a measurement, in
+   bench/README.md ("make bench"), not a test.
+5. Write each frame to the socket at once when nothing waits before it (`_write`), as asyncio's
+   transports do, instead of registering the socket with epoll and writing on the loop's next
+   pass; and a burst of frames to many sockets with one write per socket (`corked`). Twisted's
+   `FileDescriptor.write` always defers. Tests: test_daphne.py (against real Twisted connections)
+   and test_live.py::test_the_hub_writes_straight_to_daphnes_sockets.
+6. No reference cycle per connection (`_break_cycles`): a closed connection's objects are freed
+   when it closes, not at the next full collection. No upstream issue. Test:
+   test_live.py::test_a_closed_connection_leaves_nothing_for_the_garbage_collector.
+7. WebSocket protocol violations close with a close frame (1002, 1007) instead of a TCP reset, and
+   a frame or message over CHAT_MAX_FRAME_BYTES closes with 1009 from its header
+   (`_websocket_limits`): autobahn's default `failByDrop` drops the connection, and daphne's own
+   limits (1 MiB) were above ours. Test: test_security_frames.py.
 8. HTTP responses go out only as fast as the client reads them (`_flow_controlled_responses`):
-   daphne wrote every body chunk into Twisted's buffer at once, so ten clients that asked for a
-   large export and never read made the server hold it all (+500 MB in the review). The app's `send` now
-   waits while Twisted's transport is paused, and a client that reads nothing for
-   CHAT_HTTP_SEND_TIMEOUT_S is dropped.
+   daphne writes every body chunk into Twisted's buffer at once (ten clients that never read a
+   large export made the server hold it all: +500 MB). The app's `send` waits while Twisted's
+   transport is paused; a client that reads nothing for CHAT_HTTP_SEND_TIMEOUT_S is dropped.
+   Test: test_security_export.py::test_stalled_export_clients_keep_the_servers_memory_flat.
 9. A request body over CHAT_MAX_REQUEST_BYTES is refused with 413 from its Content-Length, before
    it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
-
-Daphne 4.2 drops the `reason` of a `websocket.close` message (django/daphne#374) and passes
-the code to autobahn's public `sendClose`, which refuses every 1xxx code but 1000. So a
-consumer closing with 1008, 1009, 1011 or 1013 raised inside daphne instead: the client saw
-a bare 1011 a second later, and the consumer's `disconnect` never ran (its connection stayed
-counted and its user online). This sends the close frame itself, as daphne already does
-for its own 1011.
+   Test: test_security_export.py::test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read.
 """
 import asyncio
 import contextlib
@@ -45,50 +53,83 @@ from django.conf import settings
 
 from chat import protocol as chat_protocol
 
+from . import transport
+
 logger = logging.getLogger(__name__)
 
 MAX_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
 SHUTDOWN_GRACE_S = 2.0  # time the consumers get to run `disconnect` (presence) before being cancelled
 
 
-def _unsent_bytes(transport) -> int:
-    """Bytes written to a Twisted TCP transport and not yet accepted by the kernel."""
-    buffered = getattr(transport, "dataBuffer", b"")
-    return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+# Twisted's private state: read here only, and checked against real Twisted connections (test_daphne.py).
+
+def unsent_bytes(connection) -> int:
+    """Bytes written to a Twisted TCP connection and not yet accepted by the kernel."""
+    buffered = getattr(connection, "dataBuffer", b"")
+    return len(buffered) - getattr(connection, "offset", 0) + getattr(connection, "_tempDataLen", 0)
+
+
+def writes_straight_through(connection) -> bool:
+    """Whether `connection` is a plain (not TLS) Twisted TCP connection, open, with nothing waiting
+    in its buffer: a write to its socket now keeps the order of what was written."""
+    tcp = sys.modules.get("twisted.internet.tcp")
+    return (tcp is not None and isinstance(connection, tcp.Connection) and not connection.TLS
+            and connection.connected and not connection.disconnecting and not connection._writeDisconnected
+            and not unsent_bytes(connection))
 
 
 def _writable(protocol) -> bool:
     """Whether a frame may be written to `protocol` now; aborts a client that stopped reading."""
     if protocol.state != protocol.STATE_OPEN:
         return False  # closing or closed: nothing can be sent any more
-    if _unsent_bytes(protocol.transport) > settings.CHAT_MAX_SEND_BUFFER:
+    if unsent_bytes(protocol.transport) > settings.CHAT_MAX_SEND_BUFFER:
         logger.warning("dropping a client that stopped reading (%s)", protocol.client_addr)
         protocol.transport.abortConnection()
         return False
     return True
 
 
-def socket_of(send):
-    """The daphne WebSocket protocol behind an ASGI `send` callable, or None (another server,
-    or the test client). The hub writes shared, pre-framed frames to it directly."""
-    server = getattr(getattr(send, "func", None), "__self__", None)
-    ws_protocol = sys.modules.get("daphne.ws_protocol")
-    if ws_protocol is None or not isinstance(server, sys.modules["daphne.server"].Server):
-        return None
-    protocol = send.args[0] if len(send.args) == 1 else None
-    return protocol if isinstance(protocol, ws_protocol.WebSocketProtocol) else None
+class DaphneTransport(transport.Transport):
+    """A daphne WebSocket: frames are written straight to its autobahn protocol, without an await."""
+
+    __slots__ = ("protocol",)
+    direct = True
+
+    def __init__(self, protocol):
+        self.protocol = protocol
+
+    def write_shared(self, frame: transport.Frame) -> bool:
+        protocol = self.protocol
+        if not _writable(protocol):
+            return False
+        protocol.sendPreparedMessage(frame.prepared(protocol.factory))
+        return True
+
+    def write_text(self, text: str) -> bool:
+        protocol = self.protocol
+        if not _writable(protocol):
+            return False
+        protocol.sendPreparedMessage(protocol.factory.prepareMessage(text.encode()))
+        return True
 
 
-def send_prepared(protocol, prepared) -> bool:
-    """Write an autobahn PreparedMessage (framed once for every recipient) as daphne's
-    `websocket.send` would; False if the socket is closing or was dropped."""
-    if not _writable(protocol):
-        return False
-    protocol.sendPreparedMessage(prepared)
-    return True
+class DaphneServer(transport.Server):
+    def transport(self, send) -> DaphneTransport | None:
+        """The daphne WebSocket protocol behind an ASGI `send` callable (daphne's own
+        `partial(server.handle_reply, protocol)`), or None: another server's, or wrapped by a
+        middleware, which turns the direct writes off (test_live.py checks that they are on)."""
+        server = getattr(getattr(send, "func", None), "__self__", None)
+        ws_protocol = sys.modules.get("daphne.ws_protocol")
+        if ws_protocol is None or not isinstance(server, sys.modules["daphne.server"].Server):
+            return None
+        protocol = send.args[0] if len(send.args) == 1 else None
+        return DaphneTransport(protocol) if isinstance(protocol, ws_protocol.WebSocketProtocol) else None
+
+    def batch(self):
+        return corked()
 
 
-# While `corked()` is open: the frames written to each transport, sent when it closes.
+# While `corked()` is open: the frames written to each connection, sent when it closes.
 _corked: dict | None = None
 
 
@@ -106,28 +147,26 @@ def corked():
         yield
     finally:
         held, _corked = _corked, None
-        for transport, chunks in held.items():
-            _write(transport, b"".join(chunks))
+        for connection, chunks in held.items():
+            _write(connection, b"".join(chunks))
 
 
-def _write(transport, data: bytes) -> None:
-    """`transport.write(data)`, but sent at once when nothing waits before it, as asyncio's
+def _write(connection, data: bytes) -> None:
+    """`connection.write(data)`, but sent at once when nothing waits before it, as asyncio's
     transports do. Twisted registers the socket for writing and unregisters it again for
     every write: two epoll calls and a pass of the loop, per frame and socket, at fan-out."""
     if _corked is not None:
-        _corked.setdefault(transport, []).append(data)
+        _corked.setdefault(connection, []).append(data)
         return
-    tcp = sys.modules.get("twisted.internet.tcp")
-    if (tcp is None or not isinstance(transport, tcp.Connection) or transport.TLS or not transport.connected
-            or transport.disconnecting or transport._writeDisconnected or _unsent_bytes(transport)):
-        transport.write(data)
+    if not writes_straight_through(connection):
+        connection.write(data)
         return
     try:
-        sent = transport.socket.send(data)
+        sent = connection.socket.send(data)
     except OSError:  # would block, or the connection failed: Twisted's own write sends it or reports it
         sent = 0
     if sent < len(data):
-        transport.write(data[sent:])
+        connection.write(data[sent:])
 
 
 def _as_is(value, *args, **kwargs):
@@ -172,6 +211,7 @@ def patch_daphne() -> None:
     _websocket_limits(ws_protocol.WebSocketFactory, protocol)
     _flow_controlled_responses(sys.modules["daphne.server"].Server, sys.modules["daphne.http_protocol"].WebRequest)
     _refuse_large_bodies(sys.modules["daphne.http_protocol"].WebRequest)
+    transport.use(DaphneServer())
 
 
 def _break_cycles(request_class, protocol_class) -> None:

@@ -19,7 +19,7 @@ import time
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from . import broker, events, protocol, selectors
+from chat import broker, events, protocol, selectors
 
 logger = logging.getLogger(__name__)
 
