@@ -1,6 +1,8 @@
 """The errors services and selectors raise; each maps to one protocol error code and one HTTP status."""
 import redis
 from django.db import InterfaceError, OperationalError
+from django.utils import translation
+from django.utils.functional import lazy
 
 # Failures of the database or Redis, not of the request: answered `unavailable`, retried later.
 INFRASTRUCTURE = (OperationalError, InterfaceError, redis.exceptions.ConnectionError,
@@ -8,13 +10,39 @@ INFRASTRUCTURE = (OperationalError, InterfaceError, redis.exceptions.ConnectionE
 RETRY_AFTER_S = 2
 
 
-class ChatError(Exception):
+class TranslatedError(Exception):
+    """An error a person reads: `message` (a `gettext_lazy` string, its placeholders named) and the
+    `params` that fill them, rendered when read rather than when raised. A send refused inside the
+    batch writer is answered on its own connection, in that connection's language."""
+
+    def __init__(self, message, **params):
+        super().__init__(message)
+        self.message, self.params = message, params
+
+    @property
+    def detail(self) -> str:
+        """In the active language: the request's (LocaleMiddleware), or the connection's."""
+        text = str(self.message)
+        return text % self.params if self.params else text
+
+    @property
+    def reason(self) -> str:
+        """In English: close reasons and logs are for protocol and operators, never translated."""
+        with translation.override("en"):
+            return self.detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class ChatError(TranslatedError):
     code = "invalid"
     status = 400
 
-    def __init__(self, detail: str, *, retry_after: int | None = None):
-        super().__init__(detail)
-        self.detail = detail
+    def __init__(self, message, *, retry_after: int | None = None, **params):
+        if retry_after is not None:  # a placeholder the message may name
+            params.setdefault("retry_after", retry_after)
+        super().__init__(message, **params)
         self.retry_after = retry_after
 
 
@@ -56,3 +84,11 @@ class Unavailable(ChatError):
     """The database or Redis failed; nothing was changed."""
 
     code, status = "unavailable", 503
+
+
+def _interpolate(message, params: dict) -> str:
+    return str(message) % params
+
+
+# `gettext_lazy(...) % params` translates at once; this waits until the text is read, like `detail`.
+interpolate_lazy = lazy(_interpolate, str)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
 from . import selectors, sql
 from .errors import Forbidden, Invalid, RateLimited
@@ -53,7 +54,7 @@ def room_for_export(user, slug: str) -> Room:
     and Forbidden for a non-member of a public room (reading a page is not taking the archive)."""
     room, membership = selectors.room_for_user(user, slug)
     if membership is None and not user.is_staff:
-        raise Forbidden(f"Only members of '{slug}' and staff can export its history: join it first.")
+        raise Forbidden(_("Only members of '%(slug)s' and staff can export its history: join it first."), slug=slug)
     return room
 
 
@@ -81,10 +82,11 @@ def export_slot(user) -> ExportSlot:
     when the user already runs CHAT_EXPORTS_PER_USER exports here, or the process CHAT_EXPORTS_PER_PROCESS."""
     with _slots_lock:
         if _running[user.pk] >= settings.CHAT_EXPORTS_PER_USER:
-            raise RateLimited(f"You already have {_running[user.pk]} exports running: let one finish first "
-                              "(a later export can resume with 'since').", retry_after=EXPORT_RETRY_AFTER_S)
+            raise RateLimited(_("You already have %(count)s exports running: let one finish first "
+                                "(a later export can resume with 'since')."), count=_running[user.pk],
+                              retry_after=EXPORT_RETRY_AFTER_S)
         if sum(_running.values()) >= settings.CHAT_EXPORTS_PER_PROCESS:
-            raise RateLimited("The server is serving as many exports as it can right now: retry later.",
+            raise RateLimited(_("The server is serving as many exports as it can right now: retry later."),
                               retry_after=EXPORT_RETRY_AFTER_S)
         _running[user.pk] += 1
         return ExportSlot(user.pk)
@@ -131,12 +133,13 @@ def export_chunks(room: Room, fmt: str, *, since: int | None = None, until: int 
     Raises Invalid at once, before anything is streamed, for an unknown format or an empty range.
     """
     if fmt not in FORMATS:
-        raise Invalid(f"Unknown export format '{fmt}': use one of {', '.join(FORMATS)}.")
+        raise Invalid(_("Unknown export format '%(format)s': use one of %(formats)s."), format=fmt,
+                      formats=", ".join(FORMATS))
     for name, value in (("since", since), ("until", until)):
         if value is not None and value < 0:
-            raise Invalid(f"'{name}' is a message id: use a number from 0 up.")
+            raise Invalid(_("'%(name)s' is a message id: use a number from 0 up."), name=name)
     if since is not None and until is not None and until <= since:
-        raise Invalid("'until' must be greater than 'since' (since is exclusive, until inclusive).")
+        raise Invalid(_("'until' must be greater than 'since' (since is exclusive, until inclusive)."))
     return _chunks(export_messages(room, since=since, until=until), ENCODERS[fmt], progress)
 
 

@@ -5,6 +5,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.translation import gettext_lazy as _
 
 from . import broker
 from .errors import INFRASTRUCTURE, RateLimited
@@ -14,9 +15,9 @@ logger = logging.getLogger(__name__)
 WINDOW_S = 10
 
 # What each budget counts, for its refusal.
-NOUNS = {"send": "messages", "join": "room joins", "leave": "room leaves", "edit": "edits", "delete": "deletions",
-         "report": "reports", "invite": "invitations", "room": "new rooms", "direct": "new direct conversations",
-         "update": "room changes"}
+NOUNS = {"send": _("messages"), "join": _("room joins"), "leave": _("room leaves"), "edit": _("edits"),
+         "delete": _("deletions"), "report": _("reports"), "invite": _("invitations"), "room": _("new rooms"),
+         "direct": _("new direct conversations"), "update": _("room changes")}
 
 
 def check_send_rate(user_id: int) -> None:
@@ -57,8 +58,9 @@ def _check(action: str, user_ids: list[int], limit: int, window_s: int) -> list[
         logger.warning("rate limit not checked: cache unavailable")
         return [None] * len(user_ids)
     retry_after = max(1, int((window + 1) * window_s - now + 0.999))
-    detail = f"Slow down: at most {limit} {NOUNS[action]} per {window_s} seconds; try again in {retry_after} s."
-    return [RateLimited(detail, retry_after=retry_after) if count > limit else None for count in counts]
+    detail = _("Slow down: at most %(limit)s %(things)s per %(window)s seconds; try again in %(retry_after)s s.")
+    params = {"limit": limit, "things": NOUNS[action], "window": window_s}
+    return [RateLimited(detail, retry_after=retry_after, **params) if count > limit else None for count in counts]
 
 
 def _counts(keys: list[tuple[str, int]]) -> list[int]:

@@ -13,7 +13,9 @@ def _refusal(request):
     if not any(protocol.unstorable(text) for text in texts):
         return None
     if request.path.startswith("/api/"):
-        return JsonResponse({"detail": f"The URL {protocol.UNSTORABLE}.", "code": protocol.INVALID}, status=400)
+        return JsonResponse({"detail": gettext("The URL must not contain NUL (U+0000) or unpaired surrogates "
+                                               "(U+D800-U+DFFF): send valid Unicode text."),
+                             "code": protocol.INVALID}, status=400)
     return HttpResponseBadRequest(gettext("The address must not contain NUL characters or unpaired surrogates: "
                                           "correct it."), content_type="text/plain; charset=utf-8")
 

@@ -10,6 +10,9 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from django.utils.translation import gettext_lazy as _
+
+from .errors import TranslatedError, interpolate_lazy
 from .models import MAX_ID
 from .serializers import timestamp
 
@@ -39,7 +42,8 @@ CLOSE_ARCHIVED = 4410
 
 
 def frame_too_big_reason(limit: int) -> str:
-    """The reason of a 1009 close: the consumer's, and the server's when it refuses a frame from its header."""
+    """The reason of a 1009 close: the consumer's, and the server's when it refuses a frame from its header.
+    Close reasons are for protocol and logs, in English: only `error` frames' `detail` is translated."""
     return f"frame over {limit} bytes"
 
 
@@ -51,7 +55,8 @@ MAX_DEPTH = 32  # JSON nesting, far beyond any frame or request body this server
 # unpaired surrogates a JSON `\ud800` escape produces. The one rule for every text input:
 # frames here, REST bodies in `chat.api.parsers`, URLs in `chat.middleware`, and services' `_storable`.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-UNSTORABLE = "must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid Unicode text"
+UNSTORABLE = _("%(field)s: must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid "
+              "Unicode text.")
 
 
 def unstorable(text: str) -> bool:
@@ -63,7 +68,7 @@ class _NotJSON(ValueError):
 
 
 def _refuse_constant(name):
-    raise _NotJSON(f"{name} is not JSON (numbers must be finite)")
+    raise _NotJSON(interpolate_lazy(_("%(name)s is not JSON (numbers must be finite)"), {"name": name}))
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
@@ -77,16 +82,21 @@ def decode_json(text: str):
     try:
         data = _DECODER.decode(text)
     except RecursionError:
-        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep") from None
+        raise ValueError(_too_deep()) from None
     except _NotJSON:
         raise
     except json.JSONDecodeError:
-        raise ValueError("not valid JSON") from None
+        raise ValueError(_("not valid JSON")) from None
     except ValueError:  # Python's int-from-string digit limit
-        raise ValueError(f"JSON numbers may have at most {sys.get_int_max_str_digits()} digits") from None
+        raise ValueError(interpolate_lazy(_("JSON numbers may have at most %(digits)s digits"),
+                                          {"digits": sys.get_int_max_str_digits()})) from None
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth_over(data, MAX_DEPTH):
-        raise ValueError(f"JSON nested more than {MAX_DEPTH} levels deep")
+        raise ValueError(_too_deep())
     return data
+
+
+def _too_deep():
+    return interpolate_lazy(_("JSON nested more than %(depth)s levels deep"), {"depth": MAX_DEPTH})
 
 
 def _depth_over(data, limit: int) -> bool:
@@ -130,41 +140,42 @@ def _field_name(path: tuple) -> str:
     return name or "value"
 
 
-class FrameError(Exception):
-    """A client frame that cannot be acted on; answered with an `error` frame."""
+class FrameError(TranslatedError):
+    """A client frame that cannot be acted on; answered with an `error` frame whose `detail` is in
+    the connection's language (`code` is the stable part)."""
 
-    def __init__(self, code: str, detail: str, ref: str | None = None):
-        super().__init__(detail)
-        self.code, self.detail, self.ref = code, detail, ref
+    def __init__(self, code: str, message, ref: str | None = None, **params):
+        super().__init__(message, **params)
+        self.code, self.ref = code, ref
 
 
 def _slug(value):
     if not isinstance(value, str) or not SLUG_RE.fullmatch(value):
-        raise ValueError("a room slug (1-50 lowercase letters, digits or hyphens)")
+        raise ValueError(_("a room slug (1-50 lowercase letters, digits or hyphens)"))
     return value
 
 
 def _id(value):
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
-        raise ValueError(f"an integer from 0 to {MAX_ID}")
+        raise ValueError(interpolate_lazy(_("an integer from 0 to %(max)s"), {"max": MAX_ID}))
     return value
 
 
 def _text(value):
     if not isinstance(value, str):
-        raise ValueError("a string")
+        raise ValueError(_("a string"))
     return value
 
 
 def _client_id(value):
     if not isinstance(value, str) or len(value) > 64:
-        raise ValueError("a string of at most 64 characters")
+        raise ValueError(_("a string of at most 64 characters"))
     return value
 
 
 def _username(value):
     if not isinstance(value, str) or not 1 <= len(value) <= 150:
-        raise ValueError("a username")
+        raise ValueError(_("a username"))
     return value
 
 
@@ -197,33 +208,34 @@ def parse_client_frame(text: str) -> ClientFrame:
     try:
         data = decode_json(text)
     except (ValueError, TypeError) as exc:
-        raise FrameError(BAD_FRAME, f"Frames must be JSON objects: {exc}.") from None
+        raise FrameError(BAD_FRAME, _("Frames must be JSON objects: %(problem)s."), problem=exc) from None
     if not isinstance(data, dict):
-        raise FrameError(BAD_FRAME, "Frames must be JSON objects.")
+        raise FrameError(BAD_FRAME, _("Frames must be JSON objects."))
     ref = data.get("ref")
     if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF or unstorable(ref)):
-        raise FrameError(INVALID, f"ref: a string of at most {MAX_REF} characters, without NUL (U+0000) "
-                                  "or unpaired surrogates (U+D800-U+DFFF).")
+        raise FrameError(INVALID, _("ref: a string of at most %(max)s characters, without NUL (U+0000) "
+                                    "or unpaired surrogates (U+D800-U+DFFF)."), max=MAX_REF)
     if (bad := unstorable_field(data, text)) is not None:
-        raise FrameError(INVALID, f"{bad}: {UNSTORABLE}.", ref)
+        raise FrameError(INVALID, UNSTORABLE, ref, field=bad)
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:
-        raise FrameError(BAD_FRAME, "Every frame needs a string `type`.", ref)
+        raise FrameError(BAD_FRAME, _("Every frame needs a string `type`."), ref)
     spec = CLIENT_FRAMES.get(kind)
     if spec is None:
-        raise FrameError(UNKNOWN_TYPE, f"Unknown frame type '{kind[:64]}'.", ref)
+        raise FrameError(UNKNOWN_TYPE, _("Unknown frame type '%(type)s'."), ref, type=kind[:64])
     fields = {}
     for name, (check, required) in spec.items():
         if name not in data or data[name] is None:
             if required:
-                raise FrameError(INVALID, f"{name}: this field is required for '{kind}'.", ref)
+                raise FrameError(INVALID, _("%(field)s: this field is required for '%(type)s'."), ref,
+                                 field=name, type=kind)
             continue
         try:
             fields[name] = check(data[name])
         except ValueError as exc:
-            raise FrameError(INVALID, f"{name}: must be {exc}.", ref) from None
+            raise FrameError(INVALID, _("%(field)s: must be %(expected)s."), ref, field=name, expected=exc) from None
     if kind == "message.send" and ("room" in fields) == ("to" in fields):
-        raise FrameError(INVALID, "message.send: give exactly one of `room` or `to`.", ref)
+        raise FrameError(INVALID, _("message.send: give exactly one of `room` or `to`."), ref)
     return ClientFrame(kind, ref, fields)
 
 

@@ -2,6 +2,7 @@
 from django.contrib.auth import get_user_model
 from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce
+from django.utils.translation import gettext_lazy as _
 
 from . import sql
 from .errors import ChatError, Forbidden, Gone, NotFound
@@ -28,13 +29,13 @@ def _check_access(user, slug: str, room: Room | None, membership: Membership | N
     """`room_for_user` once the room (None: no such room) and the user's membership in it are loaded."""
     # A direct room's slug names its two users: to anyone else it answers as if it did not exist.
     if room is None or (room.kind == Room.Kind.DIRECT and membership is None and not user.is_staff):
-        raise NotFound(f"No room '{slug}'.")
+        raise NotFound(_("No room '%(slug)s'."), slug=slug)
     if room.archived:
-        raise Gone(f"Room '{slug}' is archived.")
+        raise Gone(_("Room '%(slug)s' is archived."), slug=slug)
     if membership is not None and membership.is_banned():
-        raise Forbidden(f"You are banned from '{slug}'.")
+        raise Forbidden(_("You are banned from '%(slug)s'."), slug=slug)
     if membership is None and room.kind != Room.Kind.PUBLIC and not user.is_staff:
-        raise Forbidden(f"Room '{slug}' is private: a member must invite you.")
+        raise Forbidden(_("Room '%(slug)s' is private: a member must invite you."), slug=slug)
     return room, membership
 
 
@@ -45,7 +46,7 @@ def member_room_for_user(user, slug: str) -> tuple[Room, Membership]:
 
 def _require_member(slug: str, room: Room, membership: Membership | None) -> tuple[Room, Membership]:
     if membership is None:
-        raise Forbidden(f"You are not a member of '{slug}': join it first.")
+        raise Forbidden(_("You are not a member of '%(slug)s': join it first."), slug=slug)
     return room, membership
 
 
@@ -80,13 +81,13 @@ def message_for_user(user, message_id: int) -> Message:
     """A message in a room the user may see, with room and author loaded."""
     message = Message.objects.select_related("room", "author").filter(pk=message_id).first()
     if message is None:
-        raise NotFound(f"No message {message_id}.")
+        raise NotFound(_("No message %(id)s."), id=message_id)
     try:
         room_for_user(user, message.room.slug)
     except Gone:
         raise
     except NotFound:  # a direct room of others: its slug must not show through
-        raise NotFound(f"No message {message_id}.") from None
+        raise NotFound(_("No message %(id)s."), id=message_id) from None
     return message
 
 
@@ -107,7 +108,8 @@ def direct_room_for_user(user, username: str) -> Room:
     if other is not None and other.pk != user.pk:
         room = Room.objects.filter(slug=direct_slug(user.pk, other.pk), kind=Room.Kind.DIRECT).first()
     if room is None:
-        raise NotFound(f"No direct room with '{username}' yet: POST to this URL (or send them a message) to start one.")
+        raise NotFound(_("No direct room with '%(username)s' yet: POST to this URL (or send them a message) to "
+                         "start one."), username=username)
     return room
 
 

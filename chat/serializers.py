@@ -2,6 +2,7 @@
 from datetime import datetime, timezone
 
 from django.contrib.auth import get_user_model, password_validation
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -84,7 +85,7 @@ class RegisterSerializer(serializers.Serializer):
         value = usernames.normalize(value)
         usernames.validate_username_script(value)
         if User.objects.filter(username__iexact=value).exists():
-            raise serializers.ValidationError("That username is taken.")
+            raise serializers.ValidationError(_("That username is taken."))
         return value
 
     def validate(self, attrs):

@@ -9,6 +9,7 @@ import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils.translation import gettext as _
 from rest_framework_simplejwt.exceptions import InvalidToken
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings
@@ -37,9 +38,9 @@ class RefreshSerializer(TokenRefreshSerializer):
         refresh = self.token_class(attrs["refresh"])
         signed_in = refresh.get(SIGNED_IN_CLAIM)
         if not isinstance(signed_in, int) or time.time() - signed_in > settings.JWT_SESSION_MAX_DAYS * 86400:
-            raise InvalidToken(f"This sign-in is more than {settings.JWT_SESSION_MAX_DAYS} days old: "
-                               "sign in again with your password.")
+            raise InvalidToken(_("This sign-in is more than %(days)s days old: sign in again with your password.")
+                               % {"days": settings.JWT_SESSION_MAX_DAYS})
         user = get_user_model().objects.filter(pk=refresh.get(api_settings.USER_ID_CLAIM)).first()
         if user is not None and token_revoked(refresh, user):
-            raise InvalidToken("The password changed since this sign-in: sign in again with the new password.")
+            raise InvalidToken(_("The password changed since this sign-in: sign in again with the new password."))
         return super().validate(attrs)

@@ -1,5 +1,6 @@
 """Request parsers for the REST API: DRF's, holding request bodies to the input rules of
 WebSocket frames (`chat.protocol`): bounded JSON, and the one rule for text."""
+from django.utils.translation import gettext as _
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser, get_encoding
 
@@ -13,7 +14,7 @@ def checked(data, text: str | None = None) -> None:
     if hasattr(data, "lists"):  # a form: each field's values, a single one as itself
         data = {key: values[0] if len(values) == 1 else values for key, values in data.lists()}
     if (bad := protocol.unstorable_field(data, text)) is not None:
-        raise Invalid(f"{bad}: {protocol.UNSTORABLE}.")
+        raise Invalid(protocol.UNSTORABLE, field=bad)
 
 
 class ChatJSONParser(JSONParser):
@@ -24,9 +25,9 @@ class ChatJSONParser(JSONParser):
             checked(data, text)
             return data
         except UnicodeDecodeError:
-            raise ParseError("JSON parse error - the body is not text in its charset (send UTF-8).") from None
+            raise ParseError(_("JSON parse error - the body is not text in its charset (send UTF-8).")) from None
         except ValueError as exc:
-            raise ParseError(f"JSON parse error - {exc}.") from None
+            raise ParseError(_("JSON parse error - %(problem)s.") % {"problem": exc}) from None
 
 
 class ChatFormParser(FormParser):

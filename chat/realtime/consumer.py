@@ -20,6 +20,9 @@ import time
 import uuid
 
 from django.conf import settings
+from django.http import HttpRequest
+from django.http.cookie import parse_cookie
+from django.utils import translation
 
 from chat import events, protocol, selectors, services
 from chat.errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Gone, NotFound, RateLimited
@@ -40,8 +43,19 @@ BUDGETED = {"join", "leave", "message.edit", "message.delete"}
 _last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monotonic time
 
 
+def handshake_language(scope) -> str:
+    """The connection's language, chosen as LocaleMiddleware chooses a page's: the `django_language`
+    cookie (the switcher's), else the handshake's Accept-Language, else LANGUAGE_CODE."""
+    headers = dict(scope.get("headers", []))
+    request = HttpRequest()
+    request.COOKIES = parse_cookie(headers.get(b"cookie", b"").decode("latin-1"))
+    request.META["HTTP_ACCEPT_LANGUAGE"] = headers.get(b"accept-language", b"").decode("latin-1")
+    return translation.get_language_from_request(request)
+
+
 class ChatConsumer(Delivery):
     online = False
+    language = settings.LANGUAGE_CODE
 
     # Lifecycle and admission
 
@@ -56,6 +70,7 @@ class ChatConsumer(Delivery):
             await self.close(protocol.CLOSE_TRY_AGAIN, "service unavailable: retry later")
 
     async def _open(self):
+        self.language = handshake_language(self.scope)
         self.user = self.scope.get("user")
         self.stream = RoomStream(user_id=getattr(self.user, "pk", None), origin=self.channel_name)
         self.bound_room: int | None = None
@@ -83,7 +98,7 @@ class ChatConsumer(Delivery):
             # Over the join budget is no refusal of the room: the client reconnects later and joins then.
             code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM,
                     RateLimited: protocol.CLOSE_TRY_AGAIN}.get(type(exc), protocol.CLOSE_FORBIDDEN)
-            return await self.close(code, exc.detail)
+            return await self.close(code, exc.reason)
         rooms = await self._subscribe_all(room_ids)
         self.online = True
         if await presence.backend().connect(self.user.pk, self.channel_name):
@@ -98,7 +113,7 @@ class ChatConsumer(Delivery):
                 await self._replay(self.bound_room, slug, since=None, ref=None)
             except ChatError as exc:  # removed, or archived, since it was joined above
                 code = protocol.CLOSE_ARCHIVED if isinstance(exc, Gone) else protocol.CLOSE_FORBIDDEN
-                await self.close(code, exc.detail)
+                await self.close(code, exc.reason)
 
     def _open_session(self, slug):
         if slug is not None:
@@ -166,6 +181,11 @@ class ChatConsumer(Delivery):
         await self.queue_frame(frame, write)
 
     async def answer(self, frame, write: asyncio.Future | None, received: float):
+        # Errors are rendered here (`detail` is lazy), in the handshake's language.
+        with translation.override(self.language):
+            await self._answer(frame, write, received)
+
+    async def _answer(self, frame, write: asyncio.Future | None, received: float):
         ref = getattr(frame, "ref", None)
         try:
             if isinstance(frame, FrameError):
@@ -179,12 +199,13 @@ class ChatConsumer(Delivery):
                     self.flood_strikes = 0
         except FrameError as exc:
             # One line, no traceback: a client's malformed or hostile input is not a server fault.
-            logger.info("refused a frame from %s: %s %r", self.user, exc.code, exc.detail[:200])
+            logger.info("refused a frame from %s: %s %r", self.user, exc.code, exc.reason[:200])
             await self._send(protocol.error(exc.code, exc.detail, exc.ref))
         except INFRASTRUCTURE:
             logger.warning("frame failed: database or Redis unavailable", exc_info=True)
-            await self._send(protocol.error(protocol.UNAVAILABLE, "The server cannot reach its database or Redis "
-                                            "right now; nothing was changed: retry.", ref, RETRY_AFTER_S))
+            detail = translation.gettext("The server cannot reach its database or Redis right now; nothing was "
+                                         "changed: retry.")
+            await self._send(protocol.error(protocol.UNAVAILABLE, detail, ref, RETRY_AFTER_S))
         except ChatError as exc:
             await self._send(protocol.error(exc.code, exc.detail, ref, exc.retry_after))
             if exc.code == protocol.RATE_LIMITED:

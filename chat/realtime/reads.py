@@ -2,6 +2,7 @@
 connection's replay, the messages a connection missed, and the ones the hub holds events for."""
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
 from chat import events, selectors
 from chat.errors import Forbidden
@@ -11,9 +12,9 @@ from chat.serializers import message_data
 def replay_state(user, slug: str, room_id: int, since: int | None, until: int | None, limit: int):
     """(messages after `since`, up to `until`, whether older ones were left out, the room's last id,
     its members' usernames). Raises unless the user is an active member of the room `slug` still names."""
-    room, _ = selectors.member_room_for_user(user, slug)
+    room, _membership = selectors.member_room_for_user(user, slug)
     if room.pk != room_id:  # the slug names another room now
-        raise Forbidden(f"You are not a member of '{slug}': join it first.")
+        raise Forbidden(_("You are not a member of '%(slug)s': join it first."), slug=slug)
     if since is None:
         messages, gap = [], False
     else:

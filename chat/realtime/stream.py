@@ -27,6 +27,8 @@ Delivery without gap or duplicate, in id order, per room:
 - `floors[room]` is the mark when the room was subscribed: a later `join since` on the same
   connection replays only up to the floor, since everything above came live.
 """
+from django.utils.translation import gettext_lazy as _
+
 from chat.errors import Forbidden
 
 # What an event, or a waiting acknowledgement, needs.
@@ -72,7 +74,7 @@ class RoomStream:
         for room_id, room_slug in self.slugs.items():
             if room_slug == slug:
                 return room_id
-        raise Forbidden(f"You have not joined '{slug}': join it first.")
+        raise Forbidden(_("You have not joined '%(slug)s': join it first."), slug=slug)
 
     def opened(self, room_id: int, last_id: int | None) -> None:
         """At connect, the room's last message predates the connection: its mark and floor."""

@@ -5,6 +5,7 @@ import re
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .. import events, limits, protocol
 from ..errors import Forbidden, Invalid, Muted, RoomLocked, TooLarge
@@ -49,19 +50,19 @@ def budget(action: str, user, source: str = "") -> None:
 def require_moderator(user, room: Room, membership: Membership | None) -> None:
     if user.is_staff or (membership is not None and membership.can_moderate):
         return
-    raise Forbidden(f"Only the owner and moderators of '{room.slug}' can do that.")
+    raise Forbidden(_("Only the owner and moderators of '%(slug)s' can do that."), slug=room.slug)
 
 
 def require_may_moderate(actor, actor_membership, target, target_membership) -> None:
     """Moderators act on plain members only; owners on anyone but staff; staff on anyone else."""
     if target.pk == actor.pk:
-        raise Invalid("username: you cannot moderate yourself.")
+        raise Invalid(_("username: you cannot moderate yourself."))
     if target.is_staff and not actor.is_staff:
-        raise Forbidden("Staff cannot be moderated by room owners or moderators.")
+        raise Forbidden(_("Staff cannot be moderated by room owners or moderators."))
     is_owner = actor_membership is not None and actor_membership.role == Membership.Role.OWNER
     if not (actor.is_staff or is_owner) and target_membership is not None \
             and target_membership.role != Membership.Role.MEMBER:
-        raise Forbidden("Moderators can act on members only.")
+        raise Forbidden(_("Moderators can act on members only."))
 
 
 def require_writable(user, room: Room, membership: Membership | None) -> None:
@@ -69,11 +70,12 @@ def require_writable(user, room: Room, membership: Membership | None) -> None:
     if user.is_staff:
         return
     if room.locked:
-        raise RoomLocked(f"Room '{room.slug}' is locked: it is read-only.")
+        raise RoomLocked(_("Room '%(slug)s' is locked: it is read-only."), slug=room.slug)
     now = timezone.now()
     if membership is not None and membership.is_muted(now):
         left = math.ceil((membership.muted_until - now).total_seconds())
-        raise Muted(f"You are muted in '{room.slug}' for {left} more seconds.", retry_after=left)
+        raise Muted(_("You are muted in '%(slug)s' for %(seconds)s more seconds."), slug=room.slug, seconds=left,
+                    retry_after=left)
 
 
 def storable(field: str, text: str) -> str:
@@ -81,13 +83,14 @@ def storable(field: str, text: str) -> str:
     store NUL, neither database an unpaired surrogate, and the refusal must not depend on
     the database (nor fail the other messages of a batch)."""
     if protocol.unstorable(text):
-        raise Invalid(f"{field}: {protocol.UNSTORABLE}.")
+        raise Invalid(protocol.UNSTORABLE, field=field)
     return text
 
 
 def clean_body(body) -> str:
     if not isinstance(body, str) or not body.strip():
-        raise Invalid("body: must be a non-empty string.")
+        raise Invalid(_("body: must be a non-empty string."))
     if len(body) > settings.CHAT_MAX_BODY:
-        raise TooLarge(f"body: {len(body)} characters; the limit is {settings.CHAT_MAX_BODY}.")
+        raise TooLarge(_("body: %(length)s characters; the limit is %(limit)s."), length=len(body),
+                       limit=settings.CHAT_MAX_BODY)
     return storable("body", body)

@@ -4,6 +4,7 @@ from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from .. import events, protocol, usernames
@@ -14,19 +15,19 @@ User = get_user_model()
 
 def user_register(*, username: str, password: str, email: str = "") -> User:
     if not settings.CHAT_REGISTRATION_OPEN:
-        raise Forbidden("Registration is closed on this server.")
+        raise Forbidden(_("Registration is closed on this server."))
     username = usernames.normalize(username)
     try:
         usernames.validate_username_script(username)
     except ValidationError as exc:
-        raise Invalid(f"username: {exc.messages[0]}") from None
+        raise Invalid(_("username: %(problem)s"), problem=exc.messages[0]) from None
     if User.objects.filter(username__iexact=username).exists():
-        raise Invalid("username: that username is taken.")
+        raise Invalid(_("username: that username is taken."))
     try:
         with transaction.atomic():
             return User.objects.create_user(username=username, password=password, email=email)
     except IntegrityError:  # registered concurrently
-        raise Invalid("username: that username is taken.") from None
+        raise Invalid(_("username: that username is taken.")) from None
 
 
 def password_change(*, user, old_password, new_password, keep_session: str | None = None) -> User:
@@ -34,13 +35,13 @@ def password_change(*, user, old_password, new_password, keep_session: str | Non
     sessions stop matching the new password hash by themselves; the caller keeps its own session
     valid with `update_session_auth_hash`."""
     if not isinstance(old_password, str) or not user.check_password(old_password):
-        raise Invalid("old_password: that is not your current password.")
+        raise Invalid(_("old_password: that is not your current password."))
     if not isinstance(new_password, str) or not new_password:
-        raise Invalid("new_password: give the new password.")
+        raise Invalid(_("new_password: give the new password."))
     try:
         password_validation.validate_password(new_password, user)
     except ValidationError as exc:
-        raise Invalid(f"new_password: {' '.join(exc.messages)}") from None
+        raise Invalid(_("new_password: %(problem)s"), problem=' '.join(exc.messages)) from None
     with transaction.atomic():
         user.set_password(new_password)
         user.save(update_fields=["password"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils.translation import gettext_lazy as _
 
 from .. import metrics, sql
 from ..errors import INFRASTRUCTURE, Forbidden, Invalid
@@ -75,7 +76,7 @@ def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exce
                 for room, sends in rooms:
                     _write_room(room, sends, results)
     except Exception as exc:  # the database failed, or the commit did: nothing of the batch was written
-        for _, sends in rooms:
+        for _room, sends in rooms:
             for send in sends:
                 results[send.index] = exc
     metrics.MESSAGES_ACCEPTED.inc(sum(1 for result in results if isinstance(result, tuple) and result[1]))
@@ -92,7 +93,7 @@ def _write_rooms(rooms: list[tuple[Room, list["_Send"]]], results: list) -> None
     with one_transaction:
         written = insert_rooms_messages([(room, [(send.draft(), send.origin) for send in sends])
                                           for room, sends in rooms])
-    for (_, sends), messages in zip(rooms, written):
+    for (_room, sends), messages in zip(rooms, written):
         for send, message in zip(sends, messages):
             results[send.index] = (message, True)
 
@@ -192,13 +193,13 @@ def _each(check):
 
 def _check_options(send: _Send) -> None:
     if not isinstance(send.client_id, str) or len(send.client_id) > 64:
-        raise Invalid("client_id: a string of at most 64 characters.")
+        raise Invalid(_("client_id: a string of at most 64 characters."))
     # Before anything reads them: a batch's lookups carry every send's values.
     for field, text in (("client_id", send.client_id), ("room", send.slug), ("to", send.to)):
         if isinstance(text, str):
             _common.storable(field, text)
     if send.kind not in (Message.Kind.USER, Message.Kind.EMOTE):
-        raise Invalid("kind: use 'user' or 'emote'.")
+        raise Invalid(_("kind: use 'user' or 'emote'."))
 
 
 def _find_originals(read: dict, sends: list[_Send]) -> list[tuple[Message, bool] | None]:
@@ -233,8 +234,8 @@ def _answer_resends(read: dict, found: list[tuple[_Send, Message]]) -> list[tupl
     answers = []
     for (send, original), access in zip(found, _member_rooms(read, pairs)):
         if isinstance(access, Exception):
-            answers.append(Forbidden(f"client_id: '{send.client_id}' was used in a room you may no longer write to; "
-                                     "send with a new client_id."))
+            answers.append(Forbidden(_("client_id: '%(client_id)s' was used in a room you may no longer write to; "
+                                       "send with a new client_id."), client_id=send.client_id))
         else:
             answers.append(_refusal(require_writable, send.user, *access) or (original, False))
     return answers
@@ -245,7 +246,7 @@ def _check_body_and_target(send: _Send) -> None:
     if send.to is not None:  # rare enough to look up (or create) one at a time
         send.slug = direct_room(user=send.user, username=send.to).slug
     if not isinstance(send.slug, str) or not send.slug:
-        raise Invalid("room: give a room slug, or `to` with a username.")
+        raise Invalid(_("room: give a room slug, or `to` with a username."))
 
 
 def _check_rooms(read: dict, sends: list[_Send]) -> list[Exception | None]:
@@ -292,6 +293,6 @@ def _refused_by_database(exc: Exception) -> Exception:
     if isinstance(exc, INFRASTRUCTURE) or not isinstance(exc, DatabaseError | ValueError | OverflowError):
         return exc
     logger.warning("the database refused a message that passed the checks: %s: %.200s", type(exc).__name__, exc)
-    return Invalid("The database could not store this message: check its text and fields, then send it again.")
+    return Invalid(_("The database could not store this message: check its text and fields, then send it again."))
 
 

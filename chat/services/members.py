@@ -2,6 +2,7 @@
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
 
 from .. import limits, protocol
 from ..errors import Forbidden, Invalid, NotFound
@@ -46,7 +47,7 @@ def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
     if membership is not None and not membership.banned:
         return room, membership, False
     if room.kind == Room.Kind.DIRECT:
-        raise Forbidden("Direct rooms cannot be joined.")
+        raise Forbidden(_("Direct rooms cannot be joined."))
     budget("join", user)
     noted = _membership_noted(room, user, joining=True)
     with transaction.atomic():
@@ -66,7 +67,7 @@ def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
 def room_leave(*, user, slug: str) -> Room:
     room, membership = member_room_for_user(user, slug)
     if room.kind == Room.Kind.DIRECT:
-        raise Forbidden("You cannot leave a direct conversation.")
+        raise Forbidden(_("You cannot leave a direct conversation."))
     budget("leave", user)
     noted = _membership_noted(room, user, joining=False)
     with transaction.atomic():
@@ -82,27 +83,28 @@ def member_invite(*, actor, slug: str, username: str, role: str = Membership.Rol
     """Add a user to a room (any member may invite; only owners and staff grant roles)."""
     room, actor_membership = member_room_for_user(actor, slug) if not actor.is_staff else room_for_user(actor, slug)
     if room.kind == Room.Kind.DIRECT:
-        raise Forbidden("Direct rooms have exactly two members.")
+        raise Forbidden(_("Direct rooms have exactly two members."))
     if role not in Membership.Role.values:
-        raise Invalid("role: use owner, moderator or member.")
+        raise Invalid(_("role: use owner, moderator or member."))
     is_owner = actor.is_staff or (actor_membership is not None and actor_membership.role == Membership.Role.OWNER)
     if role != Membership.Role.MEMBER and not is_owner:
-        raise Forbidden("Only the owner can grant roles.")
+        raise Forbidden(_("Only the owner can grant roles."))
     target = User.objects.filter(username=username, is_active=True).first()
     if target is None:
-        raise NotFound(f"No user '{username}'.")
+        raise NotFound(_("No user '%(username)s'."), username=username)
     with transaction.atomic():
         membership, created = Membership.objects.get_or_create(room=room, user=target, defaults={"role": role})
         if not created:
             if membership.is_banned():
-                raise Forbidden(f"'{username}' is banned from '{slug}': lift the ban first.")
+                raise Forbidden(_("'%(username)s' is banned from '%(slug)s': lift the ban first."), username=username,
+                                slug=slug)
             if membership.banned:
                 membership.banned, membership.banned_until, membership.ban_reason = False, None, ""
                 created = True
             elif membership.role == role:
-                raise Invalid(f"'{username}' is already a member of '{slug}'.")
+                raise Invalid(_("'%(username)s' is already a member of '%(slug)s'."), username=username, slug=slug)
             elif not is_owner:
-                raise Forbidden("Only the owner can change roles.")
+                raise Forbidden(_("Only the owner can change roles."))
             membership.role = role
             membership.save()
         budget("invite", actor)  # in the transaction, which it rolls back: only a change is counted
@@ -126,7 +128,7 @@ def member_remove(*, actor, slug: str, username: str, source: str = "rest") -> N
     membership = (Membership.objects.select_related("user").filter(room=room, user__username=username)
                   .filter(active_membership_q()).first())
     if membership is None:
-        raise NotFound(f"'{username}' is not a member of '{slug}'.")
+        raise NotFound(_("'%(username)s' is not a member of '%(slug)s'."), username=username, slug=slug)
     require_may_moderate(actor, actor_membership, membership.user, membership)
     with transaction.atomic():
         membership.delete()

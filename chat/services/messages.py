@@ -2,6 +2,7 @@
 read markers."""
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .. import events, protocol
 from ..errors import Forbidden, Invalid
@@ -27,13 +28,17 @@ def message_send(*, user, slug: str | None = None, to: str | None = None, body, 
     return result
 
 
+ONLY_AUTHOR_OR_MODERATOR = {"edit": _("Only the author or a moderator can edit this message."),
+                            "delete": _("Only the author or a moderator can delete this message.")}
+
+
 def _require_author_or_moderator(user, message: Message, what: str) -> None:
     """The author, or someone who may moderate the author in the message's room (`require_may_moderate`)."""
     if message.author_id == user.pk:
         return
     membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
     if not user.is_staff and (membership is None or not membership.can_moderate or membership.is_banned()):
-        raise Forbidden(f"Only the author or a moderator can {what} this message.")
+        raise Forbidden(ONLY_AUTHOR_OR_MODERATOR[what])
     if message.author is not None:
         author_membership = Membership.objects.filter(room_id=message.room_id, user_id=message.author_id).first()
         require_may_moderate(user, membership, message.author, author_membership)
@@ -44,9 +49,9 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
     _require_author_or_moderator(user, message, "edit")
     require_writable(user, message.room, Membership.objects.filter(room_id=message.room_id, user=user).first())
     if message.deleted:
-        raise Invalid("This message is deleted.")
+        raise Invalid(_("This message is deleted."))
     if message.kind == Message.Kind.SYSTEM:
-        raise Forbidden("System messages cannot be edited.")
+        raise Forbidden(_("System messages cannot be edited."))
     body = clean_body(body)
     budget("edit", user)
     with transaction.atomic():
@@ -84,7 +89,7 @@ def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
     message = message_for_user(user, message_id)
     membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
     if not (user.is_staff or (membership is not None and membership.can_moderate and not membership.is_banned())):
-        raise Forbidden("Only moderators and staff can restore a message.")
+        raise Forbidden(_("Only moderators and staff can restore a message."))
     if not message.deleted:
         return message
     with transaction.atomic():
@@ -100,7 +105,7 @@ def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
 def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) -> Membership:
     """Move the read marker forward (never back, so a stale device cannot undo another's reads)."""
     if not isinstance(message_id, int) or isinstance(message_id, bool) or message_id < 0:
-        raise Invalid("message_id: a non-negative integer.")
+        raise Invalid(_("message_id: a non-negative integer."))
     room, membership = member_room_for_user(user, slug)
     # Capped at the newest message, so a bogus or foreign id cannot mark future messages read.
     message_id = min(message_id, last_message_id(room) or 0)

@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .. import events, protocol
 from ..errors import Forbidden, Invalid, NotFound
@@ -24,7 +25,7 @@ def _moderation_target(actor, slug: str, username: str) -> tuple[Room, "User", M
     require_moderator(actor, room, actor_membership)
     target = User.objects.filter(username=username).first()
     if target is None:
-        raise NotFound(f"No user '{username}'.")
+        raise NotFound(_("No user '%(username)s'."), username=username)
     membership = Membership.objects.filter(room=room, user=target).first()
     require_may_moderate(actor, actor_membership, target, membership)
     return room, target, membership
@@ -36,18 +37,18 @@ def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: in
     (`room.left` reason `banned`; a `/ws/chat/<slug>/` connection is closed 4403)."""
     if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool)
                                 or not 1 <= minutes <= Membership.MAX_BAN_MINUTES):
-        raise Invalid(f"minutes: a whole number from 1 to {Membership.MAX_BAN_MINUTES} (ten years), "
-                      "or nothing for a ban until lifted.")
+        raise Invalid(_("minutes: a whole number from 1 to %(max)s (ten years), or nothing for a ban until lifted."),
+                      max=Membership.MAX_BAN_MINUTES)
     if len(reason) > 300:
-        raise Invalid("reason: at most 300 characters.")
+        raise Invalid(_("reason: at most 300 characters."))
     storable("reason", reason)
     room, target, membership = _moderation_target(actor, slug, username)
     if room.kind == Room.Kind.DIRECT:
-        raise Forbidden("Direct rooms have no bans.")
+        raise Forbidden(_("Direct rooms have no bans."))
     was_member = membership is not None and not membership.is_banned()
     until = timezone.now() + timedelta(minutes=minutes) if minutes else None
     with transaction.atomic():
-        membership, _ = Membership.objects.update_or_create(
+        membership, _created = Membership.objects.update_or_create(
             room=room, user=target, defaults={"banned": True, "banned_until": until, "ban_reason": reason})
         audit(actor=actor, action="ban", source=source, room=room, target_user=target, reason=reason, minutes=minutes)
         if was_member:
@@ -60,7 +61,7 @@ def member_unban(*, actor, slug: str, username: str, source: str = "rest") -> No
     """Lift a ban. The user is no longer a member: they may join again (or be invited)."""
     room, target, membership = _moderation_target(actor, slug, username)
     if membership is None or not membership.banned:
-        raise NotFound(f"'{username}' is not banned from '{slug}'.")
+        raise NotFound(_("'%(username)s' is not banned from '%(slug)s'."), username=username, slug=slug)
     with transaction.atomic():
         membership.delete()
         audit(actor=actor, action="unban", source=source, room=room, target_user=target)
@@ -69,10 +70,10 @@ def member_unban(*, actor, slug: str, username: str, source: str = "rest") -> No
 def member_mute(*, actor, slug: str, username: str, minutes: int, source: str = "rest") -> Membership:
     """Mute a member for `minutes`: their sends answer `muted` with the time left."""
     if not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= Membership.MAX_MUTE_MINUTES:
-        raise Invalid(f"minutes: a whole number from 1 to {Membership.MAX_MUTE_MINUTES} (a year).")
+        raise Invalid(_("minutes: a whole number from 1 to %(max)s (a year)."), max=Membership.MAX_MUTE_MINUTES)
     room, target, membership = _moderation_target(actor, slug, username)
     if membership is None or membership.is_banned():
-        raise NotFound(f"'{username}' is not a member of '{slug}'.")
+        raise NotFound(_("'%(username)s' is not a member of '%(slug)s'."), username=username, slug=slug)
     membership.muted_until = timezone.now() + timedelta(minutes=minutes)
     with transaction.atomic():
         membership.save(update_fields=["muted_until"])
@@ -83,7 +84,7 @@ def member_mute(*, actor, slug: str, username: str, minutes: int, source: str = 
 def member_unmute(*, actor, slug: str, username: str, source: str = "rest") -> Membership:
     room, target, membership = _moderation_target(actor, slug, username)
     if membership is None or not membership.is_muted():
-        raise NotFound(f"'{username}' is not muted in '{slug}'.")
+        raise NotFound(_("'%(username)s' is not muted in '%(slug)s'."), username=username, slug=slug)
     membership.muted_until = None
     with transaction.atomic():
         membership.save(update_fields=["muted_until"])
@@ -94,14 +95,14 @@ def member_unmute(*, actor, slug: str, username: str, source: str = "rest") -> M
 def user_deactivate(*, actor, username: str, source: str = "admin") -> "User":
     """Staff only: the account can no longer log in, and every one of its sockets closes with 4403 at once."""
     if not actor.is_staff:
-        raise Forbidden("Only staff can deactivate accounts.")
+        raise Forbidden(_("Only staff can deactivate accounts."))
     target = User.objects.filter(username=username).first()
     if target is None:
-        raise NotFound(f"No user '{username}'.")
+        raise NotFound(_("No user '%(username)s'."), username=username)
     if target.pk == actor.pk:
-        raise Invalid("username: you cannot deactivate yourself.")
+        raise Invalid(_("username: you cannot deactivate yourself."))
     if target.is_staff and not actor.is_superuser:
-        raise Forbidden("Only a superuser can deactivate staff.")
+        raise Forbidden(_("Only a superuser can deactivate staff."))
     with transaction.atomic():
         target.is_active = False
         target.save(update_fields=["is_active"])
@@ -115,21 +116,21 @@ def message_report(*, user, message_id: int, reason) -> Report:
     limit = Report._meta.get_field("reason").max_length
     reason = reason.strip() if isinstance(reason, str) else ""
     if not 1 <= len(reason) <= limit:
-        raise Invalid(f"reason: 1-{limit} characters, saying what is wrong with the message.")
+        raise Invalid(_("reason: 1-%(limit)s characters, saying what is wrong with the message."), limit=limit)
     storable("reason", reason)
     message = message_for_user(user, message_id)
     if message.author_id == user.pk:
-        raise Invalid("You cannot report your own message: edit or delete it instead.")
+        raise Invalid(_("You cannot report your own message: edit or delete it instead."))
     if message.kind == Message.Kind.SYSTEM or message.deleted:
-        raise Invalid("Only visible user messages can be reported.")
+        raise Invalid(_("Only visible user messages can be reported."))
     if Report.objects.filter(message=message, reporter=user).exists():
-        raise Invalid("You have already reported this message.")
+        raise Invalid(_("You have already reported this message."))
     budget("report", user)
     try:
         with transaction.atomic():
             return Report.objects.create(message=message, reporter=user, reason=reason)
     except IntegrityError:  # reported concurrently
-        raise Invalid("You have already reported this message.") from None
+        raise Invalid(_("You have already reported this message.")) from None
 
 
 def report_resolve(*, actor, report_id: int, resolution: str = "", delete_message: bool = False,
@@ -138,14 +139,14 @@ def report_resolve(*, actor, report_id: int, resolution: str = "", delete_messag
     and banning its author from the room."""
     report = Report.objects.select_related("message__room", "message__author").filter(pk=report_id).first()
     if report is None:
-        raise NotFound(f"No report {report_id}.")
+        raise NotFound(_("No report %(id)s."), id=report_id)
     room = report.message.room
     membership = Membership.objects.filter(room=room, user=actor).filter(active_membership_q()).first()
     require_moderator(actor, room, membership)
     with transaction.atomic():
         # Locked and re-read: two moderators resolving at once must not both act.
         if Report.objects.select_for_update().filter(pk=report.pk).values_list("resolved_at", flat=True).get():
-            raise Invalid(f"Report {report_id} is already resolved.")
+            raise Invalid(_("Report %(id)s is already resolved."), id=report_id)
         if delete_message:
             message_delete(user=actor, message_id=report.message_id, source=source)
         if ban_author and report.message.author is not None:

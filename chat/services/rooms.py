@@ -2,6 +2,7 @@
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
+from django.utils.translation import gettext_lazy as _
 
 from .. import events, protocol
 from ..errors import Forbidden, Invalid, NotFound
@@ -22,14 +23,14 @@ def _clean_name(name) -> str:
     limit = Room._meta.get_field("name").max_length
     name = name.strip() if isinstance(name, str) else ""
     if not 1 <= len(name) <= limit:
-        raise Invalid(f"name: 1-{limit} characters, not only spaces.")
+        raise Invalid(_("name: 1-%(limit)s characters, not only spaces."), limit=limit)
     return storable("name", name)
 
 
 def _clean_topic(topic) -> str:
     limit = Room._meta.get_field("topic").max_length
     if not isinstance(topic, str) or len(topic) > limit:
-        raise Invalid(f"topic: a string of at most {limit} characters.")
+        raise Invalid(_("topic: a string of at most %(limit)s characters."), limit=limit)
     return storable("topic", topic)
 
 
@@ -37,15 +38,16 @@ def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC
                 source: str = "rest") -> Room:
     """Create a public or private room; the creator becomes its owner."""
     if kind not in (Room.Kind.PUBLIC, Room.Kind.PRIVATE):
-        raise Invalid("kind: use 'public' or 'private'; direct rooms are created by sending to a user.")
+        raise Invalid(_("kind: use 'public' or 'private'; direct rooms are created by sending to a user."))
     name, topic = _clean_name(name), _clean_topic(topic)
     if not slug and not (slug := slugify(name).replace("_", "-")[:50].strip("-")):
-        raise Invalid("slug: could not derive one from the name; give a slug of lowercase letters, digits and hyphens.")
+        raise Invalid(_("slug: could not derive one from the name; give a slug of lowercase letters, digits and "
+                        "hyphens."))
     if not protocol.SLUG_RE.fullmatch(slug):
-        raise Invalid("slug: use 1-50 lowercase letters, digits or hyphens.")
+        raise Invalid(_("slug: use 1-50 lowercase letters, digits or hyphens."))
     if DIRECT_SLUG_RE.fullmatch(slug):
-        raise Invalid(f"slug: '{slug}' is reserved for direct rooms; choose another.")
-    taken = Invalid(f"slug: '{slug}' is taken; choose another.")
+        raise Invalid(_("slug: '%(slug)s' is reserved for direct rooms; choose another."), slug=slug)
+    taken = Invalid(_("slug: '%(slug)s' is taken; choose another."), slug=slug)
     if Room.objects.filter(slug=slug).exists():  # before the budget: a taken slug costs none of it
         raise taken
     budget("room", user, source)
@@ -89,7 +91,7 @@ def room_archive(*, user, slug: str, source: str = "rest") -> Room:
     """Archive: the room leaves every list and its connections are told so."""
     room, membership = room_for_user(user, slug)
     if not (user.is_staff or (membership is not None and membership.role == Membership.Role.OWNER)):
-        raise Forbidden(f"Only the owner of '{slug}' or staff can archive it.")
+        raise Forbidden(_("Only the owner of '%(slug)s' or staff can archive it."), slug=slug)
     with transaction.atomic():
         room.archived = True
         room.save(update_fields=["archived"])
@@ -102,9 +104,9 @@ def direct_room(*, user, username: str) -> Room:
     """The direct room between `user` and `username`, created (with both memberships) on first use."""
     other = User.objects.filter(username=username, is_active=True).first()
     if other is None:
-        raise NotFound(f"No user '{username}'.")
+        raise NotFound(_("No user '%(username)s'."), username=username)
     if other.pk == user.pk:
-        raise Invalid("to: you cannot send a direct message to yourself.")
+        raise Invalid(_("to: you cannot send a direct message to yourself."))
     low, high = sorted([user, other], key=lambda u: u.pk)
     slug = direct_slug(low.pk, high.pk)
     room = Room.objects.filter(slug=slug).first()
