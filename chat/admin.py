@@ -14,24 +14,27 @@ from django.db.models import F
 from django.utils.functional import cached_property
 from django.template.response import TemplateResponse
 from django.utils.text import Truncator
+from django.utils.translation import gettext_lazy as _
 
 from . import auth, services, sql
 from .errors import ChatError
 from .models import Membership, Message, ModerationAction, Report, Room
 
 
-def _run_each(modeladmin, request, objects, call, done: str) -> None:
-    """Apply a service to each selected object, reporting successes and each refusal."""
+def _run_each(modeladmin, request, objects, call, done) -> None:
+    """Apply a service to each selected object, reporting successes (`done`, a message naming
+    `%(count)s`) and each refusal."""
     count = 0
     for obj in objects:
         try:
             call(obj)
         except ChatError as exc:
-            modeladmin.message_user(request, f"{obj}: {exc.detail}", messages.ERROR)
+            modeladmin.message_user(request, _("%(object)s: %(problem)s") % {"object": obj, "problem": exc.detail},
+                                    messages.ERROR)
         else:
             count += 1
     if count:
-        modeladmin.message_user(request, f"{count} {done}.", messages.SUCCESS)
+        modeladmin.message_user(request, done % {"count": count}, messages.SUCCESS)
 
 
 class ModerationMixin:
@@ -52,12 +55,12 @@ class ModerationMixin:
 
 
 class BanForm(forms.Form):
-    reason = forms.CharField(max_length=300, required=False)
-    minutes = forms.IntegerField(min_value=1, required=False, help_text="Empty: until lifted.")
+    reason = forms.CharField(label=_("reason"), max_length=300, required=False)
+    minutes = forms.IntegerField(label=_("minutes"), min_value=1, required=False, help_text=_("Empty: until lifted."))
 
 
 class MuteForm(forms.Form):
-    minutes = forms.IntegerField(min_value=1, max_value=525600)
+    minutes = forms.IntegerField(label=_("minutes"), min_value=1, max_value=525600)
 
 
 @admin.register(Room)
@@ -83,7 +86,7 @@ class RoomAdmin(admin.ModelAdmin):
 
     def formfield_for_choice_field(self, db_field, request, **kwargs):
         if db_field.name == "kind":  # direct rooms are created by messaging a user
-            kwargs["choices"] = [(Room.Kind.PUBLIC, "Public"), (Room.Kind.PRIVATE, "Private")]
+            kwargs["choices"] = [(kind.value, kind.label) for kind in (Room.Kind.PUBLIC, Room.Kind.PRIVATE)]
         return super().formfield_for_choice_field(db_field, request, **kwargs)
 
     def has_delete_permission(self, request, obj=None):
@@ -98,22 +101,23 @@ class RoomAdmin(admin.ModelAdmin):
                                         topic=obj.topic, source="admin")
         obj.pk = room.pk  # the admin's log entry and redirect use it
 
-    @admin.action(description="Lock selected rooms (read-only)", permissions=["change"])
+    @admin.action(description=_("Lock selected rooms (read-only)"), permissions=["change"])
     def lock_rooms(self, request, queryset):
         _run_each(self, request, queryset,
                   lambda r: services.room_update(user=request.user, slug=r.slug, locked=True, source="admin"),
-                  "room(s) locked")
+                  _("%(count)s room(s) locked."))
 
-    @admin.action(description="Unlock selected rooms", permissions=["change"])
+    @admin.action(description=_("Unlock selected rooms"), permissions=["change"])
     def unlock_rooms(self, request, queryset):
         _run_each(self, request, queryset,
                   lambda r: services.room_update(user=request.user, slug=r.slug, locked=False, source="admin"),
-                  "room(s) unlocked")
+                  _("%(count)s room(s) unlocked."))
 
-    @admin.action(description="Archive selected rooms", permissions=["change"])
+    @admin.action(description=_("Archive selected rooms"), permissions=["change"])
     def archive_rooms(self, request, queryset):
         _run_each(self, request, queryset,
-                  lambda r: services.room_archive(user=request.user, slug=r.slug, source="admin"), "room(s) archived")
+                  lambda r: services.room_archive(user=request.user, slug=r.slug, source="admin"),
+                  _("%(count)s room(s) archived."))
 
 
 @admin.register(Membership)
@@ -129,42 +133,46 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
         """An action that first asks for its parameters on an intermediate page."""
         form = form_class(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
-            _run_each(self, request, queryset.select_related("room", "user"), lambda m: apply(m, **form.cleaned_data), "done")
+            _run_each(self, request, queryset.select_related("room", "user"), lambda m: apply(m, **form.cleaned_data),
+                      _("%(count)s done."))
             return None
         return TemplateResponse(request, "admin/chat/sanction_form.html", {
             **self.admin_site.each_context(request), "title": title, "form": form, "action": action,
             "queryset": queryset.select_related("room", "user"), "opts": self.opts})
 
-    @admin.action(description="Ban selected users from their rooms…", permissions=["moderate"])
+    @admin.action(description=_("Ban selected users from their rooms…"), permissions=["moderate"])
     def ban_members(self, request, queryset):
-        return self._with_form(request, queryset, BanForm, "ban_members", "Ban", lambda m, reason, minutes: services.member_ban(
-            actor=request.user, slug=m.room.slug, username=m.user.username, reason=reason, minutes=minutes, source="admin"))
+        return self._with_form(request, queryset, BanForm, "ban_members", _("Ban"),
+                               lambda m, reason, minutes: services.member_ban(
+                                   actor=request.user, slug=m.room.slug, username=m.user.username, reason=reason,
+                                   minutes=minutes, source="admin"))
 
-    @admin.action(description="Lift the bans of selected users", permissions=["moderate"])
+    @admin.action(description=_("Lift the bans of selected users"), permissions=["moderate"])
     def unban_members(self, request, queryset):
         _run_each(self, request, queryset.select_related("room", "user"),
                   lambda m: services.member_unban(actor=request.user, slug=m.room.slug, username=m.user.username,
                                                   source="admin"),
-                  "ban(s) lifted")
+                  _("%(count)s ban(s) lifted."))
 
-    @admin.action(description="Mute selected members…", permissions=["moderate"])
+    @admin.action(description=_("Mute selected members…"), permissions=["moderate"])
     def mute_members(self, request, queryset):
-        return self._with_form(request, queryset, MuteForm, "mute_members", "Mute", lambda m, minutes: services.member_mute(
+        return self._with_form(request, queryset, MuteForm, "mute_members", _("Mute"),
+                               lambda m, minutes: services.member_mute(
             actor=request.user, slug=m.room.slug, username=m.user.username, minutes=minutes, source="admin"))
 
-    @admin.action(description="Unmute selected members", permissions=["moderate"])
+    @admin.action(description=_("Unmute selected members"), permissions=["moderate"])
     def unmute_members(self, request, queryset):
         _run_each(self, request, queryset.select_related("room", "user"),
                   lambda m: services.member_unmute(actor=request.user, slug=m.room.slug, username=m.user.username,
                                                    source="admin"),
-                  "member(s) unmuted")
+                  _("%(count)s member(s) unmuted."))
 
-    @admin.action(description="Remove selected members from their rooms", permissions=["moderate"])
+    @admin.action(description=_("Remove selected members from their rooms"), permissions=["moderate"])
     def remove_members(self, request, queryset):
         _run_each(self, request, queryset.select_related("room", "user"),
                   lambda m: services.member_remove(actor=request.user, slug=m.room.slug, username=m.user.username,
                                                    source="admin"),
-                  "member(s) removed")
+                  _("%(count)s member(s) removed."))
 
 
 class EstimatedCountPaginator(Paginator):
@@ -194,21 +202,21 @@ class MessageAdmin(ModerationMixin, admin.ModelAdmin):
     show_full_result_count = False  # a COUNT(*) over all messages on every search is too slow
     actions = ("soft_delete", "restore")
 
-    @admin.display(description="body")
+    @admin.display(description=_("body"))
     def excerpt(self, message: Message) -> str:
         return Truncator(message.body).chars(80)
 
-    @admin.action(description="Delete selected messages (soft)", permissions=["moderate"])
+    @admin.action(description=_("Delete selected messages (soft)"), permissions=["moderate"])
     def soft_delete(self, request, queryset):
         _run_each(self, request, queryset,
                   lambda m: services.message_delete(user=request.user, message_id=m.pk, source="admin"),
-                  "message(s) deleted")
+                  _("%(count)s message(s) deleted."))
 
-    @admin.action(description="Restore selected deleted messages", permissions=["moderate"])
+    @admin.action(description=_("Restore selected deleted messages"), permissions=["moderate"])
     def restore(self, request, queryset):
         _run_each(self, request, queryset,
                   lambda m: services.message_restore(user=request.user, message_id=m.pk, source="admin"),
-                  "message(s) restored")
+                  _("%(count)s message(s) restored."))
 
 
 @admin.register(ModerationAction)
@@ -224,10 +232,11 @@ class ModerationActionAdmin(ModerationMixin, admin.ModelAdmin):
 
 
 class ResolvedFilter(admin.SimpleListFilter):
-    title = parameter_name = "resolved"
+    title = _("resolved")
+    parameter_name = "resolved"
 
     def lookups(self, request, model_admin):
-        return (("no", "Open"), ("yes", "Resolved"))
+        return (("no", _("Open")), ("yes", _("Resolved")))
 
     def queryset(self, request, queryset):
         if self.value() in ("no", "yes"):
@@ -251,34 +260,36 @@ class ReportAdmin(ModerationMixin, admin.ModelAdmin):
     def get_ordering(self, request):
         return (F("resolved_at").desc(nulls_first=True), "-id")
 
-    @admin.display(description="room")
+    @admin.display(description=_("room"))
     def room(self, report: Report) -> Room:
         return report.message.room
 
-    @admin.display(description="message")
+    @admin.display(description=_("message"))
     def message_excerpt(self, report: Report) -> str:
         return Truncator(report.message.body).chars(80)
 
-    @admin.display(description="author")
+    @admin.display(description=_("author"))
     def message_author(self, report: Report):
         return report.message.author
 
-    @admin.action(description="Resolve: dismiss", permissions=["moderate"])
+    @admin.action(description=_("Resolve: dismiss"), permissions=["moderate"])
     def resolve_dismiss(self, request, queryset):
         _run_each(self, request, queryset, lambda r: services.report_resolve(
-            actor=request.user, report_id=r.pk, resolution="dismissed", source="admin"), "report(s) dismissed")
+            actor=request.user, report_id=r.pk, resolution="dismissed", source="admin"),
+            _("%(count)s report(s) dismissed."))
 
-    @admin.action(description="Resolve: delete the message", permissions=["moderate"])
+    @admin.action(description=_("Resolve: delete the message"), permissions=["moderate"])
     def resolve_delete_message(self, request, queryset):
         _run_each(self, request, queryset, lambda r: services.report_resolve(
             actor=request.user, report_id=r.pk, resolution="message deleted", delete_message=True, source="admin"),
-            "report(s) resolved, message(s) deleted")
+            _("%(count)s report(s) resolved, message(s) deleted."))
 
-    @admin.action(description="Resolve: delete the message and ban its author from the room", permissions=["moderate"])
+    @admin.action(description=_("Resolve: delete the message and ban its author from the room"),
+                  permissions=["moderate"])
     def resolve_delete_and_ban(self, request, queryset):
         _run_each(self, request, queryset, lambda r: services.report_resolve(
             actor=request.user, report_id=r.pk, resolution="message deleted, author banned", delete_message=True,
-            ban_author=True, source="admin"), "report(s) resolved, author(s) banned")
+            ban_author=True, source="admin"), _("%(count)s report(s) resolved, author(s) banned."))
 
 
 admin.site.unregister(get_user_model())
@@ -306,8 +317,8 @@ class ChatUserAdmin(UserAdmin):
             services.sign_ins_end(user=get_user_model().objects.get(pk=id), keep_session=keep)
         return response
 
-    @admin.action(description="Deactivate selected users (their sockets close at once)", permissions=["change"])
+    @admin.action(description=_("Deactivate selected users (their sockets close at once)"), permissions=["change"])
     def deactivate(self, request, queryset):
         _run_each(self, request, queryset,
                   lambda u: services.user_deactivate(actor=request.user, username=u.username, source="admin"),
-                  "user(s) deactivated")
+                  _("%(count)s user(s) deactivated."))

@@ -7,30 +7,34 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 SLUG_PATTERN = r"^[a-z0-9-]{1,50}$"
-slug_validator = RegexValidator(SLUG_PATTERN, "Use 1-50 lowercase letters, digits or hyphens.")
+slug_validator = RegexValidator(SLUG_PATTERN, _("Use 1-50 lowercase letters, digits or hyphens."))
 MAX_ID = 2**63 - 1  # ids are bigints: a larger one names nothing, and no query should carry it
 
 
 class Room(models.Model):
     class Kind(models.TextChoices):
-        PUBLIC = "public"
-        PRIVATE = "private"
-        DIRECT = "direct"
+        PUBLIC = "public", _("Public")
+        PRIVATE = "private", _("Private")
+        DIRECT = "direct", _("Direct")
 
-    slug = models.CharField(max_length=50, unique=True, validators=[slug_validator])
-    name = models.CharField(max_length=100)
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.PUBLIC)
-    topic = models.CharField(max_length=300, blank=True)
-    locked = models.BooleanField(default=False, help_text="Read-only: sends are refused.")
-    archived = models.BooleanField(default=False, help_text="Hidden from lists; connections are closed.")
+    slug = models.CharField(_("slug"), max_length=50, unique=True, validators=[slug_validator])
+    name = models.CharField(_("name"), max_length=100)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.PUBLIC)
+    topic = models.CharField(_("topic"), max_length=300, blank=True)
+    locked = models.BooleanField(_("locked"), default=False, help_text=_("Read-only: sends are refused."))
+    archived = models.BooleanField(_("archived"), default=False,
+                                   help_text=_("Hidden from lists; connections are closed."))
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, verbose_name=_("created by"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
     )
-    created_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:
+        verbose_name, verbose_name_plural = _("room"), _("rooms")
         ordering = ["slug"]
         constraints = [
             models.CheckConstraint(condition=Q(kind__in=["public", "private", "direct"]), name="room_kind_valid"),
@@ -50,22 +54,24 @@ class Membership(models.Model):
     MAX_MUTE_MINUTES = 365 * 24 * 60
 
     class Role(models.TextChoices):
-        OWNER = "owner"
-        MODERATOR = "moderator"
-        MEMBER = "member"
+        OWNER = "owner", _("Owner")
+        MODERATOR = "moderator", _("Moderator")
+        MEMBER = "member", _("Member")
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
-    last_read_id = models.BigIntegerField(default=0)
-    muted_until = models.DateTimeField(null=True, blank=True)
+    room = models.ForeignKey(Room, verbose_name=_("room"), on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE,
+                             related_name="memberships")
+    role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.MEMBER)
+    last_read_id = models.BigIntegerField(_("last read ID"), default=0)
+    muted_until = models.DateTimeField(_("muted until"), null=True, blank=True)
     # A banned membership is kept so the ban outlives leaving; it grants no access.
-    banned = models.BooleanField(default=False)
-    banned_until = models.DateTimeField(null=True, blank=True, help_text="Empty: until lifted.")
-    ban_reason = models.CharField(max_length=300, blank=True)
-    joined_at = models.DateTimeField(default=timezone.now)
+    banned = models.BooleanField(_("banned"), default=False)
+    banned_until = models.DateTimeField(_("banned until"), null=True, blank=True, help_text=_("Empty: until lifted."))
+    ban_reason = models.CharField(_("ban reason"), max_length=300, blank=True)
+    joined_at = models.DateTimeField(_("joined at"), default=timezone.now)
 
     class Meta:
+        verbose_name, verbose_name_plural = _("membership"), _("memberships")
         constraints = [models.UniqueConstraint(fields=["room", "user"], name="membership_unique")]
         indexes = [models.Index(fields=["user", "room"], name="membership_user_room")]
 
@@ -109,22 +115,24 @@ def unread_messages_q(user_id, last_read_id) -> Q:
 
 class Message(models.Model):
     class Kind(models.TextChoices):
-        USER = "user"
-        SYSTEM = "system"
-        EMOTE = "emote"
+        USER = "user", _("User")
+        SYSTEM = "system", _("System")
+        EMOTE = "emote", _("Emote")
 
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
+    room = models.ForeignKey(Room, verbose_name=_("room"), on_delete=models.CASCADE, related_name="messages")
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
+        settings.AUTH_USER_MODEL, verbose_name=_("author"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="messages",
     )
-    body = models.TextField(blank=True)
-    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.USER)
-    client_id = models.CharField(max_length=64, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    edited_at = models.DateTimeField(null=True, blank=True)
-    deleted = models.BooleanField(default=False)
+    body = models.TextField(_("body"), blank=True)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.USER)
+    client_id = models.CharField(_("client ID"), max_length=64, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    edited_at = models.DateTimeField(_("edited at"), null=True, blank=True)
+    deleted = models.BooleanField(_("deleted"), default=False)
 
     class Meta:
+        verbose_name, verbose_name_plural = _("message"), _("messages")
         constraints = [
             models.UniqueConstraint(
                 fields=["author", "client_id"], condition=~Q(client_id=""), name="message_author_client_id_unique"
@@ -140,40 +148,45 @@ class ModerationAction(models.Model):
     """One moderation step, written by the service that took it; never edited afterwards."""
 
     class Action(models.TextChoices):
-        BAN = "ban"
-        UNBAN = "unban"
-        MUTE = "mute"
-        UNMUTE = "unmute"
-        KICK = "kick"
-        EDIT_MESSAGE = "edit_message"
-        DELETE_MESSAGE = "delete_message"
-        RESTORE_MESSAGE = "restore_message"
-        LOCK = "lock"
-        UNLOCK = "unlock"
-        ARCHIVE = "archive"
-        TOPIC = "topic"
-        DEACTIVATE = "deactivate"
-        REPORT_RESOLVE = "report_resolve"
+        BAN = "ban", _("Ban")
+        UNBAN = "unban", _("Unban")
+        MUTE = "mute", _("Mute")
+        UNMUTE = "unmute", _("Unmute")
+        KICK = "kick", _("Kick")
+        EDIT_MESSAGE = "edit_message", _("Edit message")
+        DELETE_MESSAGE = "delete_message", _("Delete message")
+        RESTORE_MESSAGE = "restore_message", _("Restore message")
+        LOCK = "lock", _("Lock")
+        UNLOCK = "unlock", _("Unlock")
+        ARCHIVE = "archive", _("Archive")
+        TOPIC = "topic", _("Topic")
+        DEACTIVATE = "deactivate", _("Deactivate")
+        REPORT_RESOLVE = "report_resolve", _("Resolve report")
 
     class Source(models.TextChoices):
-        ADMIN = "admin"
-        REST = "rest"
-        WEBSOCKET = "websocket"
-        COMMAND = "command"
+        ADMIN = "admin", _("Admin")
+        REST = "rest", _("REST")
+        WEBSOCKET = "websocket", _("WebSocket")
+        COMMAND = "command", _("Command")
 
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("actor"),
+                              null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="+")
-    action = models.CharField(max_length=20, choices=Action.choices)
-    room = models.ForeignKey(Room, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    target_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+    action = models.CharField(_("action"), max_length=20, choices=Action.choices)
+    room = models.ForeignKey(Room, verbose_name=_("room"),
+                             null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    target_user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("target user"),
+                                    null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
-    target_message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    reason = models.TextField(blank=True)
-    source = models.CharField(max_length=10, choices=Source.choices)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    detail = models.JSONField(default=dict, blank=True)
+    target_message = models.ForeignKey(Message, verbose_name=_("target message"),
+                                       null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(_("reason"), blank=True)
+    source = models.CharField(_("source"), max_length=10, choices=Source.choices)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
 
     class Meta:
+        verbose_name, verbose_name_plural = _("moderation action"), _("moderation actions")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -183,16 +196,19 @@ class ModerationAction(models.Model):
 class Report(models.Model):
     """A user's report of a message, open until a moderator resolves it."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
-    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports")
-    reason = models.CharField(max_length=500)
-    created_at = models.DateTimeField(default=timezone.now)
-    resolved_at = models.DateTimeField(null=True, blank=True)
-    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+    message = models.ForeignKey(Message, verbose_name=_("message"), on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("reporter"),
+                                 on_delete=models.CASCADE, related_name="reports")
+    reason = models.CharField(_("reason"), max_length=500)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("resolved by"),
+                                    null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
-    resolution = models.TextField(blank=True)
+    resolution = models.TextField(_("resolution"), blank=True)
 
     class Meta:
+        verbose_name, verbose_name_plural = _("report"), _("reports")
         constraints = [models.UniqueConstraint(fields=["message", "reporter"], name="report_unique")]
         indexes = [models.Index(fields=["resolved_at"], name="report_resolved_at")]
 
