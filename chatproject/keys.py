@@ -15,14 +15,21 @@ PLACEHOLDERS = ("insecure", "change-me", "changeme")
 HOW_TO_SET = "python -c 'import secrets; print(secrets.token_urlsafe(50))'"
 
 
-def key_problem(value: str) -> str | None:
-    """Why `value` is no production key, or None if it is one."""
+def gettext_noop(message: str) -> str:
+    """Django's marker, without Django: `makemessages` collects the message, chat/checks.py translates it."""
+    return message
+
+
+def key_problem(value: str, translate=str) -> str | None:
+    """Why `value` is no production key, or None if it is one; `translate` (a gettext) says it in the
+    active language, for `check --deploy`. The settings say it in English: they load before Django."""
     if not value:
-        return "is not set"
+        return translate(gettext_noop("is not set"))
     if any(word in value.lower() for word in PLACEHOLDERS):
-        return "is a development default or a placeholder"
+        return translate(gettext_noop("is a development default or a placeholder"))
     if len(value) < MIN_LENGTH or len(set(value)) < MIN_UNIQUE_CHARACTERS:
-        return f"is too weak (use at least {MIN_LENGTH} random characters)"
+        problem = gettext_noop("is too weak (use at least %(length)s random characters)")
+        return translate(problem) % {"length": MIN_LENGTH}
     return None
 
 

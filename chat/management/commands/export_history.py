@@ -6,27 +6,31 @@ the command line is for operators, who need the archive most.
 """
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from chat import export
 from chat.errors import Invalid
+from chat.management.base import ChatCommand
 from chat.models import Room
 
 
-class Command(BaseCommand):
-    help = "Export a room's history (json, ndjson or csv) to stdout or a file, in constant memory."
+class Command(ChatCommand):
+    help = gettext_lazy("Export a room's history (json, ndjson or csv) to stdout or a file, in constant memory.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--room", required=True, help="The room's slug.")
+        parser.add_argument("--room", required=True, help=_("The room's slug."))
         parser.add_argument("--format", choices=list(export.FORMATS), default="ndjson")
-        parser.add_argument("--output", help="A file to write; stdout when omitted.")
-        parser.add_argument("--since", type=int, help="Start after this message id (exclusive).")
-        parser.add_argument("--until", type=int, help="Stop at this message id (inclusive).")
+        parser.add_argument("--output", help=_("A file to write; stdout when omitted."))
+        parser.add_argument("--since", type=int, help=_("Start after this message id (exclusive)."))
+        parser.add_argument("--until", type=int, help=_("Stop at this message id (inclusive)."))
 
     def handle(self, *args, **options):
         room = Room.objects.filter(slug=options["room"]).first()
         if room is None:
-            raise CommandError(f"No room '{options['room']}': check the slug (the room's URL ends with it).")
+            raise CommandError(_("No room '%(slug)s': check the slug (the room's URL ends with it).")
+                               % {"slug": options["room"]})
         since, until = options["since"], options["until"]
         progress = self._progress(room, since, until)
         try:
@@ -65,7 +69,8 @@ class Command(BaseCommand):
             if count == shown:
                 return
             shown = count
-            sys.stderr.write(f"\r{count}/{total} messages ({100 * count // max(total, 1)}%)")
+            sys.stderr.write("\r" + _("%(count)s/%(total)s messages (%(percent)s%%)")
+                             % {"count": count, "total": total, "percent": 100 * count // max(total, 1)})
             sys.stderr.flush()
 
         return show

@@ -5,10 +5,12 @@ Idempotent: users, rooms and memberships are created once, and messages carry fi
 Rooms, memberships and messages go through `chat.services`, like every other writer.
 """
 from django.contrib.auth import get_user_model, password_validation
-from django.core.management.base import BaseCommand
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from chat import services
 from chat.errors import ChatError
+from chat.management.base import ChatCommand
 from chat.models import Membership, Room
 
 User = get_user_model()
@@ -32,8 +34,9 @@ MESSAGES = [
 ]
 
 
-class Command(BaseCommand):
-    help = "Create demo users (alice, bob, carol, admin), rooms (general, random, team) and a few messages."
+class Command(ChatCommand):
+    help = gettext_lazy("Create demo users (alice, bob, carol, admin), rooms (general, random, team) and a few "
+                        "messages.")
 
     def handle(self, *args, **options):
         users = {name: self._user(name) for name in USERS}
@@ -43,17 +46,19 @@ class Command(BaseCommand):
         for index, (slug, author, body) in enumerate(MESSAGES):
             self._try(slug, services.message_send, user=users[author], slug=slug, body=body,
                       client_id=f"seed-demo-{index}")
-        self.stdout.write(self.style.SUCCESS("Demo data is ready."))
-        self.stdout.write(f"Users: {', '.join(USERS)} and {ADMIN} (staff); password for all: {PASSWORD}")
-        self.stdout.write("Start the server (`make run`, or `daphne chatproject.asgi:application`) "
-                          "and open http://127.0.0.1:8000/")
+        self.stdout.write(self.style.SUCCESS(_("Demo data is ready.")))
+        self.stdout.write(_("Users: %(users)s and %(admin)s (staff); password for all: %(password)s")
+                          % {"users": ", ".join(USERS), "admin": ADMIN, "password": PASSWORD})
+        self.stdout.write(_("Start the server (`make run`, or `daphne chatproject.asgi:application`) "
+                            "and open http://127.0.0.1:8000/"))
 
     def _try(self, slug, call, /, *args, **kwargs) -> None:
         """A room someone archived, locked or left since the last run is reported and skipped."""
         try:
             call(*args, **kwargs)
         except ChatError as exc:
-            self.stderr.write(self.style.WARNING(f"Skipped in '{slug}': {exc.detail}"))
+            self.stderr.write(self.style.WARNING(_("Skipped in '%(slug)s': %(problem)s")
+                                                 % {"slug": slug, "problem": exc.detail}))
 
     def _user(self, username: str, **flags) -> User:
         user, created = User.objects.get_or_create(username=username, defaults=flags)
