@@ -185,9 +185,10 @@ def test_room_page_renders_history_escaped(general, alice, bob, client_for):
     html = response.content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert(1)" not in html
-    assert "/static/chat/chat.js" in html
+    assert "/static/chat/js/room.js" in html
     config = json.loads(re.search(r'<script id="chat-config" type="application/json">(.*?)</script>', html).group(1))
-    assert config["room"] == "general" and config["lastId"] == message.pk
+    assert config["room"]["slug"] == "general" and config["history"][-1]["id"] == message.pk
+    assert config["history"][-1]["body"] == "<script>alert(1)</script>"  # as JSON, set with textContent
     assert config["user"] == {"id": bob.pk, "username": "bob", "isStaff": False}
 
 
@@ -199,7 +200,7 @@ def test_room_page_shows_the_newest_page_in_constant_queries(general, alice, bob
     client = client_for(bob)
     with django_assert_max_num_queries(8):
         html = client.get("/rooms/general/").content.decode()
-    bodies = re.findall(r'<span class="body">(line \d+)</span>', html)
+    bodies = re.findall(r'<span class="body" dir="auto">(line \d+)</span>', html)
     assert bodies == [f"line {n}" for n in range(10, 60)]
     assert 'id="load-older"' in html and 'id="load-older" class="link" hidden' not in html
 
@@ -215,7 +216,7 @@ def test_room_page_hides_deleted_bodies(general, alice, bob, client_for):
 def test_non_member_of_public_room_sees_join_button_and_no_client(general, carol, client_for):
     html = client_for(carol).get("/rooms/general/").content.decode()
     assert 'action="/rooms/general/join/"' in html
-    assert "chat.js" not in html
+    assert "js/room.js" not in html
     assert not Membership.objects.filter(room=general, user=carol).exists()
 
 
