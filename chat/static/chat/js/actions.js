@@ -64,7 +64,7 @@ export class MessageActions {
     this.menu.replaceChildren(...this.itemsFor(message).map(([label, run]) => {
       const item = el("button", {type: "button", role: "menuitem", textContent: label, tabIndex: -1});
       item.addEventListener("click", () => {
-        this.close(false);
+        this.close();   // focus back on the message's button, where a dialog returns it
         run();
       });
       return item;
