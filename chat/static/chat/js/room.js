@@ -9,7 +9,7 @@
 import {MessageActions} from "./actions.js";
 import {Composer} from "./composer.js";
 import {Connection, statusView} from "./connection.js";
-import {Members, wireInvite, wireLeave, wirePanels, wireSettings} from "./members.js";
+import {Members, suggestUsers, wireInvite, wireLeave, wirePanels, wireSettings} from "./members.js";
 import {RoomsState, notifyMessage, setUpNotificationButton} from "./rooms-state.js";
 import {renderSwitcher} from "./switcher.js";
 import {Timeline, messageElement} from "./timeline.js";
@@ -363,6 +363,7 @@ composer.setMutedUntil(config.mutedUntil);
 rooms.onChange(() => renderSwitcher(ui.nav, rooms));
 setUpNotificationButton($("enable-notifications"));
 wireInvite({room: ROOM, members, onError: (text) => showNotice(text)});
+suggestUsers($("dialog-direct-username"), $("direct-suggestions"));
 wireSettings({room: ROOM, current: () => room});
 wireLeave(() => room.name);
 wirePanels();

@@ -4,7 +4,8 @@
 import {Connection, statusView} from "./connection.js";
 import {RoomsState, notifyMessage, setUpNotificationButton} from "./rooms-state.js";
 import {renderRoomList} from "./switcher.js";
-import {$, config as readConfig} from "./util.js";
+import {suggestUsers} from "./members.js";
+import {$, config as readConfig, el} from "./util.js";
 
 const config = readConfig();
 const ME = config.user.username;
@@ -54,4 +55,12 @@ const connection = new Connection({
 });
 rooms.onChange(() => renderRoomList(list, rooms));
 setUpNotificationButton($("enable-notifications"));
+const directInput = document.querySelector("#direct input[name=username]");
+if (directInput) {
+  const suggestions = el("datalist", {id: "direct-suggestions"});
+  directInput.after(suggestions);
+  directInput.setAttribute("list", suggestions.id);
+  directInput.autocomplete = "off";
+  suggestUsers(directInput, suggestions);
+}
 connection.connect();
