@@ -71,8 +71,14 @@ def new_page(browser, server, *, viewport=None, color_scheme="light", locale="en
     page.set_default_timeout(TIMEOUT_MS)
     page.errors = []  # script errors and console errors: a test may assert there were none
     page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" and not network_error(msg.text)
+            else None)
     return page
+
+
+def network_error(text: str) -> bool:
+    """The browser's own console lines about a server a test stopped, or a refusal a test provokes."""
+    return text.startswith(("WebSocket connection to", "Failed to load resource"))
 
 
 def log_in(browser, server, username, **options):
@@ -88,7 +94,7 @@ def log_in(browser, server, username, **options):
 def open_room(page, slug):
     assert page.goto(f"/rooms/{slug}/").status == 200
     expect(page.locator("#conn-state")).to_have_text("online", timeout=TIMEOUT_MS)
-    assert page.errors == []
+    assert page.errors == [], page.errors
 
 
 def session_fetch(page, method, url, data=None) -> int:

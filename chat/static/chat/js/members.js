@@ -122,24 +122,33 @@ export function wireLeave(roomName) {
   });
 }
 
-/* Phones: the room switcher and the members are panels opened by buttons. */
+/* Phones: the room switcher and the members are panels opened by buttons; Escape or their
+ * Close button closes them, and focus goes back to the button that opened them. */
 export function wirePanels() {
   const page = document.querySelector(".room-page");
-  for (const [buttonId, className] of [["toggle-sidebar", "sidebar-open"], ["toggle-members", "members-open"]]) {
+  const panels = [["toggle-sidebar", "sidebar-open"], ["toggle-members", "members-open"]];
+  const setOpen = (buttonId, className, open) => {
+    page.classList.toggle(className, open);
+    $(buttonId)?.setAttribute("aria-expanded", String(open));
+  };
+  for (const [buttonId, className] of panels) {
     const button = $(buttonId);
     if (!button) continue;
     button.addEventListener("click", () => {
-      const open = page.classList.toggle(className);
-      button.setAttribute("aria-expanded", String(open));
-      if (open) $(button.getAttribute("aria-controls"))?.focus?.();
+      const open = !page.classList.contains(className);
+      setOpen(buttonId, className, open);
+      if (open) $(button.getAttribute("aria-controls"))?.focus();
+    });
+    document.querySelector(`[data-close-panel="${buttonId}"]`)?.addEventListener("click", () => {
+      setOpen(buttonId, className, false);
+      button.focus();
     });
   }
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || !window.matchMedia("(max-width: 640px)").matches) return;
-    for (const [buttonId, className] of [["toggle-sidebar", "sidebar-open"], ["toggle-members", "members-open"]]) {
+    for (const [buttonId, className] of panels) {
       if (page.classList.contains(className)) {
-        page.classList.remove(className);
-        $(buttonId)?.setAttribute("aria-expanded", "false");
+        setOpen(buttonId, className, false);
         $(buttonId)?.focus();
       }
     }

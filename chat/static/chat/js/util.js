@@ -86,11 +86,16 @@ export function csrfToken() {
 
 /* A same-origin JSON request with the session and CSRF token: {ok, status, data}. */
 export async function api(method, url, body) {
-  const response = await fetch(url, {
-    method, credentials: "same-origin",
-    headers: {"Accept": "application/json", "Content-Type": "application/json", "X-CSRFToken": csrfToken()},
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  let response;
+  try {
+    response = await fetch(url, {
+      method, credentials: "same-origin",
+      headers: {"Accept": "application/json", "Content-Type": "application/json", "X-CSRFToken": csrfToken()},
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    return {ok: false, status: 0, data: {detail: gettext("Could not reach the server: check the connection.")}};
+  }
   let data = null;
   if (response.status !== 204) {
     try {
