@@ -2,6 +2,9 @@
 nothing overflows sideways, touch targets on a phone are at least 44 px, the theme toggle and
 the skip link work. Screenshots go to /tmp/web-shots/ for a person to look at.
 """
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 from playwright.sync_api import expect
 
@@ -58,4 +61,9 @@ def test_every_page_passes_axe_in_both_themes_and_sizes(transactional_db, alice,
             if size == "phone":
                 assert small_targets(page) == [], name
             screenshot(page, f"{name}-{scheme}-{size}")
+            if name == "preview":  # a non-member's preview shows the browser's time zone, not UTC
+                time = page.locator("#messages .msg time").last
+                local = datetime.fromisoformat(time.get_attribute("datetime")).astimezone(ZoneInfo("Europe/Paris"))
+                assert time.text_content() == local.strftime("%I:%M %p")
+                assert str(local.year) in time.get_attribute("title")
         assert page.errors == []

@@ -25,6 +25,8 @@ window.Notification = class { constructor(title, options) { window.shown.push([t
 
 def test_new_rooms_invitations_and_removals_reach_every_open_page(transactional_db, alice, bob, carol, settings):
     settings.CHAT_RATE_PER_10S = 1000
+    alice.is_staff = True
+    alice.save()
     use_server_hasher(alice, bob, carol)
     services.room_create(user=alice, name="General", slug="general")
     services.room_join(user=bob, slug="general")
@@ -60,6 +62,12 @@ def test_new_rooms_invitations_and_removals_reach_every_open_page(transactional_
         expect(dm.locator(".badge")).to_have_text("1")
         expect(page_b).to_have_title(re.compile(r"^\(1\) "))
         assert page_b.evaluate("window.shown") == [["alice", "hi bob, privately"]]
+
+        # A staff notice reaches the room list page too, and can be dismissed there.
+        assert session_fetch(page_a, "POST", "/api/notices/", {"text": "Upgrade tonight"}) == 202
+        notice = page_b.locator("#notices .notice", has_text="Upgrade tonight")
+        notice.get_by_role("button", name="Dismiss").click()
+        expect(notice).to_have_count(0)
 
         # An invitation appears in the switcher of an open room page, a removal takes it away.
         open_room(page_b, "general")

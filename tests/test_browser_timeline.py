@@ -58,6 +58,12 @@ def test_the_pane_scrolls_follows_counts_and_pages_history(transactional_db, ali
         expect(line).to_have_count(1)
         first_unread = line.locator("xpath=..")
         expect(first_unread.locator(".body")).to_have_text("old 481")
+        expect(line).not_to_be_in_viewport()
+        expect(page_b.locator("#jump-unread")).to_be_visible()
+        page_b.click("#jump-unread")
+        expect(line).to_be_in_viewport()
+        expect(page_b.locator("#jump-unread")).to_be_hidden()
+        page_b.evaluate("document.getElementById('scroller').scrollTop = 1e9")
 
         # At the bottom, a new message is followed; scrolled up, it is counted on a button instead.
         page_a.locator("#body").fill("live one")

@@ -1,4 +1,5 @@
 /* A public room seen by a non-member: its recent history, read-only, in local time. */
+import {wirePanels} from "./members.js";
 import {Timeline} from "./timeline.js";
 import {$, api, config as readConfig} from "./util.js";
 
@@ -15,3 +16,4 @@ const timeline = new Timeline({
 timeline.replace(config.history, {hasOlder: config.hasMore, hasNewer: false});
 timeline.toBottom();
 for (const button of $("messages").querySelectorAll(".msg-menu-button")) button.hidden = true;
+wirePanels();

@@ -13,7 +13,7 @@ import {Members, suggestUsers, wireInvite, wireLeave, wirePanels, wireSettings} 
 import {RoomsState, notifyMessage, setUpNotificationButton} from "./rooms-state.js";
 import {renderSwitcher} from "./switcher.js";
 import {Timeline, messageElement} from "./timeline.js";
-import {$, api, config as readConfig, el, fmt} from "./util.js";
+import {$, api, config as readConfig, el, fmt, staffNotice} from "./util.js";
 
 const TYPING_SHOWN_MS = 3000;
 const GAP_PAGE = 200;
@@ -63,17 +63,10 @@ function showNotice(text, level = "warning") {
   ui.notice.hidden = !text;
 }
 
-function dismissButton(box, remove = false) {
+function dismissButton(box) {
   const button = el("button", {type: "button", className: "dismiss", textContent: "×", "aria-label": gettext("Dismiss")});
-  button.addEventListener("click", () => (remove ? box.remove() : (box.hidden = true)));
+  button.addEventListener("click", () => { box.hidden = true; });
   return button;
-}
-
-function staffNotice(text, level) {
-  const box = el("div", {className: `notice ${level === "warning" ? "warning" : "info"}`, role: "alert"},
-                 el("span", {className: "notice-text", textContent: text, dir: "auto"}));
-  box.append(dismissButton(box, true));
-  ui.notices.append(box);
 }
 
 // The timeline, its actions and the composer
@@ -297,7 +290,7 @@ const handlers = {
     rooms.update(frame.room, {unread: frame.room === ROOM ? 0 : frame.count});
   },
   "notice"(frame) {
-    if (!frame.room || frame.room === ROOM) staffNotice(frame.text, frame.level);
+    if (!frame.room || frame.room === ROOM) staffNotice(ui.notices, frame.text, frame.level);
   },
   "pong"() {
     // Nothing to do: the browser answers the server's WebSocket pings itself.

@@ -5,7 +5,7 @@ import {Connection, statusView} from "./connection.js";
 import {RoomsState, notifyMessage, setUpNotificationButton} from "./rooms-state.js";
 import {renderRoomList} from "./switcher.js";
 import {suggestUsers} from "./members.js";
-import {$, config as readConfig, el} from "./util.js";
+import {$, config as readConfig, el, staffNotice} from "./util.js";
 
 const config = readConfig();
 const ME = config.user.username;
@@ -44,7 +44,9 @@ const handlers = {
   "member.joined": ignore,
   "member.left": ignore,
   "typing": ignore,
-  "notice": ignore,
+  "notice"(frame) {
+    if (!frame.room) staffNotice($("notices"), frame.text, frame.level);
+  },
   "pong": ignore,
   "error": ignore,
 };

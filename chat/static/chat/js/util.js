@@ -125,3 +125,13 @@ export function toast(text) {
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { node.hidden = true; }, 3000);
 }
+
+/* A staff notice (the `notice` frame) in `container`, with a button that dismisses it. */
+export function staffNotice(container, text, level) {
+  const box = el("div", {className: `notice ${level === "warning" ? "warning" : "info"}`, role: "alert"},
+                 el("span", {className: "notice-text", textContent: text, dir: "auto"}));
+  const dismiss = el("button", {type: "button", className: "dismiss", textContent: "×", "aria-label": gettext("Dismiss")});
+  dismiss.addEventListener("click", () => box.remove());
+  box.append(dismiss);
+  container.append(box);
+}
