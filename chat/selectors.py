@@ -4,7 +4,7 @@ import functools
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Lower
 from django.utils import timezone
 
 from .errors import ChatError, Forbidden, Gone, NotFound
@@ -308,8 +308,9 @@ def message_page_around(room: Room, around: int, *, limit: int = 50) -> tuple[li
 
 
 def users_with_prefix(prefix: str, *, limit: int = 10) -> list[User]:
-    """Active users whose username starts with `prefix` (case-insensitive), by username."""
-    return list(User.objects.filter(is_active=True, username__istartswith=prefix).order_by("username")[:limit])
+    """Active users whose username starts with `prefix` (case-insensitive), by username ignoring case."""
+    return list(User.objects.filter(is_active=True, username__istartswith=prefix)
+                .order_by(Lower("username"), "username")[:limit])
 
 
 def messages_since(room_id: int, since: int, limit: int, until: int | None = None) -> tuple[list[Message], bool]:

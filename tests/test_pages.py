@@ -173,6 +173,7 @@ def test_direct_form_rejects_bad_usernames(alice, client_for, username, status, 
     response = client_for(alice).post("/direct/", {"username": username})
     assert response.status_code == status
     assert message in response.content.decode()
+    assert "to: " not in response.content.decode()  # the error sits on the username field, without its wire name
     assert not Room.objects.exists()
 
 
@@ -244,6 +245,8 @@ def test_seed_demo_is_idempotent_and_prints_credentials(db):
 
     for text in (out.getvalue(), second.getvalue()):
         assert "chat-demo-pass" in text and "http://127.0.0.1:8000/" in text
+    call_command("seed_demo", "--url", "http://127.0.0.1:9123/", stdout=(third := StringIO()))
+    assert "http://127.0.0.1:9123/" in third.getvalue() and ":8000" not in third.getvalue()
     assert User.objects.get(username="admin").is_staff
     team = Room.objects.get(slug="team")
     assert team.kind == "private"
@@ -252,3 +255,25 @@ def test_seed_demo_is_idempotent_and_prints_credentials(db):
     assert client.login(username="carol", password="chat-demo-pass")
     assert client.get("/rooms/team/").status_code == 403
     assert "Welcome to the demo chat!" in client.get("/rooms/general/").content.decode()
+
+
+# Pages added for the web client
+
+def test_directory_searches_rooms_by_name_slug_or_topic(general, alice, bob, client_for):
+    services.room_create(user=bob, name="Gardening", slug="garden", topic="Roses and tulips")
+    services.room_create(user=bob, name="Hidden", slug="hidden", kind="private", topic="roses too")
+    client = client_for(alice)
+    html = client.get("/directory/?q=ROSE").content.decode()
+    assert 'data-room="garden"' in html and 'data-room="hidden"' not in html and 'data-room="general"' not in html
+    html = client.get("/directory/").content.decode()
+    assert 'data-room="garden"' in html and 'data-room="general"' in html
+    assert 'action="/rooms/garden/join/"' in html and 'action="/rooms/general/join/"' not in html
+
+
+def test_profile_page_and_the_javascript_catalog(alice, client_for):
+    client = client_for(alice)
+    html = client.get("/account/").content.decode()
+    assert "alice" in html and 'href="/account/password/"' in html
+    assert '<html lang="en-us">' in html and 'src="/jsi18n/"' in html
+    catalog = client.get("/jsi18n/")
+    assert catalog.status_code == 200 and "globals.interpolate = django.interpolate" in catalog.content.decode()
