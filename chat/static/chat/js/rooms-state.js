@@ -102,7 +102,9 @@ export function setUpNotificationButton(button) {
 export function notifyMessage(rooms, frame, me) {
   const room = rooms.get(frame.room);
   const message = frame.message;
-  if (!room || room.kind !== "direct" || !message.author || message.author.username === me) return;
+  // A first direct message may come before its room is known here; direct slugs start with dm-.
+  const direct = room ? room.kind === "direct" : frame.room.startsWith("dm-");
+  if (!direct || !message.author || message.author.username === me) return;
   if (frame.room === rooms.current && document.visibilityState === "visible") return;
   if (!notificationsWanted()) return;
   const notification = new Notification(message.author.username, {body: message.body, tag: `m${message.id}`});
