@@ -27,12 +27,6 @@ AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
 SHOTS = Path("/tmp/web-shots")
 
 
-@pytest.fixture
-def needs_chromium():
-    if not Path(CHROMIUM).exists():  # conftest deselects these tests then, unless CHAT_REQUIRE_SERVICES=1
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests")
-
-
 def in_thread(fn, *args, **kwargs):
     """Run an ORM call while the browser runs, closing the thread's own connection after it."""
     def run():
@@ -56,6 +50,8 @@ def use_server_hasher(*users):
 @contextlib.contextmanager
 def chromium():
     """A headless browser; enter it only after the test's own ORM calls (see the module docstring)."""
+    if not Path(CHROMIUM).exists():  # conftest deselects these tests then, unless CHAT_REQUIRE_SERVICES=1
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:

@@ -9,13 +9,21 @@ from playwright.sync_api import expect
 
 from chat import services
 from chat.models import Membership, Message
-from tests.browser import (chromium, in_thread, last_body, log_in, message_ids, needs_chromium, open_room,
-                           session_fetch, use_server_hasher)
+from tests.browser import (
+    chromium,
+    in_thread,
+    last_body,
+    log_in,
+    message_ids,
+    open_room,
+    session_fetch,
+    use_server_hasher,
+)
 from tests.live import start_daphne
 
 OLD_MESSAGES = 55
 
-pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("needs_chromium")]
+pytestmark = pytest.mark.browser
 
 
 def test_two_users_chat_live_in_chromium(transactional_db, alice, bob, settings):

@@ -1,19 +1,27 @@
 """Every page of ours in light and dark, on a desktop and a phone: axe-core finds no violation,
-nothing overflows sideways, touch targets on a phone are at least 44 px, the theme toggle and
-the skip link work. Screenshots go to /tmp/web-shots/ for a person to look at.
+nothing overflows sideways, touch targets on a phone are at least 44 px, and a non-member's
+preview shows the browser's time zone. Screenshots go to /tmp/web-shots/ for a person to look at.
 """
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import expect
 
 from chat import services
-from tests.browser import (DESKTOP, PHONE, axe_violations, chromium, log_in, needs_chromium, new_page, open_room,
-                           screenshot, use_server_hasher)
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    axe_violations,
+    chromium,
+    log_in,
+    new_page,
+    open_room,
+    screenshot,
+    use_server_hasher,
+)
 from tests.live import run_daphne
 
-pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("needs_chromium")]
+pytestmark = pytest.mark.browser
 
 PAGES = {"rooms": "/", "room": "/rooms/general/", "directory": "/directory/?q=gen", "profile": "/account/",
          "password": "/account/password/", "preview": "/rooms/lobby/"}

@@ -10,10 +10,10 @@ from playwright.sync_api import expect
 
 from chat import services
 from chat.models import Membership, Room
-from tests.browser import chromium, in_thread, log_in, needs_chromium, open_room, session_fetch, use_server_hasher
+from tests.browser import chromium, log_in, open_room, session_fetch, use_server_hasher
 from tests.live import run_daphne
 
-pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("needs_chromium")]
+pytestmark = pytest.mark.browser
 
 # Records desktop notifications instead of showing them; permission granted.
 FAKE_NOTIFICATION = """

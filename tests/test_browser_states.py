@@ -9,10 +9,10 @@ import pytest
 from playwright.sync_api import expect
 
 from chat import services
-from tests.browser import PHONE, chromium, log_in, needs_chromium, open_room, session_fetch, use_server_hasher
+from tests.browser import PHONE, chromium, log_in, open_room, session_fetch, use_server_hasher
 from tests.live import start_daphne
 
-pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("needs_chromium")]
+pytestmark = pytest.mark.browser
 
 
 def test_composer_drafts_limits_mutes_locks_and_notices(transactional_db, alice, bob, settings):

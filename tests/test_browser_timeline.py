@@ -10,10 +10,10 @@ from playwright.sync_api import expect
 
 from chat import services
 from chat.models import Membership, Message, Report
-from tests.browser import chromium, in_thread, log_in, message_ids, needs_chromium, open_room, use_server_hasher
+from tests.browser import chromium, log_in, message_ids, open_room, use_server_hasher
 from tests.live import run_daphne
 
-pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("needs_chromium")]
+pytestmark = pytest.mark.browser
 
 
 def scroll_state(page) -> dict:
