@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from chat import services
-from tests.browser import PHONE, chromium, log_in, open_room, session_fetch, use_server_hasher
+from tests.browser import PHONE, chromium, log_in, open_room, screenshot, session_fetch, use_server_hasher
 from tests.live import start_daphne
 
 pytestmark = pytest.mark.browser
@@ -51,6 +51,7 @@ def test_composer_drafts_limits_mutes_locks_and_notices(transactional_db, alice,
             expect(page_b.locator("#body")).to_be_disabled()
             expect(page_b.locator("#send")).to_be_disabled()
             expect(page_b.locator("#body")).to_have_value("am I muted?")
+            screenshot(page_b, "room-muted")
             expect(page_b.locator("#notice .notice-text")).to_have_text(re.compile(r"^Not sent: .*Your text is back"))
             page_b.reload()   # known from the page too
             expect(page_b.locator("#composer-state")).to_have_text(re.compile(r"^You are muted in this room until"))
@@ -143,12 +144,14 @@ def test_phone_panels_skip_link_and_theme(transactional_db, alice, bob, settings
             expect(page.locator("#sidebar")).to_be_hidden()
             page.click("#toggle-sidebar")
             expect(page.locator("#sidebar")).to_be_visible()
+            screenshot(page, "room-phone-switcher-open")
             expect(page.locator("#toggle-sidebar")).to_have_attribute("aria-expanded", "true")
             page.keyboard.press("Escape")
             expect(page.locator("#sidebar")).to_be_hidden()
             expect(page.locator("#members-panel")).to_be_hidden()
             page.click("#toggle-members")
             expect(page.locator("#members li[data-user=alice]")).to_be_visible()
+            screenshot(page, "room-phone-members-open")
             page.click("#members-panel .close-panel")
             expect(page.locator("#members-panel")).to_be_hidden()
             expect(page.locator("#toggle-members")).to_be_focused()

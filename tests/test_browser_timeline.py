@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from chat import services
 from chat.models import Membership, Message, Report
-from tests.browser import chromium, log_in, message_ids, open_room, use_server_hasher
+from tests.browser import chromium, log_in, message_ids, open_room, screenshot, use_server_hasher
 from tests.live import run_daphne
 
 pytestmark = pytest.mark.browser
@@ -152,6 +152,7 @@ def test_message_actions_by_mouse_keyboard_and_links(transactional_db, alice, bo
         rude = page_a.locator("#messages .msg", has_text="bob says something rude")
         rude.locator(".msg-menu-button").click()
         expect(page_a.locator("#msg-menu [role=menuitem]")).to_have_text(["Delete", "Report", "Copy link"])
+        screenshot(page_a, "room-message-menu")
         page_a.click("#msg-menu [role=menuitem]:has-text('Report')")
         page_a.fill("#report-reason", "insults")
         page_a.click("#report-dialog button[value=ok]")
