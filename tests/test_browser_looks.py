@@ -50,6 +50,7 @@ def test_every_page_passes_axe_in_both_themes_and_sizes(transactional_db, alice,
     for n in range(8):
         services.message_send(user=bob if n % 3 else alice, slug="general", body=f"message {n} " + "words " * n)
     services.message_send(user=bob, slug="lobby", body="a room alice has not joined")
+    services.message_send(user=bob, slug="general", body="שלום לכולם")  # right-to-left text
     viewport = DESKTOP if size == "desktop" else PHONE
     with run_daphne() as server, chromium() as browser:
         anonymous = new_page(browser, server, viewport=viewport, color_scheme=scheme)
@@ -69,6 +70,10 @@ def test_every_page_passes_axe_in_both_themes_and_sizes(transactional_db, alice,
             if size == "phone":
                 assert small_targets(page) == [], name
             screenshot(page, f"{name}-{scheme}-{size}")
+            if name == "room":  # right-to-left text is laid out right to left, the rest left to right
+                bodies = page.locator("#messages .msg .body")
+                assert bodies.last.evaluate("node => getComputedStyle(node).direction") == "rtl"
+                assert bodies.first.evaluate("node => getComputedStyle(node).direction") == "ltr"
             if name == "preview":  # a non-member's preview shows the browser's time zone, not UTC
                 time = page.locator("#messages .msg time").last
                 local = datetime.fromisoformat(time.get_attribute("datetime")).astimezone(ZoneInfo("Europe/Paris"))
