@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 
 from chat import throttles
 from chat.api.views import healthz, metrics_view
@@ -11,5 +12,7 @@ urlpatterns = [
     path("api/", include("chat.api.urls")),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
+    # The browser client's strings, in the request's language (gettext, ngettext, interpolate).
+    path("jsi18n/", JavaScriptCatalog.as_view(packages=["chat"]), name="javascript-catalog"),
     path("", include("chat.urls")),
 ]

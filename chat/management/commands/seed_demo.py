@@ -35,6 +35,9 @@ MESSAGES = [
 class Command(BaseCommand):
     help = "Create demo users (alice, bob, carol, admin), rooms (general, random, team) and a few messages."
 
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000/", help="where the server will listen, to print")
+
     def handle(self, *args, **options):
         users = {name: self._user(name) for name in USERS}
         users[ADMIN] = self._user(ADMIN, is_staff=True, is_superuser=True)
@@ -46,7 +49,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS("Demo data is ready."))
         self.stdout.write(f"Users: {', '.join(USERS)} and {ADMIN} (staff); password for all: {PASSWORD}")
         self.stdout.write("Start the server (`make run`, or `daphne chatproject.asgi:application`) "
-                          "and open http://127.0.0.1:8000/")
+                          f"and open {options['url']}")
 
     def _try(self, slug, call, /, *args, **kwargs) -> None:
         """A room someone archived, locked or left since the last run is reported and skipped."""
