@@ -286,6 +286,9 @@ const handlers = {
     state.typists.set(name, setTimeout(() => stopTyping(name), TYPING_SHOWN_MS));
     renderTyping();
   },
+  "membership.updated"(frame) {
+    if (frame.room === ROOM) composer.setMutedUntil(frame.muted_until);
+  },
   "unread"(frame) {
     rooms.update(frame.room, {unread: frame.room === ROOM ? 0 : frame.count});
   },
