@@ -21,7 +21,7 @@ migrate: $(VENV)/.installed
 run migrate: export DJANGO_DEBUG ?= true
 run: migrate
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/python manage.py seed_demo
+	$(BIN)/python manage.py seed_demo --url http://$(HOST):$(PORT)/
 	$(BIN)/daphne -b $(HOST) -p $(PORT) --ping-interval 20 --ping-timeout 30 chatproject.asgi:application
 
 # N daphne processes on PORT+1..PORT+N behind nginx on PORT, on REDIS_URL and DATABASE_URL

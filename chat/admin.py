@@ -9,11 +9,15 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.http import HttpResponseRedirect
 from django.db.models import F
 from django.utils.functional import cached_property
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.text import Truncator
+from django.utils.translation import gettext, gettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from . import auth, services, sql
@@ -63,14 +67,46 @@ class MuteForm(forms.Form):
     minutes = forms.IntegerField(label=_("minutes"), min_value=1, max_value=525600)
 
 
+class NoticeForm(forms.Form):
+    text = forms.CharField(label=gettext_lazy("Text"), widget=forms.Textarea(attrs={"rows": 3}))
+    level = forms.ChoiceField(label=gettext_lazy("Level"), choices=[(level, level) for level in services.NOTICE_LEVELS])
+    room = forms.ModelChoiceField(label=gettext_lazy("Room"), required=False,
+                                  queryset=Room.objects.filter(archived=False).order_by("slug"),
+                                  empty_label=gettext_lazy("Everyone, in every room"))
+
+
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
+    change_list_template = "admin/chat/room/change_list.html"
     list_display = ("slug", "name", "kind", "locked", "archived", "created_by", "created_at")
     list_filter = ("kind", "locked", "archived")
     search_fields = ("slug", "name")
     list_select_related = ("created_by",)
     ordering = ("slug",)
     actions = ("lock_rooms", "unlock_rooms", "archive_rooms")
+
+    def get_urls(self):
+        return [path("notice/", self.admin_site.admin_view(self.notice_view), name="chat_room_notice"),
+                *super().get_urls()]
+
+    def notice_view(self, request):
+        """A staff notice to every open page, or to one room's: `services.notice_send`, nothing stored."""
+        if not request.user.is_staff:
+            raise PermissionDenied
+        form = NoticeForm(request.POST or None)
+        if form.is_valid():
+            room = form.cleaned_data["room"]
+            try:
+                services.notice_send(text=form.cleaned_data["text"], level=form.cleaned_data["level"],
+                                     room=room.slug if room else None, actor=request.user)
+            except ChatError as exc:
+                form.add_error(None, exc.detail)
+            else:
+                self.message_user(request, gettext("Notice sent."), messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:chat_room_changelist"))
+        return TemplateResponse(request, "admin/chat/notice_form.html", {
+            **self.admin_site.each_context(request), "title": gettext("Send a notice"), "form": form,
+            "opts": self.opts})
 
     def get_fields(self, request, obj=None):
         if obj is None:

@@ -11,7 +11,7 @@ from .models import SLUG_PATTERN, Room
 class RegisterForm(UserCreationForm):
     """Django's username and password checks (uniqueness, validators, confirmation); never saved itself."""
 
-    email = forms.EmailField(required=False)
+    email = forms.EmailField(label=_("Email (optional)"), required=False)
 
     class Meta(UserCreationForm.Meta):
         fields = ("username", "email")
@@ -36,22 +36,22 @@ class PasswordChangeForm(forms.Form):
 
 
 class RoomCreateForm(forms.Form):
-    name = forms.CharField(max_length=100)
-    slug = forms.RegexField(SLUG_PATTERN, required=False, help_text="Optional: derived from the name.",
-                            error_messages={"invalid": "Use 1-50 lowercase letters, digits or hyphens."})
-    kind = forms.ChoiceField(choices=[(Room.Kind.PUBLIC, "Public"), (Room.Kind.PRIVATE, "Private")],
+    name = forms.CharField(label=_("Name"), max_length=100)
+    slug = forms.RegexField(SLUG_PATTERN, label=_("Slug"), required=False, help_text=_("Optional: derived from the name."),
+                            error_messages={"invalid": _("Use 1-50 lowercase letters, digits or hyphens.")})
+    kind = forms.ChoiceField(label=_("Kind"), choices=[(Room.Kind.PUBLIC, _("Public")), (Room.Kind.PRIVATE, _("Private"))],
                              initial=Room.Kind.PUBLIC)
-    topic = forms.CharField(max_length=300, required=False)
+    topic = forms.CharField(label=_("Topic"), max_length=300, required=False)
 
 
 class DirectForm(forms.Form):
-    username = forms.CharField(max_length=150)
+    username = forms.CharField(label=_("Username"), max_length=150)
 
 
 def add_service_error(form: forms.Form, exc: ChatError) -> None:
     """Show a service error on the field it names (`"slug: ... taken"`), else on the whole form."""
     name, sep, text = exc.detail.partition(": ")
-    name = {"new_password": "new_password1"}.get(name, name)
+    name = {"new_password": "new_password1", "to": "username"}.get(name, name)
     if sep and name in form.fields:
         form.add_error(name, text)
     else:

@@ -306,6 +306,11 @@ def pong() -> dict:
 
 
 
+def membership_updated(room: str, muted_until: str | None) -> dict:
+    """To the member's own connections: they were muted until `muted_until`, or unmuted (None)."""
+    return {"type": "membership.updated", "room": room, "muted_until": muted_until}
+
+
 def room_updated(*, room: str, name: str, topic: str, locked: bool, archived: bool) -> dict:
     return {"type": "room.updated", "room": room, "name": name, "topic": topic, "locked": locked,
             "archived": archived}

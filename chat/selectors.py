@@ -1,7 +1,8 @@
 """Reads. `room_for_user` is the one access rule, used by the API, the consumer and the services."""
 from django.contrib.auth import get_user_model
 from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Lower
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import sql
@@ -25,6 +26,15 @@ def room_for_user(user, slug: str) -> tuple[Room, Membership | None]:
     return _check_access(user, slug, room, membership)
 
 
+# (with an expiry, with a reason): the refusal a banned member gets.
+BANNED = {
+    (False, False): _("You are banned from '%(slug)s'."),
+    (True, False): _("You are banned from '%(slug)s' until %(until)s."),
+    (False, True): _("You are banned from '%(slug)s'. Reason: %(reason)s"),
+    (True, True): _("You are banned from '%(slug)s' until %(until)s. Reason: %(reason)s"),
+}
+
+
 def _check_access(user, slug: str, room: Room | None, membership: Membership | None) -> tuple[Room, Membership | None]:
     """`room_for_user` once the room (None: no such room) and the user's membership in it are loaded."""
     # A direct room's slug names its two users: to anyone else it answers as if it did not exist.
@@ -33,7 +43,9 @@ def _check_access(user, slug: str, room: Room | None, membership: Membership | N
     if room.archived:
         raise Gone(_("Room '%(slug)s' is archived."), slug=slug)
     if membership is not None and membership.is_banned():
-        raise Forbidden(_("You are banned from '%(slug)s'."), slug=slug)
+        until = membership.banned_until.isoformat() if membership.banned_until else None
+        raise Forbidden(BANNED[until is not None, bool(membership.ban_reason)], slug=slug, until=until,
+                        reason=membership.ban_reason)
     if membership is None and room.kind != Room.Kind.PUBLIC and not user.is_staff:
         raise Forbidden(_("Room '%(slug)s' is private: a member must invite you."), slug=slug)
     return room, membership
@@ -197,6 +209,20 @@ def message_history(room: Room, *, before: int | None = None, after: int | None 
     rows = list(qs.order_by("-id")[: limit + 1])
     has_more = len(rows) > limit
     return list(reversed(rows[:limit])), has_more
+
+
+def message_page_around(room: Room, around: int, *, limit: int = 50) -> tuple[list[Message], bool, bool]:
+    """The page centred on id `around` (which it holds when it exists), ascending by id, and
+    whether more lie before and after it. Two keyset reads, like `message_history`."""
+    before, has_before = message_history(room, before=around + 1, limit=limit - limit // 2)
+    after, has_after = message_history(room, after=around, limit=limit // 2)
+    return before + after, has_before, has_after
+
+
+def users_with_prefix(prefix: str, *, limit: int = 10) -> list[User]:
+    """Active users whose username starts with `prefix` (case-insensitive), by username ignoring case."""
+    return list(User.objects.filter(is_active=True, username__istartswith=prefix)
+                .order_by(Lower("username"), "username")[:limit])
 
 
 def messages_since(room_id: int, since: int, limit: int, until: int | None = None) -> tuple[list[Message], bool]:

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
+from django.db.models import Q
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
@@ -17,6 +18,7 @@ from django.views.decorators.http import require_POST
 from . import auth, selectors, services, throttles
 from .errors import ChatError
 from .forms import DirectForm, PasswordChangeForm, RegisterForm, RoomCreateForm, add_service_error
+from .serializers import message_data, timestamp
 
 HISTORY_PAGE = 50
 
@@ -79,6 +81,17 @@ def password_change(request):
     return render(request, "registration/password_change.html", {"form": form}, status=400 if form.errors else 200)
 
 
+def client_config(request, **extra) -> dict:
+    """What every page's client needs to know: the user, where to connect and the limits."""
+    return {
+        "user": {"id": request.user.pk, "username": request.user.username, "isStaff": request.user.is_staff},
+        "socketPath": "/ws/chat/",
+        "loginUrl": f"{settings.LOGIN_URL}?next={quote(request.get_full_path())}",
+        "maxBody": settings.CHAT_MAX_BODY,
+        **extra,
+    }
+
+
 def _room_list(request, *, create_form=None, direct_form=None, status=200):
     rooms = list(selectors.rooms_for_user(request.user))
     context = {
@@ -86,8 +99,26 @@ def _room_list(request, *, create_form=None, direct_form=None, status=200):
         "public_rooms": [r for r in rooms if not r.member],
         "create_form": create_form or RoomCreateForm(),
         "direct_form": direct_form or DirectForm(),
+        "client": client_config(request, page="rooms"),
     }
     return render(request, "chat/room_list.html", context, status=status)
+
+
+@login_required
+def directory(request):
+    """Public rooms and the user's own, filtered by a name or slug fragment."""
+    query = request.GET.get("q", "").strip()[:100]
+    rooms = selectors.rooms_for_user(request.user)
+    if query:
+        rooms = rooms.filter(Q(name__icontains=query) | Q(slug__icontains=query) | Q(topic__icontains=query))
+    rooms = [room for room in rooms.order_by("name") if room.kind != "direct"]
+    return render(request, "chat/directory.html", {"rooms": rooms, "query": query,
+                                                   "client": client_config(request, page="directory")})
+
+
+@login_required
+def profile(request):
+    return render(request, "chat/profile.html", {"client": client_config(request, page="profile")})
 
 
 @login_required
@@ -130,16 +161,17 @@ def direct(request):
 def room(request, slug):
     room, membership = selectors.room_for_user(request.user, slug)
     history, has_more = selectors.message_history(room, limit=HISTORY_PAGE)
-    client = {
-        "room": room.slug,
-        "user": {"id": request.user.pk, "username": request.user.username, "isStaff": request.user.is_staff},
-        "lastId": history[-1].pk if history else 0,
-        "oldestId": history[0].pk if history else None,
-        "hasMore": has_more,
-        "socketPath": "/ws/chat/",
-        "historyUrl": f"/api/rooms/{room.slug}/messages/",
-        "loginUrl": f"{settings.LOGIN_URL}?next={quote(request.path)}",
-    }
+    client = client_config(
+        request, page="room", member=membership is not None,
+        room={"slug": room.slug, "name": room.name, "kind": room.kind, "topic": room.topic, "locked": room.locked},
+        role=membership.role if membership else None,
+        canModerate=bool(membership and membership.can_moderate) or request.user.is_staff,
+        mutedUntil=timestamp(membership.muted_until) if membership and membership.is_muted() else None,
+        lastReadId=membership.last_read_id if membership else 0,
+        history=[message_data(m) for m in history],
+        hasMore=has_more,
+        historyUrl=f"/api/rooms/{room.slug}/messages/",
+    )
     context = {"room": room, "membership": membership, "history": history, "has_more": has_more, "client": client}
     return render(request, "chat/room.html", context)
 

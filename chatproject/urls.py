@@ -10,10 +10,11 @@ urlpatterns = [
     path("admin/login/", throttles.throttle_page(throttles.LOGIN)(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/", include("chat.api.urls")),
-    # The language switcher posts here; the browser client's strings come from the catalogue.
+    # The language switcher posts here (it sets the `django_language` cookie).
     path("i18n/setlang/", set_language, name="set_language"),
-    path("jsi18n/", JavaScriptCatalog.as_view(), name="javascript-catalog"),
     path("healthz", healthz, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
+    # The browser client's strings, in the request's language (gettext, ngettext, interpolate).
+    path("jsi18n/", JavaScriptCatalog.as_view(packages=["chat"]), name="javascript-catalog"),
     path("", include("chat.urls")),
 ]

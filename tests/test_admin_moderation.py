@@ -126,3 +126,27 @@ def test_unticking_active_in_the_user_form_deactivates_through_the_service(admin
     assert not bob.is_active
     assert (f"user.{bob.pk}", {"type": "chat.close", "code": 4403, "reason": "account deactivated"}) in published
     assert ModerationAction.objects.filter(action="deactivate", target_user=bob, source="admin").exists()
+
+
+@pytest.mark.django_db
+def test_staff_send_a_notice_from_the_admin_to_everyone_or_one_room(admin_client, alice, published,
+                                                                   django_capture_on_commit_callbacks):
+    room = services.room_create(user=alice, name="General")
+    assert "notice/" in admin_client.get("/admin/chat/room/").content.decode()  # the link on the room list
+    assert admin_client.get("/admin/chat/room/notice/").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post("/admin/chat/room/notice/", {"text": "Maintenance at 18:00", "level": "warning"})
+        admin_client.post("/admin/chat/room/notice/", {"text": "Room only", "level": "info", "room": room.pk})
+    assert response.status_code == 302
+    notices = [(group, event["frame"]) for group, event in published if event.get("frame", {}).get("type") == "notice"]
+    assert [(frame["text"], frame["level"], frame.get("room")) for _, frame in notices] == [
+        ("Maintenance at 18:00", "warning", None), ("Room only", "info", "general")]
+    before = len(published)
+    refused = admin_client.post("/admin/chat/room/notice/", {"text": "  ", "level": "info"})
+    assert refused.status_code == 200 and len(published) == before  # the form shows the error; nothing sent
+
+
+@pytest.mark.django_db
+def test_only_staff_reach_the_notice_form(client, alice):
+    client.force_login(alice)
+    assert client.get("/admin/chat/room/notice/").status_code == 302  # to the admin's login

@@ -48,7 +48,8 @@ def test_schema_is_openapi(api, db):
     assert schema["openapi"].startswith("3.")
     assert {"/api/rooms/", "/api/rooms/{slug}/messages/", "/api/auth/token/", "/api/auth/logout/"} <= set(schema["paths"])
     history = schema["paths"]["/api/rooms/{slug}/messages/"]["get"]
-    assert {p["name"] for p in history["parameters"]} == {"slug", "before", "after", "limit"}
+    assert {p["name"] for p in history["parameters"]} == {"slug", "before", "after", "limit", "around"}
+    assert {p["name"] for p in schema["paths"]["/api/users/"]["get"]["parameters"]} == {"q", "limit"}
 
 
 def test_docs_page_points_at_the_schema(api, db):

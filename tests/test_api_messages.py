@@ -29,6 +29,19 @@ def ids(response) -> list[int]:
 
 # History
 
+def test_history_around_a_message_centres_the_page(api, alice, bob, django_assert_max_num_queries):
+    room = public_room(alice)
+    all_ids = fill(room, [alice], 60)
+    middle = all_ids[30]
+    with django_assert_max_num_queries(6):
+        page = api(bob).get(f"/api/rooms/general/messages/?around={middle}&limit=10")
+    assert page.status_code == 200
+    assert ids(page) == all_ids[26:36] and middle in ids(page)
+    assert page.json()["has_more_before"] is True and page.json()["has_more_after"] is True
+    edge = api(bob).get(f"/api/rooms/general/messages/?around={all_ids[-1]}&limit=10").json()
+    assert [m["id"] for m in edge["results"]] == all_ids[-5:] and edge["has_more_after"] is False
+    assert api(bob).get("/api/rooms/general/messages/?around=-1").status_code == 400
+
 def test_history_pages_by_id(api, alice, bob):
     room = public_room(alice)
     all_ids = fill(room, [alice], 60)  # plus nothing else: room_create writes no message

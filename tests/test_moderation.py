@@ -156,6 +156,19 @@ async def test_a_mute_takes_effect_on_open_sockets(alice, bob, general):
     await b.close()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_a_mute_and_an_unmute_reach_only_the_members_own_sockets(alice, bob, carol, general):
+    b, c = await connect(bob), await connect(carol)
+    await db(services.member_mute)(actor=alice, slug="general", username="bob", minutes=2)
+    muted = await b.expect("membership.updated")
+    assert muted["room"] == "general" and muted["muted_until"]
+    await db(services.member_unmute)(actor=alice, slug="general", username="bob")
+    assert (await b.expect("membership.updated"))["muted_until"] is None
+    await c.send(type="ping", ref="p")
+    assert "membership.updated" not in [f["type"] for f in await c.drain()]
+    await b.close(), await c.close()
+
+
 @pytest.mark.django_db
 def test_restore_brings_a_deleted_message_back(alice, bob, general, published, django_capture_on_commit_callbacks):
     message, _ = services.message_send(user=bob, slug="general", body="oops")

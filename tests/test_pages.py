@@ -173,6 +173,7 @@ def test_direct_form_rejects_bad_usernames(alice, client_for, username, status, 
     response = client_for(alice).post("/direct/", {"username": username})
     assert response.status_code == status
     assert message in response.content.decode()
+    assert "to: " not in response.content.decode()  # the error sits on the username field, without its wire name
     assert not Room.objects.exists()
 
 
@@ -185,9 +186,10 @@ def test_room_page_renders_history_escaped(general, alice, bob, client_for):
     html = response.content.decode()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>alert(1)" not in html
-    assert "/static/chat/chat.js" in html
+    assert "/static/chat/js/room.js" in html
     config = json.loads(re.search(r'<script id="chat-config" type="application/json">(.*?)</script>', html).group(1))
-    assert config["room"] == "general" and config["lastId"] == message.pk
+    assert config["room"]["slug"] == "general" and config["history"][-1]["id"] == message.pk
+    assert config["history"][-1]["body"] == "<script>alert(1)</script>"  # as JSON, set with textContent
     assert config["user"] == {"id": bob.pk, "username": "bob", "isStaff": False}
 
 
@@ -199,7 +201,7 @@ def test_room_page_shows_the_newest_page_in_constant_queries(general, alice, bob
     client = client_for(bob)
     with django_assert_max_num_queries(8):
         html = client.get("/rooms/general/").content.decode()
-    bodies = re.findall(r'<span class="body">(line \d+)</span>', html)
+    bodies = re.findall(r'<span class="body" dir="auto">(line \d+)</span>', html)
     assert bodies == [f"line {n}" for n in range(10, 60)]
     assert 'id="load-older"' in html and 'id="load-older" class="link" hidden' not in html
 
@@ -215,7 +217,7 @@ def test_room_page_hides_deleted_bodies(general, alice, bob, client_for):
 def test_non_member_of_public_room_sees_join_button_and_no_client(general, carol, client_for):
     html = client_for(carol).get("/rooms/general/").content.decode()
     assert 'action="/rooms/general/join/"' in html
-    assert "chat.js" not in html
+    assert "js/room.js" not in html
     assert not Membership.objects.filter(room=general, user=carol).exists()
 
 
@@ -243,6 +245,8 @@ def test_seed_demo_is_idempotent_and_prints_credentials(db):
 
     for text in (out.getvalue(), second.getvalue()):
         assert "chat-demo-pass" in text and "http://127.0.0.1:8000/" in text
+    call_command("seed_demo", "--url", "http://127.0.0.1:9123/", stdout=(third := StringIO()))
+    assert "http://127.0.0.1:9123/" in third.getvalue() and ":8000" not in third.getvalue()
     assert User.objects.get(username="admin").is_staff
     team = Room.objects.get(slug="team")
     assert team.kind == "private"
@@ -251,3 +255,25 @@ def test_seed_demo_is_idempotent_and_prints_credentials(db):
     assert client.login(username="carol", password="chat-demo-pass")
     assert client.get("/rooms/team/").status_code == 403
     assert "Welcome to the demo chat!" in client.get("/rooms/general/").content.decode()
+
+
+# Pages added for the web client
+
+def test_directory_searches_rooms_by_name_slug_or_topic(general, alice, bob, client_for):
+    services.room_create(user=bob, name="Gardening", slug="garden", topic="Roses and tulips")
+    services.room_create(user=bob, name="Hidden", slug="hidden", kind="private", topic="roses too")
+    client = client_for(alice)
+    html = client.get("/directory/?q=ROSE").content.decode()
+    assert 'data-room="garden"' in html and 'data-room="hidden"' not in html and 'data-room="general"' not in html
+    html = client.get("/directory/").content.decode()
+    assert 'data-room="garden"' in html and 'data-room="general"' in html
+    assert 'action="/rooms/garden/join/"' in html and 'action="/rooms/general/join/"' not in html
+
+
+def test_profile_page_and_the_javascript_catalog(alice, client_for):
+    client = client_for(alice)
+    html = client.get("/account/").content.decode()
+    assert "alice" in html and 'href="/account/password/"' in html
+    assert '<html lang="en-us">' in html and 'src="/jsi18n/"' in html
+    catalog = client.get("/jsi18n/")
+    assert catalog.status_code == 200 and "globals.interpolate = django.interpolate" in catalog.content.decode()

@@ -6,8 +6,8 @@ import pytest
 from playwright.sync_api import expect
 
 from chat import services
+from tests.browser import CHROMIUM, PASSWORD, TIMEOUT_MS, chromium, use_server_hasher
 from tests.live import run_daphne
-from tests.test_browser import CHROMIUM, PASSWORD, TIMEOUT_MS, chromium, use_server_hasher
 
 pytestmark = pytest.mark.browser
 

@@ -244,14 +244,20 @@ class HistoryQuerySerializer(serializers.Serializer):
     before = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False)
     after = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
     limit = serializers.IntegerField(min_value=1, max_value=HISTORY_MAX, default=50)
+    around = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
 
 
 class MessageListView(APIView):
     @extend_schema(parameters=[HistoryQuerySerializer], responses=MessagePageSerializer)
     def get(self, request, slug):
-        """One page, ascending by id: the newest unless `before` or `after` is given."""
+        """One page, ascending by id: the newest unless `before` or `after` is given; with
+        `around`, the page centred on that id and `has_more_before` / `has_more_after`."""
         query = validated(HistoryQuerySerializer, request.query_params)
         room, _ = selectors.room_for_user(request.user, slug)
+        if "around" in query:
+            messages, before, after = selectors.message_page_around(room, query["around"], limit=query["limit"])
+            return Response({"results": [message_data(m) for m in messages],
+                             "has_more_before": before, "has_more_after": after})
         messages, has_more = selectors.message_history(room, **query)
         return Response({"results": [message_data(m) for m in messages], "has_more": has_more})
 
@@ -261,6 +267,19 @@ class MessageListView(APIView):
         message, created = services.message_send(user=request.user, slug=slug,
                                                  **validated(MessageSendSerializer, request.data))
         return Response(message_data(message), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class UserQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(min_length=1, max_length=150)
+    limit = serializers.IntegerField(min_value=1, max_value=20, default=10)
+
+
+class UserSearchView(APIView):
+    @extend_schema(parameters=[UserQuerySerializer], responses=UserSerializer(many=True))
+    def get(self, request):
+        """Active users whose username starts with `q`: for invitations and direct messages."""
+        query = validated(UserQuerySerializer, request.query_params)
+        return Response(UserSerializer(selectors.users_with_prefix(query["q"], limit=query["limit"]), many=True).data)
 
 
 class MessageDetailView(APIView):

@@ -11,6 +11,7 @@ from .. import events, protocol
 from ..errors import Forbidden, Invalid, NotFound
 from ..models import Membership, Message, Report, Room, active_membership_q
 from ..selectors import message_for_user, room_for_user
+from ..serializers import timestamp
 from ._common import audit, budget, member_event, require_may_moderate, require_moderator, storable, unsubscribe
 from .messages import message_delete
 
@@ -78,6 +79,7 @@ def member_mute(*, actor, slug: str, username: str, minutes: int, source: str = 
     with transaction.atomic():
         membership.save(update_fields=["muted_until"])
         audit(actor=actor, action="mute", source=source, room=room, target_user=target, minutes=minutes)
+        _tell_member(room, target, membership)
     return membership
 
 
@@ -89,7 +91,14 @@ def member_unmute(*, actor, slug: str, username: str, source: str = "rest") -> M
     with transaction.atomic():
         membership.save(update_fields=["muted_until"])
         audit(actor=actor, action="unmute", source=source, room=room, target_user=target)
+        _tell_member(room, target, membership)
     return membership
+
+
+def _tell_member(room, user, membership: Membership) -> None:
+    """The member's open pages close or reopen their composer at once, on every process."""
+    frame = protocol.membership_updated(room.slug, timestamp(membership.muted_until))
+    events.publish(events.user_group(user.pk), events.frame_event(frame, room_id=room.pk))
 
 
 def user_deactivate(*, actor, username: str, source: str = "admin") -> "User":

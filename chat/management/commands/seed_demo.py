@@ -38,6 +38,9 @@ class Command(ChatCommand):
     help = gettext_lazy("Create demo users (alice, bob, carol, admin), rooms (general, random, team) and a few "
                         "messages.")
 
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000/", help="where the server will listen, to print")
+
     def handle(self, *args, **options):
         users = {name: self._user(name) for name in USERS}
         users[ADMIN] = self._user(ADMIN, is_staff=True, is_superuser=True)
@@ -50,7 +53,7 @@ class Command(ChatCommand):
         self.stdout.write(_("Users: %(users)s and %(admin)s (staff); password for all: %(password)s")
                           % {"users": ", ".join(USERS), "admin": ADMIN, "password": PASSWORD})
         self.stdout.write(_("Start the server (`make run`, or `daphne chatproject.asgi:application`) "
-                            "and open http://127.0.0.1:8000/"))
+                            "and open %(url)s") % {"url": options["url"]})
 
     def _try(self, slug, call, /, *args, **kwargs) -> None:
         """A room someone archived, locked or left since the last run is reported and skipped."""

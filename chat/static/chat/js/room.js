@@ -1,0 +1,389 @@
+/* The room page: one WebSocket at /ws/chat/ (session cookie) for every room of the user, this
+ * room's timeline, composer, members and actions, and the room switcher.
+ *
+ * `handlers` has one entry per server frame type of chat/protocol.py. Resuming follows
+ * docs/guarantees.md: re-join with `since` = the highest id received after the last
+ * room.joined, fetch a room.gap over REST, resend every unanswered send with its client_id,
+ * and order and de-duplicate by id. Message text is only ever set with textContent.
+ */
+import {MessageActions} from "./actions.js";
+import {Composer} from "./composer.js";
+import {Connection, statusView} from "./connection.js";
+import {Members, suggestUsers, wireInvite, wireLeave, wirePanels, wireSettings} from "./members.js";
+import {RoomsState, notifyMessage, setUpNotificationButton} from "./rooms-state.js";
+import {renderSwitcher} from "./switcher.js";
+import {Timeline, messageElement} from "./timeline.js";
+import {$, api, config as readConfig, el, fmt, staffNotice} from "./util.js";
+
+const TYPING_SHOWN_MS = 3000;
+const GAP_PAGE = 200;
+
+const config = readConfig();
+const ROOM = config.room.slug;
+const ME = config.user.username;
+
+const LEFT_REASONS = {
+  left: gettext("You left this room."),
+  kicked: gettext("You were removed from this room."),
+  banned: gettext("You are banned from this room."),
+  gone: gettext("You are no longer a member of this room."),
+};
+const FINAL_REASONS = {
+  4403: gettext("You no longer have access to this room."),
+  4404: gettext("This room does not exist."),
+  4410: gettext("This room has been archived."),
+};
+
+const ui = {
+  notice: $("notice"), notices: $("notices"), name: $("room-name"), topic: $("room-topic"), locked: $("room-locked"),
+  typing: $("typing"), jumpUnread: $("jump-unread"), nav: $("room-nav"),
+};
+
+const room = {...config.room};
+const state = {
+  joined: false,           // room.joined arrived on this connection: sends may go out
+  stopped: false,          // removed, banned, archived: no more reconnects
+  highestId: 0,
+  resumeId: 0,             // the highest id received after this connection's room.joined
+  unacked: new Map(),      // client_id -> body, until the server echoes the message back
+  online: new Set(),
+  typists: new Map(),      // username -> timer that hides them
+  lastReadSent: config.lastReadId || 0,
+  readTimer: null,
+};
+
+const rooms = new RoomsState({current: ROOM, baseTitle: document.title});
+
+// Notices: connection problems and refusals in one line; staff notices each with a dismiss button.
+
+function showNotice(text, level = "warning") {
+  ui.notice.replaceChildren();
+  if (text) ui.notice.append(el("span", {className: "notice-text", textContent: text}), dismissButton(ui.notice));
+  ui.notice.className = `notice ${level}`;
+  ui.notice.hidden = !text;
+}
+
+function dismissButton(box) {
+  const button = el("button", {type: "button", className: "dismiss", textContent: "×", "aria-label": gettext("Dismiss")});
+  button.addEventListener("click", () => { box.hidden = true; });
+  return button;
+}
+
+// The timeline, its actions and the composer
+
+const timeline = new Timeline({
+  list: $("messages"), pending: $("pending"), scroller: $("scroller"), older: $("load-older"), newer: $("load-newer"),
+  jumpNew: $("jump-new"), me: ME, lastReadId: config.lastReadId, fetchPage, onAtBottom: () => markRead(),
+  onError: (text) => showNotice(text),
+});
+
+const actions = new MessageActions({timeline, room: ROOM, me: ME, canModerate: config.canModerate,
+                                    send: (frame) => send(frame), onError: (text) => showNotice(text)});
+
+const composer = new Composer({
+  room: ROOM, maxBody: config.maxBody, isStaff: config.user.isStaff,
+  onSend: sendMessage,
+  onTyping: () => send({type: "typing", room: ROOM}),
+  onEditLast: () => {
+    const message = timeline.lastOwn();
+    if (message) actions.startEdit(message.id);
+  },
+});
+
+const members = new Members({room: ROOM, me: ME, online: state.online, onError: (text) => showNotice(text)});
+
+async function fetchPage(params) {
+  const result = await api("GET", `${config.historyUrl}?${new URLSearchParams(params)}`);
+  if (result.status === 401 || result.status === 403 && !result.data) location.assign(config.loginUrl);
+  if (!result.ok) throw new Error(result.data?.detail || `HTTP ${result.status}`);
+  return result.data;
+}
+
+async function fillGap(after, before) {
+  try {
+    for (let from = after, more = true; more;) {
+      const page = await fetchPage({after: from, before, limit: GAP_PAGE});
+      timeline.add(page.results);
+      more = page.has_more && page.results.length > 0;
+      if (more) from = page.results[page.results.length - 1].id;
+    }
+  } catch (error) {
+    showNotice(fmt(gettext("Some messages could not be loaded (%(error)s); reload the page."), {error: error.message}));
+  }
+}
+
+function renderTyping() {
+  const names = Array.from(state.typists.keys());
+  ui.typing.textContent = names.length === 0 ? ""
+    : fmt(ngettext("%(names)s is typing…", "%(names)s are typing…", names.length), {names: names.join(", ")});
+}
+
+function stopTyping(name) {
+  clearTimeout(state.typists.get(name));
+  if (state.typists.delete(name)) renderTyping();
+}
+
+function renderHeader() {
+  ui.name.textContent = room.name;
+  ui.topic.textContent = room.topic;
+  ui.locked.hidden = !room.locked;
+  composer.setLocked(room.locked);
+  rooms.baseTitle = fmt(gettext("%(room)s · Chat"), {room: room.name});
+  rooms.updateTitle();
+}
+
+function updateJumpUnread() {
+  if (ui.jumpUnread) ui.jumpUnread.hidden = !timeline.unreadOutOfView();
+}
+
+// Sending
+
+function newClientId() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  // randomUUID needs a secure context; plain-HTTP deployments fall back to random bytes.
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function send(frame) {
+  return state.joined && connection.send(frame);
+}
+
+function transmit(clientId) {
+  const body = state.unacked.get(clientId);
+  if (body !== undefined) send({type: "message.send", room: ROOM, body, client_id: clientId, ref: clientId});
+}
+
+function pendingItem(clientId) {
+  return Array.from(timeline.pending.children).find((node) => node.dataset.clientId === clientId);
+}
+
+function sendMessage(body) {
+  const clientId = newClientId();
+  state.unacked.set(clientId, body);
+  const node = messageElement({id: 0, author: {id: config.user.id, username: ME}, body, kind: "user",
+                               created_at: new Date().toISOString()});
+  node.classList.add("pending");
+  node.dataset.clientId = clientId;
+  node.removeAttribute("id");
+  node.querySelector("time").textContent = gettext("sending…");
+  node.querySelector(".msg-menu-button").hidden = true;
+  timeline.pending.append(node);
+  if (timeline.hasNewer) timeline.jumpToNewest();
+  else timeline.toBottom();
+  transmit(clientId);   // offline: it goes out after the next join
+}
+
+function acknowledge(message) {
+  if (!message.client_id || !state.unacked.delete(message.client_id)) return false;
+  pendingItem(message.client_id)?.remove();
+  return true;
+}
+
+/* A refused send: its text goes back into the composer, and the notice says why. */
+function failSend(clientId, detail) {
+  const body = state.unacked.get(clientId);
+  state.unacked.delete(clientId);
+  pendingItem(clientId)?.remove();
+  if (body !== undefined) composer.restore(body);
+  showNotice(fmt(gettext("Not sent: %(reason)s Your text is back in the box."), {reason: detail}));
+}
+
+function markRead() {
+  clearTimeout(state.readTimer);
+  state.readTimer = setTimeout(() => {
+    updateJumpUnread();
+    if (document.visibilityState !== "visible" || !timeline.nearBottom() || timeline.hasNewer) return;
+    if (state.highestId <= state.lastReadSent) return;
+    if (send({type: "read", room: ROOM, message_id: state.highestId})) state.lastReadSent = state.highestId;
+  }, 300);
+}
+
+// Server frames, one handler per type of chat/protocol.py
+
+const handlers = {
+  "hello"(frame) {
+    rooms.reset(frame.rooms.map((r) => ({...r, unread: r.slug === ROOM ? 0 : r.unread})));
+    if (frame.limits) composer.maxBody = frame.limits.max_body;
+    connection.established();
+    // The page was opened as a member: if the room is not among the user's rooms now, they were
+    // removed (or left) while this page was reconnecting. Joining again would undo that.
+    if (!frame.rooms.some((r) => r.slug === ROOM)) return removed("gone");
+    connection.send({type: "join", room: ROOM, since: state.resumeId, ref: "join"});
+  },
+  "room.joined"(frame) {
+    if (frame.room !== ROOM) {
+      rooms.learn(frame.room);   // an invitation, a first direct message, a join in another tab
+      return;
+    }
+    state.joined = true;
+    showNotice("");
+    state.online.clear();
+    frame.online.forEach((name) => state.online.add(name));
+    members.render();
+    members.reload();
+    state.unacked.forEach((_, clientId) => transmit(clientId));
+    markRead();
+  },
+  "room.left"(frame) {
+    if (frame.room === ROOM) removed(frame.reason || "left");
+    else rooms.remove(frame.room);
+  },
+  "room.gap"(frame) {
+    if (frame.room === ROOM) fillGap(frame.after, frame.before);
+  },
+  "room.updated"(frame) {
+    rooms.update(frame.room, {name: frame.name, topic: frame.topic});
+    if (frame.room !== ROOM) {
+      if (frame.archived) rooms.remove(frame.room);
+      return;
+    }
+    if (frame.archived) return stop(FINAL_REASONS[4410]);
+    Object.assign(room, {name: frame.name, topic: frame.topic, locked: frame.locked});
+    renderHeader();
+  },
+  "message.new"(frame) {
+    const message = frame.message;
+    notifyMessage(rooms, frame, ME);
+    if (frame.room !== ROOM) {
+      if (message.author?.username !== ME) {
+        if (rooms.has(frame.room)) rooms.bump(frame.room);
+        else rooms.learn(frame.room);
+      }
+      return;
+    }
+    state.highestId = Math.max(state.highestId, message.id);
+    if (state.joined) state.resumeId = Math.max(state.resumeId, message.id);
+    const mine = acknowledge(message);
+    if (message.author) stopTyping(message.author.username);
+    timeline.add([message], {live: true});
+    if (mine) timeline.toBottom();
+    markRead();
+  },
+  "message.updated"(frame) {
+    if (frame.room === ROOM) timeline.update(frame.message);
+  },
+  "message.deleted"(frame) {
+    if (frame.room === ROOM) timeline.markDeleted(frame.id);
+  },
+  "presence"(frame) {
+    if (frame.room !== ROOM) return;
+    if (frame.status === "online") state.online.add(frame.user.username);
+    else state.online.delete(frame.user.username);
+    members.render();
+  },
+  "member.joined"(frame) {
+    if (frame.room === ROOM) members.reload();
+  },
+  "member.left"(frame) {
+    if (frame.room !== ROOM || frame.user.username === ME) return;
+    state.online.delete(frame.user.username);
+    members.reload();
+  },
+  "typing"(frame) {
+    const name = frame.user.username;
+    if (frame.room !== ROOM || name === ME) return;
+    clearTimeout(state.typists.get(name));
+    state.typists.set(name, setTimeout(() => stopTyping(name), TYPING_SHOWN_MS));
+    renderTyping();
+  },
+  "membership.updated"(frame) {
+    if (frame.room === ROOM) composer.setMutedUntil(frame.muted_until);
+  },
+  "unread"(frame) {
+    rooms.update(frame.room, {unread: frame.room === ROOM ? 0 : frame.count});
+  },
+  "notice"(frame) {
+    if (!frame.room || frame.room === ROOM) staffNotice(ui.notices, frame.text, frame.level);
+  },
+  "pong"() {
+    // Nothing to do: the browser answers the server's WebSocket pings itself.
+  },
+  "error"(frame) {
+    if (frame.ref === "join") return stop(frame.detail);
+    if (frame.code === "muted" && frame.retry_after) {
+      composer.setMutedUntil(new Date(Date.now() + frame.retry_after * 1000).toISOString());
+    }
+    if (frame.ref && state.unacked.has(frame.ref)) {
+      if (frame.code === "rate_limited" || frame.code === "unavailable") {
+        setTimeout(() => transmit(frame.ref), (frame.retry_after || 1) * 1000);
+        return;
+      }
+      return failSend(frame.ref, frame.detail);
+    }
+    showNotice(frame.detail);
+  },
+};
+
+// Connection
+
+const connection = new Connection({
+  path: config.socketPath, loginUrl: config.loginUrl, handlers,
+  onStatus: (status, seconds) => {
+    if (status !== "online" && status !== "connecting") state.joined = false;
+    if (status === "connecting") state.joined = false;
+    setStatus(status, seconds);
+  },
+  onFinal: (code, reason) => stop(FINAL_REASONS[code] || reason),
+});
+const setStatus = statusView($("conn-state"), $("retry-now"), $("conn-countdown"));
+
+/* Removed, banned or left: say so, with the ban's reason and end when there is one. */
+async function removed(reason) {
+  stop(LEFT_REASONS[reason] || LEFT_REASONS.left);
+  if (reason === "banned") {
+    const result = await api("GET", `/api/rooms/${encodeURIComponent(ROOM)}/`);
+    if (!result.ok && result.data?.detail) {
+      showNotice(result.data.detail);
+      composer.close(result.data.detail);
+    }
+  }
+}
+
+function stop(reason) {
+  state.stopped = true;
+  state.joined = false;
+  connection.stop();
+  showNotice(reason);
+  composer.close(reason);
+  state.online.clear();
+  members.render();
+}
+
+// Wiring
+
+timeline.replace(config.history, {hasOlder: config.hasMore, hasNewer: false});
+timeline.toBottom();
+state.highestId = state.resumeId = timeline.newestId || 0;
+renderHeader();
+composer.setMutedUntil(config.mutedUntil);
+rooms.onChange(() => renderSwitcher(ui.nav, rooms));
+setUpNotificationButton($("enable-notifications"));
+wireInvite({room: ROOM, members, onError: (text) => showNotice(text)});
+suggestUsers($("dialog-direct-username"), $("direct-suggestions"));
+wireSettings({room: ROOM, current: () => room});
+wireLeave(() => room.name);
+wirePanels();
+if (window.matchMedia("(min-width: 1100px)").matches) {
+  document.querySelector(".room-page").classList.add("members-open");
+  $("toggle-members")?.setAttribute("aria-expanded", "true");
+}
+members.load();
+updateJumpUnread();
+ui.jumpUnread?.addEventListener("click", async () => {
+  await timeline.jumpToUnread();
+  ui.jumpUnread.hidden = true;
+});
+
+function followHash() {
+  const match = location.hash.match(/^#m(\d+)$/);
+  if (match) timeline.showAround(Number(match[1]));
+}
+followHash();
+window.addEventListener("hashchange", followHash);
+
+document.addEventListener("visibilitychange", markRead);
+window.addEventListener("focus", markRead);
+window.addEventListener("online", () => connection.retryNow());
+$("retry-now")?.addEventListener("click", () => connection.retryNow());
+
+connection.connect();

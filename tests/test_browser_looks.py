@@ -1,0 +1,82 @@
+"""Every page of ours in light and dark, on a desktop and a phone: axe-core finds no violation,
+nothing overflows sideways, touch targets on a phone are at least 44 px, and a non-member's
+preview shows the browser's time zone. Screenshots go to /tmp/web-shots/ for a person to look at.
+"""
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from chat import services
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    axe_violations,
+    chromium,
+    log_in,
+    new_page,
+    open_room,
+    screenshot,
+    use_server_hasher,
+)
+from tests.live import run_daphne
+
+pytestmark = pytest.mark.browser
+
+PAGES = {"rooms": "/", "room": "/rooms/general/", "directory": "/directory/?q=gen", "profile": "/account/",
+         "password": "/account/password/", "preview": "/rooms/lobby/"}
+
+
+def no_sideways_overflow(page):
+    return page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+
+def small_targets(page) -> list[str]:
+    """Visible buttons, links and fields smaller than 44 px in either direction (links in text excepted)."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('button, a, input, select, textarea'))
+        .filter(el => el.offsetParent !== null && !el.closest('p, dd, .skip-link'))
+        .filter(el => { const r = el.getBoundingClientRect(); return r.width > 0 && (r.width < 44 || r.height < 44); })
+        .map(el => el.outerHTML.slice(0, 80))""")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("size", ["desktop", "phone"])
+def test_every_page_passes_axe_in_both_themes_and_sizes(transactional_db, alice, bob, scheme, size, settings):
+    settings.CHAT_RATE_PER_10S = 1000
+    use_server_hasher(alice, bob)
+    services.room_create(user=alice, name="General", slug="general", topic="Everything and anything")
+    services.room_create(user=bob, name="Lobby", slug="lobby")
+    services.room_join(user=bob, slug="general")
+    for n in range(8):
+        services.message_send(user=bob if n % 3 else alice, slug="general", body=f"message {n} " + "words " * n)
+    services.message_send(user=bob, slug="lobby", body="a room alice has not joined")
+    services.message_send(user=bob, slug="general", body="שלום לכולם")  # right-to-left text
+    viewport = DESKTOP if size == "desktop" else PHONE
+    with run_daphne() as server, chromium() as browser:
+        anonymous = new_page(browser, server, viewport=viewport, color_scheme=scheme)
+        for name, path in (("login", "/login/"), ("register", "/register/")):
+            assert anonymous.goto(path).status == 200
+            assert axe_violations(anonymous) == [], name
+            assert no_sideways_overflow(anonymous), name
+            screenshot(anonymous, f"{name}-{scheme}-{size}")
+        page = log_in(browser, server, "alice", viewport=viewport, color_scheme=scheme)
+        for name, path in PAGES.items():
+            if name == "room":
+                open_room(page, "general")
+            else:
+                assert page.goto(path).status == 200
+            assert axe_violations(page) == [], name
+            assert no_sideways_overflow(page), name
+            if size == "phone":
+                assert small_targets(page) == [], name
+            screenshot(page, f"{name}-{scheme}-{size}")
+            if name == "room":  # right-to-left text is laid out right to left, the rest left to right
+                bodies = page.locator("#messages .msg .body")
+                assert bodies.last.evaluate("node => getComputedStyle(node).direction") == "rtl"
+                assert bodies.first.evaluate("node => getComputedStyle(node).direction") == "ltr"
+            if name == "preview":  # a non-member's preview shows the browser's time zone, not UTC
+                time = page.locator("#messages .msg time").last
+                local = datetime.fromisoformat(time.get_attribute("datetime")).astimezone(ZoneInfo("Europe/Paris"))
+                assert time.text_content() == local.strftime("%I:%M %p")
+                assert str(local.year) in time.get_attribute("title")
+        assert page.errors == []
