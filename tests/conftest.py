@@ -2,6 +2,7 @@
 service tests' rooms and their checks of what a call changed (`committed`, `refused`)."""
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,7 +21,7 @@ pytest_plugins = ["tests.live", "tests.faults"]  # fixtures for real servers: da
 
 
 def _missing() -> set[str]:
-    """What this run lacks of what some tests need (the markers `redis`, `postgres`, `browser`)."""
+    """What this run lacks of what some tests need (the markers `redis`, `postgres`, `browser`, `gettext`)."""
     from django.conf import settings
 
     missing = set()
@@ -30,7 +31,16 @@ def _missing() -> set[str]:
         missing.add("postgres")
     if not Path("/usr/bin/chromium").exists():
         missing.add("browser")
+    if shutil.which("xgettext") is None:
+        missing.add("gettext")
     return missing
+
+
+def pytest_sessionstart(session):
+    """The compiled catalogues, as `make test` builds them: pages, sockets and live servers speak Chinese."""
+    from django.core.management import call_command
+
+    call_command("build_catalogues", verbosity=0)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -42,7 +52,7 @@ def pytest_collection_modifyitems(config, items):
     missing = _missing()
     keep, drop = [], []
     for item in items:
-        needs = {marker.name for marker in item.iter_markers()} & {"redis", "postgres", "browser"}
+        needs = {marker.name for marker in item.iter_markers()} & {"redis", "postgres", "browser", "gettext"}
         if "redis_url" in getattr(item, "fixturenames", ()):
             needs.add("redis")
         (drop if needs & missing else keep).append(item)
