@@ -37,8 +37,8 @@ from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from chat.models import Message
-from tests.conftest import access_token
 from tests.live import LiveServer, database_url, free_port, start_daphne
+from tests.support import access_token
 
 REDIS_SERVER = "/usr/bin/redis-server"
 

@@ -19,14 +19,21 @@ from channels.db import database_sync_to_async
 
 from chat import services
 from chat.models import Message
-from tests.conftest import access_token
-from tests.faults import (ChatClient, assert_acks_in_db, assert_views_match_db, connected, daphnes,
-                          database_url_via, ids_by_client_id, settle_all)
-from tests.live import http_json, ws_connect
+from tests.faults import (
+    ChatClient,
+    assert_acks_in_db,
+    assert_views_match_db,
+    connected,
+    daphnes,
+    database_url_via,
+    ids_by_client_id,
+    settle_all,
+)
+from tests.live import http_json
+from tests.support import access_token, db, ws_connect
 
 pytestmark = [pytest.mark.fault, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-db = database_sync_to_async
 ROOM = "general"
 
 

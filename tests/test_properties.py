@@ -21,14 +21,15 @@ from asgiref.sync import async_to_sync
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
-from hypothesis import HealthCheck, given, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from chat import services
 from chat.models import Message
 from chat.serializers import message_data
 from chatproject.asgi import application
 from tests.client_state import ClientState
-from tests.conftest import access_token
+from tests.support import access_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,9 +11,9 @@ from django.contrib.auth import get_user_model
 from chat import events, services
 from chat.errors import Forbidden, Muted, RoomLocked
 from chat.models import Message
-from tests.test_consumers import connect, db, fresh_layer  # noqa: F401 (fresh_layer: an autouse fixture)
+from tests.support import connect, db
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
 User = get_user_model()
 

@@ -19,23 +19,22 @@ import json
 import hypothesis
 import pytest
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.db.models import Count
-from hypothesis import HealthCheck, given, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from chat import selectors, services
 from chat.errors import ChatError
 from chat.models import Message
 from chatproject.asgi import application
-from tests.conftest import access_token
+from tests.support import access_token, db
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 User = get_user_model()
-db = database_sync_to_async
 QUIET_S = 0.1
 examples = itertools.count()
 NOT_OF_A_ROOM = {"hello", "pong", "error", "notice"}

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from chat import services
-from tests.conftest import access_token
+from tests.support import access_token
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 

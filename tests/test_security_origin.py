@@ -2,9 +2,9 @@
 import pytest
 
 from chat import services
-from tests.test_consumers import connect, fresh_layer  # noqa: F401 (an autouse fixture)
+from tests.support import connect
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ from django.test import Client
 from chat import limits, services
 from chat.errors import Invalid, RateLimited
 from chat.models import Membership, Message
-from tests.api_support import db_state
-from tests.conftest import access_token
-from tests.live import LIVE_ENV, ws_connect, run_daphne
-from tests.test_consumers import connect, db
+from tests.live import LIVE_ENV, run_daphne
+from tests.support import access_token, connect, db, db_state, ws_connect
 
 FROZEN = 1_000_035.5  # 35.5 s into a one-minute window: 45 s until the next
 
@@ -370,7 +368,7 @@ async def test_a_socket_bound_to_a_room_over_the_join_budget_closes_1013(alice, 
         first = await ws_connect(server, bob, "/ws/chat/one/")
         await first.expect("room.joined")
         second = await ws_connect(server, bob, "/ws/chat/two/", hello=False)
-        code, reason = await second.closed()
+        code, reason = await second.close_frame()
         assert code == 1013 and reason.startswith("Slow down: at most 1 room joins per 86400 seconds")
         await first.close()
 
