@@ -12,7 +12,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from chat import broker, events, services
-from tests.support import access_token, joined, snapshot
+from tests.support import access_token, flush_layers, joined, snapshot
 
 User = get_user_model()
 
@@ -163,10 +163,7 @@ async def fresh_layer():
             await client.delete(*keys)
         await client.aclose()
     yield
-    for layer in channel_layers.backends.values():
-        if hasattr(layer, "flush"):
-            await layer.flush()
-    channel_layers.backends = {}
+    await flush_layers()
 
 
 # The service tests' checks (tests/test_services_*.py, and others that write through services)

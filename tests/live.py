@@ -86,13 +86,21 @@ class LiveServer(Endpoint):
         return self.log.read().decode(errors="replace")
 
     def stop(self) -> None:
+        self.terminate()
+        self.reap()
+
+    def terminate(self) -> None:
+        """SIGTERM, if still running: daphne closes its sockets with 1001 and exits."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def reap(self) -> None:
+        """Wait for the exit, killing a server that takes over 10 s."""
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:

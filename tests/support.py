@@ -3,6 +3,7 @@
 - `Client`: the one test client of /ws/chat/, over the in-process communicator (`connect`) or a
   real socket to a daphne (`ws_connect`, tests/live.py starts the servers). It reads frames by
   type, skipping the ones a test doesn't care about, and reports close codes.
+- `flush_layers`: a fresh channel layer for the next test (or Hypothesis example).
 - Reads and checks of the database: `db` (an ORM call from async code), `snapshot`, `db_state`.
 - Rooms and messages written through the services: `public_room`, `private_room`, `joined`, `send`.
 - What the `published` fixture recorded: `frames`, `room_events`, `subscribe_event`, `unsubscribe_event`.
@@ -49,6 +50,9 @@ class _Communicator:
     async def quiet(self, timeout: float) -> bool:
         return await self.comm.receive_nothing(timeout)
 
+    def waiting(self) -> bool:
+        return not self.comm.output_queue.empty()
+
     async def close_frame(self, timeout: float) -> tuple[int, str]:
         while True:
             out = await self.comm.receive_output(timeout)
@@ -56,8 +60,8 @@ class _Communicator:
                 await self.comm.disconnect()  # the client side hangs up, as a real socket would
                 return out.get("code"), out.get("reason", "")
 
-    async def close(self) -> None:
-        await self.comm.disconnect()
+    async def close(self, code: int) -> None:
+        await self.comm.disconnect(code)
 
 
 class _Socket:
@@ -78,6 +82,9 @@ class _Socket:
     async def quiet(self, timeout: float) -> bool:
         raise NotImplementedError("a socket cannot look ahead: use drain() or read_for()")
 
+    def waiting(self) -> bool:
+        raise NotImplementedError("a socket cannot look ahead: use drain() or read_for()")
+
     async def close_frame(self, timeout: float) -> tuple[int, str]:
         async with asyncio.timeout(timeout):
             try:
@@ -87,8 +94,8 @@ class _Socket:
                 assert exc.rcvd is not None, f"the connection dropped without a close frame: {exc}"
                 return exc.rcvd.code, exc.rcvd.reason
 
-    async def close(self) -> None:
-        await self.ws.close()
+    async def close(self, code: int) -> None:
+        await self.ws.close(code)
 
 
 class Client:
@@ -124,7 +131,7 @@ class Client:
         """Read until quiet for `timeout` seconds; returns the frames read."""
         out = []
         if self.comm is not None:
-            while not await self.transport.quiet(timeout or 0.2):
+            while not await self.quiet(timeout or 0.2):
                 out.append(await self.recv())
             return out
         with contextlib.suppress(TimeoutError):
@@ -141,8 +148,16 @@ class Client:
                     out.append(await self.recv(seconds))
         return out
 
+    async def quiet(self, timeout: float) -> bool:
+        """Nothing arrives within `timeout` seconds (in process only: it looks without reading)."""
+        return await self.transport.quiet(timeout)
+
+    def waiting(self) -> bool:
+        """A frame has arrived and is not read yet (in process only)."""
+        return self.transport.waiting()
+
     async def nothing(self, timeout: float = 0.2) -> None:
-        assert await self.transport.quiet(timeout), "expected no frame"
+        assert await self.quiet(timeout), "expected no frame"
 
     async def close_frame(self, timeout: float | None = None) -> tuple[int, str]:
         """(code, reason) of the close frame the server sends, as a browser's CloseEvent shows them."""
@@ -152,8 +167,9 @@ class Client:
         """The close code the server sent."""
         return (await self.close_frame(timeout))[0]
 
-    async def close(self) -> None:
-        await self.transport.close()
+    async def close(self, code: int = 1000) -> None:
+        """Hang up; in process, code 1006 is how a lost network looks to the server."""
+        await self.transport.close(code)
 
     def abort(self) -> None:
         """Drop the TCP connection without a close frame, as a lost network does."""
@@ -197,6 +213,16 @@ async def ws_connect(server, user=None, path: str = "/ws/chat/", *, token: str |
     if hello:
         client.hello = await client.expect("hello")
     return client
+
+
+async def flush_layers() -> None:
+    """Empty and forget this process's channel layers: a layer holds queues bound to one event loop."""
+    from channels.layers import channel_layers
+
+    for layer in channel_layers.backends.values():
+        if hasattr(layer, "flush"):
+            await layer.flush()
+    channel_layers.backends = {}
 
 
 # The database
