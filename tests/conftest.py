@@ -12,7 +12,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from chat import broker, events, services
-from tests.support import access_token, flush_layers, joined, snapshot
+from tests.support import PASSWORD, access_token, flush_layers, joined, snapshot
 
 User = get_user_model()
 
@@ -69,7 +69,7 @@ def _isolated_cache(settings):
 
 @pytest.fixture
 def make_user(db):
-    def make(username="alice", password="s3cret-pass-1", **extra):
+    def make(username="alice", password=PASSWORD, **extra):
         return User.objects.create_user(username=username, password=password, **extra)
 
     return make

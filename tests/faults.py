@@ -515,7 +515,7 @@ class ChatClient:
         t0 = min([t for t, *_ in self.joins] or [0])
         lines = [f"{self.name}: joins (t, conn, room, since): "
                  + ", ".join(f"({t - t0:.2f}, {c}, {r}, {s})" for t, c, r, s in self.joins if r == room),
-                 f"  closes (code, reason, port, t): "
+                 "  closes (code, reason, port, t): "
                  + ", ".join(f"({c}, {r!r}, {p}, {t - t0:.2f})" for c, r, p, t in self.closes),
                  f"  deliveries near {lo}..{hi} (t, conn, id): "
                  + ", ".join(f"({t - t0:.2f}, {c}, {m})" for t, c, r, m in self.deliveries

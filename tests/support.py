@@ -5,6 +5,7 @@
   type, skipping the ones a test doesn't care about, and reports close codes.
 - `flush_layers`: a fresh channel layer for the next test (or Hypothesis example).
 - Reads and checks of the database: `db` (an ORM call from async code), `snapshot`, `db_state`.
+- `login` (REST sign-in), `about` (a frame predicate), `PASSWORD`.
 - Rooms and messages written through the services: `public_room`, `private_room`, `joined`, `send`.
 - What the `published` fixture recorded: `frames`, `room_events`, `subscribe_event`, `unsubscribe_event`.
 """
@@ -21,6 +22,7 @@ from chat import services
 from chat.models import Membership, Message, Room
 
 db = database_sync_to_async
+PASSWORD = "s3cret-pass-1"  # every user's password, unless a test gives another (conftest's make_user)
 
 
 def access_token(user) -> str:
@@ -225,6 +227,16 @@ async def flush_layers() -> None:
     channel_layers.backends = {}
 
 
+def about(username):
+    """A `where=` predicate for `Client.expect`: the frame is about `username` (presence, member)."""
+    return lambda frame: frame["user"]["username"] == username
+
+
+def login(api, username="alice", password=PASSWORD):
+    """A JWT sign-in over REST; `api` is the conftest fixture."""
+    return api().post("/api/auth/token/", {"username": username, "password": password}, format="json")
+
+
 # The database
 
 def snapshot() -> tuple:
@@ -240,6 +252,11 @@ def db_state() -> tuple:
         list(Message.objects.order_by("pk").values_list("room_id", "author_id", "body", "kind", "edited_at",
                                                        "deleted")),
     )
+
+
+def user_bodies() -> list[str]:
+    """The bodies of every user message, in id order."""
+    return list(Message.objects.filter(kind="user").order_by("id").values_list("body", flat=True))
 
 
 def membership(room, user) -> Membership:

@@ -30,7 +30,7 @@ from tests.faults import (
     settle_all,
 )
 from tests.live import http_json
-from tests.support import access_token, db, ws_connect
+from tests.support import about, access_token, db, ws_connect
 
 pytestmark = [pytest.mark.fault, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -85,10 +85,6 @@ async def eventually_async(query, timeout: float, what: str):
 def alternating(users, a, b):
     """`connected` clients in ROOM, one per user, alternately on server `a` and `b` (each fails over to the other)."""
     return connected([ChatClient(user, [b, a] if i % 2 else [a, b], [ROOM]) for i, user in enumerate(users)])
-
-
-def about(username):
-    return lambda frame: frame["user"]["username"] == username
 
 
 # Redis restarts while clients send

@@ -19,17 +19,13 @@ from rest_framework_simplejwt.tokens import AccessToken
 from chat import services
 from chat.models import Message
 from tests.live import LIVE_ENV, http_json, run_daphne
-from tests.support import db, ws_connect
+from tests.support import about, db, ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 
 def room_message_ids(room) -> list[int]:
     return list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
-
-
-def about(username):
-    return lambda frame: frame["user"]["username"] == username
 
 
 # Close codes, as a browser's CloseEvent shows them

@@ -8,6 +8,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from chat import services
 from chat.errors import Forbidden, Invalid
 from chat.models import Message, ModerationAction
+from tests.support import PASSWORD
 
 
 # Editing and deleting others' messages follows the moderation hierarchy
@@ -111,9 +112,6 @@ def test_admin_cannot_create_a_lookalike(admin_client, django_user_model):
 
 
 # Sign-in and sign-up are throttled per client address and per username, pages and API alike
-
-PASSWORD = "s3cret-pass-1"  # the conftest users' password
-
 
 def allowed(scope: str) -> int:
     return ScopedRateThrottle().parse_rate(django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope])[0]

@@ -10,22 +10,12 @@ import pytest
 
 from chat import protocol, services
 from chat.errors import Invalid
-from chat.models import Message
-from tests.support import db_state, frames
+from tests.support import db_state, frames, user_bodies
 
 MAX_ID = 2**63 - 1  # ids are bigints
 UNSTORABLE = "must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid Unicode text"
 NUL, SURROGATE = "\x00", "\ud800"
 POISONS = [NUL, SURROGATE, f"ok{SURROGATE}ok", "\udfff"]
-
-
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
-def user_bodies():
-    return list(Message.objects.filter(kind="user").order_by("id").values_list("body", flat=True))
 
 
 # The batch: a bad send fails alone

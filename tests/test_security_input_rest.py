@@ -9,16 +9,11 @@ import pytest
 
 from chat import services
 from chat.errors import Invalid
-from chat.models import Message
-from tests.support import db_state
+from tests.support import db_state, user_bodies
 
 MAX_ID = 2**63 - 1  # ids are bigints
 UNSTORABLE = "must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid Unicode text"
 NUL, SURROGATE = "\x00", "\ud800"
-
-
-def user_bodies():
-    return list(Message.objects.filter(kind="user").order_by("id").values_list("body", flat=True))
 
 
 # Numbers past their bounds

@@ -14,21 +14,16 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from chat import services
 from tests.live import http_json
-from tests.support import connect, db, ws_connect
+from tests.support import PASSWORD, connect, db, login, ws_connect
 
 pytestmark = pytest.mark.usefixtures("fresh_layer")
 
 User = get_user_model()
-PASSWORD = "s3cret-pass-1"  # the conftest users' password
 NEW = "brand-new-pass-7"
 
 
 class FastPBKDF2(PBKDF2PasswordHasher):
     iterations = 1000
-
-
-def login(api, password=PASSWORD):
-    return api().post("/api/auth/token/", {"username": "alice", "password": password}, format="json")
 
 
 def bearer(api, access):
@@ -55,7 +50,7 @@ def test_rest_password_change_ends_every_earlier_token(api, alice):
         assert bearer(api, access).get("/api/me/").status_code == 401
     assert bearer(api, fresh["access"]).get("/api/me/").status_code == 200
     assert refresh(api, fresh["refresh"]).status_code == 200
-    assert login(api).status_code == 401 and login(api, NEW).status_code == 200
+    assert login(api).status_code == 401 and login(api, password=NEW).status_code == 200
 
 
 @pytest.mark.parametrize("data, field", [
