@@ -19,13 +19,10 @@ User = get_user_model()
 
 
 @pytest.fixture
-def rooms(alice, bob):
+def rooms(general_with_bob, secret, alice, bob):
     """alice owns `general` (public) and `secret` (private); bob is a member of both."""
-    general = services.room_create(user=alice, name="General", slug="general")
-    secret = services.room_create(user=alice, name="Secret", slug="secret", kind="private")
-    services.room_join(user=bob, slug="general")
     services.member_invite(actor=alice, slug="secret", username="bob")
-    return general, secret
+    return general_with_bob, secret
 
 
 REMOVALS = {

@@ -14,9 +14,8 @@ from tests.support import PASSWORD
 # Editing and deleting others' messages follows the moderation hierarchy
 
 @pytest.fixture
-def ranks(alice, bob, carol, staff):
+def ranks(general, alice, bob, carol, staff):
     """general: alice owner, bob moderator, carol member, root (staff) a member; a message by each."""
-    services.room_create(user=alice, name="General", slug="general")
     services.member_invite(actor=alice, slug="general", username="bob", role="moderator")
     for user in (carol, staff):
         services.room_join(user=user, slug="general")
