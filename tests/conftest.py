@@ -1,5 +1,6 @@
-"""Shared fixtures: users, JWT-authenticated API clients, a recorder of published events, and the
-service tests' rooms and their checks of what a call changed (`committed`, `refused`)."""
+"""Shared fixtures: users, JWT-authenticated API clients, a recorder of published events, a fresh
+channel layer, the rooms every module uses, and the service tests' checks of what a call changed
+(`committed`, `refused`). Helpers that are not fixtures are in tests/support.py."""
 import json
 import os
 import shutil
@@ -10,10 +11,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
 
 from chat import broker, events, services
-from chat.models import Membership, Message, Room
+from tests.support import PASSWORD, access_token, flush_layers, joined, snapshot
 
 User = get_user_model()
 
@@ -79,7 +79,7 @@ def _isolated_cache(settings):
 
 @pytest.fixture
 def make_user(db):
-    def make(username="alice", password="s3cret-pass-1", **extra):
+    def make(username="alice", password=PASSWORD, **extra):
         return User.objects.create_user(username=username, password=password, **extra)
 
     return make
@@ -101,6 +101,11 @@ def carol(make_user):
 
 
 @pytest.fixture
+def dave(make_user):
+    return make_user("dave")
+
+
+@pytest.fixture
 def staff(make_user):
     """A staff member, not a superuser."""
     return make_user("root", is_staff=True)
@@ -117,10 +122,6 @@ def admin_client(admin_user):
     client = Client()
     client.force_login(admin_user)
     return client
-
-
-def access_token(user) -> str:
-    return str(AccessToken.for_user(user))
 
 
 @pytest.fixture
@@ -155,17 +156,27 @@ def published(monkeypatch):
     return sent
 
 
-def frames(sent, type_=None):
-    """The decoded frames in recorded events, optionally of one type."""
-    out = [e["frame"] for _, e in sent if "frame" in e]
-    return [f for f in out if type_ is None or f["type"] == type_]
+@pytest.fixture
+async def fresh_layer():
+    """A channel layer per test (layers hold queues bound to the test's event loop), and no
+    presence left from another test. Modules of communicator tests use it with `usefixtures`."""
+    from channels.layers import channel_layers
+    from django.conf import settings
+
+    channel_layers.backends = {}
+    if settings.REDIS_URL:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        keys = await client.keys(f"{settings.REDIS_PREFIX}:presence:*")
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    yield
+    await flush_layers()
 
 
-# The service tests' rooms and checks (tests/test_services_*.py, and others that write through services)
-
-def snapshot():
-    return tuple(list(model.objects.order_by("pk").values()) for model in (Room, Membership, Message))
-
+# The service tests' checks (tests/test_services_*.py, and others that write through services)
 
 @pytest.fixture
 def committed(django_capture_on_commit_callbacks):
@@ -189,33 +200,32 @@ def refused(published, committed):
     return check
 
 
+# Rooms
+
 @pytest.fixture
 def general(alice):
-    """A public room owned by alice."""
-    return services.room_create(user=alice, name="General")
+    """A public room `general` owned by alice, its only member."""
+    return services.room_create(user=alice, name="General", slug="general")
+
+
+@pytest.fixture
+def general_with_bob(general, bob):
+    """`general` with bob as a member too."""
+    return joined(general, bob)
+
+
+@pytest.fixture
+def general_with_bob_and_carol(general_with_bob, carol):
+    return joined(general_with_bob, carol)
+
+
+@pytest.fixture
+def general_of_four(general_with_bob_and_carol, dave):
+    """`general` with alice (owner), bob, carol and dave."""
+    return joined(general_with_bob_and_carol, dave)
 
 
 @pytest.fixture
 def secret(alice):
-    """A private room owned by alice."""
-    return services.room_create(user=alice, name="Secret", kind="private")
-
-
-def membership(room, user) -> Membership:
-    return Membership.objects.get(room=room, user=user)
-
-
-def send(user, room, body="hi", **kwargs) -> Message:
-    return services.message_send(user=user, slug=room.slug, body=body, **kwargs)[0]
-
-
-def subscribe_event(user, room, since=0):
-    return (f"user.{user.pk}", {"type": "chat.subscribe", "room_id": room.pk, "slug": room.slug, "since": since})
-
-
-def unsubscribe_event(user, room, reason):
-    return (f"user.{user.pk}", {"type": "chat.unsubscribe", "room_id": room.pk, "slug": room.slug, "reason": reason})
-
-
-def room_events(published, room):
-    return [e["frame"] for group, e in published if group == f"room.{room.pk}"]
+    """A private room `secret` owned by alice, its only member."""
+    return services.room_create(user=alice, name="Secret", slug="secret", kind="private")

@@ -37,8 +37,8 @@ from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from chat.models import Message
-from tests.conftest import access_token
 from tests.live import LiveServer, database_url, free_port, start_daphne
+from tests.support import access_token
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -238,15 +238,11 @@ def daphnes(count: int, env: dict | None = None, args: list[str] | None = None):
 
 
 def stop_servers(servers: list[LiveServer]) -> None:
+    """Stop them all at once, not one after another."""
     for server in servers:
-        if server.process.poll() is None:
-            server.process.terminate()
+        server.terminate()
     for server in servers:
-        try:
-            server.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+        server.reap()
         server.log.close()
 
 
@@ -519,7 +515,7 @@ class ChatClient:
         t0 = min([t for t, *_ in self.joins] or [0])
         lines = [f"{self.name}: joins (t, conn, room, since): "
                  + ", ".join(f"({t - t0:.2f}, {c}, {r}, {s})" for t, c, r, s in self.joins if r == room),
-                 f"  closes (code, reason, port, t): "
+                 "  closes (code, reason, port, t): "
                  + ", ".join(f"({c}, {r!r}, {p}, {t - t0:.2f})" for c, r, p, t in self.closes),
                  f"  deliveries near {lo}..{hi} (t, conn, id): "
                  + ", ".join(f"({t - t0:.2f}, {c}, {m})" for t, c, r, m in self.deliveries

@@ -11,11 +11,10 @@ The server's output is kept and shown if it fails to start; `server.output()` re
 For tests that talk to servers over real sockets: module-scoped fixtures `daphne_a` and
 `daphne_b` (a second process on the same Redis and database; needs `redis_url`), the
 `redis_url` fixture (fails without REDIS_URL; conftest deselects its tests then, unless
-CHAT_REQUIRE_SERVICES=1),
-`ws_connect()`, a client of the `websockets` library that reads frames by type, and
-`http_json()`. tests/conftest.py registers this module as a plugin, so the fixtures are everywhere.
+CHAT_REQUIRE_SERVICES=1), and `http_json()`. `tests.support.ws_connect` opens the test client
+on a real socket to one of them. tests/conftest.py registers this module as a plugin, so the
+fixtures are everywhere.
 """
-import asyncio
 import contextlib
 import json
 import os
@@ -33,10 +32,8 @@ from urllib.request import Request, urlopen
 import pytest
 from django.conf import settings
 from django.db import connection
-from websockets.asyncio.client import connect as websocket_connect
-from websockets.exceptions import ConnectionClosed
 
-from tests.conftest import access_token
+from tests.support import access_token
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DAPHNE = [sys.executable, "-m", "daphne"]
@@ -65,7 +62,7 @@ def database_url(settings_dict: dict | None = None) -> str:
 
 @dataclass
 class Endpoint:
-    """Where a server listens, as `ws_connect` and `http_json` see it."""
+    """Where a server listens, as `tests.support.ws_connect` and `http_json` see it."""
 
     port: int
 
@@ -89,13 +86,21 @@ class LiveServer(Endpoint):
         return self.log.read().decode(errors="replace")
 
     def stop(self) -> None:
+        self.terminate()
+        self.reap()
+
+    def terminate(self) -> None:
+        """SIGTERM, if still running: daphne closes its sockets with 1001 and exits."""
         if self.process.poll() is None:
             self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+    def reap(self) -> None:
+        """Wait for the exit, killing a server that takes over 10 s."""
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
@@ -184,81 +189,6 @@ def daphne_b(redis_url, daphne_a):
     """A second daphne process, sharing Redis (channel layer, presence, cache) and the database with `daphne_a`."""
     with run_daphne({**LIVE_ENV, "REDIS_URL": redis_url}) as server:
         yield server
-
-
-# Clients
-
-class WsClient:
-    """A real WebSocket client that reads frames by type, skipping the ones a test doesn't care about."""
-
-    def __init__(self, ws):
-        self.ws = ws
-        self.hello: dict | None = None
-
-    async def send(self, **frame) -> None:
-        await self.ws.send(json.dumps(frame))
-
-    async def recv(self, timeout: float = 5.0) -> dict:
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-
-    async def expect(self, type_: str, timeout: float = 5.0, where=None, **match) -> dict:
-        """The next frame of `type_` matching `match` (and `where(frame)`) within `timeout` seconds."""
-        async with asyncio.timeout(timeout):
-            while True:
-                frame = await self.recv(timeout)
-                if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
-                    if where is None or where(frame):
-                        return frame
-
-    async def drain(self, timeout: float = 0.3) -> list[dict]:
-        """Read until quiet for `timeout` seconds; returns the frames read."""
-        out = []
-        with contextlib.suppress(TimeoutError):
-            while True:
-                out.append(await self.recv(timeout))
-        return out
-
-    async def read_for(self, seconds: float) -> list[dict]:
-        """Every frame that arrives within `seconds`, however busy the connection."""
-        out = []
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                while True:
-                    out.append(await self.recv(seconds))
-        return out
-
-    async def closed(self, timeout: float = 5.0) -> tuple[int, str]:
-        """(code, reason) of the close frame the server sends, as a browser's CloseEvent shows them."""
-        async with asyncio.timeout(timeout):
-            try:
-                while True:
-                    await self.ws.recv()
-            except ConnectionClosed as exc:
-                assert exc.rcvd is not None, f"the connection dropped without a close frame: {exc}"
-                return exc.rcvd.code, exc.rcvd.reason
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a close frame, as a lost network does."""
-        self.ws.transport.abort()
-
-
-async def ws_connect(server: LiveServer, user=None, path: str = "/ws/chat/", *, token: str | None = None,
-                     hello: bool = True) -> WsClient:
-    """Open a WebSocket to `server` with `user`'s JWT (or `token`) in the Authorization header.
-
-    The handshake must succeed (the server refuses with close codes after accepting); with
-    `hello` the `hello` frame is read and kept as `client.hello`.
-    """
-    if user is not None:
-        token = access_token(user)
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    client = WsClient(await websocket_connect(server.ws_url + path, additional_headers=headers, open_timeout=5))
-    if hello:
-        client.hello = await client.expect("hello")
-    return client
 
 
 def http_json(server: LiveServer, method: str, path: str, data=None, *, user=None) -> tuple[int, dict]:

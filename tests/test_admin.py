@@ -5,7 +5,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chat import services
 from chat.models import Membership, Message, Room
-from tests.conftest import frames
+from tests.support import frames
 
 CHANGELISTS = ["/admin/chat/room/", "/admin/chat/membership/", "/admin/chat/message/"]
 

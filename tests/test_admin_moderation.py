@@ -3,63 +3,52 @@ import pytest
 
 from chat import services
 from chat.models import Membership, Message, ModerationAction
-from tests.conftest import frames
+from tests.support import frames, membership
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def general(alice, bob):
-    room = services.room_create(user=alice, name="General", slug="general")
-    services.room_join(user=bob, slug="general")
-    return room
-
-
-def bobs_membership(room, bob):
-    return Membership.objects.get(room=room, user=bob)
-
-
-def test_ban_asks_for_reason_and_expiry_then_bans_live(admin_client, general, bob, published,
+def test_ban_asks_for_reason_and_expiry_then_bans_live(admin_client, general_with_bob, bob, published,
                                                        django_capture_on_commit_callbacks):
-    pk = bobs_membership(general, bob).pk
+    pk = membership(general_with_bob, bob).pk
     form = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk]})
     assert form.status_code == 200 and b'name="minutes"' in form.content
-    assert not bobs_membership(general, bob).banned
+    assert not membership(general_with_bob, bob).banned
     with django_capture_on_commit_callbacks(execute=True):
         done = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk],
                                                             "apply": "1", "reason": "spam", "minutes": "30"})
     assert done.status_code == 302
-    membership = bobs_membership(general, bob)
-    assert membership.is_banned() and membership.ban_reason == "spam" and membership.banned_until
+    bobs = membership(general_with_bob, bob)
+    assert bobs.is_banned() and bobs.ban_reason == "spam" and bobs.banned_until
     assert any(e.get("reason") == "banned" for _, e in published)
     action = ModerationAction.objects.get(action="ban")
     assert (action.source, action.target_user, action.reason) == ("admin", bob, "spam")
 
 
-def test_ban_form_rejects_bad_minutes(admin_client, general, bob):
-    pk = bobs_membership(general, bob).pk
+def test_ban_form_rejects_bad_minutes(admin_client, general_with_bob, bob):
+    pk = membership(general_with_bob, bob).pk
     page = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk],
                                                         "apply": "1", "minutes": "0"})
-    assert page.status_code == 200 and not bobs_membership(general, bob).banned
+    assert page.status_code == 200 and not membership(general_with_bob, bob).banned
 
 
-def test_unban_mute_and_unmute_actions(admin_client, alice, general, bob):
+def test_unban_mute_and_unmute_actions(admin_client, alice, general_with_bob, bob):
     services.member_ban(actor=alice, slug="general", username="bob")
-    pk = bobs_membership(general, bob).pk
+    pk = membership(general_with_bob, bob).pk
     admin_client.post("/admin/chat/membership/", {"action": "unban_members", "_selected_action": [pk]})
-    assert not Membership.objects.filter(room=general, user=bob).exists()
+    assert not Membership.objects.filter(room=general_with_bob, user=bob).exists()
     services.room_join(user=bob, slug="general")
-    pk = bobs_membership(general, bob).pk
+    pk = membership(general_with_bob, bob).pk
     admin_client.post("/admin/chat/membership/", {"action": "mute_members", "_selected_action": [pk],
                                                  "apply": "1", "minutes": "15"})
-    assert bobs_membership(general, bob).is_muted()
+    assert membership(general_with_bob, bob).is_muted()
     admin_client.post("/admin/chat/membership/", {"action": "unmute_members", "_selected_action": [pk]})
-    assert not bobs_membership(general, bob).is_muted()
+    assert not membership(general_with_bob, bob).is_muted()
     assert list(ModerationAction.objects.order_by("id").values_list("action", "source")) == [
         ("ban", "rest"), ("unban", "admin"), ("mute", "admin"), ("unmute", "admin")]
 
 
-def test_restore_action(admin_client, general, bob, published, django_capture_on_commit_callbacks):
+def test_restore_action(admin_client, general_with_bob, bob, published, django_capture_on_commit_callbacks):
     message, _ = services.message_send(user=bob, slug="general", body="keep me")
     services.message_delete(user=bob, message_id=message.pk)
     with django_capture_on_commit_callbacks(execute=True):
@@ -77,7 +66,8 @@ def test_deactivate_action(admin_client, bob, published, django_capture_on_commi
 
 
 @pytest.mark.postgres
-def test_message_list_on_postgresql_does_not_count_the_whole_table(admin_client, general, bob, monkeypatch, settings):
+def test_message_list_on_postgresql_does_not_count_the_whole_table(admin_client, general_with_bob, bob, monkeypatch,
+                                                                   settings):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -97,7 +87,7 @@ def test_message_list_on_postgresql_does_not_count_the_whole_table(admin_client,
     assert [q for q in queries if "COUNT(" in q["sql"].upper()]
 
 
-def test_resolving_a_report_can_ban_the_author(admin_client, alice, general, bob, published,
+def test_resolving_a_report_can_ban_the_author(admin_client, alice, general_with_bob, bob, published,
                                                django_capture_on_commit_callbacks):
     from chat.models import Report
 
@@ -107,8 +97,8 @@ def test_resolving_a_report_can_ban_the_author(admin_client, alice, general, bob
         admin_client.post("/admin/chat/report/", {"action": "resolve_delete_and_ban", "_selected_action": [report.pk]})
     assert Report.objects.get(pk=report.pk).resolved_at is not None
     assert Message.objects.get(pk=message.pk).deleted
-    assert bobs_membership(general, bob).is_banned()
-    assert bobs_membership(general, bob).ban_reason == "message deleted, author banned"
+    assert membership(general_with_bob, bob).is_banned()
+    assert membership(general_with_bob, bob).ban_reason == "message deleted, author banned"
     assert {"message.deleted", "member.left"} <= {f["type"] for f in frames(published)}
     assert set(ModerationAction.objects.values_list("action", flat=True)) == {"delete_message", "ban", "report_resolve"}
 

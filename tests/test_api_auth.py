@@ -4,13 +4,9 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from rest_framework.throttling import ScopedRateThrottle
 
+from tests.support import PASSWORD, login
+
 User = get_user_model()
-
-PASSWORD = "s3cret-pass-1"  # the conftest users' password
-
-
-def login(api, username="alice", password=PASSWORD):
-    return api().post("/api/auth/token/", {"username": username, "password": password}, format="json")
 
 
 # Register

@@ -8,9 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chat import limits, services
 from chat.models import Membership, Message
-
-from .api_support import db_state, joined, private_room, public_room
-from .conftest import frames
+from tests.support import db_state, frames, joined, private_room, public_room
 
 User = get_user_model()
 

@@ -2,10 +2,9 @@
 import pytest
 
 from chat import services
-from chat.realtime import presence
 from chat.models import Membership, Message, Room
-
-from .api_support import db_state, joined, private_room, public_room
+from chat.realtime import presence
+from tests.support import db_state, joined, private_room, public_room
 
 
 def room_slugs(response) -> list[str]:

@@ -4,17 +4,9 @@ import pytest
 from chat import services
 from chat.errors import Forbidden, Invalid
 from chat.models import Membership, Message, ModerationAction, Report
-from tests.api_support import db_state, private_room
-from tests.conftest import frames
-from tests.test_consumers import connect, db, fresh_layer  # noqa: F401  (fixture)
+from tests.support import connect, db, db_state, frames, private_room
 
-
-@pytest.fixture
-def general(alice, bob, carol):
-    room = services.room_create(user=alice, name="General", slug="general")
-    services.room_join(user=bob, slug="general")
-    services.room_join(user=carol, slug="general")
-    return room
+pytestmark = pytest.mark.usefixtures("fresh_layer")
 
 
 def only_action() -> ModerationAction:
@@ -34,38 +26,41 @@ def audited(call):
 # Each audited service writes one row
 
 @pytest.mark.django_db
-def test_ban_and_unban_are_audited(alice, bob, general):
+def test_ban_and_unban_are_audited(alice, bob, general_with_bob_and_carol):
     row = audited(lambda: services.member_ban(actor=alice, slug="general", username="bob", reason="spam", minutes=5))
     assert (row.actor, row.action, row.room, row.target_user, row.reason, row.source, row.detail) == \
-        (alice, "ban", general, bob, "spam", "rest", {"minutes": 5})
+        (alice, "ban", general_with_bob_and_carol, bob, "spam", "rest", {"minutes": 5})
     row = audited(lambda: services.member_unban(actor=alice, slug="general", username="bob", source="admin"))
-    assert (row.actor, row.action, row.room, row.target_user, row.source) == (alice, "unban", general, bob, "admin")
+    assert (row.actor, row.action, row.room, row.target_user, row.source) == \
+        (alice, "unban", general_with_bob_and_carol, bob, "admin")
 
 
 @pytest.mark.django_db
-def test_mute_and_unmute_are_audited(alice, bob, general):
+def test_mute_and_unmute_are_audited(alice, bob, general_with_bob_and_carol):
     row = audited(lambda: services.member_mute(actor=alice, slug="general", username="bob", minutes=10))
     assert (row.actor, row.action, row.room, row.target_user, row.source, row.detail) == \
-        (alice, "mute", general, bob, "rest", {"minutes": 10})
+        (alice, "mute", general_with_bob_and_carol, bob, "rest", {"minutes": 10})
     row = audited(lambda: services.member_unmute(actor=alice, slug="general", username="bob", source="command"))
     assert (row.actor, row.action, row.target_user, row.source) == (alice, "unmute", bob, "command")
 
 
 @pytest.mark.django_db
-def test_kick_is_audited_but_leaving_is_not(alice, bob, carol, general):
+def test_kick_is_audited_but_leaving_is_not(alice, bob, carol, general_with_bob_and_carol):
     row = audited(lambda: services.member_remove(actor=alice, slug="general", username="bob", source="admin"))
-    assert (row.actor, row.action, row.room, row.target_user, row.source) == (alice, "kick", general, bob, "admin")
+    assert (row.actor, row.action, row.room, row.target_user, row.source) == \
+        (alice, "kick", general_with_bob_and_carol, bob, "admin")
     ModerationAction.objects.all().delete()
     services.member_remove(actor=carol, slug="general", username="carol")
     assert not ModerationAction.objects.exists()
 
 
 @pytest.mark.django_db
-def test_a_moderator_deleting_a_message_is_audited_an_author_deleting_theirs_is_not(alice, bob, general):
+def test_a_moderator_deleting_a_message_is_audited_an_author_deleting_theirs_is_not(alice, bob,
+                                                                                    general_with_bob_and_carol):
     message, _ = services.message_send(user=bob, slug="general", body="rude")
     row = audited(lambda: services.message_delete(user=alice, message_id=message.pk))
     assert (row.actor, row.action, row.room, row.target_user, row.target_message, row.source) == \
-        (alice, "delete_message", general, bob, message, "rest")
+        (alice, "delete_message", general_with_bob_and_carol, bob, message, "rest")
     ModerationAction.objects.all().delete()
     own, _ = services.message_send(user=bob, slug="general", body="oops")
     services.message_delete(user=bob, message_id=own.pk)
@@ -74,9 +69,9 @@ def test_a_moderator_deleting_a_message_is_audited_an_author_deleting_theirs_is_
 
 
 @pytest.mark.django_db
-def test_lock_unlock_topic_and_archive_are_audited(alice, general):
+def test_lock_unlock_topic_and_archive_are_audited(alice, general_with_bob_and_carol):
     row = audited(lambda: services.room_update(user=alice, slug="general", locked=True))
-    assert (row.actor, row.action, row.room, row.source) == (alice, "lock", general, "rest")
+    assert (row.actor, row.action, row.room, row.source) == (alice, "lock", general_with_bob_and_carol, "rest")
     row = audited(lambda: services.room_update(user=alice, slug="general", locked=False, source="admin"))
     assert (row.action, row.source) == ("unlock", "admin")
     row = audited(lambda: services.room_update(user=alice, slug="general", topic="Be kind"))
@@ -85,18 +80,18 @@ def test_lock_unlock_topic_and_archive_are_audited(alice, general):
     services.room_update(user=alice, slug="general", name="Renamed", topic="Be kind", locked=False)
     assert not ModerationAction.objects.exists()  # nothing moderated changed
     row = audited(lambda: services.room_archive(user=alice, slug="general"))
-    assert (row.actor, row.action, row.room, row.source) == (alice, "archive", general, "rest")
+    assert (row.actor, row.action, row.room, row.source) == (alice, "archive", general_with_bob_and_carol, "rest")
 
 
 @pytest.mark.django_db
-def test_a_refused_moderation_writes_nothing(bob, carol, general):
+def test_a_refused_moderation_writes_nothing(bob, carol, general_with_bob_and_carol):
     with pytest.raises(Forbidden):
         services.member_ban(actor=bob, slug="general", username="carol")
     assert not ModerationAction.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_deleting_over_websocket_is_audited_as_websocket(alice, bob, general):
+async def test_deleting_over_websocket_is_audited_as_websocket(alice, bob, general_with_bob_and_carol):
     message, _ = await db(services.message_send)(user=bob, slug="general", body="rude")
     a = await connect(alice)
     await a.send(type="message.delete", id=message.pk, ref="d")
@@ -110,7 +105,7 @@ async def test_deleting_over_websocket_is_audited_as_websocket(alice, bob, gener
 # The audit admin is read-only
 
 @pytest.mark.django_db
-def test_audit_admin_is_read_only(admin_client, alice, bob, general):
+def test_audit_admin_is_read_only(admin_client, alice, bob, general_with_bob_and_carol):
     services.member_ban(actor=alice, slug="general", username="bob", reason="spam")
     row = only_action()
     response = admin_client.get("/admin/chat/moderationaction/")
@@ -132,7 +127,7 @@ def test_audit_admin_is_read_only(admin_client, alice, bob, general):
 # Reporting over REST
 
 @pytest.fixture
-def rude(bob, general):
+def rude(bob, general_with_bob_and_carol):
     return services.message_send(user=bob, slug="general", body="rude")[0]
 
 
@@ -240,11 +235,11 @@ def test_admin_resolves_a_report_by_deleting_the_message(admin_client, admin_use
 
 
 @pytest.mark.django_db
-def test_only_moderators_and_staff_resolve(alice, bob, carol, general, rude):
+def test_only_moderators_and_staff_resolve(alice, bob, carol, general_with_bob_and_carol, rude):
     report = services.message_report(user=carol, message_id=rude.pk, reason="insults")
     with pytest.raises(Forbidden):
         services.report_resolve(actor=carol, report_id=report.pk, resolution="dismissed")
-    Membership.objects.filter(room=general, user=carol).update(role=Membership.Role.MODERATOR)
+    Membership.objects.filter(room=general_with_bob_and_carol, user=carol).update(role=Membership.Role.MODERATOR)
     services.report_resolve(actor=carol, report_id=report.pk, resolution="dismissed", source="rest")
     with pytest.raises(Invalid):
         services.report_resolve(actor=alice, report_id=report.pk, resolution="again")
@@ -254,13 +249,13 @@ def test_only_moderators_and_staff_resolve(alice, bob, carol, general, rude):
 
 
 @pytest.mark.django_db
-def test_restore_and_deactivate_are_audited(make_user, alice, bob, general):
+def test_restore_and_deactivate_are_audited(make_user, alice, bob, general_with_bob_and_carol):
     staff = make_user("root", is_staff=True)
     message, _ = services.message_send(user=bob, slug="general", body="fine after all")
     services.message_delete(user=alice, message_id=message.pk)
     row = audited(lambda: services.message_restore(user=alice, message_id=message.pk))
     assert (row.actor, row.action, row.room, row.target_user, row.target_message, row.source) == \
-        (alice, "restore_message", general, bob, message, "rest")
+        (alice, "restore_message", general_with_bob_and_carol, bob, message, "rest")
     row = audited(lambda: services.user_deactivate(actor=staff, username="bob", source="command"))
     assert (row.actor, row.action, row.room, row.target_user, row.source) == (staff, "deactivate", None, bob, "command")
     ModerationAction.objects.all().delete()

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 
 from bench.common import CommitProbe, postgres_database
 from chat.models import Message
-from tests.conftest import access_token
 from tests.live import BASE_DIR, free_port, run_daphne, wait_for_port
+from tests.support import access_token
 
 pytestmark = pytest.mark.live
 

@@ -25,13 +25,14 @@ from channels_redis.utils import _consistent_hash
 from django.conf import settings as django_settings
 from django.core.management import call_command
 from django.test import override_settings
-from websockets.exceptions import ConnectionClosed
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.exceptions import ConnectionClosed
 
 from chat import services
 from deploy import cluster
 from tests.faults import PrivateRedis, missing
-from tests.live import LIVE_ENV, Endpoint, LiveServer, database_url, free_port, run_daphne, start_daphne, ws_connect
+from tests.live import LIVE_ENV, Endpoint, LiveServer, database_url, free_port, run_daphne, start_daphne
+from tests.support import ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -74,13 +75,6 @@ def nginx_cluster(redis_url, django_db_setup, tmp_path_factory):
             server.stop()
 
 
-@pytest.fixture
-def general(alice, bob):
-    room = services.room_create(user=alice, name="General", slug="general")
-    services.room_join(user=bob, slug="general")
-    return room
-
-
 def get(url: str, headers: dict | None = None):
     with urlopen(Request(url, headers=headers or {}), timeout=10) as response:
         return response.status, dict(response.headers), response.read()
@@ -113,7 +107,8 @@ def test_nginx_serves_static_files_from_disk(nginx_cluster):
     assert headers["Cache-Control"] == "max-age=604800"  # nginx's `expires 7d`, not the server's headers
 
 
-async def test_two_clients_through_nginx_land_on_both_processes_and_hear_each_other(nginx_cluster, alice, bob, general):
+async def test_two_clients_through_nginx_land_on_both_processes_and_hear_each_other(nginx_cluster, alice, bob,
+                                                                                    general_with_bob):
     servers = nginx_cluster.servers
     before = await scrape_all(servers)
     a = await ws_connect(nginx_cluster.front, alice)
@@ -157,7 +152,8 @@ def test_a_client_cannot_choose_its_address_with_x_forwarded_for(nginx_cluster, 
     assert statuses == [401] * limit + [429]
 
 
-async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001(redis_url, alice, bob, general):
+async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001(redis_url, alice, bob,
+                                                                                 general_with_bob):
     """deploy/cluster.py as `make cluster` and the load tests run it: `ready:` once it serves,
     and SIGTERM stops the servers (their clients get 1001 through nginx), then nginx."""
     if cluster.nginx_binary() is None:
@@ -177,8 +173,8 @@ async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001
         a = await ws_connect(front, alice)
         b = await ws_connect(front, bob)
         process.send_signal(signal.SIGTERM)
-        assert await a.closed(timeout=15) == (1001, "server shutting down")
-        assert await b.closed(timeout=15) == (1001, "server shutting down")
+        assert await a.close_frame(timeout=15) == (1001, "server shutting down")
+        assert await b.close_frame(timeout=15) == (1001, "server shutting down")
         assert await asyncio.to_thread(process.wait, 30) == 0
         assert all(port_is_free(port + i) for i in range(3))
     finally:
@@ -264,8 +260,8 @@ async def test_a_restarted_shard_closes_every_socket_for_it_to_resume(redis_url,
         b = await ws_connect(server_b, bob)
         two_shards[1].stop()
         two_shards[1].start()
-        assert (await a.closed(timeout=10))[0] == 1012
-        assert (await b.closed(timeout=10))[0] == 1012
+        assert await a.closed(timeout=10) == 1012
+        assert await b.closed(timeout=10) == 1012
 
         async def exchange(attempt: int):
             """alice sends until bob hears one live; bob then has all of them, in order: an event
@@ -324,14 +320,14 @@ def sentinel(two_shards, tmp_path):
         process.wait()
 
 
-async def test_layer_on_a_sentinel_managed_master(redis_url, two_shards, sentinel, alice, bob, general):
+async def test_layer_on_a_sentinel_managed_master(redis_url, two_shards, sentinel, alice, bob, general_with_bob):
     master = two_shards[0]
     env = {**LIVE_ENV, "REDIS_URL": redis_url, "REDIS_SENTINELS": f"127.0.0.1:{sentinel}",
            "REDIS_SENTINEL_MASTERS": "chatlayer"}
     with run_daphne(env) as server_a, run_daphne(env) as server_b:
         a = await ws_connect(server_a, alice)
         b = await ws_connect(server_b, bob)
-        channel = f"{django_settings.REDIS_PREFIX}.__group__room.{general.pk}"
+        channel = f"{django_settings.REDIS_PREFIX}.__group__room.{general_with_bob.pk}"
         assert redis.Redis(port=master.port).pubsub_numsub(channel) == [(channel.encode(), 2)]
         await a.send(type="message.send", room="general", body="through sentinel", client_id="s", ref="s")
         sent = await a.expect("message.new", ref="s")

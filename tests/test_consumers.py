@@ -9,114 +9,13 @@ import json
 import time
 
 import pytest
-from channels.db import database_sync_to_async
-from channels.layers import channel_layers
-from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
 from chat import events, services
 from chat.models import Message
-from chatproject.asgi import application
-from tests.conftest import access_token
+from tests.support import connect, db
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def fresh_layer():
-    """A channel layer per test: layers hold queues bound to the test's event loop."""
-    channel_layers.backends = {}
-    if django_settings.REDIS_URL:
-        import redis.asyncio
-
-        client = redis.asyncio.Redis.from_url(django_settings.REDIS_URL)
-        keys = await client.keys(f"{django_settings.REDIS_PREFIX}:presence:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-    yield
-    for layer in channel_layers.backends.values():
-        if hasattr(layer, "flush"):
-            await layer.flush()
-    channel_layers.backends = {}
-
-
-class Client:
-    """A connected test client that reads frames by type, skipping the ones a test doesn't care about."""
-
-    def __init__(self, comm):
-        self.comm = comm
-
-    async def send(self, **frame):
-        await self.comm.send_to(text_data=json.dumps(frame))
-
-    async def send_raw(self, text):
-        await self.comm.send_to(text_data=text)
-
-    async def recv(self, timeout=2):
-        out = await self.comm.receive_output(timeout)
-        assert out["type"] == "websocket.send", f"expected a frame, got {out}"
-        return json.loads(out["text"])
-
-    async def expect(self, type_, timeout=2, where=None, **match):
-        """The next frame of `type_` matching `match` (and `where(frame)`); other frames are skipped."""
-        while True:
-            frame = await self.recv(timeout)
-            if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
-                if where is None or where(frame):
-                    return frame
-
-    async def drain(self, timeout=0.2):
-        """Read until quiet; returns the frames read."""
-        out = []
-        while not await self.comm.receive_nothing(timeout):
-            out.append(await self.recv())
-        return out
-
-    async def nothing(self, timeout=0.2):
-        assert await self.comm.receive_nothing(timeout), "expected no frame"
-
-    async def closed(self, timeout=2):
-        """The close code the server sent; then the client side hangs up, as a real socket would."""
-        while True:
-            out = await self.comm.receive_output(timeout)
-            if out["type"] == "websocket.close":
-                await self.comm.disconnect()
-                return out.get("code")
-
-    async def close(self):
-        await self.comm.disconnect()
-
-
-async def connect(user=None, path="/ws/chat/", *, via="query", headers=None, hello=True):
-    token = access_token(user) if user is not None else None
-    headers = list(headers or [])
-    if token and via == "header":
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    elif token:
-        path = f"{path}?token={token}"
-    comm = WebsocketCommunicator(application, path, headers=headers)
-    connected, _ = await comm.connect()
-    assert connected
-    client = Client(comm)
-    if hello:
-        frame = await client.recv()
-        assert frame["type"] == "hello", frame
-        client.hello = frame
-    return client
-
-
-db = database_sync_to_async
-
-
-@pytest.fixture
-def general(alice):
-    return services.room_create(user=alice, name="General", slug="general")
-
-
-@pytest.fixture
-def secret(alice):
-    return services.room_create(user=alice, name="Secret", slug="secret", kind="private")
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
 
 # Authentication and close codes
@@ -158,9 +57,8 @@ async def test_no_credentials_closes_4401():
 
 
 async def test_bad_token_closes_4401_without_falling_back(alice):
-    comm = WebsocketCommunicator(application, "/ws/chat/?token=not-a-jwt")
-    assert (await comm.connect())[0]
-    assert await Client(comm).closed() == 4401
+    client = await connect(None, "/ws/chat/?token=not-a-jwt", hello=False)
+    assert await client.closed() == 4401
 
 
 async def test_inactive_user_closes_4403(make_user):

@@ -13,9 +13,7 @@ from django.test import AsyncClient
 
 from chat import export, services
 from chat.models import Message, Room
-
-from .api_support import db_state, joined, private_room, public_room
-from .conftest import access_token
+from tests.support import access_token, db_state, joined, private_room, public_room
 
 TRICKY = [
     "héllo wörld, ünïcode ✓ 日本語 🎉",

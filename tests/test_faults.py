@@ -19,14 +19,21 @@ from channels.db import database_sync_to_async
 
 from chat import services
 from chat.models import Message
-from tests.conftest import access_token
-from tests.faults import (ChatClient, assert_acks_in_db, assert_views_match_db, connected, daphnes,
-                          database_url_via, ids_by_client_id, settle_all)
-from tests.live import http_json, ws_connect
+from tests.faults import (
+    ChatClient,
+    assert_acks_in_db,
+    assert_views_match_db,
+    connected,
+    daphnes,
+    database_url_via,
+    ids_by_client_id,
+    settle_all,
+)
+from tests.live import http_json
+from tests.support import about, access_token, db, ws_connect
 
 pytestmark = [pytest.mark.fault, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-db = database_sync_to_async
 ROOM = "general"
 
 
@@ -78,10 +85,6 @@ async def eventually_async(query, timeout: float, what: str):
 def alternating(users, a, b):
     """`connected` clients in ROOM, one per user, alternately on server `a` and `b` (each fails over to the other)."""
     return connected([ChatClient(user, [b, a] if i % 2 else [a, b], [ROOM]) for i, user in enumerate(users)])
-
-
-def about(username):
-    return lambda frame: frame["user"]["username"] == username
 
 
 # Redis restarts while clients send

@@ -13,32 +13,19 @@ from pathlib import Path
 from urllib.request import urlopen
 
 import pytest
-from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from chat import services
 from chat.models import Message
-from tests.live import LIVE_ENV, http_json, run_daphne, ws_connect
+from tests.live import LIVE_ENV, http_json, run_daphne
+from tests.support import about, db, ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
-
-db = database_sync_to_async
-
-
-@pytest.fixture
-def general(alice, bob):
-    room = services.room_create(user=alice, name="General", slug="general")
-    services.room_join(user=bob, slug="general")
-    return room
 
 
 def room_message_ids(room) -> list[int]:
     return list(Message.objects.filter(room=room).order_by("id").values_list("id", flat=True))
-
-
-def about(username):
-    return lambda frame: frame["user"]["username"] == username
 
 
 # Close codes, as a browser's CloseEvent shows them
@@ -64,19 +51,19 @@ async def test_refusals_arrive_as_close_codes_after_the_handshake(daphne_a, alic
     messages_before = await db(Message.objects.count)()
     credentials = {"nobody": {}, "expired": {"token": expired_token(bob)}, "bob": {"user": bob}}[who]
     client = await ws_connect(daphne_a, path=path, hello=False, **credentials)  # the handshake succeeds
-    got_code, got_reason = await client.closed()
+    got_code, got_reason = await client.close_frame()
     assert got_code == code
     assert reason in got_reason.lower(), got_reason
     assert await db(Message.objects.count)() == messages_before  # bob joined nothing
 
 
-async def test_oversized_frame_closes_1009_with_reason_and_cleans_up(daphne_a, alice, bob, general):
+async def test_oversized_frame_closes_1009_with_reason_and_cleans_up(daphne_a, alice, bob, general_with_bob):
     watcher = await ws_connect(daphne_a, bob)
     client = await ws_connect(daphne_a, alice)
     await watcher.expect("presence", where=about("alice"), status="online")
     limit = django_settings.CHAT_MAX_FRAME_BYTES
     await client.send(type="message.send", room="general", body="x" * limit)
-    assert await client.closed() == (1009, f"frame over {limit} bytes")
+    assert await client.close_frame() == (1009, f"frame over {limit} bytes")
     # the consumer's disconnect ran: alice's only connection is gone, so she is offline
     await watcher.expect("presence", where=about("alice"), status="offline")
     assert not await db(Message.objects.filter(kind="user").exists)()
@@ -87,14 +74,14 @@ async def test_connection_limit_per_user_closes_1013(daphne_a, alice):
     limit = int(LIVE_ENV["CHAT_MAX_CONNECTIONS_PER_USER"])
     clients = [await ws_connect(daphne_a, alice) for _ in range(limit)]
     refused = await ws_connect(daphne_a, alice, hello=False)
-    assert await refused.closed() == (1013, "too many connections for this user")
+    assert await refused.close_frame() == (1013, "too many connections for this user")
     for client in clients:
         await client.send(type="ping")
         await client.expect("pong")
         await client.close()
 
 
-async def test_a_valid_token_gets_hello_over_the_network(daphne_a, alice, general):
+async def test_a_valid_token_gets_hello_over_the_network(daphne_a, alice, general_with_bob):
     client = await ws_connect(daphne_a, alice)
     assert client.hello["user"] == {"id": alice.pk, "username": "alice"}
     assert [room["slug"] for room in client.hello["rooms"]] == ["general"]
@@ -109,7 +96,7 @@ def gauge(server, name: str) -> float:
     return float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1))
 
 
-async def test_the_hub_writes_straight_to_daphnes_sockets(daphne_a, alice, bob, general):
+async def test_the_hub_writes_straight_to_daphnes_sockets(daphne_a, alice, bob, general_with_bob):
     """The fan-out's fast path is engaged under daphne: each connection's transport writes frames
     at once (chat/realtime/daphne.py), which nothing wrapping daphne's ASGI `send` may turn off."""
     a, b = await ws_connect(daphne_a, alice), await ws_connect(daphne_a, bob)
@@ -132,7 +119,7 @@ async def collected_garbage(server, probe) -> tuple[int, str]:
     return int(count), kinds
 
 
-async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(alice, bob, general, tmp_path):
+async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(alice, bob, general_with_bob, tmp_path):
     """Everything a WebSocket connection held (daphne's protocol, Twisted's transport, the
     handshake's HTTP request, the consumer) is freed as it closes: cyclic garbage waits for a
     full collection, which walks the whole heap with the GIL held, and a server that has just
@@ -165,7 +152,8 @@ async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(alic
     assert count <= 5 * 20, f"{count} objects in reference cycles after 20 connections closed: {kinds}"
 
 
-async def test_join_since_on_a_subscribed_room_replays_only_what_did_not_come_live(daphne_a, alice, bob, general):
+async def test_join_since_on_a_subscribed_room_replays_only_what_did_not_come_live(daphne_a, alice, bob,
+                                                                                   general_with_bob):
     """A client on /ws/chat/ gets its rooms' messages live from `hello` on; its `join since`
     (as the browser client sends it after `hello`) must not send those again."""
     old = [(await db(services.message_send)(user=alice, slug="general", body=f"old{i}"))[0].pk for i in range(3)]
@@ -187,7 +175,7 @@ async def test_join_since_on_a_subscribed_room_replays_only_what_did_not_come_li
 # Across processes: two servers on one Redis and one database
 
 @pytest.mark.redis
-async def test_message_sent_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice, bob, general):
+async def test_message_sent_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice, bob, general_with_bob):
     a = await ws_connect(daphne_a, alice)
     b = await ws_connect(daphne_b, bob)
     await a.send(type="message.send", room="general", body="over redis", client_id="x1", ref="s1")
@@ -202,7 +190,7 @@ async def test_message_sent_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice
 
 
 @pytest.mark.redis
-async def test_message_posted_over_http_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice, bob, general):
+async def test_message_posted_over_http_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice, bob, general_with_bob):
     b = await ws_connect(daphne_b, bob)
     status, message = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/messages/",
                                               {"body": "from rest", "client_id": "h1"}, user=alice)
@@ -214,7 +202,7 @@ async def test_message_posted_over_http_on_a_reaches_a_client_on_b(daphne_a, dap
 
 
 @pytest.mark.redis
-async def test_presence_across_processes(daphne_a, daphne_b, alice, bob, general):
+async def test_presence_across_processes(daphne_a, daphne_b, alice, bob, general_with_bob):
     a = await ws_connect(daphne_a, alice)
     b = await ws_connect(daphne_b, bob)
     online = await a.expect("presence", where=about("bob"))
@@ -231,7 +219,7 @@ async def test_presence_across_processes(daphne_a, daphne_b, alice, bob, general
 
 
 @pytest.mark.redis
-async def test_join_since_while_messages_keep_arriving(daphne_a, daphne_b, alice, bob, general):
+async def test_join_since_while_messages_keep_arriving(daphne_a, daphne_b, alice, bob, general_with_bob):
     """A reader on B keeps reconnecting with `join since` while a writer on A sends: in the end
     it has every message of the room exactly once."""
     n, min_reconnects = 200, 8
@@ -278,33 +266,34 @@ async def test_join_since_while_messages_keep_arriving(daphne_a, daphne_b, alice
     await writer
     await (await read_once(0.2)).close()
 
-    assert await db(Message.objects.filter(room=general, kind="user").count)() == n
+    assert await db(Message.objects.filter(room=general_with_bob, kind="user").count)() == n
     assert reconnects >= min_reconnects
     assert early, "no live message came between `hello` and `room.joined`: the race this test is about did not happen"
     assert not sorted({i for i in received if received.count(i) > 1}), "duplicates"
     # Live messages that came before `room.joined` precede the replay of older ones: clients
     # order by id (PROTOCOL.md), so the set and the count are what must match.
-    assert sorted(received) == await db(room_message_ids)(general)
+    assert sorted(received) == await db(room_message_ids)(general_with_bob)
 
 
-async def test_shutdown_closes_sockets_1001(daphne_a, alice, bob, general):
+async def test_shutdown_closes_sockets_1001(daphne_a, alice, bob, general_with_bob):
     """SIGTERM: every socket gets 1001 (clients reconnect elsewhere), and consumers clean up,
     so a user on another process sees the leaving user go offline."""
     with run_daphne(LIVE_ENV) as doomed:
         b = await ws_connect(doomed, bob)
         a = await ws_connect(daphne_a if django_settings.REDIS_URL else doomed, alice)
         doomed.process.terminate()
-        assert await b.closed() == (1001, "server shutting down")
+        assert await b.close_frame() == (1001, "server shutting down")
         if django_settings.REDIS_URL:
             offline = await a.expect("presence", where=about("bob"), status="offline")
             assert offline["room"] == "general"
             await a.close()
         else:
-            assert (await a.closed())[0] == 1001
+            assert await a.closed() == 1001
 
 
 @pytest.mark.redis
-async def test_moderation_over_rest_on_a_takes_effect_on_b(daphne_a, daphne_b, alice, bob, carol, general, make_user):
+async def test_moderation_over_rest_on_a_takes_effect_on_b(daphne_a, daphne_b, alice, bob, carol, general_with_bob,
+                                                           make_user):
     """A ban, a mute, a deletion and a deactivation made through one process reach sockets on the other."""
     await db(services.room_join)(user=carol, slug="general")
     bound = await ws_connect(daphne_b, bob, "/ws/chat/general/")
@@ -324,7 +313,7 @@ async def test_moderation_over_rest_on_a_takes_effect_on_b(daphne_a, daphne_b, a
                                         {"username": "bob", "reason": "spam"}, user=alice)
     assert status == 201
     assert (await bound.expect("room.left"))["reason"] == "banned"
-    assert (await bound.closed())[0] == 4403
+    assert await bound.closed() == 4403
     root = await db(make_user)("root", is_staff=True)
     await db(services.user_deactivate)(actor=root, username="carol")
-    assert (await c.closed())[0] == 4403
+    assert await c.closed() == 4403

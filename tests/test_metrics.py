@@ -5,9 +5,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat import services
 from chat.models import Message
-from tests.test_consumers import connect, db, fresh_layer  # noqa: F401  (fixture)
+from tests.support import connect, db
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
 
 def scrape() -> dict[str, float]:

@@ -1,22 +1,12 @@
 """Bans and mutes: the services, the REST endpoints, and their live effect on open sockets."""
 import pytest
-from channels.db import database_sync_to_async
 
 from chat import services
 from chat.errors import Forbidden, Invalid, NotFound
 from chat.models import Membership, Message
-from tests.conftest import frames
-from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
+from tests.support import connect, db, frames
 
-db = database_sync_to_async
-
-
-@pytest.fixture
-def general(alice, bob, carol):
-    room = services.room_create(user=alice, name="General", slug="general")
-    services.room_join(user=bob, slug="general")
-    services.room_join(user=carol, slug="general")
-    return room
+pytestmark = pytest.mark.usefixtures("fresh_layer")
 
 
 def make_moderator(room, user):
@@ -24,39 +14,40 @@ def make_moderator(room, user):
 
 
 @pytest.mark.django_db
-def test_owner_bans_a_member_who_leaves_at_once(api, alice, bob, general, published, django_capture_on_commit_callbacks):
+def test_owner_bans_a_member_who_leaves_at_once(api, alice, bob, general_with_bob_and_carol, published,
+                                                django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         response = api(alice).post("/api/rooms/general/bans/", {"username": "bob", "reason": "spam"}, format="json")
     assert response.status_code == 201
     assert response.json() == {"username": "bob", "banned_until": None, "ban_reason": "spam", "muted_until": None}
-    assert Membership.objects.get(room=general, user=bob).is_banned()
+    assert Membership.objects.get(room=general_with_bob_and_carol, user=bob).is_banned()
     assert [f["type"] for f in frames(published)] == ["member.left"]
-    assert ("user.%d" % bob.pk, {"type": "chat.unsubscribe", "room_id": general.pk, "slug": "general",
-                                 "reason": "banned"}) in published
+    assert ("user.%d" % bob.pk, {"type": "chat.unsubscribe", "room_id": general_with_bob_and_carol.pk,
+                                 "slug": "general", "reason": "banned"}) in published
     assert api(bob).post("/api/rooms/general/join/").status_code == 403
     assert api(bob).post("/api/rooms/general/messages/", {"body": "back!"}, format="json").status_code == 403
     assert not Message.objects.filter(body="back!").exists()
 
 
 @pytest.mark.django_db
-def test_unban_lets_the_user_join_again(api, alice, bob, general):
+def test_unban_lets_the_user_join_again(api, alice, bob, general_with_bob_and_carol):
     services.member_ban(actor=alice, slug="general", username="bob")
     assert api(alice).delete("/api/rooms/general/bans/bob/").status_code == 204
-    assert not Membership.objects.filter(room=general, user=bob).exists()
+    assert not Membership.objects.filter(room=general_with_bob_and_carol, user=bob).exists()
     assert api(bob).post("/api/rooms/general/join/").status_code == 201
     assert api(alice).delete("/api/rooms/general/bans/bob/").status_code == 404
 
 
 @pytest.mark.django_db
-def test_a_timed_ban_ends_by_itself(api, alice, bob, general):
+def test_a_timed_ban_ends_by_itself(api, alice, bob, general_with_bob_and_carol):
     response = api(alice).post("/api/rooms/general/bans/", {"username": "bob", "minutes": 5}, format="json")
     assert response.status_code == 201 and response.json()["banned_until"]
-    Membership.objects.filter(user=bob, room=general).update(banned_until="2000-01-01T00:00:00Z")
+    Membership.objects.filter(user=bob, room=general_with_bob_and_carol).update(banned_until="2000-01-01T00:00:00Z")
     assert api(bob).post("/api/rooms/general/join/").status_code == 201
 
 
 @pytest.mark.django_db
-def test_a_non_member_can_be_banned_from_joining(api, alice, make_user, general):
+def test_a_non_member_can_be_banned_from_joining(api, alice, make_user, general_with_bob_and_carol):
     dave = make_user("dave")
     assert api(alice).post("/api/rooms/general/bans/", {"username": "dave"}, format="json").status_code == 201
     assert api(dave).post("/api/rooms/general/join/").status_code == 403
@@ -75,13 +66,14 @@ def test_a_non_member_can_be_banned_from_joining(api, alice, make_user, general)
     ("alice", "alice", 400),    # not oneself
     ("alice", "nobody", 404),
 ])
-def test_who_may_moderate_whom(api, make_user, alice, bob, carol, staff, general, action, actor, target, status):
+def test_who_may_moderate_whom(api, make_user, alice, bob, carol, staff, general_with_bob_and_carol, action, actor,
+                               target, status):
     """The same rule for bans, mutes and kicks, for every pair of roles."""
     users = {"alice": alice, "bob": bob, "carol": carol, "root": staff}
     for name in ("mod", "mod2"):
         users[name] = make_user(name)
         services.room_join(user=users[name], slug="general")
-        make_moderator(general, users[name])
+        make_moderator(general_with_bob_and_carol, users[name])
     services.room_join(user=staff, slug="general")
     client = api(users[actor])
     if action == "kick" and actor == target:
@@ -103,13 +95,13 @@ def test_who_may_moderate_whom(api, make_user, alice, bob, carol, staff, general
 @pytest.mark.django_db
 @pytest.mark.parametrize("body", [{}, {"username": "bob", "minutes": 0}, {"username": "bob", "minutes": "soon"},
                                   {"username": "bob", "reason": "x" * 301}])
-def test_bad_ban_input_is_400_and_changes_nothing(api, alice, bob, general, body):
+def test_bad_ban_input_is_400_and_changes_nothing(api, alice, bob, general_with_bob_and_carol, body):
     assert api(alice).post("/api/rooms/general/bans/", body, format="json").status_code == 400
-    assert not Membership.objects.get(room=general, user=bob).banned
+    assert not Membership.objects.get(room=general_with_bob_and_carol, user=bob).banned
 
 
 @pytest.mark.django_db
-def test_mute_refuses_sends_with_the_time_left_and_unmute_lifts_it(api, alice, bob, general):
+def test_mute_refuses_sends_with_the_time_left_and_unmute_lifts_it(api, alice, bob, general_with_bob_and_carol):
     response = api(alice).post("/api/rooms/general/mutes/", {"username": "bob", "minutes": 10}, format="json")
     assert response.status_code == 201 and response.json()["muted_until"]
     refused = api(bob).post("/api/rooms/general/messages/", {"body": "hush?"}, format="json")
@@ -121,7 +113,7 @@ def test_mute_refuses_sends_with_the_time_left_and_unmute_lifts_it(api, alice, b
 
 
 @pytest.mark.django_db
-def test_mute_rules(api, alice, bob, carol, make_user, general):
+def test_mute_rules(api, alice, bob, carol, make_user, general_with_bob_and_carol):
     assert api(bob).post("/api/rooms/general/mutes/", {"username": "carol", "minutes": 1}, format="json").status_code == 403
     assert api(alice).post("/api/rooms/general/mutes/", {"username": "carol"}, format="json").status_code == 400
     make_user("dave")
@@ -130,7 +122,7 @@ def test_mute_rules(api, alice, bob, carol, make_user, general):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_ban_takes_effect_on_open_sockets(alice, bob, general):
+async def test_a_ban_takes_effect_on_open_sockets(alice, bob, general_with_bob_and_carol):
     bound = await connect(bob, "/ws/chat/general/")
     await bound.expect("room.joined")
     roaming = await connect(bob)
@@ -147,7 +139,7 @@ async def test_a_ban_takes_effect_on_open_sockets(alice, bob, general):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_mute_takes_effect_on_open_sockets(alice, bob, general):
+async def test_a_mute_takes_effect_on_open_sockets(alice, bob, general_with_bob_and_carol):
     b = await connect(bob)
     await db(services.member_mute)(actor=alice, slug="general", username="bob", minutes=2)
     await b.send(type="message.send", room="general", body="hello?", ref="m")
@@ -157,7 +149,7 @@ async def test_a_mute_takes_effect_on_open_sockets(alice, bob, general):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_mute_and_an_unmute_reach_only_the_members_own_sockets(alice, bob, carol, general):
+async def test_a_mute_and_an_unmute_reach_only_the_members_own_sockets(alice, bob, carol, general_with_bob_and_carol):
     b, c = await connect(bob), await connect(carol)
     await db(services.member_mute)(actor=alice, slug="general", username="bob", minutes=2)
     muted = await b.expect("membership.updated")
@@ -170,7 +162,8 @@ async def test_a_mute_and_an_unmute_reach_only_the_members_own_sockets(alice, bo
 
 
 @pytest.mark.django_db
-def test_restore_brings_a_deleted_message_back(alice, bob, general, published, django_capture_on_commit_callbacks):
+def test_restore_brings_a_deleted_message_back(alice, bob, general_with_bob_and_carol, published,
+                                               django_capture_on_commit_callbacks):
     message, _ = services.message_send(user=bob, slug="general", body="oops")
     services.message_delete(user=bob, message_id=message.pk)
     with pytest.raises(Forbidden):
@@ -195,7 +188,7 @@ def test_only_staff_deactivate_and_never_themselves(alice, bob, staff):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_deactivation_closes_every_socket_of_the_user_4403(alice, bob, staff, general):
+async def test_deactivation_closes_every_socket_of_the_user_4403(alice, bob, staff, general_with_bob_and_carol):
     b1, b2 = await connect(bob), await connect(bob, "/ws/chat/general/")
     a = await connect(alice)
     await db(services.user_deactivate)(actor=staff, username="bob")

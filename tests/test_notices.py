@@ -5,24 +5,14 @@ import threading
 from io import StringIO
 
 import pytest
-from channels.db import database_sync_to_async
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
 from chat import events, services
 from chat.errors import Forbidden, Gone, Invalid, NotFound
-from tests.conftest import frames
-from tests.live import ws_connect
-from tests.test_consumers import connect, fresh_layer  # noqa: F401 (fresh_layer: a channel layer per test)
+from tests.support import connect, db, frames, ws_connect
 
-db = database_sync_to_async
-
-
-@pytest.fixture
-def general(alice, bob):
-    room = services.room_create(user=alice, name="General", slug="general")
-    services.room_join(user=bob, slug="general")
-    return room
+pytestmark = pytest.mark.usefixtures("fresh_layer")
 
 
 # The service
@@ -35,12 +25,12 @@ def test_global_notice_goes_to_everyone(published, django_capture_on_commit_call
         (events.everyone_group(), "chat.frame", frame)]
 
 
-def test_room_notice_goes_to_the_room_group(published, django_capture_on_commit_callbacks, general):
+def test_room_notice_goes_to_the_room_group(published, django_capture_on_commit_callbacks, general_with_bob):
     with django_capture_on_commit_callbacks(execute=True):
         frame = services.notice_send(text="Be nice ✨", room="general")
     assert frame == {"type": "notice", "level": "info", "text": "Be nice ✨", "room": "general"}
     assert [(group, event["frame"], event["room_id"]) for group, event in published] == [
-        (events.room_group(general.pk), frame, general.pk)]
+        (events.room_group(general_with_bob.pk), frame, general_with_bob.pk)]
 
 
 def test_notice_inside_a_transaction_waits_for_commit(published, django_capture_on_commit_callbacks, db):
@@ -87,7 +77,7 @@ def test_bad_notices_publish_nothing(published, django_capture_on_commit_callbac
 
 # REST
 
-def test_api_notice_is_staff_only(api, published, django_capture_on_commit_callbacks, alice, staff, general):
+def test_api_notice_is_staff_only(api, published, django_capture_on_commit_callbacks, alice, staff, general_with_bob):
     assert api().post("/api/notices/", {"text": "hi"}, format="json").status_code == 401
     refused = api(alice).post("/api/notices/", {"text": "hi"}, format="json")  # alice owns a room, but isn't staff
     assert refused.status_code == 403
@@ -97,7 +87,8 @@ def test_api_notice_is_staff_only(api, published, django_capture_on_commit_callb
         response = api(staff).post("/api/notices/", body, format="json")
     assert response.status_code == 202
     assert response.json() == {"type": "notice", "level": "warning", "text": "hi", "room": "general"}
-    assert [(group, event["frame"]) for group, event in published] == [(events.room_group(general.pk), response.json())]
+    assert [(group, event["frame"]) for group, event in published] == \
+        [(events.room_group(general_with_bob.pk), response.json())]
 
 
 def test_api_notice_to_everyone(api, published, django_capture_on_commit_callbacks, staff):
@@ -129,12 +120,12 @@ def test_api_bad_notice(api, published, django_capture_on_commit_callbacks, alic
 
 # The command
 
-def test_command_sends_a_notice(published, django_capture_on_commit_callbacks, settings, general):
+def test_command_sends_a_notice(published, django_capture_on_commit_callbacks, settings, general_with_bob):
     settings.REDIS_URL = "redis://servers-redis"  # `published` replaces the send
     out = StringIO()
     with django_capture_on_commit_callbacks(execute=True):
         call_command("send_notice", "Maintenance soon", "--room", "general", "--level", "warning", stdout=out)
-    assert [(group, event["frame"]) for group, event in published] == [(events.room_group(general.pk), {
+    assert [(group, event["frame"]) for group, event in published] == [(events.room_group(general_with_bob.pk), {
         "type": "notice", "level": "warning", "text": "Maintenance soon", "room": "general"})]
     assert out.getvalue() == "Sent a warning notice to room 'general'.\n"
     with django_capture_on_commit_callbacks(execute=True):
@@ -148,7 +139,8 @@ def test_command_sends_a_notice(published, django_capture_on_commit_callbacks, s
     (["", "--room", "general"], "text: must be a non-empty string."),
     (["hi", "--level", "loud"], "argument --level: invalid choice: 'loud' (choose from 'info', 'warning')"),
 ])
-def test_command_errors_clearly(published, django_capture_on_commit_callbacks, settings, general, args, message):
+def test_command_errors_clearly(published, django_capture_on_commit_callbacks, settings, general_with_bob, args,
+                                message):
     settings.REDIS_URL = "redis://servers-redis"
     published.clear()
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(CommandError) as exc:
@@ -172,7 +164,7 @@ async def expect_notice(client, **frame):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_global_notice_reaches_every_connection(alice, bob, carol, general):
+async def test_global_notice_reaches_every_connection(alice, bob, carol, general_with_bob):
     clients = [await connect(alice), await connect(alice), await connect(bob), await connect(carol)]
     await db(services.notice_send)(text="Server restart in 5 minutes", level="warning")
     for client in clients:
@@ -182,7 +174,7 @@ async def test_global_notice_reaches_every_connection(alice, bob, carol, general
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_room_notice_reaches_only_that_rooms_connections(alice, bob, carol, general):
+async def test_room_notice_reaches_only_that_rooms_connections(alice, bob, carol, general_with_bob):
     await db(services.room_create)(user=carol, name="Elsewhere", slug="elsewhere")
     a, b, c = await connect(alice), await connect(bob), await connect(carol)
     await db(services.notice_send)(text="Topic is on-call", room="general")
@@ -214,7 +206,8 @@ def in_a_plain_thread(fn, **kwargs):
 @pytest.mark.live
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-async def test_notice_from_this_process_reaches_both_daphnes(redis_url, daphne_a, daphne_b, alice, bob, carol, general):
+async def test_notice_from_this_process_reaches_both_daphnes(redis_url, daphne_a, daphne_b, alice, bob, carol,
+                                                             general_with_bob):
     a, b, c = await ws_connect(daphne_a, alice), await ws_connect(daphne_b, bob), await ws_connect(daphne_b, carol)
     await db(services.notice_send)(text="Global notice", level="warning")
     for client in (a, b, c):

@@ -12,7 +12,6 @@ import socket
 import time
 
 import pytest
-from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed
@@ -21,13 +20,12 @@ from chat import services
 from chat.models import Message
 from chat.serializers import message_data
 from tests.client_state import ClientState
-from tests.conftest import access_token
 from tests.live import run_daphne
+from tests.support import access_token, db
 
 pytestmark = [pytest.mark.fault, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 User = get_user_model()
-db = database_sync_to_async
 ROOM = "load"
 LOAD_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "1000"}
 

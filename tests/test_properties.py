@@ -13,22 +13,20 @@ connection sends the room's messages in id order.
 """
 import asyncio
 import itertools
-import json
 
 import hypothesis
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import channel_layers
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
-from hypothesis import HealthCheck, given, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from chat import services
 from chat.models import Message
 from chat.serializers import message_data
-from chatproject.asgi import application
 from tests.client_state import ClientState
-from tests.conftest import access_token
+from tests.support import Client, connect, flush_layers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,24 +41,17 @@ class Device:
     def __init__(self, name: str, user, room: str, seen: set):
         self.user = user
         self.state = ClientState(name, user.pk, room)
-        self.comm: WebsocketCommunicator | None = None
+        self.client: Client | None = None
         self.seen = seen  # what happened in this example, for Hypothesis' statistics
 
     async def connect(self):
-        comm = WebsocketCommunicator(application, f"/ws/chat/?token={access_token(self.user)}")
-        connected, _ = await comm.connect()
-        assert connected
-        self.comm = comm
-        hello = await self.recv()
-        assert hello["type"] == "hello", hello
+        self.client = await connect(self.user)
 
     async def send(self, frame: dict):
-        await self.comm.send_to(text_data=json.dumps(frame))
+        await self.client.send(**frame)
 
     async def recv(self) -> dict:
-        out = await self.comm.receive_output(5)
-        assert out["type"] == "websocket.send", f"{self.state.name} expected a frame, got {out}"
-        return json.loads(out["text"])
+        return await self.client.recv(5)
 
     async def handle(self, frame: dict):
         if frame.get("duplicate"):
@@ -71,13 +62,13 @@ class Device:
     async def read_queued(self, limit: int | None = None):
         """Handle the frames already waiting (at most `limit`), without waiting for more."""
         for _ in itertools.repeat(None) if limit is None else range(limit):
-            if self.comm.output_queue.empty():
+            if not self.client.waiting():
                 return
             await self.handle(await self.recv())
 
     async def read_until_quiet(self):
         # receive_output's timeout would cancel the app: check that something waits first.
-        while not await self.comm.receive_nothing(QUIET_S):
+        while not await self.client.quiet(QUIET_S):
             await self.read_queued()
 
     async def read_until_reply(self, ref: str):
@@ -92,10 +83,10 @@ class Device:
         """Hang up: 1000 after reading what already arrived, 1006 (a lost network) dropping it."""
         if code == 1000:
             await self.read_queued()
-        elif not self.comm.output_queue.empty():
+        elif self.client.waiting():
             self.seen.add("an abort dropped unread frames")
-        await self.comm.disconnect(code)
-        self.comm = None
+        await self.client.close(code)
+        self.client = None
         self.state.connection_lost()
 
 
@@ -147,32 +138,32 @@ async def run_step(step, devices: list[Device], sent: dict, counter):
     kind = step[0]
     if kind == "pause":
         await asyncio.sleep(0.005)
-    elif kind == "connect" and device.comm is None:
+    elif kind == "connect" and device.client is None:
         await device.connect()
     elif kind == "resync":
-        if device.comm is not None:
+        if device.client is not None:
             await device.close(1000)
         await device.connect()
         await device.send(device.state.join())
-    elif kind == "rejoin" and device.comm is not None:
+    elif kind == "rejoin" and device.client is not None:
         await device.send(device.state.join())
-    elif kind in ("close", "abort") and device.comm is not None:
+    elif kind in ("close", "abort") and device.client is not None:
         await device.close(1000 if kind == "close" else 1006)
     elif kind == "send":
         client_id = f"{device.state.name}-{next(counter)}"
         sent.setdefault(device.user.pk, {})[client_id] = body = f"body of {client_id}"
         frame = device.state.send(client_id, body)  # offline, it goes after the next `room.joined`
-        if device.comm is not None:
+        if device.client is not None:
             await device.send(frame)
             if step[2]:
                 await device.read_until_reply(frame["ref"])
-    elif kind == "resend" and device.comm is not None and sent.get(device.user.pk):
+    elif kind == "resend" and device.client is not None and sent.get(device.user.pk):
         client_id, body = list(sent[device.user.pk].items())[step[2] % len(sent[device.user.pk])]
         frame = device.state.message_send(client_id, body)
         await device.send(frame)
         if step[3]:
             await device.read_until_reply(frame["ref"])
-    elif kind == "read" and device.comm is not None:
+    elif kind == "read" and device.client is not None:
         await device.read_queued(step[2])
 
 
@@ -186,7 +177,7 @@ async def play(devices: list[Device], steps, sent: dict):
         for step in steps:
             await run_step(step, devices, sent, counter)
         for device in devices:  # recovery: every device that is not in sync resumes with `since`
-            if device.comm is None:
+            if device.client is None:
                 await device.connect()
             if not device.state.synced:
                 await device.send(device.state.join())
@@ -195,12 +186,9 @@ async def play(devices: list[Device], steps, sent: dict):
         assert not unacked, f"sends left unacknowledged after the resync: {unacked}"
     finally:
         for device in devices:
-            if device.comm is not None:
-                await device.comm.disconnect()
-        for layer in channel_layers.backends.values():
-            if hasattr(layer, "flush"):
-                await layer.flush()
-        channel_layers.backends = {}
+            if device.client is not None:
+                await device.client.close()
+        await flush_layers()
 
 
 @hypothesis.settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

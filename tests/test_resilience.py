@@ -6,21 +6,14 @@ import weakref
 
 import pytest
 import redis
-from channels.db import database_sync_to_async
 from django.db import OperationalError
 
 from chat import broker, limits, selectors, services
-from chat.realtime import connections, presence
 from chat.models import Membership
-from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
+from chat.realtime import connections, presence
+from tests.support import connect
 
-pytestmark = pytest.mark.django_db(transaction=True)
-db = database_sync_to_async
-
-
-@pytest.fixture
-def general(alice):
-    return services.room_create(user=alice, name="General", slug="general")
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
 
 async def test_database_failure_answers_unavailable_and_keeps_the_socket(alice, general, monkeypatch):

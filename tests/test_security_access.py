@@ -11,21 +11,18 @@ from django.contrib.auth import get_user_model
 from chat import events, services
 from chat.errors import Forbidden, Muted, RoomLocked
 from chat.models import Message
-from tests.test_consumers import connect, db, fresh_layer  # noqa: F401 (fresh_layer: an autouse fixture)
+from tests.support import connect, db
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
 User = get_user_model()
 
 
 @pytest.fixture
-def rooms(alice, bob):
+def rooms(general_with_bob, secret, alice, bob):
     """alice owns `general` (public) and `secret` (private); bob is a member of both."""
-    general = services.room_create(user=alice, name="General", slug="general")
-    secret = services.room_create(user=alice, name="Secret", slug="secret", kind="private")
-    services.room_join(user=bob, slug="general")
     services.member_invite(actor=alice, slug="secret", username="bob")
-    return general, secret
+    return general_with_bob, secret
 
 
 REMOVALS = {

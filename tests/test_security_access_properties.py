@@ -14,28 +14,24 @@ reaches a non-member. Every client_id names at most one message.
 """
 import asyncio
 import itertools
-import json
 
 import hypothesis
 import pytest
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import channel_layers
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.db.models import Count
-from hypothesis import HealthCheck, given, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from chat import selectors, services
 from chat.errors import ChatError
 from chat.models import Message
-from chatproject.asgi import application
-from tests.conftest import access_token
+from tests.support import Client, connect, db, flush_layers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 User = get_user_model()
-db = database_sync_to_async
 QUIET_S = 0.1
 examples = itertools.count()
 NOT_OF_A_ROOM = {"hello", "pong", "error", "notice"}
@@ -46,25 +42,20 @@ class Connection:
         self.name, self.user, self.rooms = name, user, rooms
         self.open: set[str] = set()
         self.removed: set[str] = set()  # rooms whose removal reached this connection
-        self.comm: WebsocketCommunicator | None = None
+        self.client: Client | None = None
         self.refs = itertools.count()
 
     async def connect(self):
-        self.comm = WebsocketCommunicator(application, f"/ws/chat/?token={access_token(self.user)}")
-        assert (await self.comm.connect())[0]
-        hello = await self.recv()
-        assert hello["type"] == "hello", hello
-        self.open = {room["slug"] for room in hello["rooms"] if room["slug"] in self.rooms}
+        self.client = await connect(self.user)
+        self.open = {room["slug"] for room in self.client.hello["rooms"] if room["slug"] in self.rooms}
 
     async def send(self, **frame) -> str:
         frame["ref"] = ref = f"{self.name}:{next(self.refs)}"
-        await self.comm.send_to(text_data=json.dumps(frame))
+        await self.client.send(**frame)
         return ref
 
     async def recv(self) -> dict:
-        out = await self.comm.receive_output(5)
-        assert out["type"] == "websocket.send", f"{self.name} expected a frame, got {out}"
-        return json.loads(out["text"])
+        return await self.client.recv(5)
 
     async def check(self, frame: dict):
         room = frame.get("room")
@@ -85,7 +76,7 @@ class Connection:
 
     async def read_queued(self, limit: int | None = None):
         for _ in itertools.repeat(None) if limit is None else range(limit):
-            if self.comm.output_queue.empty():
+            if not self.client.waiting():
                 return
             await self.check(await self.recv())
 
@@ -97,7 +88,7 @@ class Connection:
                 return frame
 
     async def read_until_quiet(self):
-        while not await self.comm.receive_nothing(QUIET_S):
+        while not await self.client.quiet(QUIET_S):
             await self.read_queued()
 
 
@@ -193,12 +184,9 @@ async def play(owner, users, rooms, connections, steps, used):
         await asyncio.gather(*(conn.read_until_quiet() for conn in connections))
     finally:
         for conn in connections:
-            if conn.comm is not None:
-                await conn.comm.disconnect()
-        for layer in channel_layers.backends.values():
-            if hasattr(layer, "flush"):
-                await layer.flush()
-        channel_layers.backends = {}
+            if conn.client is not None:
+                await conn.client.close()
+        await flush_layers()
 
 
 @hypothesis.settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -8,14 +8,14 @@ from rest_framework.throttling import ScopedRateThrottle
 from chat import services
 from chat.errors import Forbidden, Invalid
 from chat.models import Message, ModerationAction
+from tests.support import PASSWORD
 
 
 # Editing and deleting others' messages follows the moderation hierarchy
 
 @pytest.fixture
-def ranks(alice, bob, carol, staff):
+def ranks(general, alice, bob, carol, staff):
     """general: alice owner, bob moderator, carol member, root (staff) a member; a message by each."""
-    services.room_create(user=alice, name="General", slug="general")
     services.member_invite(actor=alice, slug="general", username="bob", role="moderator")
     for user in (carol, staff):
         services.room_join(user=user, slug="general")
@@ -111,9 +111,6 @@ def test_admin_cannot_create_a_lookalike(admin_client, django_user_model):
 
 
 # Sign-in and sign-up are throttled per client address and per username, pages and API alike
-
-PASSWORD = "s3cret-pass-1"  # the conftest users' password
-
 
 def allowed(scope: str) -> int:
     return ScopedRateThrottle().parse_rate(django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope])[0]

@@ -5,27 +5,21 @@ through a real daphne.
 import json
 
 import pytest
-from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from chat import services
-from chat.realtime.connection import FRAMES_IN_FLIGHT
 from chat.models import Message
+from chat.realtime.connection import FRAMES_IN_FLIGHT
 from chatproject.asgi import application
-from tests.conftest import access_token
-from tests.live import ws_connect
-from tests.test_consumers import fresh_layer  # noqa: F401 (an autouse fixture)
+from tests.support import access_token, db, ws_connect
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
-db = database_sync_to_async
 BURST = 500
 
 
 @pytest.fixture
-def general(alice, settings):
+def no_rate_limit(settings):
     settings.CHAT_RATE_PER_10S = 100_000
-    return services.room_create(user=alice, name="General", slug="general")
 
 
 def burst(every_send: int) -> list[dict]:
@@ -51,7 +45,7 @@ def check_replies(frames: list[dict], replies: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("every_send", [0, 7], ids=["pings", "pings-and-sends"])
-async def test_a_burst_through_the_communicator_is_answered_in_order(alice, general, every_send):
+async def test_a_burst_through_the_communicator_is_answered_in_order(alice, general, no_rate_limit, every_send):
     assert BURST > FRAMES_IN_FLIGHT * 7
     comm = WebsocketCommunicator(application, f"/ws/chat/?token={access_token(alice)}")
     assert (await comm.connect())[0]
@@ -73,11 +67,11 @@ async def test_a_burst_through_the_communicator_is_answered_in_order(alice, gene
 
 @pytest.mark.live
 @pytest.mark.parametrize("every_send", [0, 7], ids=["pings", "pings-and-sends"])
-async def test_a_burst_through_daphne_is_answered_in_order(daphne_a, alice, general, every_send):
+async def test_a_burst_through_daphne_is_answered_in_order(daphne_a, alice, general, no_rate_limit, every_send):
     client = await ws_connect(daphne_a, alice)
     frames = burst(every_send)
     for frame in frames:  # written back to back, before reading any reply: they arrive in a few segments
-        await client.ws.send(json.dumps(frame))
+        await client.send(**frame)
     replies = []
     while len(replies) < len(frames):
         replies += replies_in([await client.recv(10)])

@@ -6,14 +6,7 @@ from django.test import Client
 from chat import services
 from chat.models import Room
 from chatproject.asgi import application
-from tests.conftest import access_token
-
-from .api_support import db_state
-
-
-@pytest.fixture
-def dave(make_user):
-    return make_user("dave")
+from tests.support import access_token, db_state
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from django.test import override_settings
 
 from chat import export, services
 from chat.models import Message
-from tests.conftest import access_token
 from tests.live import run_daphne
+from tests.support import access_token
 
 BODY = "x" * 4000  # CHAT_MAX_BODY: the largest message a user can send
 MESSAGES = 6000  # a 24 MB export: many times what the kernel buffers for a socket
@@ -132,14 +132,12 @@ def close(response) -> None:
 
 
 @pytest.fixture
-def general(alice, bob):
-    services.room_create(user=alice, name="General", slug="general")
-    services.room_join(user=bob, slug="general")
+def general_with_a_message(general_with_bob, alice):
     services.message_send(user=alice, slug="general", body="hello")
 
 
 @override_settings(CHAT_EXPORTS_PER_USER=2, CHAT_EXPORTS_PER_PROCESS=10)
-def test_a_user_over_their_export_limit_gets_429_with_retry_after(api, alice, bob, general):
+def test_a_user_over_their_export_limit_gets_429_with_retry_after(api, alice, bob, general_with_a_message):
     running = [export_of(api, alice) for _ in range(2)]
     assert [r.status_code for r in running] == [200, 200]
     refused = export_of(api, alice)
@@ -156,7 +154,7 @@ def test_a_user_over_their_export_limit_gets_429_with_retry_after(api, alice, bo
 
 
 @override_settings(CHAT_EXPORTS_PER_USER=5, CHAT_EXPORTS_PER_PROCESS=2)
-def test_the_process_export_limit_refuses_everyone_until_one_ends(api, alice, bob, general):
+def test_the_process_export_limit_refuses_everyone_until_one_ends(api, alice, bob, general_with_a_message):
     running = [export_of(api, alice), export_of(api, bob)]
     refused = export_of(api, bob)
     assert refused.status_code == 429 and refused["Retry-After"] == str(export.EXPORT_RETRY_AFTER_S)

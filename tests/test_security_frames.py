@@ -8,8 +8,7 @@ import struct
 import pytest
 from django.conf import settings
 
-from chat import services
-from tests.conftest import access_token
+from tests.support import access_token
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -79,8 +78,7 @@ class RawSocket:
 
 
 @pytest.fixture
-def client(daphne_a, alice):
-    services.room_create(user=alice, name="General", slug="general")
+def client(daphne_a, alice, general):
     raw = RawSocket(daphne_a.port, access_token(alice))
     opcode, hello = raw.next_frame()
     assert opcode == TEXT and b'"hello"' in hello

@@ -55,9 +55,9 @@ def directives(response) -> dict[str, set[str]]:
 
 
 @pytest.fixture
-def pages(alice, admin_user):
+def pages(general, alice, admin_user):
     """(client, path) for every kind of page: signed out, the chat pages, the admin, the API docs."""
-    room = services.room_create(user=alice, name="General", slug="general")
+    room = general
     services.message_send(user=alice, slug="general", body="<b onclick='x()'>hi</b> style=\"color:red\"")
     services.direct_room(user=alice, username=admin_user.username)
     user, admin = Client(), Client()

@@ -10,10 +10,7 @@ import pytest
 
 from chat import protocol, services
 from chat.errors import Invalid
-from chat.models import Message
-
-from .api_support import db_state, joined, public_room
-from .conftest import frames
+from tests.support import db_state, frames, user_bodies
 
 MAX_ID = 2**63 - 1  # ids are bigints
 UNSTORABLE = "must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid Unicode text"
@@ -21,25 +18,12 @@ NUL, SURROGATE = "\x00", "\ud800"
 POISONS = [NUL, SURROGATE, f"ok{SURROGATE}ok", "\udfff"]
 
 
-@pytest.fixture
-def committed(django_capture_on_commit_callbacks):
-    return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
-@pytest.fixture
-def general(alice, bob, carol):
-    return joined(public_room(alice), bob, carol)
-
-
-def user_bodies():
-    return list(Message.objects.filter(kind="user").order_by("id").values_list("body", flat=True))
-
-
 # The batch: a bad send fails alone
 
 @pytest.mark.parametrize("poison", POISONS)
 @pytest.mark.parametrize("field", ["body", "client_id", "slug", "to"])
-def test_a_poisoned_send_in_a_batch_fails_alone(alice, bob, carol, general, published, committed, field, poison):
+def test_a_poisoned_send_in_a_batch_fails_alone(alice, bob, carol, general_with_bob_and_carol, published, committed,
+                                                field, poison):
     """One send with unstorable text in any field, among good ones: it is refused `invalid`
     before anything is read or written; every other send is stored and published."""
     bad = dict(user=bob, slug="general", body="bad", client_id="b-1")
@@ -58,7 +42,8 @@ def test_a_poisoned_send_in_a_batch_fails_alone(alice, bob, carol, general, publ
     assert [f["message"]["body"] for f in frames(published, "message.new")] == ["one", "two", "three"]
 
 
-def test_a_send_the_database_refuses_fails_alone_even_past_a_missing_check(alice, bob, carol, general, published,
+def test_a_send_the_database_refuses_fails_alone_even_past_a_missing_check(alice, bob, carol,
+                                                                           general_with_bob_and_carol, published,
                                                                          committed, monkeypatch):
     """Defence in depth: with the text rule switched off, the database itself refuses the poisoned
     send (its lookup, then its insert). The batch is retried send by send: that one fails,
@@ -78,7 +63,7 @@ def test_a_send_the_database_refuses_fails_alone_even_past_a_missing_check(alice
 
 
 @pytest.mark.parametrize("poison", [NUL, SURROGATE])
-def test_every_text_a_service_stores_or_sends_refuses_unstorable_text(alice, bob, general, poison):
+def test_every_text_a_service_stores_or_sends_refuses_unstorable_text(alice, bob, general_with_bob_and_carol, poison):
     """The services' own rule (`_storable`), for callers that bypass the frame and REST checks:
     the admin, management commands."""
     message = services.message_send(user=bob, slug="general", body="fine")[0]

@@ -7,17 +7,12 @@ import asyncio
 import json
 
 import pytest
-from channels.db import database_sync_to_async
 
-from django.contrib.auth import get_user_model
-
-from chat import services
 from chat.models import Message
-from tests.live import ws_connect
+from tests.support import db, ws_connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
-db = database_sync_to_async
 SENDS = 25
 
 HOSTILE = [  # (raw frame, the error code it gets)
@@ -33,16 +28,7 @@ HOSTILE = [  # (raw frame, the error code it gets)
 ]
 
 
-@pytest.fixture
-def general(alice, bob, carol, make_user):
-    room = services.room_create(user=alice, name="General", slug="general")
-    for user in (bob, carol, make_user("dave")):
-        services.room_join(user=user, slug="general")
-    return room
-
-
-async def test_hostile_frames_among_concurrent_sends_fail_alone(daphne_a, general, alice, bob, carol):
-    dave = await db(lambda: get_user_model().objects.get(username="dave"))()
+async def test_hostile_frames_among_concurrent_sends_fail_alone(daphne_a, general_of_four, alice, bob, carol, dave):
     users = {"alice": alice, "bob": bob, "carol": carol, "dave": dave}
     clients = {name: await ws_connect(daphne_a, user) for name, user in users.items()}
 
@@ -52,7 +38,7 @@ async def test_hostile_frames_among_concurrent_sends_fail_alone(daphne_a, genera
             await client.send(type="message.send", room="general", body=f"{name} {i}", client_id=f"{name}-{i}",
                               ref=f"{name}-{i}")
             if name == "carol" and i < len(HOSTILE):
-                await client.ws.send(HOSTILE[i][0])
+                await client.send_raw(HOSTILE[i][0])
 
     async def reader(name):
         """Every reply to this client's own frames: acks by ref, and errors."""

@@ -9,27 +9,16 @@ import pytest
 
 from chat import services
 from chat.errors import Invalid
-from chat.models import Message
-
-from .api_support import db_state, joined, public_room
+from tests.support import db_state, user_bodies
 
 MAX_ID = 2**63 - 1  # ids are bigints
 UNSTORABLE = "must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid Unicode text"
 NUL, SURROGATE = "\x00", "\ud800"
 
 
-@pytest.fixture
-def general(alice, bob, carol):
-    return joined(public_room(alice), bob, carol)
-
-
-def user_bodies():
-    return list(Message.objects.filter(kind="user").order_by("id").values_list("body", flat=True))
-
-
 # Numbers past their bounds
 
-def test_ban_and_mute_minutes_are_bounded(alice, bob, general):
+def test_ban_and_mute_minutes_are_bounded(alice, bob, general_with_bob_and_carol):
     for minutes in (10**11, 5256000 + 1, 0):
         with pytest.raises(Invalid, match="minutes: a whole number from 1 to 5256000"):
             services.member_ban(actor=alice, slug="general", username="bob", minutes=minutes)
@@ -47,7 +36,7 @@ def test_ban_and_mute_minutes_are_bounded(alice, bob, general):
     "/api/rooms/general/messages/?before=1&x=%00", "/api/rooms/general/messages/?%00=1",
 ])
 @pytest.mark.parametrize("method", ["get", "post", "delete"])
-def test_a_url_with_nul_is_invalid_before_any_lookup(api, alice, general, path, method):
+def test_a_url_with_nul_is_invalid_before_any_lookup(api, alice, general_with_bob_and_carol, path, method):
     before = db_state()
     response = getattr(api(alice), method)(path)
     assert response.status_code == 400
@@ -55,7 +44,7 @@ def test_a_url_with_nul_is_invalid_before_any_lookup(api, alice, general, path, 
     assert db_state() == before
 
 
-def test_a_page_url_with_nul_is_a_400(client, alice, general):
+def test_a_page_url_with_nul_is_a_400(client, alice, general_with_bob_and_carol):
     client.force_login(alice)
     response = client.get("/rooms/%00/")
     assert response.status_code == 400 and b"NUL" in response.content
@@ -89,7 +78,8 @@ def rest_requests(message_id):
 
 
 @pytest.mark.parametrize("poison", [NUL, SURROGATE])
-def test_unstorable_text_in_any_rest_body_is_invalid(api, alice, bob, staff, general, poison, published):
+def test_unstorable_text_in_any_rest_body_is_invalid(api, alice, bob, staff, general_with_bob_and_carol, poison,
+                                                     published):
     message = services.message_send(user=bob, slug="general", body="hello")[0]
     before = db_state()
     for method, path, body in rest_requests(message.pk):
@@ -100,7 +90,7 @@ def test_unstorable_text_in_any_rest_body_is_invalid(api, alice, bob, staff, gen
     assert db_state() == before and published == []
 
 
-def test_nul_in_a_form_body_is_invalid(api, alice, general):
+def test_nul_in_a_form_body_is_invalid(api, alice, general_with_bob_and_carol):
     response = api(alice).post("/api/rooms/general/messages/", {"body": "x\x00"})  # multipart
     assert (response.status_code, response.json()["code"]) == (400, "invalid")
     response = api(alice).post("/api/rooms/general/messages/", "body=x%00",
@@ -115,7 +105,7 @@ def test_nul_in_a_form_body_is_invalid(api, alice, general):
     '{"body": ' + "[" * 33 + "]" * 33 + "}",
     '{"body": "x", "client_id": ' + "1" * 5000 + "}",
 ])
-def test_hostile_json_bodies_are_a_clear_400(api, alice, general, text, caplog):
+def test_hostile_json_bodies_are_a_clear_400(api, alice, general_with_bob_and_carol, text, caplog):
     response = api(alice).post("/api/rooms/general/messages/", data=text, content_type="application/json")
     assert response.status_code == 400 and response["Content-Type"] == "application/json"
     detail = response.json()["detail"]
@@ -133,7 +123,8 @@ def test_hostile_json_bodies_are_a_clear_400(api, alice, general, text, caplog):
     ("get", f"/api/rooms/general/export/?since={MAX_ID + 1}", None),
     ("get", f"/api/rooms/general/export/?until={2**70}", None),
 ])
-def test_numbers_beyond_their_bounds_are_a_400_naming_the_field(api, alice, general, method, path, body):
+def test_numbers_beyond_their_bounds_are_a_400_naming_the_field(api, alice, general_with_bob_and_carol, method, path,
+                                                                body):
     before = db_state()
     kwargs = {"data": body, "content_type": "application/json"} if body else {}
     response = getattr(api(alice), method)(path, **kwargs)

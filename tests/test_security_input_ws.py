@@ -9,25 +9,17 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-
 from django.contrib.auth import get_user_model
 
 from chat import protocol, services
-from chat.realtime import consumer, writer as batch_writer
 from chat.models import Message
-from tests.test_consumers import connect, db, fresh_layer  # noqa: F401 (a fixture)
+from chat.realtime import consumer
+from chat.realtime import writer as batch_writer
+from tests.support import connect, db
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
 NUL, SURROGATE = "\\u0000", "\\ud800"  # as a client writes them in JSON
-
-
-@pytest.fixture
-def general(alice, bob, carol, make_user):
-    room = services.room_create(user=alice, name="General", slug="general")
-    for user in (bob, carol, make_user("dave")):
-        services.room_join(user=user, slug="general")
-    return room
 
 
 @pytest.fixture
@@ -68,7 +60,8 @@ def held_writer(monkeypatch):
     # Defence in depth: the frame rule and the services' checks switched off, the database refuses it.
     ("off", "body", SURROGATE), ("off", "client_id", SURROGATE),
 ])
-async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general, alice, bob, carol, held_writer, monkeypatch,
+async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general_of_four, alice, bob, carol, held_writer,
+                                                                  monkeypatch,
                                                                    caplog, rule, field, poison):
     writer = held_writer
     if rule == "off":
@@ -125,7 +118,8 @@ HOSTILE = [
 ]
 
 
-async def test_hostile_frames_get_an_error_one_log_line_and_the_socket_stays_open(general, alice, settings, caplog):
+async def test_hostile_frames_get_an_error_one_log_line_and_the_socket_stays_open(general_of_four, alice, settings,
+                                                                                  caplog):
     settings.CHAT_MAX_FRAME_BYTES = 300_000  # 100,000 levels of nesting fit in a frame
     caplog.set_level(logging.INFO)
     a = await connect(alice)
@@ -145,13 +139,13 @@ async def test_hostile_frames_get_an_error_one_log_line_and_the_socket_stays_ope
 
 
 @pytest.mark.parametrize("slug", ["\x00", "\ud800", "a\x00b"])
-async def test_a_room_url_with_unstorable_text_is_no_such_room(general, alice, slug, caplog):
+async def test_a_room_url_with_unstorable_text_is_no_such_room(general_of_four, alice, slug, caplog):
     a = await connect(alice, path=f"/ws/chat/{slug}/", hello=False)
     assert await a.closed() == protocol.CLOSE_NO_ROOM
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
-async def test_a_send_whose_acknowledgement_cannot_be_built_fails_alone(general, alice, bob, carol, held_writer,
+async def test_a_send_whose_acknowledgement_cannot_be_built_fails_alone(general_of_four, alice, bob, carol, held_writer,
                                                                         monkeypatch):
     """Defence in depth: when taking one stored send's result fails on its connection (here a bug
     injected for bob), that send alone fails (its socket closes 1011, as any internal error);

@@ -1,15 +1,13 @@
 """A cookie-authenticated WebSocket needs an Origin equal to an allowed origin: scheme, host and port."""
 import pytest
 
-from chat import services
-from tests.test_consumers import connect, fresh_layer  # noqa: F401 (an autouse fixture)
+from tests.support import connect
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fresh_layer")]
 
 
 @pytest.fixture
-def cookie(client, alice):
-    services.room_create(user=alice, name="General", slug="general")
+def cookie(client, general, alice):
     client.force_login(alice)
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 

@@ -13,10 +13,8 @@ from django.test import Client
 from chat import limits, services
 from chat.errors import Invalid, RateLimited
 from chat.models import Membership, Message
-from tests.api_support import db_state
-from tests.conftest import access_token
-from tests.live import LIVE_ENV, ws_connect, run_daphne
-from tests.test_consumers import connect, db
+from tests.live import LIVE_ENV, run_daphne
+from tests.support import access_token, connect, db, db_state, send, ws_connect
 
 FROZEN = 1_000_035.5  # 35.5 s into a one-minute window: 45 s until the next
 
@@ -43,10 +41,6 @@ def public(owner, slug):
     return services.room_create(user=owner, name=slug.title(), slug=slug, source="admin")
 
 
-def message(author, room, body="hi"):
-    return services.message_send(user=author, slug=room.slug, body=body)[0]
-
-
 def bodies(room, kind="system"):
     return list(room.messages.filter(kind=kind).order_by("id").values_list("body", flat=True))
 
@@ -68,13 +62,13 @@ def _bob_in_two_rooms(alice, bob, carol):
 def _bobs_messages(alice, bob, carol):
     room = public(alice, "one")
     services.room_join(user=bob, slug="one")
-    return message(bob, room, "first"), message(bob, room, "second")
+    return send(bob, room, "first"), send(bob, room, "second")
 
 
 def _alices_messages_bob_sees(alice, bob, carol):
     room = public(alice, "one")
     services.room_join(user=bob, slug="one")
-    return message(alice, room, "first"), message(alice, room, "second")
+    return send(alice, room, "first"), send(alice, room, "second")
 
 
 def _private_room(alice, bob, carol):
@@ -135,7 +129,7 @@ def test_writes_refused_by_their_checks_or_changing_nothing_cost_no_budget(alice
     services.room_join(user=bob, slug="taken")
     for _ in range(3):  # a member joining again (a client resuming) writes nothing, and counts nothing
         assert services.room_join(user=bob, slug="taken")[2] is False
-    gone, kept = message(bob, room), message(bob, room)
+    gone, kept = send(bob, room), send(bob, room)
     services.message_delete(user=bob, message_id=gone.pk)
     services.message_delete(user=bob, message_id=gone.pk)  # deleted already: nothing to do, nothing counted
     dm = services.direct_room(user=alice, username="bob")
@@ -155,7 +149,7 @@ def test_the_admins_moderation_is_not_counted(alice, bob, staff, budget, clock):
     budget("room", 1)
     room = public(alice, "one")
     services.room_join(user=bob, slug="one")
-    spam = [message(bob, room, f"spam {i}") for i in range(3)]
+    spam = [send(bob, room, f"spam {i}") for i in range(3)]
     for m in spam:
         services.message_delete(user=staff, message_id=m.pk, source="admin")
     for n in range(3):
@@ -265,7 +259,7 @@ async def test_flooding_past_any_budget_closes_1008_and_an_accepted_write_ends_t
     budget("edit", 1)
     room = await db(public)(alice, "one")
     await db(services.room_join)(user=bob, slug="one")
-    sent = await db(message)(bob, room)
+    sent = await db(send)(bob, room)
     b = await connect(bob)
     await b.send(type="message.edit", id=sent.pk, body="1", ref="ok1")
     await b.expect("message.updated", ref="ok1")
@@ -370,7 +364,7 @@ async def test_a_socket_bound_to_a_room_over_the_join_budget_closes_1013(alice, 
         first = await ws_connect(server, bob, "/ws/chat/one/")
         await first.expect("room.joined")
         second = await ws_connect(server, bob, "/ws/chat/two/", hello=False)
-        code, reason = await second.closed()
+        code, reason = await second.close_frame()
         assert code == 1013 and reason.startswith("Slow down: at most 1 room joins per 86400 seconds")
         await first.close()
 
@@ -395,7 +389,7 @@ async def test_two_processes_share_one_budget(alice, bob, redis_url, same_day):
     """Edits over WebSocket on one process and REST on another spend one budget, kept in Redis."""
     room = await db(public)(alice, "one")
     await db(services.room_join)(user=bob, slug="one")
-    sent = await db(message)(bob, room)
+    sent = await db(send)(bob, room)
     env = {**LIVE_ENV, "REDIS_URL": redis_url, "CHAT_WRITE_RATES": "edit=3/day"}
     with run_daphne(env) as first, run_daphne(env) as second:
         on_first = await ws_connect(first, bob)

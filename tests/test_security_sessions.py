@@ -4,7 +4,6 @@ earlier access tokens and other sessions stop working, and the user's other sock
 import asyncio
 
 import pytest
-from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
@@ -14,21 +13,17 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from chat import services
-from tests.live import http_json, ws_connect
-from tests.test_consumers import connect, fresh_layer  # noqa: F401  (fixture)
+from tests.live import http_json
+from tests.support import PASSWORD, connect, db, login, ws_connect
+
+pytestmark = pytest.mark.usefixtures("fresh_layer")
 
 User = get_user_model()
-PASSWORD = "s3cret-pass-1"  # the conftest users' password
 NEW = "brand-new-pass-7"
-db = database_sync_to_async
 
 
 class FastPBKDF2(PBKDF2PasswordHasher):
     iterations = 1000
-
-
-def login(api, password=PASSWORD):
-    return api().post("/api/auth/token/", {"username": "alice", "password": password}, format="json")
 
 
 def bearer(api, access):
@@ -55,7 +50,7 @@ def test_rest_password_change_ends_every_earlier_token(api, alice):
         assert bearer(api, access).get("/api/me/").status_code == 401
     assert bearer(api, fresh["access"]).get("/api/me/").status_code == 200
     assert refresh(api, fresh["refresh"]).status_code == 200
-    assert login(api).status_code == 401 and login(api, NEW).status_code == 200
+    assert login(api).status_code == 401 and login(api, password=NEW).status_code == 200
 
 
 @pytest.mark.parametrize("data, field", [
@@ -189,9 +184,9 @@ async def test_a_change_through_one_process_closes_the_users_sockets_on_another(
                                              {"old_password": PASSWORD, "new_password": NEW}, user=alice)
     assert status == 200, tokens
     for socket in (on_a, on_b):
-        assert await socket.closed() == (4401, "password changed: sign in again")
+        assert await socket.close_frame() == (4401, "password changed: sign in again")
     stale = await ws_connect(daphne_b, alice, hello=False)  # a token issued under the old password
-    assert (await stale.closed())[0] == 4401
+    assert await stale.closed() == 4401
     fresh = await ws_connect(daphne_b, token=tokens["access"])
     assert fresh.hello["user"]["username"] == "alice"
     await fresh.close()

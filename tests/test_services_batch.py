@@ -18,8 +18,7 @@ from django.utils import timezone
 from chat import limits, services
 from chat.errors import Forbidden, Gone, Invalid, Muted, NotFound, RateLimited, RoomLocked, TooLarge
 from chat.models import Membership, Message
-
-from .conftest import frames, send, snapshot
+from tests.support import frames, send, snapshot
 
 
 def test_a_batch_checks_each_send_alone_and_writes_each_room_in_order(alice, bob, general, secret, published,

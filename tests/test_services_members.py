@@ -12,8 +12,7 @@ from django.utils import timezone
 from chat import services
 from chat.errors import Forbidden, Gone, Invalid, NotFound
 from chat.models import Membership, Message
-
-from .conftest import frames, membership, room_events, snapshot, subscribe_event, unsubscribe_event
+from tests.support import frames, membership, room_events, snapshot, subscribe_event, unsubscribe_event
 
 # room_join
 

@@ -15,8 +15,7 @@ from django.utils import timezone
 from chat import events, limits, services
 from chat.errors import Forbidden, Gone, Invalid, Muted, NotFound, RateLimited, RoomLocked, TooLarge
 from chat.models import Membership, Message, Room
-
-from .conftest import frames, membership, room_events, send, snapshot, subscribe_event
+from tests.support import frames, membership, room_events, send, snapshot, subscribe_event
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 

@@ -10,8 +10,7 @@ import pytest
 from chat import services
 from chat.errors import Forbidden, Gone, Invalid, NotFound
 from chat.models import Membership, Room
-
-from .conftest import room_events, subscribe_event
+from tests.support import room_events, subscribe_event
 
 # room_create
 
