@@ -23,7 +23,7 @@ from django.utils import translation
 from chat import checks, services
 from chat.management.base import environment_language
 from chat.management.commands.build_catalogues import compile_with_polib
-from tests.test_consumers import connect, db, fresh_layer  # noqa: F401  (fixture)
+from tests.support import connect, db
 
 BASE_DIR = Path(settings.BASE_DIR)
 CATALOGUES = [BASE_DIR / "locale" / "zh_Hans" / "LC_MESSAGES" / f"{domain}.po" for domain in ("django", "djangojs")]
@@ -181,6 +181,7 @@ def test_deploy_check_messages_are_translated(settings):
 # WebSocket
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fresh_layer")
 async def test_a_websocket_error_detail_is_in_the_handshakes_language(alice, bob):
     await db(services.room_create)(user=alice, name="Secret", slug="secret", kind="private")
     chinese = await connect(bob, headers=[(b"accept-language", b"zh-Hans,zh;q=0.9")])
@@ -203,15 +204,14 @@ async def test_a_websocket_error_detail_is_in_the_handshakes_language(alice, bob
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("fresh_layer")
 async def test_the_language_cookie_outranks_accept_language_and_close_reasons_stay_english(alice):
     client = await connect(alice, headers=[(b"accept-language", b"en"), (b"cookie", b"django_language=zh-hans")])
     await client.send(type="nonsense", ref="x")
     assert (await client.expect("error", ref="x"))["detail"] == "未知的帧类型 'nonsense'。"
     await client.close()
-    comm = await connect(alice, "/ws/chat/nope/", headers=[(b"accept-language", b"zh-hans")], hello=False)
-    closing = await comm.comm.receive_output(2)
-    assert closing == {"type": "websocket.close", "code": 4404, "reason": "No room 'nope'."}
-    await comm.comm.disconnect()
+    refused = await connect(alice, "/ws/chat/nope/", headers=[(b"accept-language", b"zh-hans")], hello=False)
+    assert await refused.close_frame() == (4404, "No room 'nope'.")
 
 
 # Commands
