@@ -2,7 +2,8 @@
 
 - `Client`: the one test client of /ws/chat/, over the in-process communicator (`connect`) or a
   real socket to a daphne (`ws_connect`, tests/live.py starts the servers). It reads frames by
-  type, skipping the ones a test doesn't care about, and reports close codes.
+  type, skipping the ones a test doesn't care about, and reports close codes. The reconnecting
+  socket client of the fault and overload tests is built on it: tests/reconnecting.py.
 - `flush_layers`: a fresh channel layer for the next test (or Hypothesis example).
 - Reads and checks of the database: `db` (an ORM call from async code), `snapshot`, `db_state`.
 - `login` (REST sign-in), `about` (a frame predicate), `PASSWORD`.
@@ -203,14 +204,15 @@ async def connect(user=None, path="/ws/chat/", *, via="query", headers=None, hel
 
 
 async def ws_connect(server, user=None, path: str = "/ws/chat/", *, token: str | None = None,
-                     hello: bool = True) -> Client:
+                     hello: bool = True, **options) -> Client:
     """A client on a real socket to `server` (tests/live.py) with `user`'s JWT (or `token`) in
     the Authorization header. The handshake must succeed (the server refuses with close codes
-    after accepting); with `hello` the `hello` frame is read and kept as `client.hello`."""
+    after accepting); with `hello` the `hello` frame is read and kept as `client.hello`.
+    `options` go to `websockets`' `connect` (`sock`, `max_queue`, `ping_interval`, `open_timeout`, ...)."""
     if user is not None:
         token = access_token(user)
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    ws = await websocket_connect(server.ws_url + path, additional_headers=headers, open_timeout=5)
+    ws = await websocket_connect(server.ws_url + path, additional_headers=headers, **{"open_timeout": 5, **options})
     client = Client(_Socket(ws), timeout=5.0)
     if hello:
         client.hello = await client.expect("hello")

@@ -19,17 +19,9 @@ from channels.db import database_sync_to_async
 
 from chat import services
 from chat.models import Message
-from tests.faults import (
-    ChatClient,
-    assert_acks_in_db,
-    assert_views_match_db,
-    connected,
-    daphnes,
-    database_url_via,
-    ids_by_client_id,
-    settle_all,
-)
+from tests.faults import assert_acks_in_db, assert_views_match_db, daphnes, database_url_via, ids_by_client_id
 from tests.live import http_json
+from tests.reconnecting import ReconnectingClient, connected, settle_all
 from tests.support import about, access_token, db, ws_connect
 
 pytestmark = [pytest.mark.fault, pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -56,7 +48,7 @@ def user_messages(room: str = ROOM) -> int:
     return Message.objects.filter(room__slug=room, kind="user").count()
 
 
-async def keep_sending(client: ChatClient, until: float, every: float) -> int:
+async def keep_sending(client: ReconnectingClient, until: float, every: float) -> int:
     """Send to ROOM every `every` seconds until `until` (monotonic), connected or not; returns how many."""
     sent = 0
     while time.monotonic() < until:
@@ -84,7 +76,7 @@ async def eventually_async(query, timeout: float, what: str):
 
 def alternating(users, a, b):
     """`connected` clients in ROOM, one per user, alternately on server `a` and `b` (each fails over to the other)."""
-    return connected([ChatClient(user, [b, a] if i % 2 else [a, b], [ROOM]) for i, user in enumerate(users)])
+    return connected([ReconnectingClient(user, [b, a] if i % 2 else [a, b], [ROOM]) for i, user in enumerate(users)])
 
 
 # Redis restarts while clients send
@@ -119,8 +111,8 @@ async def test_sigkill_of_one_daphne(private_redis, crowd):
     users = await crowd(6)
     victim = users[5]  # its only connection is on the process that dies
     with daphnes(2, {"REDIS_URL": private_redis.url}) as (a, b):
-        async with connected([ChatClient(user, [a, b], [ROOM]) for user in users[:2]]
-                             + [ChatClient(user, [b, a], [ROOM]) for user in users[2:5]]) as clients:
+        async with connected([ReconnectingClient(user, [a, b], [ROOM]) for user in users[:2]]
+                             + [ReconnectingClient(user, [b, a], [ROOM]) for user in users[2:5]]) as clients:
             on_a, on_b = clients[:2], clients[2:]
             watcher = on_b[-1]
             doomed = await ws_connect(a, victim)
@@ -215,7 +207,7 @@ async def test_concurrent_writers_on_two_processes(private_redis, crowd):
             hopper.join_gate = None
             await eventually(lambda: hopper.early_drops, 10, "the hopper dropping on the message before its join")
 
-            async def write(client: ChatClient):
+            async def write(client: ReconnectingClient):
                 for i in range(n):
                     # However slow the hopper, it hops meanwhile: past min_reconnects hellos by the last send.
                     while hopper.connections <= (i + 1) * min_reconnects // n:

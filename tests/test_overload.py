@@ -1,27 +1,24 @@
 """Overload and slow consumers, against one real daphne on Redis, with real WebSocket clients.
 
-Each client keeps what a correct client keeps (`tests.client_state.ClientState`) and, when its
-connection drops, reconnects and resumes with `join since`. Invariant: every client's
+Each client is a `tests.reconnecting.ReconnectingClient` that resends only after `room.joined`
+and checks, as frames arrive, that each connection brings the room's messages in id order;
+when its connection drops, it reconnects and resumes with `join since`. Invariant: every client's
 de-duplicated, id-ordered view equals the database's sequence for the room, every send is
 acknowledged, and every `client_id` is one message.
 """
 import asyncio
 import contextlib
-import json
-import socket
 import time
 
 import pytest
 from django.contrib.auth import get_user_model
-from websockets.asyncio.client import connect as websocket_connect
-from websockets.exceptions import ConnectionClosed
 
 from chat import services
 from chat.models import Message
 from chat.serializers import message_data
-from tests.client_state import ClientState
 from tests.live import run_daphne
-from tests.support import access_token, db
+from tests.reconnecting import ReconnectingClient
+from tests.support import db
 
 pytestmark = [pytest.mark.fault, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -30,97 +27,11 @@ ROOM = "load"
 LOAD_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "1000"}
 
 
-class SocketClient:
-    """A `ClientState` on a real WebSocket. It reads in a task while `reading` is set; after a
-    drop it reconnects and resumes with `join since`.
-
-    `rcvbuf` shrinks the first connection's receive buffer and `max_queue` the library's, so
-    that a client that stops reading pushes back on the server at once instead of after
-    megabytes; once it reads again, it reconnects as any client does.
-    """
-
-    def __init__(self, server, user, name: str, *, rcvbuf: int | None = None, max_queue: int = 16):
-        self.server, self.user = server, user
-        self.state = ClientState(name, user.pk, ROOM)
-        self.rcvbuf, self.max_queue = rcvbuf, max_queue
-        self.arrived: dict[int, float] = {}  # message id -> when it first arrived
-        self.closes: list[int | None] = []  # close codes; None when the connection dropped without one
-        self.reading = asyncio.Event()
-        self.reading.set()
-        self.synced = asyncio.Event()
-        self.ws = None
-        self.task: asyncio.Task | None = None
-
-    @property
-    def name(self) -> str:
-        return self.state.name
-
-    async def start(self):
-        self.task = asyncio.create_task(self._run(), name=self.name)
-        await wait_for(lambda: self.synced.is_set(), 15, [self], lambda: f"{self.name} did not join")
-
-    async def stop(self):
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        if self.ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(), 2)
-
-    def check(self):
-        """Raise what killed the reading task, if anything did (a broken invariant in `ClientState`)."""
-        if self.task.done() and not self.task.cancelled():
-            self.task.result()
-
-    async def send(self, client_id: str, body: str):
-        """Send now if in sync, else after the next `room.joined` (ClientState resends it)."""
-        frame = self.state.send(client_id, body)
-        if self.ws is not None and self.state.synced:
-            with contextlib.suppress(ConnectionClosed):  # the reader reconnects; the send goes again then
-                await self.ws.send(json.dumps(frame))
-
-    async def rejoin(self):
-        await self.ws.send(json.dumps(self.state.join()))
-
-    def missing(self, ids) -> list[int]:
-        return [i for i in ids if i not in self.state.view]
-
-    async def _run(self):
-        while True:
-            try:
-                self.ws = await self._connect()
-                await self._session(self.ws)
-            except ConnectionClosed as exc:
-                self.closes.append(exc.rcvd.code if exc.rcvd else None)
-            self.ws = None
-            self.state.connection_lost()
-            self.synced.clear()
-            await asyncio.sleep(0.05)
-
-    async def _connect(self):
-        sock = None
-        if self.rcvbuf and not self.closes:
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
-            sock.connect(("127.0.0.1", self.server.port))
-            sock.setblocking(False)
-        return await websocket_connect(self.server.ws_url + "/ws/chat/", sock=sock, max_queue=self.max_queue,
-                                       additional_headers={"Authorization": f"Bearer {access_token(self.user)}"},
-                                       open_timeout=10, ping_interval=None, max_size=2**22)
-
-    async def _session(self, ws):
-        hello = json.loads(await ws.recv())
-        assert hello["type"] == "hello", hello
-        await ws.send(json.dumps(self.state.join()))
-        while True:
-            await self.reading.wait()
-            frame = json.loads(await ws.recv())
-            if frame["type"] == "message.new":
-                self.arrived.setdefault(frame["message"]["id"], time.monotonic())
-            for reply in self.state.handle(frame):
-                await ws.send(json.dumps(reply))
-            if self.state.synced:
-                self.synced.set()
+def socket_client(server, user, name: str, **options) -> ReconnectingClient:
+    """A client in ROOM that resends after `room.joined` and checks the order of what arrives."""
+    return ReconnectingClient(user, [server], [ROOM], name, resend="joined", check_order=True,
+                              connect_options={"open_timeout": 10, "ping_interval": None, "max_size": 2**22},
+                              **options)
 
 
 async def wait_for(done, timeout: float, clients, explain) -> None:
@@ -162,13 +73,17 @@ def stored_ids(client_ids) -> dict[str, list[int]]:
     return found
 
 
-async def assert_views_and_acks(clients: list[SocketClient], senders: list[SocketClient], sent: list[str]):
+async def assert_views_and_acks(clients: list[ReconnectingClient], senders: list[ReconnectingClient],
+                                sent: list[str]):
     history = await room_history()
+    errors = {client.name: client.errors for client in clients if client.errors}
+    assert not errors, f"error frames: {errors}"
     for client in clients:
-        view = client.state.ordered()
+        view = client.ordered(ROOM)
         assert view == history, (f"{client.name} differs from the database: misses "
-                                 f"{client.missing([m['id'] for m in history])[:20]}, closes {client.closes}")
-    acks = {cid: pk for sender in senders for cid, pk in sender.state.acks.items()}
+                                 f"{client.missing(ROOM, [m['id'] for m in history])[:20]}, "
+                                 f"closes {client.close_codes}")
+    acks = {cid: pk for sender in senders for cid, pk in sender.acked.items()}
     assert sorted(acks) == sorted(sent), f"unacknowledged: {sorted(set(sent) - set(acks))[:20]}"
     assert await stored_ids(sent) == {cid: [pk] for cid, pk in acks.items()}
 
@@ -179,44 +94,45 @@ async def test_overload_every_client_ends_with_the_rooms_history(redis_url):
     per_sender = int(rate * seconds) // senders_n
     people = await members(clients_n)
     with run_daphne({**LOAD_ENV, "REDIS_URL": redis_url}) as server:
-        clients = [SocketClient(server, person, f"c{i}") for i, person in enumerate(people)]
+        clients = [socket_client(server, person, f"c{i}") for i, person in enumerate(people)]
         try:
             for batch in range(0, clients_n, 10):
-                await asyncio.gather(*(client.start() for client in clients[batch:batch + 10]))
+                await asyncio.gather(*(client.start(15) for client in clients[batch:batch + 10]))
             senders = clients[:senders_n]
             sent = [f"{sender.name}-{k}" for sender in senders for k in range(per_sender)]
             before = len(await room_ids())
             start = time.monotonic()
 
-            async def offer(sender: SocketClient):
+            async def offer(sender: ReconnectingClient):
                 for k in range(per_sender):
                     await asyncio.sleep(max(0.0, start + k * senders_n / rate - time.monotonic()))
-                    await sender.send(f"{sender.name}-{k}", f"load {k} from {sender.name}")
+                    await sender.send(ROOM, f"load {k} from {sender.name}", client_id=f"{sender.name}-{k}")
 
             await asyncio.gather(*(offer(sender) for sender in senders))
             offered_s = time.monotonic() - start
-            await wait_for(lambda: not any(s.state.unacked for s in senders), 20, clients,
-                           lambda: f"unacknowledged: { {s.name: len(s.state.unacked) for s in senders} }")
+            await wait_for(lambda: not any(s.pending for s in senders), 20, clients,
+                           lambda: f"unacknowledged: { {s.name: len(s.pending) for s in senders} }")
             ids = await room_ids()
             assert len(ids) == before + len(sent)
 
             # Whatever has not come within 3 s of the last acknowledgement was lost, not delayed.
             with contextlib.suppress(AssertionError):
-                await wait_for(lambda: not any(c.missing(ids) for c in clients), 3, clients, lambda: "")
-            missed = {c.name: len(c.missing(ids)) for c in clients if c.missing(ids)}
+                await wait_for(lambda: not any(c.missing(ROOM, ids) for c in clients), 3, clients, lambda: "")
+            missed = {c.name: len(c.missing(ROOM, ids)) for c in clients if c.missing(ROOM, ids)}
             silent = {name: n for name, n in missed.items() if not next(c for c in clients if c.name == name).closes}
             for client in clients:
-                if client.missing(ids) and client.ws is not None:
-                    await client.rejoin()
-            await wait_for(lambda: not any(c.missing(ids) for c in clients), 15, clients,
-                           lambda: f"missing after join since: { {c.name: len(c.missing(ids)) for c in clients} }")
+                if client.missing(ROOM, ids) and client.conn is not None:
+                    await client.rejoin(ROOM)
+            await wait_for(lambda: not any(c.missing(ROOM, ids) for c in clients), 15, clients,
+                           lambda: f"missing after join since: "
+                                   f"{ {c.name: len(c.missing(ROOM, ids)) for c in clients} }")
             await assert_views_and_acks(clients, senders, sent)
             assert offered_s < seconds + 1, f"the senders could not offer the load: {offered_s:.1f} s"
             # join since recovered everything; but a client whose connection never dropped must
             # not have needed it: it had no reason to ask.
             assert not silent, f"lost on open connections (messages per client): {silent}; all misses: {missed}"
         finally:
-            await asyncio.gather(*(client.stop() for client in clients if client.task))
+            await asyncio.gather(*(client.stop() for client in clients))
 
 
 async def test_slow_consumer_does_not_hold_back_the_others(redis_url):
@@ -229,33 +145,33 @@ async def test_slow_consumer_does_not_hold_back_the_others(redis_url):
     people = await members(fast_n + 2)
     env = {**LOAD_ENV, "REDIS_URL": redis_url, "CHAT_MAX_SEND_BUFFER": "65536", "CHAT_MAX_BODY": str(body_size + 10)}
     with run_daphne(env) as server:
-        sender = SocketClient(server, people[0], "sender")
-        fast = [SocketClient(server, person, f"fast{i}") for i, person in enumerate(people[1:-1])]
-        slow = SocketClient(server, people[-1], "slow", rcvbuf=4096, max_queue=1)
+        sender = socket_client(server, people[0], "sender")
+        fast = [socket_client(server, person, f"fast{i}") for i, person in enumerate(people[1:-1])]
+        slow = socket_client(server, people[-1], "slow", rcvbuf=4096, max_queue=1)
         clients = [sender, *fast, slow]
         try:
-            await asyncio.gather(*(client.start() for client in clients))
+            await asyncio.gather(*(client.start(15) for client in clients))
             slow.reading.clear()
             sent = [f"s{k}" for k in range(n)]
             for k, client_id in enumerate(sent):
-                await sender.send(client_id, f"{k:05d} " + "x" * body_size)
-            await wait_for(lambda: not sender.state.unacked, 20, clients,
-                           lambda: f"{len(sender.state.unacked)} sends unacknowledged")
-            new_ids = sorted(sender.state.acks.values())
+                await sender.send(ROOM, f"{k:05d} " + "x" * body_size, client_id=client_id)
+            await wait_for(lambda: not sender.pending, 20, clients,
+                           lambda: f"{len(sender.pending)} sends unacknowledged")
+            new_ids = sorted(sender.acked.values())
             send_end = max(sender.arrived[i] for i in new_ids)
-            await wait_for(lambda: not any(c.missing(new_ids) for c in fast), 10, clients,
-                           lambda: f"fast clients missing: { {c.name: len(c.missing(new_ids)) for c in fast} }")
+            await wait_for(lambda: not any(c.missing(ROOM, new_ids) for c in fast), 10, clients,
+                           lambda: f"fast clients missing: { {c.name: len(c.missing(ROOM, new_ids)) for c in fast} }")
             lag = max(c.arrived[i] for c in fast for i in new_ids) - send_end
             assert lag < 2.0, f"the fast clients got the last message {lag:.2f} s after it was sent"
-            assert slow.missing(new_ids), "the slow client read everything: it was not slow"
+            assert slow.missing(ROOM, new_ids), "the slow client read everything: it was not slow"
 
             slow.reading.set()
             ids = await room_ids()
-            await wait_for(lambda: not slow.missing(ids), 15, clients,
-                           lambda: f"slow client misses {len(slow.missing(ids))} after {len(slow.closes)} closes "
-                                   f"({set(slow.closes)})")
+            await wait_for(lambda: not slow.missing(ROOM, ids), 15, clients,
+                           lambda: f"slow client misses {len(slow.missing(ROOM, ids))} after {len(slow.closes)} "
+                                   f"closes ({set(slow.close_codes)})")
             await assert_views_and_acks(clients, [sender], sent)
-            assert slow.closes == [None], f"the server did not drop the slow client: closes {slow.closes}"
-            assert not any(c.closes for c in [sender, *fast]), {c.name: c.closes for c in clients}
+            assert slow.close_codes == [None], f"the server did not drop the slow client: closes {slow.closes}"
+            assert not any(c.closes for c in [sender, *fast]), {c.name: c.close_codes for c in clients}
         finally:
-            await asyncio.gather(*(client.stop() for client in clients if client.task))
+            await asyncio.gather(*(client.stop() for client in clients))
