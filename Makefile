@@ -24,7 +24,7 @@ messages: $(VENV)/.installed
 
 # After changing a message the catalogues are extracted again (needs GNU gettext); then every
 # new or fuzzy entry of locale/zh_Hans is translated (tests/test_i18n.py fails until it is).
-MAKEMESSAGES = $(BIN)/python manage.py makemessages -l zh_Hans --ignore=.venv --ignore=tests --ignore=bench \
+MAKEMESSAGES = $(BIN)/python manage.py makemessages -l zh_Hans --ignore=.venv --ignore=tests --ignore=bench --no-wrap \
 	--ignore=staticfiles
 messages-update: export DJANGO_DEBUG ?= true
 messages-update: $(VENV)/.installed

@@ -21,10 +21,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 PASSWORD = "s3cret-pass-1"  # conftest's make_user default
 TIMEOUT_MS = 15_000
+CHINESE = "zh-CN"  # a browser locale: its Accept-Language picks zh-hans, and Intl formats dates the Chinese way
+ONLINE = {"en-US": "online", CHINESE: "在线"}
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 800}
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
 SHOTS = Path("/tmp/web-shots")
+SHOTS_CHINESE = Path("/tmp/web-shots-zh")
 
 
 def in_thread(fn, *args, **kwargs):
@@ -82,14 +85,15 @@ def log_in(browser, server, username, **options):
     assert page.goto("/login/").status == 200
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")  # not the header's language switcher
     page.wait_for_url(f"{server.url}/")
     return page
 
 
-def open_room(page, slug):
+def open_room(page, slug, online="online"):
+    """Open a room and wait until its socket is up; `online` is the status line in the page's language."""
     assert page.goto(f"/rooms/{slug}/").status == 200
-    expect(page.locator("#conn-state")).to_have_text("online", timeout=TIMEOUT_MS)
+    expect(page.locator("#conn-state")).to_have_text(online, timeout=TIMEOUT_MS)
     assert page.errors == [], page.errors
 
 
@@ -120,7 +124,7 @@ def axe_violations(page) -> list[str]:
             for v in result["violations"]]
 
 
-def screenshot(page, name: str) -> None:
+def screenshot(page, name: str, folder: Path = SHOTS) -> None:
     """For a person to look at; never committed."""
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    folder.mkdir(exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))

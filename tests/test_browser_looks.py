@@ -1,6 +1,7 @@
-"""Every page of ours in light and dark, on a desktop and a phone: axe-core finds no violation,
-nothing overflows sideways, touch targets on a phone are at least 44 px, and a non-member's
-preview shows the browser's time zone. Screenshots go to /tmp/web-shots/ for a person to look at.
+"""Every page of ours in English and Chinese, light and dark, on a desktop and a phone: axe-core
+finds no violation, nothing overflows sideways, touch targets on a phone are at least 44 px, the
+page says its language, and a non-member's preview shows the browser's time zone and locale.
+Screenshots go to /tmp/web-shots/ (English) and /tmp/web-shots-zh/ for a person to look at.
 """
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -9,8 +10,12 @@ import pytest
 
 from chat import services
 from tests.browser import (
+    CHINESE,
     DESKTOP,
+    ONLINE,
     PHONE,
+    SHOTS,
+    SHOTS_CHINESE,
     axe_violations,
     chromium,
     log_in,
@@ -23,6 +28,8 @@ from tests.live import run_daphne
 
 pytestmark = pytest.mark.browser
 
+# Per browser locale: the page's <html lang>, its language's text on every page, a message's time.
+LANGUAGES = {"en-US": ("en", "Log", "%I:%M %p", SHOTS), CHINESE: ("zh-hans", "登录", "%H:%M", SHOTS_CHINESE)}
 PAGES = {"rooms": "/", "room": "/rooms/general/", "directory": "/directory/?q=gen", "profile": "/account/",
          "password": "/account/password/", "preview": "/rooms/lobby/"}
 
@@ -41,7 +48,9 @@ def small_targets(page) -> list[str]:
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("size", ["desktop", "phone"])
-def test_every_page_passes_axe_in_both_themes_and_sizes(transactional_db, alice, bob, scheme, size, settings):
+@pytest.mark.parametrize("locale", LANGUAGES)
+def test_every_page_passes_axe_in_both_languages_themes_and_sizes(transactional_db, alice, bob, locale, scheme, size,
+                                                                  settings):
     settings.CHAT_RATE_PER_10S = 1000
     use_server_hasher(alice, bob)
     services.room_create(user=alice, name="General", slug="general", topic="Everything and anything")
@@ -52,31 +61,36 @@ def test_every_page_passes_axe_in_both_themes_and_sizes(transactional_db, alice,
     services.message_send(user=bob, slug="lobby", body="a room alice has not joined")
     services.message_send(user=bob, slug="general", body="שלום לכולם")  # right-to-left text
     viewport = DESKTOP if size == "desktop" else PHONE
+    lang, word, time_format, shots = LANGUAGES[locale]
+    options = {"viewport": viewport, "color_scheme": scheme, "locale": locale}
     with run_daphne() as server, chromium() as browser:
-        anonymous = new_page(browser, server, viewport=viewport, color_scheme=scheme)
+        anonymous = new_page(browser, server, **options)
         for name, path in (("login", "/login/"), ("register", "/register/")):
             assert anonymous.goto(path).status == 200
+            assert anonymous.locator("html").get_attribute("lang") == lang, name
+            assert word in anonymous.locator("header").text_content(), name
             assert axe_violations(anonymous) == [], name
             assert no_sideways_overflow(anonymous), name
-            screenshot(anonymous, f"{name}-{scheme}-{size}")
-        page = log_in(browser, server, "alice", viewport=viewport, color_scheme=scheme)
+            screenshot(anonymous, f"{name}-{scheme}-{size}", shots)
+        page = log_in(browser, server, "alice", **options)
         for name, path in PAGES.items():
             if name == "room":
-                open_room(page, "general")
+                open_room(page, "general", online=ONLINE[locale])
             else:
                 assert page.goto(path).status == 200
+            assert page.locator("html").get_attribute("lang") == lang, name
             assert axe_violations(page) == [], name
             assert no_sideways_overflow(page), name
             if size == "phone":
                 assert small_targets(page) == [], name
-            screenshot(page, f"{name}-{scheme}-{size}")
+            screenshot(page, f"{name}-{scheme}-{size}", shots)
             if name == "room":  # right-to-left text is laid out right to left, the rest left to right
                 bodies = page.locator("#messages .msg .body")
                 assert bodies.last.evaluate("node => getComputedStyle(node).direction") == "rtl"
                 assert bodies.first.evaluate("node => getComputedStyle(node).direction") == "ltr"
-            if name == "preview":  # a non-member's preview shows the browser's time zone, not UTC
+            if name == "preview":  # a non-member's preview shows the browser's time zone and locale, not UTC
                 time = page.locator("#messages .msg time").last
                 local = datetime.fromisoformat(time.get_attribute("datetime")).astimezone(ZoneInfo("Europe/Paris"))
-                assert time.text_content() == local.strftime("%I:%M %p")
+                assert time.text_content() == local.strftime(time_format)
                 assert str(local.year) in time.get_attribute("title")
         assert page.errors == []

@@ -133,6 +133,13 @@ def test_a_page_says_its_language_in_html_lang_and_the_switcher_keeps_it(db):
     assert '<html lang="en">' in english
     chinese = client.get("/login/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
     assert '<html lang="zh-hans">' in chinese and "登录" in chinese
+    # The switcher in the header: the other language, named in itself, and the way back to this page.
+    def switcher(html):
+        return " ".join(re.search(r'<form[^>]*id="language-switcher".*?</form>', html, re.S)[0].split())
+    assert 'action="/i18n/setlang/"' in switcher(english)
+    assert '<input type="hidden" name="next" value="/login/">' in switcher(english)
+    assert 'name="language" value="zh-hans" lang="zh-hans">简体中文</button>' in switcher(english)
+    assert 'name="language" value="en" lang="en">English</button>' in switcher(chinese)
     response = client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/login/"})
     assert response.status_code == 302 and response.cookies[settings.LANGUAGE_COOKIE_NAME].value == "zh-hans"
     assert '<html lang="zh-hans">' in client.get("/login/", HTTP_ACCEPT_LANGUAGE="en").content.decode()

@@ -25,13 +25,6 @@ def client_for(db):
     return make
 
 
-@pytest.fixture
-def general(alice, bob):
-    room = services.room_create(user=alice, name="General", slug="general")
-    services.room_join(user=bob, slug="general")
-    return room
-
-
 def csrf_token(client, url):
     html = client.get(url).content.decode()
     return re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
@@ -108,7 +101,7 @@ def test_register_respects_closed_registration(db, settings):
 
 # Room list
 
-def test_room_list_shows_unread_counts_and_rooms_to_join(general, alice, bob, carol, client_for):
+def test_room_list_shows_unread_counts_and_rooms_to_join(general_with_bob, alice, bob, carol, client_for):
     for n in range(3):
         services.message_send(user=alice, slug="general", body=f"hello {n}")
     services.room_create(user=alice, name="Secret", slug="secret", kind="private")
@@ -125,16 +118,16 @@ def test_room_list_shows_unread_counts_and_rooms_to_join(general, alice, bob, ca
     assert "secret" not in html
 
 
-def test_join_button_makes_a_member(general, carol, client_for):
+def test_join_button_makes_a_member(general_with_bob, carol, client_for):
     response = client_for(carol).post("/rooms/general/join/")
     assert response.status_code == 302 and response["Location"] == "/rooms/general/"
-    assert Membership.objects.filter(room=general, user=carol).exists()
+    assert Membership.objects.filter(room=general_with_bob, user=carol).exists()
 
 
-def test_leave_ends_membership(general, bob, client_for):
+def test_leave_ends_membership(general_with_bob, bob, client_for):
     response = client_for(bob).post("/rooms/general/leave/")
     assert response.status_code == 302 and response["Location"] == "/"
-    assert not Membership.objects.filter(room=general, user=bob).exists()
+    assert not Membership.objects.filter(room=general_with_bob, user=bob).exists()
 
 
 def test_create_room_form(alice, client_for):
@@ -152,7 +145,7 @@ def test_create_room_form(alice, client_for):
     ({"name": "Other", "slug": "general", "kind": "public"}, "is taken; choose another"),
     ({"name": "!!!", "kind": "public"}, "could not derive one from the name"),
 ])
-def test_create_room_form_rejects_bad_input(general, alice, client_for, data, message):
+def test_create_room_form_rejects_bad_input(general_with_bob, alice, client_for, data, message):
     response = client_for(alice).post("/rooms/", data)
     assert response.status_code == 400
     assert message in response.content.decode()
@@ -179,7 +172,7 @@ def test_direct_form_rejects_bad_usernames(alice, client_for, username, status, 
 
 # Room page
 
-def test_room_page_renders_history_escaped(general, alice, bob, client_for):
+def test_room_page_renders_history_escaped(general_with_bob, alice, bob, client_for):
     message, _ = services.message_send(user=alice, slug="general", body="<script>alert(1)</script>")
     response = client_for(bob).get("/rooms/general/")
     assert response.status_code == 200
@@ -193,7 +186,7 @@ def test_room_page_renders_history_escaped(general, alice, bob, client_for):
     assert config["user"] == {"id": bob.pk, "username": "bob", "isStaff": False}
 
 
-def test_room_page_shows_the_newest_page_in_constant_queries(general, alice, bob, client_for, settings,
+def test_room_page_shows_the_newest_page_in_constant_queries(general_with_bob, alice, bob, client_for, settings,
                                                               django_assert_max_num_queries):
     settings.CHAT_RATE_PER_10S = 1000
     for n in range(60):
@@ -206,7 +199,7 @@ def test_room_page_shows_the_newest_page_in_constant_queries(general, alice, bob
     assert 'id="load-older"' in html and 'id="load-older" class="link" hidden' not in html
 
 
-def test_room_page_hides_deleted_bodies(general, alice, bob, client_for):
+def test_room_page_hides_deleted_bodies(general_with_bob, alice, bob, client_for):
     message, _ = services.message_send(user=alice, slug="general", body="regrettable")
     services.message_delete(user=alice, message_id=message.pk)
     html = client_for(bob).get("/rooms/general/").content.decode()
@@ -214,11 +207,11 @@ def test_room_page_hides_deleted_bodies(general, alice, bob, client_for):
     assert f'class="msg msg-user deleted" data-id="{message.pk}"' in html
 
 
-def test_non_member_of_public_room_sees_join_button_and_no_client(general, carol, client_for):
+def test_non_member_of_public_room_sees_join_button_and_no_client(general_with_bob, carol, client_for):
     html = client_for(carol).get("/rooms/general/").content.decode()
     assert 'action="/rooms/general/join/"' in html
     assert "js/room.js" not in html
-    assert not Membership.objects.filter(room=general, user=carol).exists()
+    assert not Membership.objects.filter(room=general_with_bob, user=carol).exists()
 
 
 def test_room_page_access_errors(alice, carol, client_for):
@@ -259,7 +252,7 @@ def test_seed_demo_is_idempotent_and_prints_credentials(db):
 
 # Pages added for the web client
 
-def test_directory_searches_rooms_by_name_slug_or_topic(general, alice, bob, client_for):
+def test_directory_searches_rooms_by_name_slug_or_topic(general_with_bob, alice, bob, client_for):
     services.room_create(user=bob, name="Gardening", slug="garden", topic="Roses and tulips")
     services.room_create(user=bob, name="Hidden", slug="hidden", kind="private", topic="roses too")
     client = client_for(alice)

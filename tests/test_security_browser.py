@@ -31,7 +31,7 @@ def test_pages_admin_and_api_docs_run_under_the_policy(transactional_db, admin_u
         assert page.goto("/login/").status == 200
         page.fill("#id_username", admin_user.username)
         page.fill("#id_password", PASSWORD)
-        page.click("button[type=submit]")
+        page.click("main button[type=submit]")
         page.wait_for_url(f"{server.url}/")
         assert page.goto("/rooms/general/").status == 200
         expect(page.locator("#conn-state")).to_have_text("online")  # the socket: connect-src 'self'
