@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-services migrate messages messages-update cluster bench
+.PHONY: run test test-services lint migrate messages messages-update cluster bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -58,3 +58,9 @@ test-services: $(VENV)/.installed messages
 # (bench/README.md). BENCH_ARGS="--quick", "--services", "--cluster", "--only ack200"; SERVER=uvicorn.
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Lint, format check and the import rules (pyproject.toml: ruff, import-linter's layer contracts).
+lint: $(VENV)/.installed
+	$(BIN)/ruff check chat chatproject tests bench deploy manage.py
+	$(BIN)/ruff format --check chat chatproject tests bench deploy manage.py
+	$(BIN)/lint-imports
