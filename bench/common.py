@@ -4,6 +4,7 @@ the disk's commit time.
 The tools run as scripts (`python bench/idle.py`); each puts the repository root on
 sys.path before it imports this module as `bench.common`.
 """
+
 import contextlib
 import os
 import socket
@@ -21,6 +22,7 @@ def log(*parts) -> None:
 
 
 # Ports and server processes
+
 
 def free_port(count: int = 1) -> int:
     """A free port on 127.0.0.1; with `count`, one whose next count-1 ports are free too."""
@@ -78,6 +80,7 @@ def rss_kib(pid: int) -> int:
 
 # PostgreSQL databases
 
+
 def ensure_postgres_database(url: str) -> None:
     """Create the database `url` names if it does not exist yet (connecting to `postgres` on the same server)."""
     import psycopg
@@ -107,6 +110,7 @@ def postgres_database(url: str):
 
 
 # The disk under the database
+
 
 class CommitProbe:
     """While a scenario runs, a thread of its own commits a one-row insert every `interval`
@@ -161,5 +165,9 @@ class CommitProbe:
         if not self.seconds:
             return {}
         ms = sorted(s * 1000 for s in self.seconds)
-        return {"commits": len(ms), "commit_p50_ms": round(ms[len(ms) // 2], 2), "commit_max_ms": round(ms[-1], 2),
-                "commits_over_20ms": sum(1 for m in ms if m > 20)}
+        return {
+            "commits": len(ms),
+            "commit_p50_ms": round(ms[len(ms) // 2], 2),
+            "commit_max_ms": round(ms[-1], 2),
+            "commits_over_20ms": sum(1 for m in ms if m > 20),
+        }

@@ -13,6 +13,7 @@ through the whole Django stack:
 
 Prints one JSON line, then a table.
 """
+
 import argparse
 import contextlib
 import http.client
@@ -50,6 +51,7 @@ def setup_django(database_url: str) -> None:
 
 # Seeding and counting: plain functions on the configured database (the tests use them too)
 
+
 def seed_messages(room, author, count: int) -> int:
     """Add messages to `room` until it holds `count`, in one INSERT ... SELECT; return how many were added.
 
@@ -71,8 +73,10 @@ def seed_messages(room, author, count: int) -> int:
         sql = f"INSERT INTO {table} ({columns}) SELECT {values} FROM generate_series(1, %s) AS n"
         params = [room.pk, author.pk, timezone.now(), missing]
     else:
-        sql = (f"WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < %s) "
-               f"INSERT INTO {table} ({columns}) SELECT {values} FROM seq")
+        sql = (
+            f"WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < %s) "
+            f"INSERT INTO {table} ({columns}) SELECT {values} FROM seq"
+        )
         params = [missing, room.pk, author.pk, timezone.now()]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -130,16 +134,26 @@ def explain(sql: str) -> str:
 
 # Timing through a real server
 
+
 @contextlib.contextmanager
 def daphne(database_url: str):
     """A daphne on `database_url`; yields its port and process id."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-           "LOG_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore::RuntimeWarning"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        "LOG_LEVEL": "WARNING",
+        "PYTHONWARNINGS": "ignore::RuntimeWarning",
+    }
     setdefault_local_keys(env)
-    process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                                "chatproject.asgi:application"], cwd=BASE_DIR, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port, process, timeout=30, name="daphne")
         yield port, process.pid
@@ -153,8 +167,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def time_requests(port: int, token: str, path: str, count: int, limit: int, warmup: int = 10,
-                  pid: int | None = None) -> dict:
+def time_requests(
+    port: int, token: str, path: str, count: int, limit: int, warmup: int = 10, pid: int | None = None
+) -> dict:
     """Latency of `count` sequential GETs of `path` on one keep-alive connection, in ms.
 
     With the server's `pid`, also the server's CPU time per request: unlike latency, it
@@ -177,19 +192,27 @@ def time_requests(port: int, token: str, path: str, count: int, limit: int, warm
             times.append(elapsed)
     conn.close()
     times.sort()
-    result = {"requests": count, "p50_ms": round(statistics.median(times), 2),
-              "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2), "max_ms": round(times[-1], 2)}
+    result = {
+        "requests": count,
+        "p50_ms": round(statistics.median(times), 2),
+        "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
+        "max_ms": round(times[-1], 2),
+    }
     if pid is not None:
         result["server_cpu_ms"] = round((cpu_seconds(pid) - cpu_before) * 1000 / count, 2)
     return result
 
 
 def table(result: dict) -> str:
-    lines = [f"{result['messages']:,} messages in '{ROOM}' ({result['database']}), limit {result['limit']}",
-             f"{'page':<8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cpu ms':>9}{'queries':>9}"]
+    lines = [
+        f"{result['messages']:,} messages in '{ROOM}' ({result['database']}), limit {result['limit']}",
+        f"{'page':<8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cpu ms':>9}{'queries':>9}",
+    ]
     for name in ("newest", "deep"):
         t = result[name]
-        lines.append(f"{name:<8}{t['p50_ms']:>9}{t['p99_ms']:>9}{t['max_ms']:>9}{t['server_cpu_ms']:>9}{t['queries']:>9}")
+        lines.append(
+            f"{name:<8}{t['p50_ms']:>9}{t['p99_ms']:>9}{t['max_ms']:>9}{t['server_cpu_ms']:>9}{t['queries']:>9}"
+        )
     return "\n".join(lines)
 
 
@@ -217,8 +240,14 @@ def main(argv=None) -> int:
     log(f"seeded {added} messages in {seed_seconds} s" if added else f"'{ROOM}' already holds {args.messages} messages")
 
     paths = page_paths(room, args.limit)
-    result = {"tool": "history", "database": name, "messages": args.messages, "seeded": added,
-              "seed_seconds": seed_seconds, "limit": args.limit}
+    result = {
+        "tool": "history",
+        "database": name,
+        "messages": args.messages,
+        "seeded": added,
+        "seed_seconds": seed_seconds,
+        "limit": args.limit,
+    }
     for page, path in paths.items():
         queries, statements = count_queries(author, path)
         result[page] = {"path": path, "queries": queries}

@@ -17,6 +17,7 @@ An attached server must allow the connections: CHAT_MAX_CONNECTIONS at least N, 
 CHAT_MAX_CONNECTIONS_PER_USER at least N / --accounts. Clients connect from several local
 source addresses (127.0.0.1, 127.0.0.2, ...) so that ephemeral ports never run short.
 """
+
 import argparse
 import asyncio
 import contextlib
@@ -56,19 +57,26 @@ def raise_fd_limit() -> int:
 
 # The server
 
+
 class Server:
     """One daphne process of ours, started with room for `connections` sockets."""
 
     def __init__(self, connections: int, accounts: int, services: bool, database_url: str, redis_url: str):
         self.workdir = tempfile.mkdtemp(prefix="idle-bench-")
         self.port = free_port()
-        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatproject.settings", "PYTHONUNBUFFERED": "1",
-               "LOG_LEVEL": "WARNING", "PYTHONWARNINGS": "ignore::RuntimeWarning",
-               "CHAT_MAX_CONNECTIONS": str(connections * 2 + 100),
-               "CHAT_MAX_CONNECTIONS_PER_USER": str(connections * 2 // accounts + 100),
-               "CHAT_LOGIN_RATE": "10000/min", "CHAT_REGISTER_RATE": "10000/min",
-               "JWT_ACCESS_MINUTES": "1440",
-               "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as deploy/systemd runs it
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+            "PYTHONUNBUFFERED": "1",
+            "LOG_LEVEL": "WARNING",
+            "PYTHONWARNINGS": "ignore::RuntimeWarning",
+            "CHAT_MAX_CONNECTIONS": str(connections * 2 + 100),
+            "CHAT_MAX_CONNECTIONS_PER_USER": str(connections * 2 // accounts + 100),
+            "CHAT_LOGIN_RATE": "10000/min",
+            "CHAT_REGISTER_RATE": "10000/min",
+            "JWT_ACCESS_MINUTES": "1440",
+            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+        }  # as deploy/systemd runs it
         setdefault_local_keys(env)
         if services:
             ensure_postgres_database(database_url)
@@ -79,10 +87,13 @@ class Server:
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True)
         self.log = open(Path(self.workdir) / "daphne.log", "w+b")
         # `exec` keeps one process: its pid is daphne's, whose RSS is measured.
-        command = (f"ulimit -n $(ulimit -Hn) && exec {sys.executable} -m daphne -b 127.0.0.1 -p {self.port} "
-                   "--ping-interval 20 --ping-timeout 30 chatproject.asgi:application")
-        self.process = subprocess.Popen(["sh", "-c", command], cwd=BASE_DIR, env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
+        command = (
+            f"ulimit -n $(ulimit -Hn) && exec {sys.executable} -m daphne -b 127.0.0.1 -p {self.port} "
+            "--ping-interval 20 --ping-timeout 30 chatproject.asgi:application"
+        )
+        self.process = subprocess.Popen(
+            ["sh", "-c", command], cwd=BASE_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         self.pid = self.process.pid
         self.url = f"http://127.0.0.1:{self.port}"
         try:
@@ -104,6 +115,7 @@ class Server:
 
 
 # Accounts
+
 
 def post_json(url: str, body: dict, token: str | None = None) -> tuple[int, dict]:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -152,6 +164,7 @@ class Accounts:
 
 # Connections
 
+
 class Pool:
     """N client connections in numbered slots, each opened from one of several local source addresses."""
 
@@ -169,8 +182,15 @@ class Pool:
         source = self.sources[slot % len(self.sources)]
         try:
             async with asyncio.timeout(self.timeout):
-                ws = await connect(url, ping_interval=None, compression=None, open_timeout=None,
-                                   close_timeout=5, max_queue=64, local_addr=(source, 0))
+                ws = await connect(
+                    url,
+                    ping_interval=None,
+                    compression=None,
+                    open_timeout=None,
+                    close_timeout=5,
+                    max_queue=64,
+                    local_addr=(source, 0),
+                )
                 while json.loads(await ws.recv()).get("type") != "hello":
                     pass
         except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
@@ -190,7 +210,7 @@ class Pool:
         slots = list(slots)
         opened = 0
         for start in range(0, len(slots), batch):
-            results = await asyncio.gather(*(self.open(s) for s in slots[start:start + batch]))
+            results = await asyncio.gather(*(self.open(s) for s in slots[start : start + batch]))
             opened += sum(results)
             if start // batch % 10 == 9:
                 log(f"  {len(self.slots)} open")
@@ -232,16 +252,23 @@ async def churn(pool: Pool, pid: int, seconds: float, per_second: int, batch: in
     values = [kib for _, kib in samples]
     half = [kib for t, kib in samples if t >= elapsed / 2]
     return {
-        "seconds": round(elapsed, 1), "per_second": per_second, "reopened": reopened, "failed": failed,
+        "seconds": round(elapsed, 1),
+        "per_second": per_second,
+        "reopened": reopened,
+        "failed": failed,
         "reopened_per_second": round(reopened / elapsed, 1),
-        "failures": sorted(set(pool.failures))[:5], "rss_start_kib": values[0], "rss_end_kib": values[-1], "rss_max_kib": max(values),
-        "growth_kib": values[-1] - values[0], "growth_second_half_kib": half[-1] - half[0],
+        "failures": sorted(set(pool.failures))[:5],
+        "rss_start_kib": values[0],
+        "rss_end_kib": values[-1],
+        "rss_max_kib": max(values),
+        "growth_kib": values[-1] - values[0],
+        "growth_second_half_kib": half[-1] - half[0],
         "samples": samples,
     }
 
 
 async def measure(args, http: str, pid: int) -> dict:
-    ws_url = "ws" + http[len("http"):]
+    ws_url = "ws" + http[len("http") :]
     accounts = Accounts(http, args.accounts)
     sources = [f"127.0.0.{i + 1}" for i in range(args.sources)]
     pool = Pool(ws_url, accounts, sources, args.timeout)
@@ -262,10 +289,15 @@ async def measure(args, http: str, pid: int) -> dict:
     after = rss_kib(pid)
     log(f"RSS after: {after} KiB with {opened} open")
     result = {
-        "connections": args.connections, "opened": opened, "hello": opened, "failed": args.connections - opened,
-        "failures": sorted(set(pool.failures))[:5], "open_seconds": round(open_seconds, 1),
+        "connections": args.connections,
+        "opened": opened,
+        "hello": opened,
+        "failed": args.connections - opened,
+        "failures": sorted(set(pool.failures))[:5],
+        "open_seconds": round(open_seconds, 1),
         "connects_per_second": round(opened / open_seconds, 1) if open_seconds else None,
-        "rss_before_kib": before, "rss_after_kib": after,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
         "kib_per_connection": round((after - before) / opened, 2) if opened else None,
     }
     if args.churn_seconds:
@@ -285,7 +317,10 @@ def table(result: dict) -> str:
     if "churn" in result:
         c = result["churn"]
         rows += [
-            ("churn", f"{c['seconds']} s, {c['reopened']} reopened ({c['reopened_per_second']}/s), {c['failed']} failed"),
+            (
+                "churn",
+                f"{c['seconds']} s, {c['reopened']} reopened ({c['reopened_per_second']}/s), {c['failed']} failed",
+            ),
             ("RSS start / end / max", f"{c['rss_start_kib']:,} / {c['rss_end_kib']:,} / {c['rss_max_kib']:,} KiB"),
             ("growth (second half)", f"{c['growth_kib']:,} KiB ({c['growth_second_half_kib']:,} KiB)"),
         ]

@@ -8,6 +8,7 @@ end); the Channels tutorial consumer on its RedisChannelLayer (bench/baselines/t
 and raw_ws.py, a bare `websockets` broadcaster. Every wsbench JSON line, with the scenario and
 server, goes to bench/results/<time>.jsonl; server logs go next to it.
 """
+
 import argparse
 import contextlib
 import importlib.util
@@ -109,8 +110,13 @@ def serve(command, *, env, cwd, log_path, name, kind, ports=1, **extra):
     for attempt in range(3):  # another program may take the port between our check and the server's bind
         port = free_port(ports)
         with open(log_path, "ab") as out:
-            process = subprocess.Popen([part.replace("{port}", str(port)) for part in command], cwd=cwd, env=env,
-                                       stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [part.replace("{port}", str(port)) for part in command],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_for_port(port, process, timeout=60)
             break
@@ -126,11 +132,37 @@ def serve(command, *, env, cwd, log_path, name, kind, ports=1, **extra):
 
 def server_command(server_kind, app):
     if server_kind == "uvicorn":
-        return [PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "{port}",
-                "--loop", "uvloop", "--ws", "websockets", "--log-level", "warning"]
+        return [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--loop",
+            "uvloop",
+            "--ws",
+            "websockets",
+            "--log-level",
+            "warning",
+        ]
     # As `make run` serves it.
-    return [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", "{port}", "--ping-interval", "20", "--ping-timeout", "30",
-            app]
+    return [
+        PYTHON,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        "{port}",
+        "--ping-interval",
+        "20",
+        "--ping-timeout",
+        "30",
+        app,
+    ]
 
 
 def uvicorn_missing():
@@ -175,8 +207,14 @@ def prepare_ours(stack, *, services, users):
         env["DATABASE_URL"] = f"sqlite:///{tmp / 'bench.sqlite3'}"
         label = "sqlite+memory"
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-    minted = subprocess.run([PYTHON, "manage.py", "shell", "-c", MINT_TOKENS], cwd=ROOT, check=True,
-                            env={**env, "BENCH_USERS": str(users)}, capture_output=True, text=True)
+    minted = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", MINT_TOKENS],
+        cwd=ROOT,
+        check=True,
+        env={**env, "BENCH_USERS": str(users)},
+        capture_output=True,
+        text=True,
+    )
     tokens = tmp / "tokens.json"
     tokens.write_text(minted.stdout.strip().splitlines()[-1])
     return env, str(tokens), label
@@ -186,10 +224,18 @@ def prepare_ours(stack, *, services, users):
 def ours(args, stamp, *, services, users):
     with contextlib.ExitStack() as stack:
         env, tokens, label = prepare_ours(stack, services=services, users=users)
-        yield stack.enter_context(serve(server_command(args.server, "chatproject.asgi:application"), env=env,
-                                        cwd=ROOT, log_path=RESULTS / f"{stamp}-ours-{label}.log",
-                                        name=f"ours ({args.server}, {label})", kind="ours", tokens=tokens,
-                                        database=env["DATABASE_URL"]))
+        yield stack.enter_context(
+            serve(
+                server_command(args.server, "chatproject.asgi:application"),
+                env=env,
+                cwd=ROOT,
+                log_path=RESULTS / f"{stamp}-ours-{label}.log",
+                name=f"ours ({args.server}, {label})",
+                kind="ours",
+                tokens=tokens,
+                database=env["DATABASE_URL"],
+            )
+        )
 
 
 @contextlib.contextmanager
@@ -199,21 +245,40 @@ def cluster(args, stamp, *, processes, users):
     with contextlib.ExitStack() as stack:
         env, tokens, label = prepare_ours(stack, services=True, users=users)
         command = [PYTHON, "deploy/cluster.py", "--processes", str(processes), "--port", "{port}"]
-        yield stack.enter_context(serve(command, env=env, cwd=ROOT, ports=processes + 1,
-                                        log_path=RESULTS / f"{stamp}-cluster{processes}.log",
-                                        name=f"ours x{processes} (daphne, {label}) behind nginx", kind="cluster",
-                                        tokens=tokens))
+        yield stack.enter_context(
+            serve(
+                command,
+                env=env,
+                cwd=ROOT,
+                ports=processes + 1,
+                log_path=RESULTS / f"{stamp}-cluster{processes}.log",
+                name=f"ours x{processes} (daphne, {label}) behind nginx",
+                kind="cluster",
+                tokens=tokens,
+            )
+        )
 
 
 @contextlib.contextmanager
 def tutorial(args, stamp, redis_url):
     prefix = f"benchpeer{os.getpid()}"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tutorial.settings", "PEER_LAYER": "redis", "REDIS_URL": redis_url,
-           "PEER_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tutorial.settings",
+        "PEER_LAYER": "redis",
+        "REDIS_URL": redis_url,
+        "PEER_PREFIX": prefix,
+        "PYTHONUNBUFFERED": "1",
+    }
     try:
-        with serve(server_command(args.server, "tutorial.asgi:application"), env=env,
-                   cwd=BENCH / "baselines" / "tutorial_peer", log_path=RESULTS / f"{stamp}-tutorial.log",
-                   name=f"tutorial ({args.server}, RedisChannelLayer)", kind="tutorial") as server:
+        with serve(
+            server_command(args.server, "tutorial.asgi:application"),
+            env=env,
+            cwd=BENCH / "baselines" / "tutorial_peer",
+            log_path=RESULTS / f"{stamp}-tutorial.log",
+            name=f"tutorial ({args.server}, RedisChannelLayer)",
+            kind="tutorial",
+        ) as server:
             yield server
     finally:
         drop_redis_keys(redis_url, prefix)  # its group keys would otherwise stay for a day
@@ -221,21 +286,52 @@ def tutorial(args, stamp, redis_url):
 
 @contextlib.contextmanager
 def raw_ws(args, stamp):
-    with serve([PYTHON, str(BENCH / "baselines" / "raw_ws.py"), "{port}"], env=dict(os.environ), cwd=ROOT,
-               log_path=RESULTS / f"{stamp}-raw_ws.log", name="raw_ws", kind="raw") as server:
+    with serve(
+        [PYTHON, str(BENCH / "baselines" / "raw_ws.py"), "{port}"],
+        env=dict(os.environ),
+        cwd=ROOT,
+        log_path=RESULTS / f"{stamp}-raw_ws.log",
+        name="raw_ws",
+        kind="raw",
+    ) as server:
         yield server
 
 
 def wsbench(server, scenario, size, room_prefix, timeout):
-    command = [PYTHON, str(BENCH / "wsbench.py"), "--protocol", server.protocol,
-               "--ws", f"ws://127.0.0.1:{server.port}", "--http", f"http://127.0.0.1:{server.port}",
-               "--rooms", str(size.rooms), "--clients", str(size.clients), "--senders", str(size.senders),
-               "--messages", str(size.messages), "--rate", str(size.rate), "--users", str(size.rooms * size.clients),
-               "--room-prefix", room_prefix, "--server-pid", str(server.process.pid), "--timeout", str(timeout)]
+    command = [
+        PYTHON,
+        str(BENCH / "wsbench.py"),
+        "--protocol",
+        server.protocol,
+        "--ws",
+        f"ws://127.0.0.1:{server.port}",
+        "--http",
+        f"http://127.0.0.1:{server.port}",
+        "--rooms",
+        str(size.rooms),
+        "--clients",
+        str(size.clients),
+        "--senders",
+        str(size.senders),
+        "--messages",
+        str(size.messages),
+        "--rate",
+        str(size.rate),
+        "--users",
+        str(size.rooms * size.clients),
+        "--room-prefix",
+        room_prefix,
+        "--server-pid",
+        str(server.process.pid),
+        "--timeout",
+        str(timeout),
+    ]
     if server.tokens:
         command += ["--tokens", server.tokens]
-    log(f"  {scenario} on {server.name}: {size.rooms} room(s) x {size.clients} clients, {size.senders} sender(s) "
-        f"x {size.messages} msgs, {'%g msg/s' % size.rate if size.rate else 'as fast as possible'}")
+    log(
+        f"  {scenario} on {server.name}: {size.rooms} room(s) x {size.clients} clients, {size.senders} sender(s) "
+        f"x {size.messages} msgs, {'%g msg/s' % size.rate if size.rate else 'as fast as possible'}"
+    )
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -288,8 +384,21 @@ def fmt_ratio(value, base):
     return f"{value / base:.2f}x" if value and base else "—"
 
 
-COLUMNS = ["scenario", "server", "delivered/s", "lost", "dupes", "not persisted", "p50", "p99", "ack p99",
-           "handshake p99", "peak RSS", "vs tutorial", "vs raw_ws"]
+COLUMNS = [
+    "scenario",
+    "server",
+    "delivered/s",
+    "lost",
+    "dupes",
+    "not persisted",
+    "p50",
+    "p99",
+    "ack p99",
+    "handshake p99",
+    "peak RSS",
+    "vs tutorial",
+    "vs raw_ws",
+]
 
 
 def table(results, notes=()):
@@ -307,12 +416,21 @@ def table(results, notes=()):
                 cells = [scenario, r["server"], r["failed"]] + [""] * (len(COLUMNS) - 3)
             else:
                 dps = r["deliveries_per_s"]
-                cells = [scenario, r["server"], f"{dps:,.0f}" if dps else "0", f"{r['lost']:,}", f"{r['dupes']:,}",
-                         "—" if r.get("not_persisted") is None else f"{r['not_persisted']:,}",
-                         fmt_ms(r["p50_ms"]), fmt_ms(r["p99_ms"]), fmt_ms(r.get("ack_p99_ms")),
-                         fmt_ms(r.get("handshake_p99_ms")),
-                         "—" if r.get("peak_rss_mib") is None else f"{r['peak_rss_mib']:.0f} MiB",
-                         fmt_ratio(dps, base.get((scenario, "tutorial"))), fmt_ratio(dps, base.get((scenario, "raw")))]
+                cells = [
+                    scenario,
+                    r["server"],
+                    f"{dps:,.0f}" if dps else "0",
+                    f"{r['lost']:,}",
+                    f"{r['dupes']:,}",
+                    "—" if r.get("not_persisted") is None else f"{r['not_persisted']:,}",
+                    fmt_ms(r["p50_ms"]),
+                    fmt_ms(r["p99_ms"]),
+                    fmt_ms(r.get("ack_p99_ms")),
+                    fmt_ms(r.get("handshake_p99_ms")),
+                    "—" if r.get("peak_rss_mib") is None else f"{r['peak_rss_mib']:.0f} MiB",
+                    fmt_ratio(dps, base.get((scenario, "tutorial"))),
+                    fmt_ratio(dps, base.get((scenario, "raw"))),
+                ]
             lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join([*lines, *notes])
 
@@ -325,9 +443,11 @@ def cluster_notes(results):
     ratio = fmt_ratio(scaling[1]["deliveries_per_s"], scaling[0]["deliveries_per_s"])
     cores = " and ".join(f"{r['server_cores']:.2f}" for r in scaling)
     client = " and ".join(f"{r['client_cores']:.2f}" for r in scaling)
-    return [f"\ncluster2: 2 processes deliver {ratio} of what 1 process does (both behind nginx, on Redis + "
-            f"PostgreSQL). While the messages flowed, the server processes (daphnes and nginx) used {cores} cores "
-            f"and the load client {client}, of the machine's {os.cpu_count()}."]
+    return [
+        f"\ncluster2: 2 processes deliver {ratio} of what 1 process does (both behind nginx, on Redis + "
+        f"PostgreSQL). While the messages flowed, the server processes (daphnes and nginx) used {cores} cores "
+        f"and the load client {client}, of the machine's {os.cpu_count()}."
+    ]
 
 
 def disk_notes(results):
@@ -335,10 +455,14 @@ def disk_notes(results):
     probed = [r for r in results if r.get("commits")]
     if not probed:
         return []
-    return ["\nThe disk meanwhile: a probe's commits, one every 10 ms on a connection of its own to the same "
-            "database (median, longest, how many over 20 ms):"] + [
+    return [
+        "\nThe disk meanwhile: a probe's commits, one every 10 ms on a connection of its own to the same "
+        "database (median, longest, how many over 20 ms):"
+    ] + [
         f"- {r['scenario']} on {r['server']}: {fmt_ms(r['commit_p50_ms'])}, {fmt_ms(r['commit_max_ms'])}, "
-        f"{r['commits_over_20ms']} of {r['commits']}" for r in probed]
+        f"{r['commits_over_20ms']} of {r['commits']}"
+        for r in probed
+    ]
 
 
 def cluster_unavailable(args):
@@ -359,10 +483,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of every tool, not a measurement")
     ap.add_argument("--only", action="append", choices=SCENARIOS, help="run this scenario (repeatable)")
-    ap.add_argument("--services", action="store_true",
-                    help="also ours on Redis + PostgreSQL (REDIS_URL, DATABASE_URL or the local defaults)")
-    ap.add_argument("--server", choices=["daphne", "uvicorn"], default=os.environ.get("SERVER") or "daphne",
-                    help="what serves ours and the tutorial peer (default: $SERVER or daphne)")
+    ap.add_argument(
+        "--services",
+        action="store_true",
+        help="also ours on Redis + PostgreSQL (REDIS_URL, DATABASE_URL or the local defaults)",
+    )
+    ap.add_argument(
+        "--server",
+        choices=["daphne", "uvicorn"],
+        default=os.environ.get("SERVER") or "daphne",
+        help="what serves ours and the tutorial peer (default: $SERVER or daphne)",
+    )
     ap.add_argument("--cluster", action="store_true", help="cluster2: 2 processes behind nginx vs 1")
     ap.add_argument("--timeout", type=float, default=120, help="wsbench --timeout")
     ap.add_argument("--output", type=Path, help="JSON lines file (default: bench/results/<time>.jsonl)")
@@ -394,8 +525,9 @@ def main(argv=None):
             servers.append(("tutorial", lambda: tutorial(args, stamp, redis_url)))
         else:
             for scenario in peers:
-                results.append({"scenario": scenario, "server": "tutorial",
-                                "failed": f"not available: no Redis at {redis_url}"})
+                results.append(
+                    {"scenario": scenario, "server": "tutorial", "failed": f"not available: no Redis at {redis_url}"}
+                )
     if peers:
         servers.append(("raw_ws", lambda: raw_ws(args, stamp)))
     if "cluster2" in wanted:
@@ -403,8 +535,9 @@ def main(argv=None):
         if reason:
             results.append({"scenario": "cluster2", "server": "ours x2 behind nginx", "failed": reason})
         else:
-            servers += [(f"ours x{n} behind nginx", lambda n=n: cluster(args, stamp, processes=n, users=users))
-                        for n in (1, 2)]
+            servers += [
+                (f"ours x{n} behind nginx", lambda n=n: cluster(args, stamp, processes=n, users=users)) for n in (1, 2)
+            ]
 
     for label, start in servers:
         try:

@@ -18,6 +18,7 @@ Protocols:
             `message.send` with `ref` = `client_id` = the token; the sender's ack is the
             `message.new` that carries its `ref`.
 """
+
 import argparse
 import array
 import asyncio
@@ -63,8 +64,9 @@ class Tutorial:
         return
 
     async def open(self, room, user):
-        return await websockets.connect(f"{self.base}/ws/chat/{room}/", max_size=2**22, ping_interval=None,
-                                        compression=None)
+        return await websockets.connect(
+            f"{self.base}/ws/chat/{room}/", max_size=2**22, ping_interval=None, compression=None
+        )
 
     async def ready(self, ws, room):
         return
@@ -114,7 +116,9 @@ class Ours:
                 self._post("/api/auth/register/", creds)
                 st, body = self._post("/api/auth/token/", creds)
             if st == 429:
-                raise SystemExit("login throttled: start the server with CHAT_LOGIN_RATE and CHAT_REGISTER_RATE raised, or pass --tokens")
+                raise SystemExit(
+                    "login throttled: start the server with CHAT_LOGIN_RATE and CHAT_REGISTER_RATE raised, or pass --tokens"
+                )
             if st != 200:
                 raise SystemExit(f"cannot log in as {user}: HTTP {st} (registration closed? pass --tokens)")
             self.tokens[user] = body["access"]
@@ -133,8 +137,9 @@ class Ours:
                     raise SystemExit(f"cannot create or join room {room}: HTTP {st}")
 
     async def open(self, room, user):
-        ws = await websockets.connect(f"{self.base}/ws/chat/?token={self.tokens[user]}", max_size=2**22,
-                                      ping_interval=None, compression=None)
+        ws = await websockets.connect(
+            f"{self.base}/ws/chat/?token={self.tokens[user]}", max_size=2**22, ping_interval=None, compression=None
+        )
         while json.loads(await ws.recv()).get("type") != "hello":
             pass
         return ws
@@ -172,7 +177,7 @@ class Ours:
                 for line in r:
                     body = json.loads(line).get("body") or ""
                     if body.startswith(prefix):
-                        stored[int(body[len(prefix):])] += 1
+                        stored[int(body[len(prefix) :])] += 1
         return stored
 
 
@@ -195,7 +200,7 @@ def stat_fields(pid):
     except OSError:
         return None
     # The command name may hold spaces and parentheses: fields start after the last ')'.
-    return stat[stat.rindex(")") + 2:].split()
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def with_descendants(pids):
@@ -276,8 +281,9 @@ async def run(args):
             return Client(ws, rooms[r], total)
 
     t_conn0 = time.perf_counter()
-    results = await asyncio.gather(*(connect(r, i) for r in range(args.rooms) for i in range(args.clients)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(connect(r, i) for r in range(args.rooms) for i in range(args.clients)), return_exceptions=True
+    )
     clients = [c for c in results if isinstance(c, Client)]
     failed = [c for c in results if not isinstance(c, Client)]
     if failed:
@@ -290,7 +296,7 @@ async def run(args):
 
     def index_of(tok):
         if isinstance(tok, str) and tok.startswith(prefix):
-            return int(tok[len(prefix):])
+            return int(tok[len(prefix) :])
         return None
 
     async def reader(client):
@@ -358,7 +364,7 @@ async def run(args):
             break
         try:
             await asyncio.wait_for(done.wait(), 0.25)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     elapsed = (stats["last"] or time.perf_counter()) - t0
     busy_s = time.perf_counter() - t0
@@ -382,24 +388,38 @@ async def run(args):
     delivered = stats["delivered"]
     lat_ms = [x * 1000 for x in lat]
     out = {
-        "protocol": args.protocol, "rooms": args.rooms, "clients_per_room": args.clients,
-        "senders_per_room": senders_per_room, "messages_per_sender": args.messages, "rate": args.rate or None,
-        "connect_s": round(connect_s, 3), "send_s": round(send_s, 3), "elapsed_s": round(elapsed, 3),
-        "sent": stats["sent"], "expected": expected, "delivered": delivered, "lost": expected - delivered,
+        "protocol": args.protocol,
+        "rooms": args.rooms,
+        "clients_per_room": args.clients,
+        "senders_per_room": senders_per_room,
+        "messages_per_sender": args.messages,
+        "rate": args.rate or None,
+        "connect_s": round(connect_s, 3),
+        "send_s": round(send_s, 3),
+        "elapsed_s": round(elapsed, 3),
+        "sent": stats["sent"],
+        "expected": expected,
+        "delivered": delivered,
+        "lost": expected - delivered,
         "dupes": stats["dupes"],
         "deliveries_per_s": round(delivered / elapsed, 1) if elapsed > 0 else None,
         "messages_per_s": round(delivered / args.clients / elapsed, 1) if elapsed > 0 else None,
         "p50_ms": round(pct(lat_ms, 50), 2) if lat_ms else None,
         "p99_ms": round(pct(lat_ms, 99), 2) if lat_ms else None,
         "max_ms": round(max(lat_ms), 2) if lat_ms else None,
-        "handshake_p50_ms": ms(pct(handshakes, 50)), "handshake_p99_ms": ms(pct(handshakes, 99)),
+        "handshake_p50_ms": ms(pct(handshakes, 50)),
+        "handshake_p99_ms": ms(pct(handshakes, 99)),
         "acked": len(ack_lat) if args.protocol == "ours" else None,
-        "ack_p50_ms": ms(pct(ack_lat, 50)), "ack_p99_ms": ms(pct(ack_lat, 99)),
-        "errors": dict(errors), "closed": {str(k): v for k, v in closes.items()},
+        "ack_p50_ms": ms(pct(ack_lat, 50)),
+        "ack_p99_ms": ms(pct(ack_lat, 99)),
+        "errors": dict(errors),
+        "closed": {str(k): v for k, v in closes.items()},
         "peak_rss_mib": round(rss_peak[0] / 1024, 1) if args.server_pid else None,
         "server_cores": None if server_cores is None else round(server_cores, 2),
         "client_cores": round(client_cores, 2),
-        "persisted": persisted, "not_persisted": not_persisted, "persisted_twice": persisted_twice,
+        "persisted": persisted,
+        "not_persisted": not_persisted,
+        "persisted_twice": persisted_twice,
     }
     print(json.dumps(out), flush=True)
     return out
@@ -415,17 +435,27 @@ def parse_args(argv=None):
     ap.add_argument("--clients", type=int, default=50, help="clients per room")
     ap.add_argument("--senders", type=int, default=5, help="senders per room")
     ap.add_argument("--messages", type=int, default=100, help="messages per sender")
-    ap.add_argument("--users", type=int, default=100,
-                    help="distinct accounts (ours), shared out between the rooms: no account is in two rooms")
+    ap.add_argument(
+        "--users",
+        type=int,
+        default=100,
+        help="distinct accounts (ours), shared out between the rooms: no account is in two rooms",
+    )
     ap.add_argument("--rate", type=float, default=0, help="total msgs/s offered (0 = as fast as possible)")
     ap.add_argument("--window", type=int, default=1, help="as fast as possible: yield to the readers every N sends")
     ap.add_argument("--timeout", type=float, default=60, help="seconds to wait for deliveries after the last send")
-    ap.add_argument("--idle-timeout", type=float, default=10,
-                    help="stop waiting once nothing was delivered for this many seconds")
+    ap.add_argument(
+        "--idle-timeout", type=float, default=10, help="stop waiting once nothing was delivered for this many seconds"
+    )
     ap.add_argument("--connect-concurrency", type=int, default=50, help="handshakes in flight at once")
     ap.add_argument("--tokens", help="JSON file {username: access token} for bench0.. and benchowner (skips login)")
-    ap.add_argument("--server-pid", type=int, action="append", default=[],
-                    help="sample this process's RSS (and its children's); repeatable")
+    ap.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="sample this process's RSS (and its children's); repeatable",
+    )
     ap.add_argument("--no-verify", action="store_true", help="ours: skip reading the history back")
     return ap.parse_args(argv)
 

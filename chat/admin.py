@@ -5,17 +5,18 @@ Every change to chat state goes through `chat.services`, so connected clients se
 read-only here, and hard deletes are disabled: rooms are archived, messages soft-deleted,
 members removed.
 """
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpResponseRedirect
 from django.db.models import F
-from django.utils.functional import cached_property
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.functional import cached_property
 from django.utils.text import Truncator
 from django.utils.translation import gettext, gettext_lazy
 from django.utils.translation import gettext_lazy as _
@@ -33,8 +34,9 @@ def _run_each(modeladmin, request, objects, call, done) -> None:
         try:
             call(obj)
         except ChatError as exc:
-            modeladmin.message_user(request, _("%(object)s: %(problem)s") % {"object": obj, "problem": exc.detail},
-                                    messages.ERROR)
+            modeladmin.message_user(
+                request, _("%(object)s: %(problem)s") % {"object": obj, "problem": exc.detail}, messages.ERROR
+            )
         else:
             count += 1
     if count:
@@ -70,9 +72,12 @@ class MuteForm(forms.Form):
 class NoticeForm(forms.Form):
     text = forms.CharField(label=gettext_lazy("Text"), widget=forms.Textarea(attrs={"rows": 3}))
     level = forms.ChoiceField(label=gettext_lazy("Level"), choices=[(level, level) for level in services.NOTICE_LEVELS])
-    room = forms.ModelChoiceField(label=gettext_lazy("Room"), required=False,
-                                  queryset=Room.objects.filter(archived=False).order_by("slug"),
-                                  empty_label=gettext_lazy("Everyone, in every room"))
+    room = forms.ModelChoiceField(
+        label=gettext_lazy("Room"),
+        required=False,
+        queryset=Room.objects.filter(archived=False).order_by("slug"),
+        empty_label=gettext_lazy("Everyone, in every room"),
+    )
 
 
 @admin.register(Room)
@@ -86,8 +91,10 @@ class RoomAdmin(admin.ModelAdmin):
     actions = ("lock_rooms", "unlock_rooms", "archive_rooms")
 
     def get_urls(self):
-        return [path("notice/", self.admin_site.admin_view(self.notice_view), name="chat_room_notice"),
-                *super().get_urls()]
+        return [
+            path("notice/", self.admin_site.admin_view(self.notice_view), name="chat_room_notice"),
+            *super().get_urls(),
+        ]
 
     def notice_view(self, request):
         """A staff notice to every open page, or to one room's: `services.notice_send`, nothing stored."""
@@ -97,16 +104,27 @@ class RoomAdmin(admin.ModelAdmin):
         if form.is_valid():
             room = form.cleaned_data["room"]
             try:
-                services.notice_send(text=form.cleaned_data["text"], level=form.cleaned_data["level"],
-                                     room=room.slug if room else None, actor=request.user)
+                services.notice_send(
+                    text=form.cleaned_data["text"],
+                    level=form.cleaned_data["level"],
+                    room=room.slug if room else None,
+                    actor=request.user,
+                )
             except ChatError as exc:
                 form.add_error(None, exc.detail)
             else:
                 self.message_user(request, gettext("Notice sent."), messages.SUCCESS)
                 return HttpResponseRedirect(reverse("admin:chat_room_changelist"))
-        return TemplateResponse(request, "admin/chat/notice_form.html", {
-            **self.admin_site.each_context(request), "title": gettext("Send a notice"), "form": form,
-            "opts": self.opts})
+        return TemplateResponse(
+            request,
+            "admin/chat/notice_form.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": gettext("Send a notice"),
+                "form": form,
+                "opts": self.opts,
+            },
+        )
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -130,30 +148,44 @@ class RoomAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            room = services.room_update(user=request.user, slug=obj.slug, name=obj.name, topic=obj.topic,
-                                        locked=obj.locked, source="admin")
+            room = services.room_update(
+                user=request.user, slug=obj.slug, name=obj.name, topic=obj.topic, locked=obj.locked, source="admin"
+            )
         else:
-            room = services.room_create(user=request.user, name=obj.name, slug=obj.slug, kind=obj.kind,
-                                        topic=obj.topic, source="admin")
+            room = services.room_create(
+                user=request.user, name=obj.name, slug=obj.slug, kind=obj.kind, topic=obj.topic, source="admin"
+            )
         obj.pk = room.pk  # the admin's log entry and redirect use it
 
     @admin.action(description=_("Lock selected rooms (read-only)"), permissions=["change"])
     def lock_rooms(self, request, queryset):
-        _run_each(self, request, queryset,
-                  lambda r: services.room_update(user=request.user, slug=r.slug, locked=True, source="admin"),
-                  _("%(count)s room(s) locked."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: services.room_update(user=request.user, slug=r.slug, locked=True, source="admin"),
+            _("%(count)s room(s) locked."),
+        )
 
     @admin.action(description=_("Unlock selected rooms"), permissions=["change"])
     def unlock_rooms(self, request, queryset):
-        _run_each(self, request, queryset,
-                  lambda r: services.room_update(user=request.user, slug=r.slug, locked=False, source="admin"),
-                  _("%(count)s room(s) unlocked."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: services.room_update(user=request.user, slug=r.slug, locked=False, source="admin"),
+            _("%(count)s room(s) unlocked."),
+        )
 
     @admin.action(description=_("Archive selected rooms"), permissions=["change"])
     def archive_rooms(self, request, queryset):
-        _run_each(self, request, queryset,
-                  lambda r: services.room_archive(user=request.user, slug=r.slug, source="admin"),
-                  _("%(count)s room(s) archived."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: services.room_archive(user=request.user, slug=r.slug, source="admin"),
+            _("%(count)s room(s) archived."),
+        )
 
 
 @admin.register(Membership)
@@ -169,46 +201,93 @@ class MembershipAdmin(ModerationMixin, admin.ModelAdmin):
         """An action that first asks for its parameters on an intermediate page."""
         form = form_class(request.POST if "apply" in request.POST else None)
         if form.is_bound and form.is_valid():
-            _run_each(self, request, queryset.select_related("room", "user"), lambda m: apply(m, **form.cleaned_data),
-                      _("%(count)s done."))
+            _run_each(
+                self,
+                request,
+                queryset.select_related("room", "user"),
+                lambda m: apply(m, **form.cleaned_data),
+                _("%(count)s done."),
+            )
             return None
-        return TemplateResponse(request, "admin/chat/sanction_form.html", {
-            **self.admin_site.each_context(request), "title": title, "form": form, "action": action,
-            "queryset": queryset.select_related("room", "user"), "opts": self.opts})
+        return TemplateResponse(
+            request,
+            "admin/chat/sanction_form.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "form": form,
+                "action": action,
+                "queryset": queryset.select_related("room", "user"),
+                "opts": self.opts,
+            },
+        )
 
     @admin.action(description=_("Ban selected users from their rooms…"), permissions=["moderate"])
     def ban_members(self, request, queryset):
-        return self._with_form(request, queryset, BanForm, "ban_members", _("Ban"),
-                               lambda m, reason, minutes: services.member_ban(
-                                   actor=request.user, slug=m.room.slug, username=m.user.username, reason=reason,
-                                   minutes=minutes, source="admin"))
+        return self._with_form(
+            request,
+            queryset,
+            BanForm,
+            "ban_members",
+            _("Ban"),
+            lambda m, reason, minutes: services.member_ban(
+                actor=request.user,
+                slug=m.room.slug,
+                username=m.user.username,
+                reason=reason,
+                minutes=minutes,
+                source="admin",
+            ),
+        )
 
     @admin.action(description=_("Lift the bans of selected users"), permissions=["moderate"])
     def unban_members(self, request, queryset):
-        _run_each(self, request, queryset.select_related("room", "user"),
-                  lambda m: services.member_unban(actor=request.user, slug=m.room.slug, username=m.user.username,
-                                                  source="admin"),
-                  _("%(count)s ban(s) lifted."))
+        _run_each(
+            self,
+            request,
+            queryset.select_related("room", "user"),
+            lambda m: services.member_unban(
+                actor=request.user, slug=m.room.slug, username=m.user.username, source="admin"
+            ),
+            _("%(count)s ban(s) lifted."),
+        )
 
     @admin.action(description=_("Mute selected members…"), permissions=["moderate"])
     def mute_members(self, request, queryset):
-        return self._with_form(request, queryset, MuteForm, "mute_members", _("Mute"),
-                               lambda m, minutes: services.member_mute(
-            actor=request.user, slug=m.room.slug, username=m.user.username, minutes=minutes, source="admin"))
+        return self._with_form(
+            request,
+            queryset,
+            MuteForm,
+            "mute_members",
+            _("Mute"),
+            lambda m, minutes: services.member_mute(
+                actor=request.user, slug=m.room.slug, username=m.user.username, minutes=minutes, source="admin"
+            ),
+        )
 
     @admin.action(description=_("Unmute selected members"), permissions=["moderate"])
     def unmute_members(self, request, queryset):
-        _run_each(self, request, queryset.select_related("room", "user"),
-                  lambda m: services.member_unmute(actor=request.user, slug=m.room.slug, username=m.user.username,
-                                                   source="admin"),
-                  _("%(count)s member(s) unmuted."))
+        _run_each(
+            self,
+            request,
+            queryset.select_related("room", "user"),
+            lambda m: services.member_unmute(
+                actor=request.user, slug=m.room.slug, username=m.user.username, source="admin"
+            ),
+            _("%(count)s member(s) unmuted."),
+        )
 
     @admin.action(description=_("Remove selected members from their rooms"), permissions=["moderate"])
     def remove_members(self, request, queryset):
-        _run_each(self, request, queryset.select_related("room", "user"),
-                  lambda m: services.member_remove(actor=request.user, slug=m.room.slug, username=m.user.username,
-                                                   source="admin"),
-                  _("%(count)s member(s) removed."))
+        _run_each(
+            self,
+            request,
+            queryset.select_related("room", "user"),
+            lambda m: services.member_remove(
+                actor=request.user, slug=m.room.slug, username=m.user.username, source="admin"
+            ),
+            _("%(count)s member(s) removed."),
+        )
 
 
 class EstimatedCountPaginator(Paginator):
@@ -244,15 +323,23 @@ class MessageAdmin(ModerationMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Delete selected messages (soft)"), permissions=["moderate"])
     def soft_delete(self, request, queryset):
-        _run_each(self, request, queryset,
-                  lambda m: services.message_delete(user=request.user, message_id=m.pk, source="admin"),
-                  _("%(count)s message(s) deleted."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda m: services.message_delete(user=request.user, message_id=m.pk, source="admin"),
+            _("%(count)s message(s) deleted."),
+        )
 
     @admin.action(description=_("Restore selected deleted messages"), permissions=["moderate"])
     def restore(self, request, queryset):
-        _run_each(self, request, queryset,
-                  lambda m: services.message_restore(user=request.user, message_id=m.pk, source="admin"),
-                  _("%(count)s message(s) restored."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda m: services.message_restore(user=request.user, message_id=m.pk, source="admin"),
+            _("%(count)s message(s) restored."),
+        )
 
 
 @admin.register(ModerationAction)
@@ -284,8 +371,17 @@ class ResolvedFilter(admin.SimpleListFilter):
 class ReportAdmin(ModerationMixin, admin.ModelAdmin):
     """The report queue, open reports first; resolving goes through `services.report_resolve` (audited)."""
 
-    list_display = ("id", "created_at", "room", "message_excerpt", "message_author", "reporter", "reason",
-                    "resolved_at", "resolved_by")
+    list_display = (
+        "id",
+        "created_at",
+        "room",
+        "message_excerpt",
+        "message_author",
+        "reporter",
+        "reason",
+        "resolved_at",
+        "resolved_by",
+    )
     list_filter = (ResolvedFilter, "created_at")
     search_fields = ("reason", "reporter__username", "message__author__username")
     list_select_related = ("message__room", "message__author", "reporter", "resolved_by")
@@ -310,22 +406,46 @@ class ReportAdmin(ModerationMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Resolve: dismiss"), permissions=["moderate"])
     def resolve_dismiss(self, request, queryset):
-        _run_each(self, request, queryset, lambda r: services.report_resolve(
-            actor=request.user, report_id=r.pk, resolution="dismissed", source="admin"),
-            _("%(count)s report(s) dismissed."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: services.report_resolve(
+                actor=request.user, report_id=r.pk, resolution="dismissed", source="admin"
+            ),
+            _("%(count)s report(s) dismissed."),
+        )
 
     @admin.action(description=_("Resolve: delete the message"), permissions=["moderate"])
     def resolve_delete_message(self, request, queryset):
-        _run_each(self, request, queryset, lambda r: services.report_resolve(
-            actor=request.user, report_id=r.pk, resolution="message deleted", delete_message=True, source="admin"),
-            _("%(count)s report(s) resolved, message(s) deleted."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: services.report_resolve(
+                actor=request.user, report_id=r.pk, resolution="message deleted", delete_message=True, source="admin"
+            ),
+            _("%(count)s report(s) resolved, message(s) deleted."),
+        )
 
-    @admin.action(description=_("Resolve: delete the message and ban its author from the room"),
-                  permissions=["moderate"])
+    @admin.action(
+        description=_("Resolve: delete the message and ban its author from the room"), permissions=["moderate"]
+    )
     def resolve_delete_and_ban(self, request, queryset):
-        _run_each(self, request, queryset, lambda r: services.report_resolve(
-            actor=request.user, report_id=r.pk, resolution="message deleted, author banned", delete_message=True,
-            ban_author=True, source="admin"), _("%(count)s report(s) resolved, author(s) banned."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: services.report_resolve(
+                actor=request.user,
+                report_id=r.pk,
+                resolution="message deleted, author banned",
+                delete_message=True,
+                ban_author=True,
+                source="admin",
+            ),
+            _("%(count)s report(s) resolved, author(s) banned."),
+        )
 
 
 admin.site.unregister(get_user_model())
@@ -355,6 +475,10 @@ class ChatUserAdmin(UserAdmin):
 
     @admin.action(description=_("Deactivate selected users (their sockets close at once)"), permissions=["change"])
     def deactivate(self, request, queryset):
-        _run_each(self, request, queryset,
-                  lambda u: services.user_deactivate(actor=request.user, username=u.username, source="admin"),
-                  _("%(count)s user(s) deactivated."))
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda u: services.user_deactivate(actor=request.user, username=u.username, source="admin"),
+            _("%(count)s user(s) deactivated."),
+        )

@@ -6,6 +6,7 @@ host and port), because browsers send cookies on cross-site WebSocket handshakes
 and, on failure, `scope["auth_error"]`; the consumer accepts and then closes with 4401 so
 that a browser can read the code.
 """
+
 from urllib.parse import parse_qs, urlparse
 
 from channels.auth import get_user
@@ -15,8 +16,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
-from django.utils.http import is_same_domain
 from django.utils.crypto import salted_hmac
+from django.utils.http import is_same_domain
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
@@ -56,7 +57,8 @@ def token_revoked(token, user) -> bool:
     """simplejwt's CHECK_REVOKE_TOKEN rule, which its JWTAuthentication applies to REST requests:
     the token was issued under another password than the user's current one."""
     return api_settings.CHECK_REVOKE_TOKEN and token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(
-        user.password)
+        user.password
+    )
 
 
 def session_mark(session_key: str | None) -> str | None:
@@ -113,9 +115,12 @@ def origin_allowed(scope) -> bool:
     if parsed is None:
         return False
     scheme, host, port = parsed
-    return any(scheme == allowed[0] and port == allowed[2]
-               and (host == allowed[1] or (allowed[1].startswith("*.") and is_same_domain(host, allowed[1][1:])))
-               for allowed in allowed_origins(scope, headers))
+    return any(
+        scheme == allowed[0]
+        and port == allowed[2]
+        and (host == allowed[1] or (allowed[1].startswith("*.") and is_same_domain(host, allowed[1][1:])))
+        for allowed in allowed_origins(scope, headers)
+    )
 
 
 class _SessionUser:
@@ -126,7 +131,10 @@ class _SessionUser:
 
     async def __call__(self, scope, receive, send):
         if not origin_allowed(scope):
-            scope["user"], scope["auth_error"] = AnonymousUser(), "no credentials (cookie sessions need an allowed Origin)"
+            scope["user"], scope["auth_error"] = (
+                AnonymousUser(),
+                "no credentials (cookie sessions need an allowed Origin)",
+            )
         else:
             scope["user"] = await get_user(scope)
             if not scope["user"].is_authenticated:

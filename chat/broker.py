@@ -4,6 +4,7 @@ The channel layer keeps its own connections; these serve presence and the layer 
 which also needs a client for each further Redis the layer uses (REDIS_URLS shards or
 Sentinel-managed masters, see settings).
 """
+
 import asyncio
 import weakref
 
@@ -15,10 +16,13 @@ from django.conf import settings
 # Errors that mean "Redis is unreachable right now", as opposed to a bug.
 UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
 
-_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]" = weakref.WeakKeyDictionary()
+_async_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis]" = (
+    weakref.WeakKeyDictionary()
+)
 _sync_client: redis.Redis | None = None
 _layer_clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[redis.asyncio.Redis]]" = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 
 
 def async_client() -> redis.asyncio.Redis:
@@ -29,8 +33,11 @@ def async_client() -> redis.asyncio.Redis:
         # size: a burst of connects (a reconnect storm after a restart) would fail with 1013.
         # Its calls are short, so a small pool serves a burst (see REDIS_POOL_SIZE).
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=settings.REDIS_POOL_SIZE, timeout=5,
-            socket_connect_timeout=2, socket_timeout=5,
+            settings.REDIS_URL,
+            max_connections=settings.REDIS_POOL_SIZE,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
         )
         client = _async_clients[loop] = redis.asyncio.Redis(connection_pool=pool)
     return client
@@ -53,8 +60,12 @@ def layer_clients() -> list[redis.asyncio.Redis]:
     if clients is None:
         timeouts = {"socket_connect_timeout": 2, "socket_timeout": 5}
         clients = _layer_clients[loop] = [
-            redis.asyncio.Redis(connection_pool=create_pool({**timeouts, **host, "sentinel_kwargs": timeouts}
-                                                            if "sentinels" in host else {**timeouts, **host}))
-            for host in settings.CHAT_LAYER_HOSTS if host.get("address") != settings.REDIS_URL
+            redis.asyncio.Redis(
+                connection_pool=create_pool(
+                    {**timeouts, **host, "sentinel_kwargs": timeouts} if "sentinels" in host else {**timeouts, **host}
+                )
+            )
+            for host in settings.CHAT_LAYER_HOSTS
+            if host.get("address") != settings.REDIS_URL
         ]
     return clients

@@ -1,12 +1,19 @@
 """The errors services and selectors raise; each maps to one protocol error code and one HTTP status."""
+
 import redis
 from django.db import InterfaceError, OperationalError
 from django.utils import translation
 from django.utils.functional import lazy
 
 # Failures of the database or Redis, not of the request: answered `unavailable`, retried later.
-INFRASTRUCTURE = (OperationalError, InterfaceError, redis.exceptions.ConnectionError,
-                  redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
+INFRASTRUCTURE = (
+    OperationalError,
+    InterfaceError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 RETRY_AFTER_S = 2
 
 

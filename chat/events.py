@@ -4,6 +4,7 @@ Every event is `{"type": "chat.<kind>", ...}` holding primitives only. Frames ar
 once per publish, not once per recipient. Publishing from a service is scheduled with
 `transaction.on_commit`, so no client ever sees a change that a rollback could undo.
 """
+
 import json
 import logging
 from collections.abc import Callable
@@ -50,8 +51,15 @@ def encode(frame: dict) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
-def frame_event(frame: dict, *, room_id: int | None = None, message_id: int | None = None,
-                prev_id: int | None = None, skip_user: int | None = None, origin: str | None = None) -> dict:
+def frame_event(
+    frame: dict,
+    *,
+    room_id: int | None = None,
+    message_id: int | None = None,
+    prev_id: int | None = None,
+    skip_user: int | None = None,
+    origin: str | None = None,
+) -> dict:
     """A `chat.frame` event: the consumer forwards `text` to its client, except
 
     - a `message.new` (`message_id`, with `prev_id` the room's message before it) that the
@@ -59,14 +67,26 @@ def frame_event(frame: dict, *, room_id: int | None = None, message_id: int | No
     - to `skip_user` (typing is not echoed to the typist),
     - to `origin`, the connection that caused the event and already got it as its reply.
     """
-    return {"type": "chat.frame", "text": encode(frame), "room_id": room_id, "message_id": message_id,
-            "prev_id": prev_id, "skip_user": skip_user, "origin": origin}
+    return {
+        "type": "chat.frame",
+        "text": encode(frame),
+        "room_id": room_id,
+        "message_id": message_id,
+        "prev_id": prev_id,
+        "skip_user": skip_user,
+        "origin": origin,
+    }
 
 
 def message_event(message, *, prev_id: int, origin: str | None = None) -> dict:
     """The `chat.frame` event of a stored message (its room loaded), `prev_id` the room's message before it."""
-    return frame_event(protocol.message_new(message_data(message)), room_id=message.room_id, message_id=message.pk,
-                       prev_id=prev_id, origin=origin)
+    return frame_event(
+        protocol.message_new(message_data(message)),
+        room_id=message.room_id,
+        message_id=message.pk,
+        prev_id=prev_id,
+        origin=origin,
+    )
 
 
 def publish(group: str, event: dict) -> None:
@@ -150,6 +170,7 @@ async def send_async(group: str, event: dict, *, direct: bool = True) -> None:
 
 # The channel-layer events the services send to a user's connections (handled by the consumer's
 # `chat_<kind>` methods), built here so that each shape is written once.
+
 
 def subscribe_event(room_id: int, slug: str, *, since: int) -> dict:
     """Subscribe the user's connections to the room, replaying its messages after `since`."""

@@ -11,6 +11,7 @@ previous export's last id resumes it), `until` inclusive (the last id wanted).
 Each export served over HTTP holds a database connection and a thread for as long as its
 client takes to read it, so `export_slot` caps them per user and per process.
 """
+
 import csv
 import io
 import json
@@ -82,12 +83,19 @@ def export_slot(user) -> ExportSlot:
     when the user already runs CHAT_EXPORTS_PER_USER exports here, or the process CHAT_EXPORTS_PER_PROCESS."""
     with _slots_lock:
         if _running[user.pk] >= settings.CHAT_EXPORTS_PER_USER:
-            raise RateLimited(_("You already have %(count)s exports running: let one finish first "
-                                "(a later export can resume with 'since')."), count=_running[user.pk],
-                              retry_after=EXPORT_RETRY_AFTER_S)
+            raise RateLimited(
+                _(
+                    "You already have %(count)s exports running: let one finish first "
+                    "(a later export can resume with 'since')."
+                ),
+                count=_running[user.pk],
+                retry_after=EXPORT_RETRY_AFTER_S,
+            )
         if sum(_running.values()) >= settings.CHAT_EXPORTS_PER_PROCESS:
-            raise RateLimited(_("The server is serving as many exports as it can right now: retry later."),
-                              retry_after=EXPORT_RETRY_AFTER_S)
+            raise RateLimited(
+                _("The server is serving as many exports as it can right now: retry later."),
+                retry_after=EXPORT_RETRY_AFTER_S,
+            )
         _running[user.pk] += 1
         return ExportSlot(user.pk)
 
@@ -126,15 +134,22 @@ def export_messages(room: Room, *, since: int | None = None, until: int | None =
     return messages.select_related("room", "author").order_by("id")
 
 
-def export_chunks(room: Room, fmt: str, *, since: int | None = None, until: int | None = None,
-                  progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+def export_chunks(
+    room: Room,
+    fmt: str,
+    *,
+    since: int | None = None,
+    until: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[bytes]:
     """UTF-8 blocks of the export; `progress(count)` is called with the rows written so far after each block.
 
     Raises Invalid at once, before anything is streamed, for an unknown format or an empty range.
     """
     if fmt not in FORMATS:
-        raise Invalid(_("Unknown export format '%(format)s': use one of %(formats)s."), format=fmt,
-                      formats=", ".join(FORMATS))
+        raise Invalid(
+            _("Unknown export format '%(format)s': use one of %(formats)s."), format=fmt, formats=", ".join(FORMATS)
+        )
     for name, value in (("since", since), ("until", until)):
         if value is not None and value < 0:
             raise Invalid(_("'%(name)s' is a message id: use a number from 0 up."), name=name)

@@ -1,4 +1,5 @@
 """Forms for the server-rendered pages. They parse input only; the services do the work."""
+
 from django import forms
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import UserCreationForm
@@ -20,13 +21,18 @@ class RegisterForm(UserCreationForm):
 class PasswordChangeForm(forms.Form):
     """The new password twice; the service checks the old one and runs the password validators."""
 
-    old_password = forms.CharField(label=_("Current password"), strip=False,
-                                   widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
-    new_password1 = forms.CharField(label=_("New password"), strip=False,
-                                    widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
-                                    help_text=password_validation.password_validators_help_text_html())
-    new_password2 = forms.CharField(label=_("New password again"), strip=False,
-                                    widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
+    old_password = forms.CharField(
+        label=_("Current password"), strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
+    new_password1 = forms.CharField(
+        label=_("New password"),
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=password_validation.password_validators_help_text_html(),
+    )
+    new_password2 = forms.CharField(
+        label=_("New password again"), strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+    )
 
     def clean(self):
         data = super().clean()
@@ -37,10 +43,18 @@ class PasswordChangeForm(forms.Form):
 
 class RoomCreateForm(forms.Form):
     name = forms.CharField(label=_("Name"), max_length=100)
-    slug = forms.RegexField(SLUG_PATTERN, label=_("Slug"), required=False, help_text=_("Optional: derived from the name."),
-                            error_messages={"invalid": _("Use 1-50 lowercase letters, digits or hyphens.")})
-    kind = forms.ChoiceField(label=_("Kind"), choices=[(Room.Kind.PUBLIC, _("Public")), (Room.Kind.PRIVATE, _("Private"))],
-                             initial=Room.Kind.PUBLIC)
+    slug = forms.RegexField(
+        SLUG_PATTERN,
+        label=_("Slug"),
+        required=False,
+        help_text=_("Optional: derived from the name."),
+        error_messages={"invalid": _("Use 1-50 lowercase letters, digits or hyphens.")},
+    )
+    kind = forms.ChoiceField(
+        label=_("Kind"),
+        choices=[(Room.Kind.PUBLIC, _("Public")), (Room.Kind.PRIVATE, _("Private"))],
+        initial=Room.Kind.PUBLIC,
+    )
     topic = forms.CharField(label=_("Topic"), max_length=300, required=False)
 
 

@@ -1,5 +1,6 @@
 """Per-user write budgets (messages, and each action of CHAT_WRITE_RATES), shared by every
 process through Redis (the local cache without it), and the flags that pace join/leave notes."""
+
 import logging
 import time
 
@@ -15,9 +16,18 @@ logger = logging.getLogger(__name__)
 WINDOW_S = 10
 
 # What each budget counts, for its refusal.
-NOUNS = {"send": _("messages"), "join": _("room joins"), "leave": _("room leaves"), "edit": _("edits"),
-         "delete": _("deletions"), "report": _("reports"), "invite": _("invitations"), "room": _("new rooms"),
-         "direct": _("new direct conversations"), "update": _("room changes")}
+NOUNS = {
+    "send": _("messages"),
+    "join": _("room joins"),
+    "leave": _("room leaves"),
+    "edit": _("edits"),
+    "delete": _("deletions"),
+    "report": _("reports"),
+    "invite": _("invitations"),
+    "room": _("new rooms"),
+    "direct": _("new direct conversations"),
+    "update": _("room changes"),
+}
 
 
 def check_send_rate(user_id: int) -> None:
@@ -85,6 +95,7 @@ def _cache_count(key: str, expire_s: int) -> int:
 
 
 # Flags: a key that is set for a while, in the same store as the counters.
+
 
 def flag_is_set(key: str) -> bool:
     """Whether `key` is set; False when the store is unreachable."""

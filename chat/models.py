@@ -2,6 +2,7 @@
 
 State changes go through `chat.services`; nothing here saves on its own or sends events.
 """
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -25,10 +26,15 @@ class Room(models.Model):
     kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.PUBLIC)
     topic = models.CharField(_("topic"), max_length=300, blank=True)
     locked = models.BooleanField(_("locked"), default=False, help_text=_("Read-only: sends are refused."))
-    archived = models.BooleanField(_("archived"), default=False,
-                                   help_text=_("Hidden from lists; connections are closed."))
+    archived = models.BooleanField(
+        _("archived"), default=False, help_text=_("Hidden from lists; connections are closed.")
+    )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("created by"), null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
@@ -59,8 +65,9 @@ class Membership(models.Model):
         MEMBER = "member", _("Member")
 
     room = models.ForeignKey(Room, verbose_name=_("room"), on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE,
-                             related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="memberships"
+    )
     role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.MEMBER)
     last_read_id = models.BigIntegerField(_("last read ID"), default=0)
     muted_until = models.DateTimeField(_("muted until"), null=True, blank=True)
@@ -121,7 +128,11 @@ class Message(models.Model):
 
     room = models.ForeignKey(Room, verbose_name=_("room"), on_delete=models.CASCADE, related_name="messages")
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("author"), null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("author"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="messages",
     )
     body = models.TextField(_("body"), blank=True)
@@ -169,17 +180,29 @@ class ModerationAction(models.Model):
         WEBSOCKET = "websocket", _("WebSocket")
         COMMAND = "command", _("Command")
 
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("actor"),
-                              null=True, blank=True, on_delete=models.SET_NULL,
-                              related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("actor"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     action = models.CharField(_("action"), max_length=20, choices=Action.choices)
-    room = models.ForeignKey(Room, verbose_name=_("room"),
-                             null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    target_user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("target user"),
-                                    null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
-    target_message = models.ForeignKey(Message, verbose_name=_("target message"),
-                                       null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    room = models.ForeignKey(
+        Room, verbose_name=_("room"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    target_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("target user"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    target_message = models.ForeignKey(
+        Message, verbose_name=_("target message"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reason = models.TextField(_("reason"), blank=True)
     source = models.CharField(_("source"), max_length=10, choices=Source.choices)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
@@ -197,14 +220,20 @@ class Report(models.Model):
     """A user's report of a message, open until a moderator resolves it."""
 
     message = models.ForeignKey(Message, verbose_name=_("message"), on_delete=models.CASCADE, related_name="reports")
-    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("reporter"),
-                                 on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("reporter"), on_delete=models.CASCADE, related_name="reports"
+    )
     reason = models.CharField(_("reason"), max_length=500)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
-    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("resolved by"),
-                                    null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("resolved by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     resolution = models.TextField(_("resolution"), blank=True)
 
     class Meta:

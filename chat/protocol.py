@@ -4,11 +4,12 @@
 the consumer never indexes raw JSON itself. Server frames are built by the functions at
 the bottom (room and message events are built by the services that publish them).
 """
+
 import json
 import re
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.utils.translation import gettext_lazy as _
 
@@ -55,8 +56,9 @@ MAX_DEPTH = 32  # JSON nesting, far beyond any frame or request body this server
 # unpaired surrogates a JSON `\ud800` escape produces. The one rule for every text input:
 # frames here, REST bodies in `chat.api.parsers`, URLs in `chat.middleware`, and services' `_storable`.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-UNSTORABLE = _("%(field)s: must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid "
-              "Unicode text.")
+UNSTORABLE = _(
+    "%(field)s: must not contain NUL (U+0000) or unpaired surrogates (U+D800-U+DFFF): send valid Unicode text."
+)
 
 
 def unstorable(text: str) -> bool:
@@ -88,8 +90,11 @@ def decode_json(text: str):
     except json.JSONDecodeError:
         raise ValueError(_("not valid JSON")) from None
     except ValueError:  # Python's int-from-string digit limit
-        raise ValueError(interpolate_lazy(_("JSON numbers may have at most %(digits)s digits"),
-                                          {"digits": sys.get_int_max_str_digits()})) from None
+        raise ValueError(
+            interpolate_lazy(
+                _("JSON numbers may have at most %(digits)s digits"), {"digits": sys.get_int_max_str_digits()}
+            )
+        ) from None
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth_over(data, MAX_DEPTH):
         raise ValueError(_too_deep())
     return data
@@ -183,8 +188,12 @@ def _username(value):
 CLIENT_FRAMES: dict[str, dict[str, tuple]] = {
     "join": {"room": (_slug, True), "since": (_id, False)},
     "leave": {"room": (_slug, True)},
-    "message.send": {"room": (_slug, False), "to": (_username, False), "body": (_text, True),
-                     "client_id": (_client_id, False)},
+    "message.send": {
+        "room": (_slug, False),
+        "to": (_username, False),
+        "body": (_text, True),
+        "client_id": (_client_id, False),
+    },
     "message.edit": {"id": (_id, True), "body": (_text, True)},
     "message.delete": {"id": (_id, True)},
     "typing": {"room": (_slug, True)},
@@ -213,8 +222,14 @@ def parse_client_frame(text: str) -> ClientFrame:
         raise FrameError(BAD_FRAME, _("Frames must be JSON objects."))
     ref = data.get("ref")
     if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF or unstorable(ref)):
-        raise FrameError(INVALID, _("ref: a string of at most %(max)s characters, without NUL (U+0000) "
-                                    "or unpaired surrogates (U+D800-U+DFFF)."), max=MAX_REF)
+        raise FrameError(
+            INVALID,
+            _(
+                "ref: a string of at most %(max)s characters, without NUL (U+0000) "
+                "or unpaired surrogates (U+D800-U+DFFF)."
+            ),
+            max=MAX_REF,
+        )
     if (bad := unstorable_field(data, text)) is not None:
         raise FrameError(INVALID, UNSTORABLE, ref, field=bad)
     kind = data.get("type")
@@ -227,8 +242,9 @@ def parse_client_frame(text: str) -> ClientFrame:
     for name, (check, required) in spec.items():
         if name not in data or data[name] is None:
             if required:
-                raise FrameError(INVALID, _("%(field)s: this field is required for '%(type)s'."), ref,
-                                 field=name, type=kind)
+                raise FrameError(
+                    INVALID, _("%(field)s: this field is required for '%(type)s'."), ref, field=name, type=kind
+                )
             continue
         try:
             fields[name] = check(data[name])
@@ -240,7 +256,7 @@ def parse_client_frame(text: str) -> ClientFrame:
 
 
 def now_iso() -> str:
-    return timestamp(datetime.now(timezone.utc))
+    return timestamp(datetime.now(UTC))
 
 
 def error(code: str, detail: str, ref: str | None = None, retry_after: int | None = None) -> dict:
@@ -258,8 +274,14 @@ def reply(frame: dict, ref: str | None) -> dict:
 
 
 def hello(*, user: dict, rooms: list[dict], connection_id: str, max_body: int, rate_per_10s: int) -> dict:
-    return {"type": "hello", "user": user, "rooms": rooms, "connection_id": connection_id,
-            "server_time": now_iso(), "limits": {"max_body": max_body, "rate_per_10s": rate_per_10s}}
+    return {
+        "type": "hello",
+        "user": user,
+        "rooms": rooms,
+        "connection_id": connection_id,
+        "server_time": now_iso(),
+        "limits": {"max_body": max_body, "rate_per_10s": rate_per_10s},
+    }
 
 
 def room_joined(room: str, online: list[str], last_message_id: int | None) -> dict:
@@ -305,15 +327,13 @@ def pong() -> dict:
     return {"type": "pong", "server_time": now_iso()}
 
 
-
 def membership_updated(room: str, muted_until: str | None) -> dict:
     """To the member's own connections: they were muted until `muted_until`, or unmuted (None)."""
     return {"type": "membership.updated", "room": room, "muted_until": muted_until}
 
 
 def room_updated(*, room: str, name: str, topic: str, locked: bool, archived: bool) -> dict:
-    return {"type": "room.updated", "room": room, "name": name, "topic": topic, "locked": locked,
-            "archived": archived}
+    return {"type": "room.updated", "room": room, "name": name, "topic": topic, "locked": locked, "archived": archived}
 
 
 def member_joined(room: str, user: dict) -> dict:

@@ -1,8 +1,8 @@
 """Reads. `room_for_user` is the one access rule, used by the API, the consumer and the services."""
+
 from django.contrib.auth import get_user_model
 from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Lower
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import sql
@@ -44,8 +44,9 @@ def _check_access(user, slug: str, room: Room | None, membership: Membership | N
         raise Gone(_("Room '%(slug)s' is archived."), slug=slug)
     if membership is not None and membership.is_banned():
         until = membership.banned_until.isoformat() if membership.banned_until else None
-        raise Forbidden(BANNED[until is not None, bool(membership.ban_reason)], slug=slug, until=until,
-                        reason=membership.ban_reason)
+        raise Forbidden(
+            BANNED[until is not None, bool(membership.ban_reason)], slug=slug, until=until, reason=membership.ban_reason
+        )
     if membership is None and room.kind != Room.Kind.PUBLIC and not user.is_staff:
         raise Forbidden(_("Room '%(slug)s' is private: a member must invite you."), slug=slug)
     return room, membership
@@ -62,8 +63,9 @@ def _require_member(slug: str, room: Room, membership: Membership | None) -> tup
     return room, membership
 
 
-def member_rooms_for_users(pairs: list[tuple[User, str]],
-                           memberships: list[Membership] | None = None) -> list[tuple[Room, Membership] | ChatError]:
+def member_rooms_for_users(
+    pairs: list[tuple[User, str]], memberships: list[Membership] | None = None
+) -> list[tuple[Room, Membership] | ChatError]:
     """`member_room_for_user` for each (user, slug): the room and membership, or the error it raises.
 
     One query when each slug has a member among the users (a batch of sends), two otherwise.
@@ -120,8 +122,10 @@ def direct_room_for_user(user, username: str) -> Room:
     if other is not None and other.pk != user.pk:
         room = Room.objects.filter(slug=direct_slug(user.pk, other.pk), kind=Room.Kind.DIRECT).first()
     if room is None:
-        raise NotFound(_("No direct room with '%(username)s' yet: POST to this URL (or send them a message) to "
-                         "start one."), username=username)
+        raise NotFound(
+            _("No direct room with '%(username)s' yet: POST to this URL (or send them a message) to start one."),
+            username=username,
+        )
     return room
 
 
@@ -153,15 +157,12 @@ def member_room_ids(user) -> list[tuple[int, str]]:
 def _with_user_state(rooms, user):
     """Annotate `member`, `role`, `last_message_id` and `unread` (0 outside the rooms one belongs to)."""
     mine = Membership.objects.filter(room=OuterRef("pk"), user=user)
-    return (
-        rooms.annotate(
-            member=Exists(mine.filter(active_membership_q())),
-            role=Subquery(mine.values("role")[:1]),
-            last_read=Subquery(mine.values("last_read_id")[:1]),
-            last_message_id=_last_message_id(),
-        )
-        .annotate(unread=Case(When(member=True, then=_unread_count(user, OuterRef("last_read"))), default=Value(0)))
-    )
+    return rooms.annotate(
+        member=Exists(mine.filter(active_membership_q())),
+        role=Subquery(mine.values("role")[:1]),
+        last_read=Subquery(mine.values("last_read_id")[:1]),
+        last_message_id=_last_message_id(),
+    ).annotate(unread=Case(When(member=True, then=_unread_count(user, OuterRef("last_read"))), default=Value(0)))
 
 
 def room_state(user, room: Room) -> Room:
@@ -182,16 +183,19 @@ def room_summaries(user) -> list[dict]:
     """The `rooms` list of the `hello` frame: `rooms_for_user(user, member_only=True)`, by hand
     (`sql.room_summaries`): it runs for every new connection."""
     [rows] = sql.fetch_all([sql.room_summaries(user.pk)])
-    return [{"slug": slug, "name": name, "kind": kind, "unread": unread, "last_message_id": last_id}
-            for slug, name, kind, last_id, unread in rows]
+    return [
+        {"slug": slug, "name": name, "kind": kind, "unread": unread, "last_message_id": last_id}
+        for slug, name, kind, last_id, unread in rows
+    ]
 
 
 def last_message_id(room: Room) -> int | None:
     return Message.objects.filter(room=room).order_by("-id").values_list("id", flat=True).first()
 
 
-def message_history(room: Room, *, before: int | None = None, after: int | None = None,
-                    limit: int = 50) -> tuple[list[Message], bool]:
+def message_history(
+    room: Room, *, before: int | None = None, after: int | None = None, limit: int = 50
+) -> tuple[list[Message], bool]:
     """One keyset page, ascending by id, and whether more lie beyond it.
 
     `after` pages forward from an id; otherwise the page is the newest before `before`
@@ -221,8 +225,11 @@ def message_page_around(room: Room, around: int, *, limit: int = 50) -> tuple[li
 
 def users_with_prefix(prefix: str, *, limit: int = 10) -> list[User]:
     """Active users whose username starts with `prefix` (case-insensitive), by username ignoring case."""
-    return list(User.objects.filter(is_active=True, username__istartswith=prefix)
-                .order_by(Lower("username"), "username")[:limit])
+    return list(
+        User.objects.filter(is_active=True, username__istartswith=prefix).order_by(Lower("username"), "username")[
+            :limit
+        ]
+    )
 
 
 def messages_since(room_id: int, since: int, limit: int, until: int | None = None) -> tuple[list[Message], bool]:
@@ -237,12 +244,17 @@ def messages_since(room_id: int, since: int, limit: int, until: int | None = Non
 
 def room_members(room: Room) -> list[Membership]:
     return list(
-        Membership.objects.filter(room=room).filter(active_membership_q()).select_related("user").order_by("joined_at", "id")
+        Membership.objects.filter(room=room)
+        .filter(active_membership_q())
+        .select_related("user")
+        .order_by("joined_at", "id")
     )
 
 
 def room_member_user_ids(room_id: int) -> list[int]:
-    return list(Membership.objects.filter(room_id=room_id).filter(active_membership_q()).values_list("user_id", flat=True))
+    return list(
+        Membership.objects.filter(room_id=room_id).filter(active_membership_q()).values_list("user_id", flat=True)
+    )
 
 
 def usernames(user_ids) -> dict[int, str]:
@@ -250,8 +262,9 @@ def usernames(user_ids) -> dict[int, str]:
 
 
 def unread_count(membership: Membership) -> int:
-    return Message.objects.filter(unread_messages_q(membership.user_id, membership.last_read_id),
-                                  room_id=membership.room_id).count()
+    return Message.objects.filter(
+        unread_messages_q(membership.user_id, membership.last_read_id), room_id=membership.room_id
+    ).count()
 
 
 def last_message_id_for(room_id: int) -> int | None:
@@ -261,5 +274,7 @@ def last_message_id_for(room_id: int) -> int | None:
 def member_usernames(room_id: int) -> dict[int, str]:
     """user id -> username of the room's active members."""
     return dict(
-        Membership.objects.filter(room_id=room_id).filter(active_membership_q()).values_list("user_id", "user__username")
+        Membership.objects.filter(room_id=room_id)
+        .filter(active_membership_q())
+        .values_list("user_id", "user__username")
     )

@@ -1,5 +1,6 @@
 """DRF serializers. `message_data` is the one message representation, for REST and WebSocket alike."""
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 from django.contrib.auth import get_user_model, password_validation
 from django.utils.translation import gettext as _
@@ -7,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import usernames
-from .models import MAX_ID, Membership, Message, Room, SLUG_PATTERN
+from .models import MAX_ID, SLUG_PATTERN, Membership, Message, Room
 
 User = get_user_model()
 
@@ -16,7 +17,7 @@ def timestamp(value: datetime | None) -> str | None:
     """UTC, millisecond precision, `Z` suffix: `2026-11-22T10:00:00.123Z`."""
     if value is None:
         return None
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
@@ -114,8 +115,19 @@ class RoomSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Room
-        fields = ["slug", "name", "kind", "topic", "locked", "archived", "created_at",
-                  "unread", "member", "role", "last_message_id"]
+        fields = [
+            "slug",
+            "name",
+            "kind",
+            "topic",
+            "locked",
+            "archived",
+            "created_at",
+            "unread",
+            "member",
+            "role",
+            "last_message_id",
+        ]
 
     def get_created_at(self, room: Room) -> str:
         return timestamp(room.created_at)
@@ -157,8 +169,9 @@ class ReadSerializer(serializers.Serializer):
 class BanSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     reason = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
-    minutes = serializers.IntegerField(min_value=1, max_value=Membership.MAX_BAN_MINUTES, required=False,
-                                       allow_null=True, default=None)
+    minutes = serializers.IntegerField(
+        min_value=1, max_value=Membership.MAX_BAN_MINUTES, required=False, allow_null=True, default=None
+    )
 
 
 class MuteSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ bench/README.md), and names the test (most in tests/test_sql.py) that runs both 
 database (SQLite, or PostgreSQL with DATABASE_URL) and requires the same result. The rules
 they repeat (who is banned, what is unread) are written once, in chat/models.py.
 """
+
 import contextlib
 import functools
 
@@ -52,6 +53,7 @@ def fetch_all(statements: list[Statement]) -> list[list[tuple]]:
 
 # Memberships and their rooms (every batch of sends, every join and request in a room)
 
+
 def memberships(pairs: list[tuple]) -> Statement:
     """The (user, slug) pairs' memberships with their rooms, loaded by `memberships_from_rows`.
 
@@ -64,9 +66,11 @@ def memberships(pairs: list[tuple]) -> Statement:
     slugs, user_ids = list({slug for _, slug in pairs}), list({user.pk for user, _ in pairs})
     columns = _membership_room_columns(connection.alias)[2]
     memberships_table, rooms = _table(Membership), _table(Room)
-    return (f"SELECT {columns} FROM {memberships_table} INNER JOIN {rooms} ON {rooms}.id = {memberships_table}.room_id "
-            f"WHERE {rooms}.slug IN ({placeholders(slugs)}) AND {memberships_table}.user_id IN ({placeholders(user_ids)})",
-            slugs + user_ids)
+    return (
+        f"SELECT {columns} FROM {memberships_table} INNER JOIN {rooms} ON {rooms}.id = {memberships_table}.room_id "
+        f"WHERE {rooms}.slug IN ({placeholders(slugs)}) AND {memberships_table}.user_id IN ({placeholders(user_ids)})",
+        slugs + user_ids,
+    )
 
 
 def memberships_from_rows(rows: list[tuple]) -> list[Membership]:
@@ -114,9 +118,11 @@ def member_rooms(select: str, user_id: int, params=()) -> Statement:
     `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`.
     """
     rooms, memberships_table = _table(Room), _table(Membership)
-    return (f"SELECT {select} FROM {memberships_table} s INNER JOIN {rooms} r ON r.id = s.room_id "
-            "WHERE s.user_id = %s AND NOT r.archived AND (NOT s.banned OR s.banned_until <= %s) ORDER BY r.slug",
-            [*params, user_id, connection.ops.adapt_datetimefield_value(timezone.now())])
+    return (
+        f"SELECT {select} FROM {memberships_table} s INNER JOIN {rooms} r ON r.id = s.room_id "
+        "WHERE s.user_id = %s AND NOT r.archived AND (NOT s.banned OR s.banned_until <= %s) ORDER BY r.slug",
+        [*params, user_id, connection.ops.adapt_datetimefield_value(timezone.now())],
+    )
 
 
 def room_summaries(user_id: int) -> Statement:
@@ -132,10 +138,14 @@ def room_summaries(user_id: int) -> Statement:
     return member_rooms(
         f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
         f"(SELECT COUNT(*) FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
-        "AND (m.author_id <> %s OR m.author_id IS NULL))", user_id, [user_id])
+        "AND (m.author_id <> %s OR m.author_id IS NULL))",
+        user_id,
+        [user_id],
+    )
 
 
 # Messages: the batch's write, and the originals of reused client_ids
+
 
 def lock_rooms_and_insert(room_ids: list[int], drafts: list[Message]) -> tuple[dict[int, int | None], list[int]]:
     """Lock the rooms' rows until commit, in id order (so that two writers never deadlock), read
@@ -157,8 +167,10 @@ def lock_rooms_and_insert(room_ids: list[int], drafts: list[Message]) -> tuple[d
     # (READ COMMITTED gives each statement the snapshot of its start).
     # A subquery per room, which the (room, id) index answers with one row, where a GROUP BY
     # would read every message of the rooms.
-    newest = (f"SELECT id, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id) "
-              f"FROM {rooms} r WHERE r.id IN ({listed})")
+    newest = (
+        f"SELECT id, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id) "
+        f"FROM {rooms} r WHERE r.id IN ({listed})"
+    )
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     row = f"({placeholders(fields)})"
@@ -183,12 +195,16 @@ def originals(wanted: set[tuple[int, str]]) -> Statement:
     repeats the unique index's condition, which lets SQLite use that index.
     """
     authors, client_ids = list({author_id for author_id, _ in wanted}), list({client_id for _, client_id in wanted})
-    return (f"SELECT id, author_id, client_id FROM {_table(Message)} "
-            f"WHERE author_id IN ({placeholders(authors)}) AND client_id IN ({placeholders(client_ids)}) "
-            "AND client_id <> ''", authors + client_ids)
+    return (
+        f"SELECT id, author_id, client_id FROM {_table(Message)} "
+        f"WHERE author_id IN ({placeholders(authors)}) AND client_id IN ({placeholders(client_ids)}) "
+        "AND client_id <> ''",
+        authors + client_ids,
+    )
 
 
 # The admin, the export and the health check
+
 
 def estimated_rows(model) -> int | None:
     """The planner's estimate of the table's rows on PostgreSQL (None elsewhere, or before the

@@ -5,6 +5,7 @@ it names none, the signed-in user's), with DRF's rate windows in Django's cache:
 REDIS_URL is set, so the counts hold across processes. The API views list these classes;
 the pages are wrapped in `throttle_page`. Rates: REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].
 """
+
 import hashlib
 import math
 from functools import wraps
@@ -73,8 +74,11 @@ def throttle_page(throttle_classes):
         def wrapped(request, *args, **kwargs):
             if request.method == "POST":
                 # Like DRF's APIView.check_throttles: every throttle counts the attempt it allows.
-                waits = [throttle.wait() for throttle in (cls() for cls in throttle_classes)
-                         if not throttle.allow_request(request, None)]
+                waits = [
+                    throttle.wait()
+                    for throttle in (cls() for cls in throttle_classes)
+                    if not throttle.allow_request(request, None)
+                ]
                 if waits:
                     retry_after = max(1, math.ceil(max(wait or 0 for wait in waits)))
                     response = render(request, "registration/throttled.html", {"retry_after": retry_after}, status=429)

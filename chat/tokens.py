@@ -5,6 +5,7 @@ Each refresh token carries `auth_time`, when its user last gave their password; 
 keeps the claim. Refreshing checks it, and the password digest simplejwt's CHECK_REVOKE_TOKEN
 puts in every token, besides the blacklist (`services.password_change` blacklists the chain).
 """
+
 import time
 
 from django.conf import settings
@@ -38,8 +39,10 @@ class RefreshSerializer(TokenRefreshSerializer):
         refresh = self.token_class(attrs["refresh"])
         signed_in = refresh.get(SIGNED_IN_CLAIM)
         if not isinstance(signed_in, int) or time.time() - signed_in > settings.JWT_SESSION_MAX_DAYS * 86400:
-            raise InvalidToken(_("This sign-in is more than %(days)s days old: sign in again with your password.")
-                               % {"days": settings.JWT_SESSION_MAX_DAYS})
+            raise InvalidToken(
+                _("This sign-in is more than %(days)s days old: sign in again with your password.")
+                % {"days": settings.JWT_SESSION_MAX_DAYS}
+            )
         user = get_user_model().objects.filter(pk=refresh.get(api_settings.USER_ID_CLAIM)).first()
         if user is not None and token_revoked(refresh, user):
             raise InvalidToken(_("The password changed since this sign-in: sign in again with the new password."))

@@ -4,6 +4,7 @@
 Cyrillic, Chinese, ...) is fine, and so is Japanese or Korean, which mix Han with their own
 scripts by nature. The look-alike data is Unicode's (confusable_homoglyphs).
 """
+
 import unicodedata
 
 from confusable_homoglyphs import categories, confusables
@@ -27,5 +28,6 @@ def validate_username_script(username: str) -> None:
     if confusables.is_dangerous(username):
         raise ValidationError(
             _("This username mixes %(scripts)s letters, some of which look alike: write it in one alphabet."),
-            code="mixed_script", params={"scripts": " and ".join(sorted(script.capitalize() for script in scripts))},
+            code="mixed_script",
+            params={"scripts": " and ".join(sorted(script.capitalize() for script in scripts))},
         )

@@ -3,6 +3,7 @@
 Views parse input, call one service or selector and render. Service errors become an
 error page (or form errors) with the error's HTTP status.
 """
+
 from functools import wraps
 from urllib.parse import quote
 
@@ -51,9 +52,11 @@ def register(request):
     form = RegisterForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            user = services.user_register(username=form.cleaned_data["username"],
-                                          password=form.cleaned_data["password1"],
-                                          email=form.cleaned_data["email"])
+            user = services.user_register(
+                username=form.cleaned_data["username"],
+                password=form.cleaned_data["password1"],
+                email=form.cleaned_data["email"],
+            )
         except ChatError as exc:
             add_service_error(form, exc)
         else:
@@ -69,9 +72,12 @@ def password_change(request):
     form = PasswordChangeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            user = services.password_change(user=request.user, old_password=form.cleaned_data["old_password"],
-                                            new_password=form.cleaned_data["new_password1"],
-                                            keep_session=auth.session_mark(request.session.session_key))
+            user = services.password_change(
+                user=request.user,
+                old_password=form.cleaned_data["old_password"],
+                new_password=form.cleaned_data["new_password1"],
+                keep_session=auth.session_mark(request.session.session_key),
+            )
         except ChatError as exc:
             add_service_error(form, exc)
         else:
@@ -112,8 +118,11 @@ def directory(request):
     if query:
         rooms = rooms.filter(Q(name__icontains=query) | Q(slug__icontains=query) | Q(topic__icontains=query))
     rooms = [room for room in rooms.order_by("name") if room.kind != "direct"]
-    return render(request, "chat/directory.html", {"rooms": rooms, "query": query,
-                                                   "client": client_config(request, page="directory")})
+    return render(
+        request,
+        "chat/directory.html",
+        {"rooms": rooms, "query": query, "client": client_config(request, page="directory")},
+    )
 
 
 @login_required
@@ -162,7 +171,9 @@ def room(request, slug):
     room, membership = selectors.room_for_user(request.user, slug)
     history, has_more = selectors.message_history(room, limit=HISTORY_PAGE)
     client = client_config(
-        request, page="room", member=membership is not None,
+        request,
+        page="room",
+        member=membership is not None,
         room={"slug": room.slug, "name": room.name, "kind": room.kind, "topic": room.topic, "locked": room.locked},
         role=membership.role if membership else None,
         canModerate=bool(membership and membership.can_moderate) or request.user.is_staff,

@@ -1,4 +1,5 @@
 """ASGI entry point: HTTP goes to Django, WebSockets to the chat consumer."""
+
 import gc
 import os
 import sys

@@ -3,6 +3,7 @@
 Plain Python, no Django: the settings, the `check --deploy` check (chat/checks.py) and the
 launchers in bench/ and deploy/cluster.py all use it.
 """
+
 import secrets
 
 # Django's own bar for SECRET_KEY (security.W009), applied to the JWT key too: HS256 wants

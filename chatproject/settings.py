@@ -4,6 +4,7 @@ A fresh clone runs with nothing set: SQLite in the project folder and the in-mem
 channel layer. Production sets at least DJANGO_SECRET_KEY, JWT_SIGNING_KEY,
 DJANGO_ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
 """
+
 import os
 import re
 import tempfile
@@ -52,7 +53,9 @@ def env_rates(name: str, defaults: dict[str, str]) -> dict[str, tuple[int, int]]
     for action, rate in rates.items():
         match = re.fullmatch(r"(\d+)/([1-9]\d*)?([a-z]+)", rate)
         if match is None or match[3] not in RATE_PERIODS:
-            raise ImproperlyConfigured(f"{name}: '{action}={rate}' is not a rate; write it as 20/min, 5/10s or 10/hour.")
+            raise ImproperlyConfigured(
+                f"{name}: '{action}={rate}' is not a rate; write it as 20/min, 5/10s or 10/hour."
+            )
         parsed[action] = (int(match[1]), int(match[2] or 1) * RATE_PERIODS[match[3]])
     return parsed
 
@@ -70,10 +73,13 @@ if not DEBUG:
         if _problem := keys.key_problem(os.environ.get(_name, "")):
             raise ImproperlyConfigured(
                 f"{_name} {_problem}: with DJANGO_DEBUG off the server needs a key of its own. Set {_name} to "
-                f"the output of `{keys.HOW_TO_SET}`, or set DJANGO_DEBUG=true for development.")
+                f"the output of `{keys.HOW_TO_SET}`, or set DJANGO_DEBUG=true for development."
+            )
     if SECRET_KEY == JWT_SIGNING_KEY:
-        raise ImproperlyConfigured("JWT_SIGNING_KEY equals DJANGO_SECRET_KEY: give each its own random value, so that "
-                                   "a leak of one does not forge the other.")
+        raise ImproperlyConfigured(
+            "JWT_SIGNING_KEY equals DJANGO_SECRET_KEY: give each its own random value, so that "
+            "a leak of one does not forge the other."
+        )
 # Never "*" by default: channels' origin check for cookie sessions trusts this list.
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
@@ -84,8 +90,9 @@ CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 # when the proxy always overwrites it, as deploy/nginx/chat.conf does. It also tells the
 # WebSocket origin check (chat/auth.py) that the page's origin is https.
 _PROXY_SSL_HEADER = os.environ.get("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
-SECURE_PROXY_SSL_HEADER = (("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https")
-                           if _PROXY_SSL_HEADER else None)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_" + _PROXY_SSL_HEADER.upper().replace("-", "_"), "https") if _PROXY_SSL_HEADER else None
+)
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
 # Load balancers and scrapers reach each process directly over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
@@ -175,7 +182,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and not DAT
     # A pool instead of a connection per request: every `database_sync_to_async` call and
     # every ASGI request would otherwise open (and PostgreSQL fork) a new connection.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": env_int("DATABASE_POOL_MIN", 2), "max_size": env_int("DATABASE_POOL_MAX", 20), "timeout": 10,
+        "min_size": env_int("DATABASE_POOL_MIN", 2),
+        "max_size": env_int("DATABASE_POOL_MAX", 20),
+        "timeout": 10,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (daphne and the test runner) may write the same file.
@@ -191,7 +200,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The test database is a file (not in-memory) so that live tests' daphne processes can
     # open it; one per test run, so concurrent runs don't collide.
     DATABASES["default"]["TEST"] = {
-        "NAME": os.environ.get("SQLITE_TEST_NAME", os.path.join(tempfile.gettempdir(), f"chat-test-{os.getpid()}.sqlite3"))
+        "NAME": os.environ.get(
+            "SQLITE_TEST_NAME", os.path.join(tempfile.gettempdir(), f"chat-test-{os.getpid()}.sqlite3")
+        )
     }
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{os.getpid()}"}
@@ -204,19 +215,25 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Sentinels at REDIS_SENTINELS find, one shard each. Presence, rate limits, the cache and
 # the watchdog's own client stay on REDIS_URL, which defaults to the first shard.
 REDIS_URLS = env_list("REDIS_URLS", "")
-REDIS_SENTINELS = [(host, int(port)) for host, _, port in
-                   (item.rpartition(":") for item in env_list("REDIS_SENTINELS", ""))]
+REDIS_SENTINELS = [
+    (host, int(port)) for host, _, port in (item.rpartition(":") for item in env_list("REDIS_SENTINELS", ""))
+]
 REDIS_SENTINEL_MASTERS = env_list("REDIS_SENTINEL_MASTERS", "")
 REDIS_URL = os.environ.get("REDIS_URL", "") or (REDIS_URLS[0] if REDIS_URLS else "")
 if REDIS_SENTINEL_MASTERS:
     if not REDIS_SENTINELS or REDIS_URLS:
-        raise ImproperlyConfigured("REDIS_SENTINEL_MASTERS needs REDIS_SENTINELS (host:port,...) "
-                                   "and excludes REDIS_URLS.")
+        raise ImproperlyConfigured(
+            "REDIS_SENTINEL_MASTERS needs REDIS_SENTINELS (host:port,...) and excludes REDIS_URLS."
+        )
     if not REDIS_URL:
-        raise ImproperlyConfigured("REDIS_SENTINEL_MASTERS sets the channel layer only: set REDIS_URL too, for "
-                                   "presence, rate limits and the cache (see docs/deployment.md).")
-    CHAT_LAYER_HOSTS = [{"master_name": name, "sentinels": REDIS_SENTINELS, "db": env_int("REDIS_SENTINEL_DB", 0)}
-                        for name in REDIS_SENTINEL_MASTERS]
+        raise ImproperlyConfigured(
+            "REDIS_SENTINEL_MASTERS sets the channel layer only: set REDIS_URL too, for "
+            "presence, rate limits and the cache (see docs/deployment.md)."
+        )
+    CHAT_LAYER_HOSTS = [
+        {"master_name": name, "sentinels": REDIS_SENTINELS, "db": env_int("REDIS_SENTINEL_DB", 0)}
+        for name in REDIS_SENTINEL_MASTERS
+    ]
 else:
     CHAT_LAYER_HOSTS = [{"address": url} for url in REDIS_URLS or [REDIS_URL] if url]
 # redis-py's asyncio pools refuse a connection beyond `max_connections` (100 by default)
@@ -233,7 +250,9 @@ REDIS_POOL_SIZE = env_int("REDIS_POOL_SIZE", 32)
 # ignore the database number, so two deployments on one Redis need different prefixes.
 # Letters, digits, hyphens: it starts channel names. A test run gets its own, so that runs
 # sharing a Redis (pub/sub ignores database numbers) never see each other's events.
-REDIS_PREFIX = os.environ.get("REDIS_PREFIX") or (f"chattest{os.getpid()}" if os.environ.get("PYTEST_VERSION") else "chat")
+REDIS_PREFIX = os.environ.get("REDIS_PREFIX") or (
+    f"chattest{os.getpid()}" if os.environ.get("PYTEST_VERSION") else "chat"
+)
 CHAT_CHANNEL_LAYER = os.environ.get("CHAT_CHANNEL_LAYER", "pubsub")
 if REDIS_URL:
     # The pub/sub layer publishes once per group instead of once per member, and never
@@ -300,11 +319,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["chat.api.parsers.ChatJSONParser", "chat.api.parsers.ChatFormParser",
-                               "chat.api.parsers.ChatMultiPartParser"],
+    "DEFAULT_PARSER_CLASSES": [
+        "chat.api.parsers.ChatJSONParser",
+        "chat.api.parsers.ChatFormParser",
+        "chat.api.parsers.ChatMultiPartParser",
+    ],
     # Each counted per client address and, separately, per username (chat/throttles.py).
-    "DEFAULT_THROTTLE_RATES": {"login": os.environ.get("CHAT_LOGIN_RATE", "10/min"),
-                               "register": os.environ.get("CHAT_REGISTER_RATE", "10/hour")},
+    "DEFAULT_THROTTLE_RATES": {
+        "login": os.environ.get("CHAT_LOGIN_RATE", "10/min"),
+        "register": os.environ.get("CHAT_REGISTER_RATE", "10/hour"),
+    },
     "EXCEPTION_HANDLER": "chat.api.errors.exception_handler",
     # Throttles key on REMOTE_ADDR unless told how many proxies append to X-Forwarded-For.
     "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),
@@ -344,10 +368,20 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64 * 1024)
 CHAT_RATE_PER_10S = env_int("CHAT_RATE_PER_10S", 20)
 CHAT_FLOOD_CLOSE_AFTER = env_int("CHAT_FLOOD_CLOSE_AFTER", 10)
 # Every other write a user can repeat has a budget per user, counted like messages (chat.limits).
-CHAT_WRITE_RATES = env_rates("CHAT_WRITE_RATES", {
-    "join": "30/min", "leave": "30/min", "edit": "30/min", "delete": "30/min", "report": "10/min",
-    "invite": "30/min", "room": "20/hour", "direct": "30/hour", "update": "20/min",
-})
+CHAT_WRITE_RATES = env_rates(
+    "CHAT_WRITE_RATES",
+    {
+        "join": "30/min",
+        "leave": "30/min",
+        "edit": "30/min",
+        "delete": "30/min",
+        "report": "10/min",
+        "invite": "30/min",
+        "room": "20/hour",
+        "direct": "30/hour",
+        "update": "20/min",
+    },
+)
 # A re-join this soon after leaving a room writes no new "joined"/"left" pair (chat.services).
 CHAT_JOIN_LEAVE_QUIET_S = env_int("CHAT_JOIN_LEAVE_QUIET_S", 60)
 CHAT_MAX_CONNECTIONS = env_int("CHAT_MAX_CONNECTIONS", 10000)

@@ -16,6 +16,7 @@ random keys of its own (its sessions and tokens end with it). nginx runs as a ch
 process, not as the system service: its configuration, pid file, logs and temporary files
 live in a run directory (a new temporary one unless --run-dir is given), so nothing needs root.
 """
+
 import argparse
 import grp
 import os
@@ -72,8 +73,9 @@ def main_config(run_dir: Path, *, workers: int = 1) -> str:
     files = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     mime_types = Path("/etc/nginx/mime.types")
     types = f"include {mime_types};" if mime_types.exists() else "types { text/css css; application/javascript js; }"
-    temp = "\n".join(f"    {kind}_temp_path {run_dir / kind};"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"    {kind}_temp_path {run_dir / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     # Started as root, nginx would run its workers as nobody, who may not read the static
     # files or the run directory: keep them on the user who started it, as without root.
     user = ""
@@ -83,8 +85,8 @@ def main_config(run_dir: Path, *, workers: int = 1) -> str:
 {user}
 worker_processes {workers};
 worker_rlimit_nofile {files};
-pid {run_dir / 'nginx.pid'};
-error_log {run_dir / 'error.log'} warn;
+pid {run_dir / "nginx.pid"};
+error_log {run_dir / "error.log"} warn;
 
 events {{
     worker_connections {max(1024, files // 2)};
@@ -95,7 +97,7 @@ http {{
     default_type application/octet-stream;
     access_log off;
 {temp}
-    include {run_dir / 'chat.conf'};
+    include {run_dir / "chat.conf"};
 }}
 """
 
@@ -115,8 +117,16 @@ class Nginx:
         self.process: subprocess.Popen | None = None
 
     def command(self, *extra: str) -> list[str]:
-        return [self.binary, "-p", f"{self.run_dir}/", "-c", str(self.config), "-e", str(self.run_dir / "error.log"),
-                *extra]
+        return [
+            self.binary,
+            "-p",
+            f"{self.run_dir}/",
+            "-c",
+            str(self.config),
+            "-e",
+            str(self.run_dir / "error.log"),
+            *extra,
+        ]
 
     def start(self) -> None:
         check = subprocess.run(self.command("-t", "-q"), capture_output=True, text=True)
@@ -185,11 +195,15 @@ def _raise_stop(signum, frame):
 
 
 def run(args) -> int:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatproject.settings", "PYTHONUNBUFFERED": "1",
-           "DATABASE_URL": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-           # nginx appends the client's address to X-Forwarded-For: one proxy.
-           "DJANGO_NUM_PROXIES": os.environ.get("DJANGO_NUM_PROXIES", "1"),
-           "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as deploy/systemd/chat@.service
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        "PYTHONUNBUFFERED": "1",
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        # nginx appends the client's address to X-Forwarded-For: one proxy.
+        "DJANGO_NUM_PROXIES": os.environ.get("DJANGO_NUM_PROXIES", "1"),
+        "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+    }  # as deploy/systemd/chat@.service
     if not any(env.get(name) for name in ("REDIS_URL", "REDIS_URLS")):
         env["REDIS_URL"] = DEFAULT_REDIS_URL
     setdefault_local_keys(env)
@@ -199,25 +213,47 @@ def run(args) -> int:
 
     ports = [args.port + i for i in range(1, args.processes + 1)]
     run_dir = Path(args.run_dir).resolve() if args.run_dir else Path(tempfile.mkdtemp(prefix="chat-cluster-"))
-    nginx = Nginx(run_dir, site_config(upstreams=[f"127.0.0.1:{p}" for p in ports], listen=f"{args.host}:{args.port}",
-                                       static_root=STATIC_ROOT), workers=args.nginx_workers)
+    nginx = Nginx(
+        run_dir,
+        site_config(
+            upstreams=[f"127.0.0.1:{p}" for p in ports], listen=f"{args.host}:{args.port}", static_root=STATIC_ROOT
+        ),
+        workers=args.nginx_workers,
+    )
     servers: list[subprocess.Popen] = []
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
         for port in ports:
-            servers.append(subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_ARGS,
-                 "chatproject.asgi:application"], cwd=BASE_DIR, env=env,
-                # Ctrl-C reaches this process only: it stops the servers before nginx, so that
-                # their 1001 close frames get through.
-                start_new_session=True))
+            servers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "daphne",
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        *DAPHNE_ARGS,
+                        "chatproject.asgi:application",
+                    ],
+                    cwd=BASE_DIR,
+                    env=env,
+                    # Ctrl-C reaches this process only: it stops the servers before nginx, so that
+                    # their 1001 close frames get through.
+                    start_new_session=True,
+                )
+            )
         for port, server in zip(ports, servers):
             wait_for_port("127.0.0.1", port, server)
         nginx.start()
         wait_for_port(args.host, args.port, nginx.process)
-        print(f"ready: http://{args.host}:{args.port}/ -> {len(ports)} daphne processes on ports "
-              f"{', '.join(map(str, ports))}; nginx files in {run_dir}", flush=True)
+        print(
+            f"ready: http://{args.host}:{args.port}/ -> {len(ports)} daphne processes on ports "
+            f"{', '.join(map(str, ports))}; nginx files in {run_dir}",
+            flush=True,
+        )
         while all(p.poll() is None for p in (*servers, nginx.process)):
             time.sleep(0.5)
         dead = next(p for p in (*servers, nginx.process) if p.poll() is not None)
@@ -245,8 +281,9 @@ def run(args) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", "-n", type=int, default=2, help="daphne processes (default 2)")
-    parser.add_argument("--port", "-p", type=int, default=8000,
-                        help="nginx's port; the servers take the next ones (default 8000)")
+    parser.add_argument(
+        "--port", "-p", type=int, default=8000, help="nginx's port; the servers take the next ones (default 8000)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="nginx's address (default 127.0.0.1)")
     parser.add_argument("--nginx-workers", type=int, default=1, help="nginx worker processes (default 1)")
     parser.add_argument("--run-dir", help="keep nginx's configuration and logs here (default: a temporary directory)")

@@ -5,6 +5,7 @@ Playwright's sync API runs an event loop in this thread, where Django refuses OR
 the database is prepared before the browser starts and checked after it stops, or written
 from another thread (`in_thread`) meanwhile.
 """
+
 import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,14 @@ from django.test import override_settings
 from playwright.sync_api import expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "s3cret-pass-1"  # conftest's make_user default
 TIMEOUT_MS = 15_000
 CHINESE = "zh-CN"  # a browser locale: its Accept-Language picks zh-hans, and Intl formats dates the Chinese way
@@ -32,6 +39,7 @@ SHOTS_CHINESE = Path("/tmp/web-shots-zh")
 
 def in_thread(fn, *args, **kwargs):
     """Run an ORM call while the browser runs, closing the thread's own connection after it."""
+
     def run():
         try:
             return fn(*args, **kwargs)
@@ -64,14 +72,21 @@ def chromium():
 
 
 def new_page(browser, server, *, viewport=None, color_scheme="light", locale="en-US"):
-    context = browser.new_context(base_url=server.url, viewport=viewport or DESKTOP, color_scheme=color_scheme,
-                                  locale=locale, timezone_id="Europe/Paris")
+    context = browser.new_context(
+        base_url=server.url,
+        viewport=viewport or DESKTOP,
+        color_scheme=color_scheme,
+        locale=locale,
+        timezone_id="Europe/Paris",
+    )
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.errors = []  # script errors and console errors: a test may assert there were none
     page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" and not network_error(msg.text)
-            else None)
+    page.on(
+        "console",
+        lambda msg: page.errors.append(msg.text) if msg.type == "error" and not network_error(msg.text) else None,
+    )
     return page
 
 
@@ -99,12 +114,15 @@ def open_room(page, slug, online="online"):
 
 def session_fetch(page, method, url, data=None) -> int:
     """The status of a same-origin JSON request from `page`, with its session cookie and CSRF token."""
-    return page.evaluate("""async ([method, url, data]) => {
+    return page.evaluate(
+        """async ([method, url, data]) => {
         const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
         const response = await fetch(url, {method, body: data === null ? undefined : JSON.stringify(data),
                                            headers: {"X-CSRFToken": token, "Content-Type": "application/json"}});
         return response.status;
-    }""", [method, url, data])
+    }""",
+        [method, url, data],
+    )
 
 
 def message_ids(page) -> list[int]:
@@ -120,8 +138,9 @@ def axe_violations(page) -> list[str]:
     # Through DevTools, not a <script> tag: the Content-Security-Policy refuses inline scripts.
     page.evaluate(AXE.read_text() + "\n;undefined")
     result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
-    return [f"{v['id']} ({v['impact']}): {json.dumps([n['target'] for n in v['nodes'][:3]])}"
-            for v in result["violations"]]
+    return [
+        f"{v['id']} ({v['impact']}): {json.dumps([n['target'] for n in v['nodes'][:3]])}" for v in result["violations"]
+    ]
 
 
 def screenshot(page, name: str, folder: Path = SHOTS) -> None:

@@ -14,6 +14,7 @@ and (with `check_order`) the room's messages come in id order (starting over at 
 `room.joined`, whose replay follows; the answer to a resend is the original message, so it
 may be older). tests/reconnecting.py keeps one of these for each room of a socket client.
 """
+
 import itertools
 
 
@@ -43,8 +44,13 @@ class ClientState:
         return self.message_send(client_id, body)
 
     def message_send(self, client_id: str, body: str) -> dict:
-        return {"type": "message.send", "room": self.room, "body": body, "client_id": client_id,
-                "ref": f"{self.name}:s:{client_id}"}
+        return {
+            "type": "message.send",
+            "room": self.room,
+            "body": body,
+            "client_id": client_id,
+            "ref": f"{self.name}:s:{client_id}",
+        }
 
     def handle(self, frame: dict) -> list[dict]:
         """Take in one server frame; returns the frames to send in response (resends)."""
@@ -70,8 +76,9 @@ class ClientState:
         if ref.startswith(f"{self.name}:s:"):
             client_id = ref.split(":s:", 1)[1]
             assert (message["client_id"], message["author"]["id"]) == (client_id, self.user_id), frame
-            assert self.acks.setdefault(client_id, message["id"]) == message["id"], \
+            assert self.acks.setdefault(client_id, message["id"]) == message["id"], (
                 f"{self.name}: client_id {client_id!r} acknowledged as two messages"
+            )
             self.unacked.pop(client_id, None)
         if self.synced:
             self.mark = max(self.mark, message["id"])

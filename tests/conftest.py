@@ -1,6 +1,7 @@
 """Shared fixtures: users, JWT-authenticated API clients, a recorder of published events, a fresh
 channel layer, the rooms every module uses, and the service tests' checks of what a call changed
 (`committed`, `refused`). Helpers that are not fixtures are in tests/support.py."""
+
 import json
 import os
 import shutil
@@ -17,7 +18,10 @@ from tests.support import PASSWORD, access_token, flush_layers, joined, snapshot
 
 User = get_user_model()
 
-pytest_plugins = ["tests.live", "tests.faults"]  # fixtures for real servers: daphne_a/b, redis_url, private_redis, pg_proxy
+pytest_plugins = [
+    "tests.live",
+    "tests.faults",
+]  # fixtures for real servers: daphne_a/b, redis_url, private_redis, pg_proxy
 
 
 def _missing() -> set[str]:
@@ -178,6 +182,7 @@ async def fresh_layer():
 
 # The service tests' checks (tests/test_services_*.py, and others that write through services)
 
+
 @pytest.fixture
 def committed(django_capture_on_commit_callbacks):
     """`with committed():` runs the on-commit callbacks (the publishes) registered inside."""
@@ -201,6 +206,7 @@ def refused(published, committed):
 
 
 # Rooms
+
 
 @pytest.fixture
 def general(alice):

@@ -10,6 +10,7 @@ database off, and checks of what the clients end up holding.
   `ReconnectingClient`) holds exactly the database's sequence of the room;
   `assert_acks_in_db`: every acknowledged send is stored once.
 """
+
 import asyncio
 import contextlib
 import os
@@ -35,9 +36,14 @@ REDIS_SERVER = "/usr/bin/redis-server"
 
 # Daphnes in fault tests: clients send as fast as the test wants, presence beats every second
 # (a SIGKILLed process's users go offline within 4 beats), Redis is checked every second.
-FAULT_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "1000", "CHAT_LOGIN_RATE": "100000/min",
-             "CHAT_REGISTER_RATE": "100000/min", "CHAT_HEARTBEAT_S": "1", "CHAT_LAYER_CHECK_S": "1"}
-
+FAULT_ENV = {
+    "CHAT_RATE_PER_10S": "100000",
+    "CHAT_MAX_CONNECTIONS_PER_USER": "1000",
+    "CHAT_LOGIN_RATE": "100000/min",
+    "CHAT_REGISTER_RATE": "100000/min",
+    "CHAT_HEARTBEAT_S": "1",
+    "CHAT_LAYER_CHECK_S": "1",
+}
 
 
 def missing(reason: str):
@@ -51,6 +57,7 @@ def require_postgres() -> None:
 
 
 # Private Redis
+
 
 class PrivateRedis:
     """A redis-server of this test's own, on a free port, with no persistence: a restart empties it."""
@@ -70,9 +77,22 @@ class PrivateRedis:
 
         assert self.process is None or self.process.poll() is not None, "already running"
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -108,6 +128,7 @@ def private_redis():
 
 
 # TCP proxy
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to `target`, in threads (independent of the test's event loop).
@@ -204,6 +225,7 @@ def pg_proxy():
 
 # Daphnes
 
+
 @contextlib.contextmanager
 def daphnes(count: int, env: dict | None = None, args: list[str] | None = None):
     """`count` daphne processes on the test database with FAULT_ENV (and `env`), started in
@@ -241,6 +263,7 @@ def output_tail(server: LiveServer, lines: int = 40) -> str:
 
 # Database
 
+
 def _room_ids(slug: str) -> list[int]:
     return list(Message.objects.filter(room__slug=slug).order_by("id").values_list("id", flat=True))
 
@@ -260,6 +283,7 @@ def ids_by_client_id(client_ids) -> dict[str, list[int]]:
 
 # What the clients hold
 
+
 async def assert_views_match_db(clients: list[ReconnectingClient], room: str, timeout: float = 5.0) -> list[int]:
     """Every client's de-duplicated, id-ordered view of `room` equals the database's sequence.
 
@@ -276,8 +300,10 @@ async def assert_views_match_db(clients: list[ReconnectingClient], room: str, ti
     for client in wrong:
         held = set(client.view[room])
         missing, extra = sorted(set(expected) - held), sorted(held - set(expected))
-        report.append(f"{client.name} misses {missing[:20]}{'...' if len(missing) > 20 else ''} "
-                      f"({len(missing)}), holds unknown {extra[:20]}\n{client.history(room, missing or extra)}")
+        report.append(
+            f"{client.name} misses {missing[:20]}{'...' if len(missing) > 20 else ''} "
+            f"({len(missing)}), holds unknown {extra[:20]}\n{client.history(room, missing or extra)}"
+        )
     assert not wrong, f"views differ from the database's {len(expected)} messages of '{room}':\n" + "\n".join(report)
     for client in clients:
         assert not client.gaps, f"{client.name} got room.gap: {client.gaps}"
@@ -291,12 +317,15 @@ async def assert_acks_in_db(clients: list[ReconnectingClient]) -> None:
     for client in clients:
         silent = {cid: how for cid, how in client.outcomes.items() if "silent" in how}
         assert not silent, f"{client.name}: sends met neither ack nor error within {REPLY_TIMEOUT_S} s: {silent}"
-        stored_despite_error = {cid: how for cid, how in client.outcomes.items()
-                                if how[-1:] == ["duplicate"] and "closed" not in how}
-        assert not stored_despite_error, f"{client.name}: sends answered with an error were stored: " \
-                                         f"{stored_despite_error}"
+        stored_despite_error = {
+            cid: how for cid, how in client.outcomes.items() if how[-1:] == ["duplicate"] and "closed" not in how
+        }
+        assert not stored_despite_error, (
+            f"{client.name}: sends answered with an error were stored: {stored_despite_error}"
+        )
         sent = list(client.acked) + list(client.pending)
         in_db = await ids_by_client_id(sent)
         assert {cid: ids for cid, ids in in_db.items() if len(ids) > 1} == {}, f"{client.name}: client_ids stored twice"
-        assert {cid: in_db.get(cid, [None])[0] for cid in client.acked} == client.acked, \
+        assert {cid: in_db.get(cid, [None])[0] for cid in client.acked} == client.acked, (
             f"{client.name}: acknowledged sends missing from the database or under another id"
+        )

@@ -15,6 +15,7 @@ CHAT_REQUIRE_SERVICES=1), and `http_json()`. `tests.support.ws_connect` opens th
 on a real socket to one of them. tests/conftest.py registers this module as a plugin, so the
 fixtures are everywhere.
 """
+
 import contextlib
 import json
 import os
@@ -114,8 +115,9 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"daphne did not listen on port {port} within {timeout} s")
 
 
-def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: float = 30.0,
-                 args: list[str] | None = None) -> LiveServer:
+def start_daphne(
+    env: dict | None = None, *, port: int | None = None, timeout: float = 30.0, args: list[str] | None = None
+) -> LiveServer:
     """Start daphne with the test database (and `env` on top); return once it accepts.
 
     `port` restarts a server where its clients expect it; by default a free one is picked.
@@ -124,13 +126,23 @@ def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: f
     port = port or free_port()
     # The server shares the rate-limit counters (the Redis cache) with this process, so it also
     # takes the test's limit: messages a test seeds must not count against its browser sends.
-    full_env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatproject.settings",
-                "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1",
-                "CHAT_RATE_PER_10S": str(settings.CHAT_RATE_PER_10S), "REDIS_PREFIX": settings.REDIS_PREFIX,
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatproject.settings",
+        "DATABASE_URL": database_url(),
+        "PYTHONUNBUFFERED": "1",
+        "CHAT_RATE_PER_10S": str(settings.CHAT_RATE_PER_10S),
+        "REDIS_PREFIX": settings.REDIS_PREFIX,
+        **(env or {}),
+    }
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen([*DAPHNE, "-b", "127.0.0.1", "-p", str(port), *(args or []), "chatproject.asgi:application"],
-                               cwd=BASE_DIR, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [*DAPHNE, "-b", "127.0.0.1", "-p", str(port), *(args or []), "chatproject.asgi:application"],
+        cwd=BASE_DIR,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     server = LiveServer(port, process, log)
     try:
         wait_for_port(port, process, timeout)
@@ -141,8 +153,9 @@ def start_daphne(env: dict | None = None, *, port: int | None = None, timeout: f
 
 
 @contextlib.contextmanager
-def run_daphne(env: dict | None = None, *, port: int | None = None, timeout: float = 30.0,
-               args: list[str] | None = None):
+def run_daphne(
+    env: dict | None = None, *, port: int | None = None, timeout: float = 30.0, args: list[str] | None = None
+):
     """`start_daphne` as a context manager that terminates the server at the end."""
     server = start_daphne(env, port=port, timeout=timeout, args=args)
     try:

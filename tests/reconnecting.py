@@ -20,6 +20,7 @@ Test hooks: `drop()`, `reading` (clear it and the client stops reading), `drop_e
 `join_delay`, `join_gate`, `rcvbuf` and `max_queue` (see the class). Run clients with
 `async with connected([...])`, which starts and stops them.
 """
+
 import asyncio
 import contextlib
 import itertools
@@ -54,19 +55,34 @@ class ReconnectingClient:
 
     _numbers = itertools.count(1)
 
-    def __init__(self, user, servers: list, rooms: list[str], name: str | None = None, *,
-                 resend: str = "joins", check_order: bool = False, rcvbuf: int | None = None,
-                 max_queue: int | None = 16, connect_options: dict | None = None):
+    def __init__(
+        self,
+        user,
+        servers: list,
+        rooms: list[str],
+        name: str | None = None,
+        *,
+        resend: str = "joins",
+        check_order: bool = False,
+        rcvbuf: int | None = None,
+        max_queue: int | None = 16,
+        connect_options: dict | None = None,
+    ):
         assert resend in ("joins", "joined"), resend
         self.user = user
         self.name = name or f"{user.username}-{next(self._numbers)}"
         self.token = access_token(user)
         self.servers, self.rooms = list(servers), list(rooms)
         self.resend, self.rcvbuf = resend, rcvbuf
-        self.connect_options = {"open_timeout": 3, "close_timeout": 1, "max_queue": max_queue,
-                                **(connect_options or {})}
-        self.states = {room: ClientState(f"{self.name}/{room}", user.pk, room, check_order=check_order)
-                       for room in self.rooms}
+        self.connect_options = {
+            "open_timeout": 3,
+            "close_timeout": 1,
+            "max_queue": max_queue,
+            **(connect_options or {}),
+        }
+        self.states = {
+            room: ClientState(f"{self.name}/{room}", user.pk, room, check_order=check_order) for room in self.rooms
+        }
         # client_id -> how each transmission ended: "ack", "duplicate", "error", "closed" (the
         # connection closed before an answer), "silent" (no answer in REPLY_TIMEOUT_S), or "sent"
         self.outcomes: dict[str, list[str]] = defaultdict(list)
@@ -182,9 +198,11 @@ class ReconnectingClient:
         while self.pending or not self.ready.is_set():
             self.check()
             if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: {len(self.pending)} sends still unacknowledged after {timeout} s "
-                                     f"(connected: {self.ready.is_set()}, closes: {self.closes[-5:]}, "
-                                     f"errors: {self.errors[-3:]})")
+                raise AssertionError(
+                    f"{self.name}: {len(self.pending)} sends still unacknowledged after {timeout} s "
+                    f"(connected: {self.ready.is_set()}, closes: {self.closes[-5:]}, "
+                    f"errors: {self.errors[-3:]})"
+                )
             await asyncio.sleep(0.05)
 
     # The connection loop
@@ -355,13 +373,14 @@ class ReconnectingClient:
         ids = sorted(ids)
         lo, hi = ids[0] - 3, ids[-1] + 3
         t0 = min([t for t, *_ in self.joins] or [0])
-        lines = [f"{self.name}: joins (t, conn, room, since): "
-                 + ", ".join(f"({t - t0:.2f}, {c}, {r}, {s})" for t, c, r, s in self.joins if r == room),
-                 "  closes (code, reason, port, t): "
-                 + ", ".join(f"({c}, {r!r}, {p}, {t - t0:.2f})" for c, r, p, t in self.closes),
-                 f"  deliveries near {lo}..{hi} (t, conn, id): "
-                 + ", ".join(f"({t - t0:.2f}, {c}, {m})" for t, c, r, m in self.deliveries
-                             if r == room and lo <= m <= hi)]
+        lines = [
+            f"{self.name}: joins (t, conn, room, since): "
+            + ", ".join(f"({t - t0:.2f}, {c}, {r}, {s})" for t, c, r, s in self.joins if r == room),
+            "  closes (code, reason, port, t): "
+            + ", ".join(f"({c}, {r!r}, {p}, {t - t0:.2f})" for c, r, p, t in self.closes),
+            f"  deliveries near {lo}..{hi} (t, conn, id): "
+            + ", ".join(f"({t - t0:.2f}, {c}, {m})" for t, c, r, m in self.deliveries if r == room and lo <= m <= hi),
+        ]
         return "\n".join(lines)
 
 

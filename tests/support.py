@@ -10,6 +10,7 @@
 - Rooms and messages written through the services: `public_room`, `private_room`, `joined`, `send`.
 - What the `published` fixture recorded: `frames`, `room_events`, `subscribe_event`, `unsubscribe_event`.
 """
+
 import asyncio
 import contextlib
 import json
@@ -31,6 +32,7 @@ def access_token(user) -> str:
 
 
 # The client
+
 
 class _Communicator:
     """The in-process ASGI app behind channels' WebsocketCommunicator."""
@@ -203,8 +205,9 @@ async def connect(user=None, path="/ws/chat/", *, via="query", headers=None, hel
     return client
 
 
-async def ws_connect(server, user=None, path: str = "/ws/chat/", *, token: str | None = None,
-                     hello: bool = True, **options) -> Client:
+async def ws_connect(
+    server, user=None, path: str = "/ws/chat/", *, token: str | None = None, hello: bool = True, **options
+) -> Client:
     """A client on a real socket to `server` (tests/live.py) with `user`'s JWT (or `token`) in
     the Authorization header. The handshake must succeed (the server refuses with close codes
     after accepting); with `hello` the `hello` frame is read and kept as `client.hello`.
@@ -241,6 +244,7 @@ def login(api, username="alice", password=PASSWORD):
 
 # The database
 
+
 def snapshot() -> tuple:
     """Every row of rooms, memberships and messages."""
     return tuple(list(model.objects.order_by("pk").values()) for model in (Room, Membership, Message))
@@ -251,8 +255,9 @@ def db_state() -> tuple:
     return (
         list(Room.objects.order_by("pk").values_list("slug", "name", "kind", "topic", "locked", "archived")),
         list(Membership.objects.order_by("pk").values_list("room_id", "user_id", "role", "last_read_id", "banned")),
-        list(Message.objects.order_by("pk").values_list("room_id", "author_id", "body", "kind", "edited_at",
-                                                       "deleted")),
+        list(
+            Message.objects.order_by("pk").values_list("room_id", "author_id", "body", "kind", "edited_at", "deleted")
+        ),
     )
 
 
@@ -266,6 +271,7 @@ def membership(room, user) -> Membership:
 
 
 # Rooms and messages, through the services
+
 
 def public_room(owner, slug="general"):
     return services.room_create(user=owner, name=slug.title(), slug=slug)
@@ -289,6 +295,7 @@ def send(user, room, body="hi", **kwargs) -> Message:
 
 
 # What the `published` fixture recorded
+
 
 def frames(sent, type_=None):
     """The decoded frames in recorded events, optionally of one type."""

@@ -1,4 +1,5 @@
 """The moderation admin: changelists run a bounded number of queries, and changes go through the services."""
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -42,15 +43,17 @@ def test_changelist_search(admin_client, alice, bob, url):
     assert "room-1" in response.content.decode()
 
 
-def test_soft_delete_action_goes_through_the_service(admin_client, alice, bob, published,
-                                                     django_capture_on_commit_callbacks):
+def test_soft_delete_action_goes_through_the_service(
+    admin_client, alice, bob, published, django_capture_on_commit_callbacks
+):
     add_rooms(alice, bob, 0, 1)
     message = Message.objects.get(body="hello 0")
     keep = services.message_send(user=alice, slug="room-0", body="keep me")[0]
     published.clear()
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post("/admin/chat/message/",
-                                     {"action": "soft_delete", "_selected_action": [message.pk]})
+        response = admin_client.post(
+            "/admin/chat/message/", {"action": "soft_delete", "_selected_action": [message.pk]}
+        )
     assert response.status_code == 302
     message.refresh_from_db()
     assert message.deleted and message.body == "hello 0"  # kept for moderators, hidden from readers
@@ -74,8 +77,9 @@ def test_hard_delete_and_direct_edits_are_disabled(admin_client, alice, bob):
     assert message.body == "hello 0"
 
 
-def test_lock_and_archive_actions_publish_room_updates(admin_client, alice, bob, published,
-                                                       django_capture_on_commit_callbacks):
+def test_lock_and_archive_actions_publish_room_updates(
+    admin_client, alice, bob, published, django_capture_on_commit_callbacks
+):
     add_rooms(alice, bob, 0, 2)
     room = Room.objects.get(slug="room-0")
     published.clear()
@@ -93,16 +97,18 @@ def test_lock_and_archive_actions_publish_room_updates(admin_client, alice, bob,
 
 
 def test_add_and_edit_room_through_services(admin_client, admin_user, published, django_capture_on_commit_callbacks):
-    response = admin_client.post("/admin/chat/room/add/",
-                                 {"slug": "ops", "name": "Ops", "kind": "private", "topic": ""})
+    response = admin_client.post(
+        "/admin/chat/room/add/", {"slug": "ops", "name": "Ops", "kind": "private", "topic": ""}
+    )
     assert response.status_code == 302
     room = Room.objects.get(slug="ops")
     assert room.created_by == admin_user and room.kind == "private"
     assert Membership.objects.get(room=room, user=admin_user).role == "owner"
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(f"/admin/chat/room/{room.pk}/change/",
-                                     {"name": "Operations", "topic": "On call", "locked": "on"})
+        response = admin_client.post(
+            f"/admin/chat/room/{room.pk}/change/", {"name": "Operations", "topic": "On call", "locked": "on"}
+        )
     assert response.status_code == 302
     room.refresh_from_db()
     assert (room.name, room.topic, room.locked) == ("Operations", "On call", True)
@@ -118,8 +124,9 @@ def test_add_room_rejects_direct_kind_and_taken_slug(admin_client, alice):
     assert list(Room.objects.values_list("slug", flat=True)) == ["taken"]
 
 
-def test_remove_member_action_kicks_through_the_service(admin_client, alice, bob, published,
-                                                        django_capture_on_commit_callbacks):
+def test_remove_member_action_kicks_through_the_service(
+    admin_client, alice, bob, published, django_capture_on_commit_callbacks
+):
     add_rooms(alice, bob, 0, 1)
     membership = Membership.objects.get(user=bob)
     published.clear()

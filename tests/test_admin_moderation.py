@@ -1,4 +1,5 @@
 """Moderation actions in the admin: each goes through a service, is audited as `admin`, and goes live."""
+
 import pytest
 
 from chat import services
@@ -8,15 +9,18 @@ from tests.support import frames, membership
 pytestmark = pytest.mark.django_db
 
 
-def test_ban_asks_for_reason_and_expiry_then_bans_live(admin_client, general_with_bob, bob, published,
-                                                       django_capture_on_commit_callbacks):
+def test_ban_asks_for_reason_and_expiry_then_bans_live(
+    admin_client, general_with_bob, bob, published, django_capture_on_commit_callbacks
+):
     pk = membership(general_with_bob, bob).pk
     form = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk]})
     assert form.status_code == 200 and b'name="minutes"' in form.content
     assert not membership(general_with_bob, bob).banned
     with django_capture_on_commit_callbacks(execute=True):
-        done = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk],
-                                                            "apply": "1", "reason": "spam", "minutes": "30"})
+        done = admin_client.post(
+            "/admin/chat/membership/",
+            {"action": "ban_members", "_selected_action": [pk], "apply": "1", "reason": "spam", "minutes": "30"},
+        )
     assert done.status_code == 302
     bobs = membership(general_with_bob, bob)
     assert bobs.is_banned() and bobs.ban_reason == "spam" and bobs.banned_until
@@ -27,8 +31,9 @@ def test_ban_asks_for_reason_and_expiry_then_bans_live(admin_client, general_wit
 
 def test_ban_form_rejects_bad_minutes(admin_client, general_with_bob, bob):
     pk = membership(general_with_bob, bob).pk
-    page = admin_client.post("/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk],
-                                                        "apply": "1", "minutes": "0"})
+    page = admin_client.post(
+        "/admin/chat/membership/", {"action": "ban_members", "_selected_action": [pk], "apply": "1", "minutes": "0"}
+    )
     assert page.status_code == 200 and not membership(general_with_bob, bob).banned
 
 
@@ -39,13 +44,18 @@ def test_unban_mute_and_unmute_actions(admin_client, alice, general_with_bob, bo
     assert not Membership.objects.filter(room=general_with_bob, user=bob).exists()
     services.room_join(user=bob, slug="general")
     pk = membership(general_with_bob, bob).pk
-    admin_client.post("/admin/chat/membership/", {"action": "mute_members", "_selected_action": [pk],
-                                                 "apply": "1", "minutes": "15"})
+    admin_client.post(
+        "/admin/chat/membership/", {"action": "mute_members", "_selected_action": [pk], "apply": "1", "minutes": "15"}
+    )
     assert membership(general_with_bob, bob).is_muted()
     admin_client.post("/admin/chat/membership/", {"action": "unmute_members", "_selected_action": [pk]})
     assert not membership(general_with_bob, bob).is_muted()
     assert list(ModerationAction.objects.order_by("id").values_list("action", "source")) == [
-        ("ban", "rest"), ("unban", "admin"), ("mute", "admin"), ("unmute", "admin")]
+        ("ban", "rest"),
+        ("unban", "admin"),
+        ("mute", "admin"),
+        ("unmute", "admin"),
+    ]
 
 
 def test_restore_action(admin_client, general_with_bob, bob, published, django_capture_on_commit_callbacks):
@@ -66,8 +76,9 @@ def test_deactivate_action(admin_client, bob, published, django_capture_on_commi
 
 
 @pytest.mark.postgres
-def test_message_list_on_postgresql_does_not_count_the_whole_table(admin_client, general_with_bob, bob, monkeypatch,
-                                                                   settings):
+def test_message_list_on_postgresql_does_not_count_the_whole_table(
+    admin_client, general_with_bob, bob, monkeypatch, settings
+):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -87,8 +98,9 @@ def test_message_list_on_postgresql_does_not_count_the_whole_table(admin_client,
     assert [q for q in queries if "COUNT(" in q["sql"].upper()]
 
 
-def test_resolving_a_report_can_ban_the_author(admin_client, alice, general_with_bob, bob, published,
-                                               django_capture_on_commit_callbacks):
+def test_resolving_a_report_can_ban_the_author(
+    admin_client, alice, general_with_bob, bob, published, django_capture_on_commit_callbacks
+):
     from chat.models import Report
 
     message, _ = services.message_send(user=bob, slug="general", body="buy cheap watches")
@@ -103,8 +115,9 @@ def test_resolving_a_report_can_ban_the_author(admin_client, alice, general_with
     assert set(ModerationAction.objects.values_list("action", flat=True)) == {"delete_message", "ban", "report_resolve"}
 
 
-def test_unticking_active_in_the_user_form_deactivates_through_the_service(admin_client, bob, published,
-                                                                          django_capture_on_commit_callbacks):
+def test_unticking_active_in_the_user_form_deactivates_through_the_service(
+    admin_client, bob, published, django_capture_on_commit_callbacks
+):
     page = admin_client.get(f"/admin/auth/user/{bob.pk}/change/")
     form = page.context["adminform"].form
     data = {name: value for name, value in form.initial.items() if value is not None and not isinstance(value, list)}
@@ -119,8 +132,9 @@ def test_unticking_active_in_the_user_form_deactivates_through_the_service(admin
 
 
 @pytest.mark.django_db
-def test_staff_send_a_notice_from_the_admin_to_everyone_or_one_room(admin_client, alice, published,
-                                                                   django_capture_on_commit_callbacks):
+def test_staff_send_a_notice_from_the_admin_to_everyone_or_one_room(
+    admin_client, alice, published, django_capture_on_commit_callbacks
+):
     room = services.room_create(user=alice, name="General")
     assert "notice/" in admin_client.get("/admin/chat/room/").content.decode()  # the link on the room list
     assert admin_client.get("/admin/chat/room/notice/").status_code == 200
@@ -130,7 +144,9 @@ def test_staff_send_a_notice_from_the_admin_to_everyone_or_one_room(admin_client
     assert response.status_code == 302
     notices = [(group, event["frame"]) for group, event in published if event.get("frame", {}).get("type") == "notice"]
     assert [(frame["text"], frame["level"], frame.get("room")) for _, frame in notices] == [
-        ("Maintenance at 18:00", "warning", None), ("Room only", "info", "general")]
+        ("Maintenance at 18:00", "warning", None),
+        ("Room only", "info", "general"),
+    ]
     before = len(published)
     refused = admin_client.post("/admin/chat/room/notice/", {"text": "  ", "level": "info"})
     assert refused.status_code == 200 and len(published) == before  # the form shows the error; nothing sent

@@ -1,4 +1,5 @@
 """REST authentication: register, JWT login (throttled), refresh, logout; every endpoint refuses anonymous callers."""
+
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
@@ -11,9 +12,11 @@ User = get_user_model()
 
 # Register
 
+
 def test_register_creates_a_user_who_can_log_in(api, db):
-    response = api().post("/api/auth/register/", {"username": "dave", "password": "long-enough-9x", "email": "d@x.org"},
-                          format="json")
+    response = api().post(
+        "/api/auth/register/", {"username": "dave", "password": "long-enough-9x", "email": "d@x.org"}, format="json"
+    )
     assert response.status_code == 201
     user = User.objects.get(username="dave")
     assert response.json() == {"id": user.pk, "username": "dave"}
@@ -28,14 +31,17 @@ def test_register_ignores_a_stale_token(api, db):
     assert response.status_code == 201
 
 
-@pytest.mark.parametrize("data, field", [
-    ({"password": "long-enough-9x"}, "username"),
-    ({"username": "dave"}, "password"),
-    ({"username": "has space", "password": "long-enough-9x"}, "username"),
-    ({"username": "ALICE", "password": "long-enough-9x"}, "username"),  # taken, whatever the case
-    ({"username": "dave", "password": "long-enough-9x", "email": "nope"}, "email"),
-    ({"username": "dave", "password": "12345678"}, "non_field_errors"),  # too common, all digits
-])
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"password": "long-enough-9x"}, "username"),
+        ({"username": "dave"}, "password"),
+        ({"username": "has space", "password": "long-enough-9x"}, "username"),
+        ({"username": "ALICE", "password": "long-enough-9x"}, "username"),  # taken, whatever the case
+        ({"username": "dave", "password": "long-enough-9x", "email": "nope"}, "email"),
+        ({"username": "dave", "password": "12345678"}, "non_field_errors"),  # too common, all digits
+    ],
+)
 def test_register_rejects_bad_input_with_field_errors(api, alice, data, field):
     before = list(User.objects.values_list("username", flat=True))
     response = api().post("/api/auth/register/", data, format="json")
@@ -53,6 +59,7 @@ def test_register_is_403_when_closed(api, db, settings):
 
 
 # Tokens
+
 
 def test_token_pair_authenticates_and_refreshes(api, alice):
     tokens = login(api).json()
@@ -86,6 +93,7 @@ def test_login_is_throttled_per_client(api, alice):
 
 
 # Logout
+
 
 def test_logout_blacklists_the_refresh_token(api, alice):
     refresh = login(api).json()["refresh"]

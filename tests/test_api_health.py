@@ -1,4 +1,5 @@
 """/healthz (database and channel layer) and the OpenAPI schema and docs."""
+
 import pytest
 from django.db import OperationalError
 from django.test import Client
@@ -25,12 +26,12 @@ def test_healthz_503_when_the_database_is_down(db, monkeypatch):
     assert response.json() == {"database": "error", "channel_layer": "ok"}
 
 
-@pytest.mark.parametrize("backend", ["channels_redis.core.RedisChannelLayer",
-                                     "channels_redis.pubsub.RedisPubSubChannelLayer"])
+@pytest.mark.parametrize(
+    "backend", ["channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"]
+)
 def test_healthz_503_when_redis_is_down(db, settings, backend):
     # A real Redis channel layer pointed at a port nothing listens on.
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend,
-                                           "CONFIG": {"hosts": ["redis://127.0.0.1:9"]}}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": {"hosts": ["redis://127.0.0.1:9"]}}}
     response = Client().get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"database": "ok", "channel_layer": "error"}
@@ -46,7 +47,9 @@ def test_schema_is_openapi(api, db):
     assert response.status_code == 200
     schema = response.json()
     assert schema["openapi"].startswith("3.")
-    assert {"/api/rooms/", "/api/rooms/{slug}/messages/", "/api/auth/token/", "/api/auth/logout/"} <= set(schema["paths"])
+    assert {"/api/rooms/", "/api/rooms/{slug}/messages/", "/api/auth/token/", "/api/auth/logout/"} <= set(
+        schema["paths"]
+    )
     history = schema["paths"]["/api/rooms/{slug}/messages/"]["get"]
     assert {p["name"] for p in history["parameters"]} == {"slug", "before", "after", "limit", "around"}
     assert {p["name"] for p in schema["paths"]["/api/users/"]["get"]["parameters"]} == {"q", "limit"}

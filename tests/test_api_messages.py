@@ -1,4 +1,5 @@
 """REST messages: history pages, sending (live and idempotent), editing, deleting and read markers."""
+
 import types
 
 import pytest
@@ -27,6 +28,7 @@ def ids(response) -> list[int]:
 
 # History
 
+
 def test_history_around_a_message_centres_the_page(api, alice, bob, django_assert_max_num_queries):
     room = public_room(alice)
     all_ids = fill(room, [alice], 60)
@@ -39,6 +41,7 @@ def test_history_around_a_message_centres_the_page(api, alice, bob, django_asser
     edge = api(bob).get(f"/api/rooms/general/messages/?around={all_ids[-1]}&limit=10").json()
     assert [m["id"] for m in edge["results"]] == all_ids[-5:] and edge["has_more_after"] is False
     assert api(bob).get("/api/rooms/general/messages/?around=-1").status_code == 400
+
 
 def test_history_pages_by_id(api, alice, bob):
     room = public_room(alice)
@@ -68,9 +71,17 @@ def test_history_shows_the_one_message_shape(api, alice):
     message, _ = services.message_send(user=alice, slug="general", body="hello", client_id="c-1")
     services.message_delete(user=alice, message_id=services.message_send(user=alice, slug="general", body="oops")[0].pk)
     first, second = api(alice).get("/api/rooms/general/messages/").json()["results"]
-    assert first == {"id": message.pk, "room": "general", "author": {"id": alice.pk, "username": "alice"},
-                     "body": "hello", "kind": "user", "client_id": "c-1", "created_at": first["created_at"],
-                     "edited_at": None, "deleted": False}
+    assert first == {
+        "id": message.pk,
+        "room": "general",
+        "author": {"id": alice.pk, "username": "alice"},
+        "body": "hello",
+        "kind": "user",
+        "client_id": "c-1",
+        "created_at": first["created_at"],
+        "edited_at": None,
+        "deleted": False,
+    }
     assert first["created_at"].endswith("Z")
     assert (second["deleted"], second["body"]) == (True, "")
 
@@ -83,11 +94,14 @@ def test_history_rejects_bad_parameters(api, alice, query):
     assert query.split("=")[0] in response.json()
 
 
-@pytest.mark.parametrize("path, status", [
-    ("/api/rooms/secret/messages/", 403),
-    ("/api/rooms/nowhere/messages/", 404),
-    ("/api/rooms/NO/messages/", 404),
-])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/api/rooms/secret/messages/", 403),
+        ("/api/rooms/nowhere/messages/", 404),
+        ("/api/rooms/NO/messages/", 404),
+    ],
+)
 def test_history_refusals(api, alice, bob, path, status):
     private_room(alice)
     assert api(bob).get(path).status_code == status
@@ -111,15 +125,23 @@ def test_history_runs_a_constant_number_of_queries(api, alice):
 
 # Sending
 
+
 def test_send_persists_and_publishes(api, alice, published, django_capture_on_commit_callbacks):
     public_room(alice)
     with django_capture_on_commit_callbacks(execute=True):
-        response = api(alice).post("/api/rooms/general/messages/", {"body": "hi there", "client_id": "k1"},
-                                   format="json")
+        response = api(alice).post(
+            "/api/rooms/general/messages/", {"body": "hi there", "client_id": "k1"}, format="json"
+        )
     assert response.status_code == 201
     message = Message.objects.get(kind="user")
-    assert response.json() == {**response.json(), "id": message.pk, "body": "hi there", "client_id": "k1",
-                               "author": {"id": alice.pk, "username": "alice"}, "room": "general"}
+    assert response.json() == {
+        **response.json(),
+        "id": message.pk,
+        "body": "hi there",
+        "client_id": "k1",
+        "author": {"id": alice.pk, "username": "alice"},
+        "room": "general",
+    }
     [frame] = frames(published, "message.new")
     assert frame == {"type": "message.new", "room": "general", "message": response.json()}
     [(group, event)] = [(g, e) for g, e in published if e.get("frame") == frame]
@@ -137,16 +159,19 @@ def test_a_repeated_client_id_creates_one_message(api, alice, published, django_
     assert len(frames(published, "message.new")) == 1
 
 
-@pytest.mark.parametrize("slug, data, status, error", [
-    ("general", {}, 400, "body"),  # a field error names the field
-    ("general", {"body": "x", "client_id": "c" * 65}, 400, "client_id"),
-    ("general", {"body": "x", "kind": "system"}, 400, "kind"),
-    ("general", {"body": "   "}, 400, "invalid"),  # a service error has a code
-    ("secret", {"body": "x"}, 403, "forbidden"),
-    ("nowhere", {"body": "x"}, 404, "not_found"),
-    ("lobby", {"body": "x"}, 403, "forbidden"),  # public, but bob has not joined
-    ("locked", {"body": "x"}, 403, "room_locked"),
-])
+@pytest.mark.parametrize(
+    "slug, data, status, error",
+    [
+        ("general", {}, 400, "body"),  # a field error names the field
+        ("general", {"body": "x", "client_id": "c" * 65}, 400, "client_id"),
+        ("general", {"body": "x", "kind": "system"}, 400, "kind"),
+        ("general", {"body": "   "}, 400, "invalid"),  # a service error has a code
+        ("secret", {"body": "x"}, 403, "forbidden"),
+        ("nowhere", {"body": "x"}, 404, "not_found"),
+        ("lobby", {"body": "x"}, 403, "forbidden"),  # public, but bob has not joined
+        ("locked", {"body": "x"}, 403, "room_locked"),
+    ],
+)
 def test_send_refusals_change_nothing(api, alice, bob, slug, data, status, error):
     joined(public_room(alice), bob)
     public_room(alice, "lobby")
@@ -189,6 +214,7 @@ def test_sending_too_fast_is_429_with_retry_after(api, alice, settings, monkeypa
 
 # Editing and deleting
 
+
 def test_author_edits_a_message(api, alice, published, django_capture_on_commit_callbacks):
     public_room(alice)
     message, _ = services.message_send(user=alice, slug="general", body="helo")
@@ -212,14 +238,17 @@ def test_a_moderator_edits_and_deletes_others_messages(api, alice, bob):
     assert (message.body, message.deleted) == ("[removed]", True)
 
 
-@pytest.mark.parametrize("who, target, data, status", [
-    ("bob", "alices", {"body": "mine now"}, 403),  # another member's message
-    ("carol", "secret", {"body": "x"}, 403),  # a room carol cannot see
-    ("alice", "alices", {}, 400),
-    ("alice", "alices", {"body": " "}, 400),
-    ("alice", "missing", {"body": "x"}, 404),
-    ("alice", "system", {"body": "x"}, 403),
-])
+@pytest.mark.parametrize(
+    "who, target, data, status",
+    [
+        ("bob", "alices", {"body": "mine now"}, 403),  # another member's message
+        ("carol", "secret", {"body": "x"}, 403),  # a room carol cannot see
+        ("alice", "alices", {}, 400),
+        ("alice", "alices", {"body": " "}, 400),
+        ("alice", "missing", {"body": "x"}, 404),
+        ("alice", "system", {"body": "x"}, 403),
+    ],
+)
 def test_edit_refusals_change_nothing(api, alice, bob, carol, who, target, data, status):
     joined(public_room(alice), bob)
     private_room(alice)
@@ -256,11 +285,14 @@ def test_author_deletes_a_message(api, alice, published, django_capture_on_commi
     assert frames(published, "message.deleted") == [{"type": "message.deleted", "room": "general", "id": message.pk}]
 
 
-@pytest.mark.parametrize("who, target, status", [
-    ("bob", "alices", 403),  # a plain member, not the author
-    ("carol", "secret", 403),  # a room carol cannot see
-    ("alice", "missing", 404),
-])
+@pytest.mark.parametrize(
+    "who, target, status",
+    [
+        ("bob", "alices", 403),  # a plain member, not the author
+        ("carol", "secret", 403),  # a room carol cannot see
+        ("alice", "missing", 404),
+    ],
+)
 def test_delete_refusals_change_nothing(api, alice, bob, carol, who, target, status):
     joined(public_room(alice), bob)
     private_room(alice)
@@ -277,6 +309,7 @@ def test_delete_refusals_change_nothing(api, alice, bob, carol, who, target, sta
 
 # Read markers
 
+
 def test_read_marker_moves_forward_only(api, alice, bob, published, django_capture_on_commit_callbacks):
     joined(public_room(alice), bob)
     first, _ = services.message_send(user=alice, slug="general", body="one")
@@ -292,13 +325,16 @@ def test_read_marker_moves_forward_only(api, alice, bob, published, django_captu
     assert Membership.objects.get(room__slug="general", user=bob).last_read_id == first.pk
 
 
-@pytest.mark.parametrize("slug, data, status", [
-    ("general", {}, 400),
-    ("general", {"message_id": -1}, 400),
-    ("general", {"message_id": "latest"}, 400),
-    ("lobby", {"message_id": 1}, 403),  # not a member
-    ("nowhere", {"message_id": 1}, 404),
-])
+@pytest.mark.parametrize(
+    "slug, data, status",
+    [
+        ("general", {}, 400),
+        ("general", {"message_id": -1}, 400),
+        ("general", {"message_id": "latest"}, 400),
+        ("lobby", {"message_id": 1}, 403),  # not a member
+        ("nowhere", {"message_id": 1}, 404),
+    ],
+)
 def test_read_refusals_change_nothing(api, alice, bob, slug, data, status):
     joined(public_room(alice), bob)
     public_room(alice, "lobby")

@@ -1,4 +1,5 @@
 """The process settings of the ASGI entry point (chatproject/asgi.py), in a fresh process as daphne starts one."""
+
 import os
 import subprocess
 import sys
@@ -14,6 +15,12 @@ def test_a_server_process_hands_the_gil_over_within_its_switch_interval(configur
     env = {k: v for k, v in os.environ.items() if k != "CHAT_SWITCH_INTERVAL_MS"}
     if configured:
         env["CHAT_SWITCH_INTERVAL_MS"] = configured
-    shown = subprocess.run([sys.executable, "-c", "import sys, chatproject.asgi; print(sys.getswitchinterval())"],
-                           env=env, capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent)
+    shown = subprocess.run(
+        [sys.executable, "-c", "import sys, chatproject.asgi; print(sys.getswitchinterval())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert float(shown.stdout) == pytest.approx(interval)

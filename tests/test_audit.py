@@ -1,4 +1,5 @@
 """The moderation audit log and message reports: services, REST, admin and WebSocket."""
+
 import pytest
 
 from chat import services
@@ -25,21 +26,40 @@ def audited(call):
 
 # Each audited service writes one row
 
+
 @pytest.mark.django_db
 def test_ban_and_unban_are_audited(alice, bob, general_with_bob_and_carol):
     row = audited(lambda: services.member_ban(actor=alice, slug="general", username="bob", reason="spam", minutes=5))
-    assert (row.actor, row.action, row.room, row.target_user, row.reason, row.source, row.detail) == \
-        (alice, "ban", general_with_bob_and_carol, bob, "spam", "rest", {"minutes": 5})
+    assert (row.actor, row.action, row.room, row.target_user, row.reason, row.source, row.detail) == (
+        alice,
+        "ban",
+        general_with_bob_and_carol,
+        bob,
+        "spam",
+        "rest",
+        {"minutes": 5},
+    )
     row = audited(lambda: services.member_unban(actor=alice, slug="general", username="bob", source="admin"))
-    assert (row.actor, row.action, row.room, row.target_user, row.source) == \
-        (alice, "unban", general_with_bob_and_carol, bob, "admin")
+    assert (row.actor, row.action, row.room, row.target_user, row.source) == (
+        alice,
+        "unban",
+        general_with_bob_and_carol,
+        bob,
+        "admin",
+    )
 
 
 @pytest.mark.django_db
 def test_mute_and_unmute_are_audited(alice, bob, general_with_bob_and_carol):
     row = audited(lambda: services.member_mute(actor=alice, slug="general", username="bob", minutes=10))
-    assert (row.actor, row.action, row.room, row.target_user, row.source, row.detail) == \
-        (alice, "mute", general_with_bob_and_carol, bob, "rest", {"minutes": 10})
+    assert (row.actor, row.action, row.room, row.target_user, row.source, row.detail) == (
+        alice,
+        "mute",
+        general_with_bob_and_carol,
+        bob,
+        "rest",
+        {"minutes": 10},
+    )
     row = audited(lambda: services.member_unmute(actor=alice, slug="general", username="bob", source="command"))
     assert (row.actor, row.action, row.target_user, row.source) == (alice, "unmute", bob, "command")
 
@@ -47,20 +67,32 @@ def test_mute_and_unmute_are_audited(alice, bob, general_with_bob_and_carol):
 @pytest.mark.django_db
 def test_kick_is_audited_but_leaving_is_not(alice, bob, carol, general_with_bob_and_carol):
     row = audited(lambda: services.member_remove(actor=alice, slug="general", username="bob", source="admin"))
-    assert (row.actor, row.action, row.room, row.target_user, row.source) == \
-        (alice, "kick", general_with_bob_and_carol, bob, "admin")
+    assert (row.actor, row.action, row.room, row.target_user, row.source) == (
+        alice,
+        "kick",
+        general_with_bob_and_carol,
+        bob,
+        "admin",
+    )
     ModerationAction.objects.all().delete()
     services.member_remove(actor=carol, slug="general", username="carol")
     assert not ModerationAction.objects.exists()
 
 
 @pytest.mark.django_db
-def test_a_moderator_deleting_a_message_is_audited_an_author_deleting_theirs_is_not(alice, bob,
-                                                                                    general_with_bob_and_carol):
+def test_a_moderator_deleting_a_message_is_audited_an_author_deleting_theirs_is_not(
+    alice, bob, general_with_bob_and_carol
+):
     message, _ = services.message_send(user=bob, slug="general", body="rude")
     row = audited(lambda: services.message_delete(user=alice, message_id=message.pk))
-    assert (row.actor, row.action, row.room, row.target_user, row.target_message, row.source) == \
-        (alice, "delete_message", general_with_bob_and_carol, bob, message, "rest")
+    assert (row.actor, row.action, row.room, row.target_user, row.target_message, row.source) == (
+        alice,
+        "delete_message",
+        general_with_bob_and_carol,
+        bob,
+        message,
+        "rest",
+    )
     ModerationAction.objects.all().delete()
     own, _ = services.message_send(user=bob, slug="general", body="oops")
     services.message_delete(user=bob, message_id=own.pk)
@@ -98,11 +130,16 @@ async def test_deleting_over_websocket_is_audited_as_websocket(alice, bob, gener
     assert (await a.expect("message.deleted"))["ref"] == "d"
     await a.close()
     row = await db(only_action)()
-    assert (row.actor_id, row.action, row.target_message_id, row.source) == \
-        (alice.pk, "delete_message", message.pk, "websocket")
+    assert (row.actor_id, row.action, row.target_message_id, row.source) == (
+        alice.pk,
+        "delete_message",
+        message.pk,
+        "websocket",
+    )
 
 
 # The audit admin is read-only
+
 
 @pytest.mark.django_db
 def test_audit_admin_is_read_only(admin_client, alice, bob, general_with_bob_and_carol):
@@ -112,19 +149,30 @@ def test_audit_admin_is_read_only(admin_client, alice, bob, general_with_bob_and
     assert response.status_code == 200 and "spam" in response.content.decode()
     assert admin_client.get("/admin/chat/moderationaction/", {"q": "bob"}).status_code == 200
     assert admin_client.get("/admin/chat/moderationaction/add/").status_code == 403
-    assert admin_client.post("/admin/chat/moderationaction/add/", {"action": "ban", "source": "admin"}).status_code == 403
+    assert (
+        admin_client.post("/admin/chat/moderationaction/add/", {"action": "ban", "source": "admin"}).status_code == 403
+    )
     assert admin_client.get(f"/admin/chat/moderationaction/{row.pk}/delete/").status_code == 403
     assert admin_client.post(f"/admin/chat/moderationaction/{row.pk}/delete/", {"post": "yes"}).status_code == 403
-    assert admin_client.post(f"/admin/chat/moderationaction/{row.pk}/change/",
-                             {"action": "unban", "reason": "edited"}).status_code == 403
-    assert admin_client.post("/admin/chat/moderationaction/",
-                             {"action": "delete_selected", "_selected_action": [row.pk]}).status_code == 200
+    assert (
+        admin_client.post(
+            f"/admin/chat/moderationaction/{row.pk}/change/", {"action": "unban", "reason": "edited"}
+        ).status_code
+        == 403
+    )
+    assert (
+        admin_client.post(
+            "/admin/chat/moderationaction/", {"action": "delete_selected", "_selected_action": [row.pk]}
+        ).status_code
+        == 200
+    )
     row.refresh_from_db()
     assert (row.action, row.reason) == ("ban", "spam")
     assert ModerationAction.objects.count() == 1
 
 
 # Reporting over REST
+
 
 @pytest.fixture
 def rude(bob, general_with_bob_and_carol):
@@ -136,8 +184,12 @@ def test_report_a_message(api, carol, rude):
     response = api(carol).post(f"/api/messages/{rude.pk}/report/", {"reason": "insults"}, format="json")
     assert response.status_code == 201
     report = Report.objects.get()
-    assert response.json() == {"id": report.pk, "message": rude.pk, "reason": "insults",
-                               "created_at": report.created_at.isoformat().replace("+00:00", "Z")}
+    assert response.json() == {
+        "id": report.pk,
+        "message": rude.pk,
+        "reason": "insults",
+        "created_at": report.created_at.isoformat().replace("+00:00", "Z"),
+    }
     assert (report.reporter, report.message, report.resolved_at) == (carol, rude, None)
 
 
@@ -150,14 +202,17 @@ def test_reporting_twice_is_refused(api, carol, rude):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("who, url, body, status", [
-    ("bob", "rude", {"reason": "mine"}, 400),  # one's own message
-    ("carol", "rude", {}, 400),
-    ("carol", "rude", {"reason": "   "}, 400),
-    ("carol", "rude", {"reason": "x" * 501}, 400),
-    ("carol", "secret", {"reason": "spam"}, 403),  # a private room carol is not in
-    ("carol", "unknown", {"reason": "spam"}, 404),
-])
+@pytest.mark.parametrize(
+    "who, url, body, status",
+    [
+        ("bob", "rude", {"reason": "mine"}, 400),  # one's own message
+        ("carol", "rude", {}, 400),
+        ("carol", "rude", {"reason": "   "}, 400),
+        ("carol", "rude", {"reason": "x" * 501}, 400),
+        ("carol", "secret", {"reason": "spam"}, 403),  # a private room carol is not in
+        ("carol", "unknown", {"reason": "spam"}, 404),
+    ],
+)
 def test_refused_reports_write_nothing(api, alice, bob, carol, rude, who, url, body, status):
     private_room(alice, members=[bob])
     hidden, _ = services.message_send(user=bob, slug="secret", body="hidden")
@@ -179,6 +234,7 @@ def test_anonymous_cannot_report(api, rude):
 
 # Resolving from the admin
 
+
 def resolve_in_admin(client, action, report):
     return client.post("/admin/chat/report/", {"action": action, "_selected_action": [report.pk]})
 
@@ -197,8 +253,7 @@ def test_report_queue_lists_open_reports_first(admin_client, alice, bob, carol, 
 
 
 @pytest.mark.django_db
-def test_admin_dismisses_a_report(admin_client, admin_user, carol, rude, published,
-                                  django_capture_on_commit_callbacks):
+def test_admin_dismisses_a_report(admin_client, admin_user, carol, rude, published, django_capture_on_commit_callbacks):
     report = services.message_report(user=carol, message_id=rude.pk, reason="insults")
     ModerationAction.objects.all().delete()
     with django_capture_on_commit_callbacks(execute=True):
@@ -208,13 +263,19 @@ def test_admin_dismisses_a_report(admin_client, admin_user, carol, rude, publish
     assert report.resolved_at and (report.resolved_by, report.resolution) == (admin_user, "dismissed")
     assert not rude.deleted and frames(published, "message.deleted") == []
     row = only_action()
-    assert (row.actor, row.action, row.target_message, row.source, row.detail) == \
-        (admin_user, "report_resolve", rude, "admin", {"report_id": report.pk, "deleted_message": False, "banned_author": False})
+    assert (row.actor, row.action, row.target_message, row.source, row.detail) == (
+        admin_user,
+        "report_resolve",
+        rude,
+        "admin",
+        {"report_id": report.pk, "deleted_message": False, "banned_author": False},
+    )
 
 
 @pytest.mark.django_db
-def test_admin_resolves_a_report_by_deleting_the_message(admin_client, admin_user, bob, carol, rude, published,
-                                                         django_capture_on_commit_callbacks):
+def test_admin_resolves_a_report_by_deleting_the_message(
+    admin_client, admin_user, bob, carol, rude, published, django_capture_on_commit_callbacks
+):
     report = services.message_report(user=carol, message_id=rude.pk, reason="insults")
     ModerationAction.objects.all().delete()
     published.clear()
@@ -254,8 +315,14 @@ def test_restore_and_deactivate_are_audited(make_user, alice, bob, general_with_
     message, _ = services.message_send(user=bob, slug="general", body="fine after all")
     services.message_delete(user=alice, message_id=message.pk)
     row = audited(lambda: services.message_restore(user=alice, message_id=message.pk))
-    assert (row.actor, row.action, row.room, row.target_user, row.target_message, row.source) == \
-        (alice, "restore_message", general_with_bob_and_carol, bob, message, "rest")
+    assert (row.actor, row.action, row.room, row.target_user, row.target_message, row.source) == (
+        alice,
+        "restore_message",
+        general_with_bob_and_carol,
+        bob,
+        message,
+        "rest",
+    )
     row = audited(lambda: services.user_deactivate(actor=staff, username="bob", source="command"))
     assert (row.actor, row.action, row.room, row.target_user, row.source) == (staff, "deactivate", None, bob, "command")
     ModerationAction.objects.all().delete()

@@ -1,4 +1,5 @@
 """The load tools in bench/: wsbench against real servers, and run.py's scenarios and table."""
+
 import contextlib
 import importlib.util
 import json
@@ -20,13 +21,45 @@ pytestmark = pytest.mark.live
 
 User = get_user_model()
 WSBENCH = BASE_DIR / "bench" / "wsbench.py"
-BENCH_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "100", "CHAT_LOGIN_RATE": "1000/min",
-             "CHAT_REGISTER_RATE": "1000/min"}
-FIELDS = {"protocol", "rooms", "clients_per_room", "senders_per_room", "messages_per_sender", "connect_s", "send_s",
-          "elapsed_s", "sent", "expected", "delivered", "lost", "dupes", "deliveries_per_s", "messages_per_s",
-          "p50_ms", "p99_ms", "max_ms", "handshake_p50_ms", "handshake_p99_ms", "acked", "ack_p50_ms", "ack_p99_ms",
-          "errors", "closed", "peak_rss_mib", "server_cores", "client_cores", "persisted", "not_persisted",
-          "persisted_twice"}
+BENCH_ENV = {
+    "CHAT_RATE_PER_10S": "100000",
+    "CHAT_MAX_CONNECTIONS_PER_USER": "100",
+    "CHAT_LOGIN_RATE": "1000/min",
+    "CHAT_REGISTER_RATE": "1000/min",
+}
+FIELDS = {
+    "protocol",
+    "rooms",
+    "clients_per_room",
+    "senders_per_room",
+    "messages_per_sender",
+    "connect_s",
+    "send_s",
+    "elapsed_s",
+    "sent",
+    "expected",
+    "delivered",
+    "lost",
+    "dupes",
+    "deliveries_per_s",
+    "messages_per_s",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "handshake_p50_ms",
+    "handshake_p99_ms",
+    "acked",
+    "ack_p50_ms",
+    "ack_p99_ms",
+    "errors",
+    "closed",
+    "peak_rss_mib",
+    "server_cores",
+    "client_cores",
+    "persisted",
+    "not_persisted",
+    "persisted_twice",
+}
 
 
 def wsbench(*args: str) -> dict:
@@ -48,9 +81,32 @@ def test_wsbench_ours_delivers_acks_and_stores_every_message(tmp_path):
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({name: access_token(User.objects.create_user(name)) for name in names}))
     with run_daphne(BENCH_ENV) as server:
-        out = wsbench("--protocol", "ours", "--ws", server.ws_url, "--http", server.url, "--rooms", "2",
-                      "--room-prefix", "wsb", "--clients", "3", "--senders", "2", "--messages", "5", "--users", "6",
-                      "--tokens", str(tokens), "--server-pid", str(server.process.pid), "--idle-timeout", "30")
+        out = wsbench(
+            "--protocol",
+            "ours",
+            "--ws",
+            server.ws_url,
+            "--http",
+            server.url,
+            "--rooms",
+            "2",
+            "--room-prefix",
+            "wsb",
+            "--clients",
+            "3",
+            "--senders",
+            "2",
+            "--messages",
+            "5",
+            "--users",
+            "6",
+            "--tokens",
+            str(tokens),
+            "--server-pid",
+            str(server.process.pid),
+            "--idle-timeout",
+            "30",
+        )
 
     assert FIELDS <= set(out)
     # 2 rooms x 2 senders x 5 messages, each to the 3 clients of its room (its sender's ack included).
@@ -67,8 +123,26 @@ def test_wsbench_ours_delivers_acks_and_stores_every_message(tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_wsbench_ours_registers_and_logs_in_without_tokens():
     with run_daphne(BENCH_ENV) as server:
-        out = wsbench("--protocol", "ours", "--ws", server.ws_url, "--http", server.url, "--room-prefix", "login",
-                      "--clients", "2", "--senders", "1", "--messages", "3", "--users", "2", "--idle-timeout", "30")
+        out = wsbench(
+            "--protocol",
+            "ours",
+            "--ws",
+            server.ws_url,
+            "--http",
+            server.url,
+            "--room-prefix",
+            "login",
+            "--clients",
+            "2",
+            "--senders",
+            "1",
+            "--messages",
+            "3",
+            "--users",
+            "2",
+            "--idle-timeout",
+            "30",
+        )
 
     assert (out["delivered"], out["lost"], out["dupes"], out["persisted"]) == (6, 0, 0, 3)
     assert set(User.objects.values_list("username", flat=True)) == {"benchowner", "bench0", "bench1"}
@@ -80,8 +154,22 @@ def test_wsbench_tutorial_protocol_against_raw_ws():
     server = subprocess.Popen([sys.executable, str(BASE_DIR / "bench" / "baselines" / "raw_ws.py"), str(port)])
     try:
         wait_for_port(port, server, 10)
-        out = wsbench("--ws", f"ws://127.0.0.1:{port}", "--rooms", "3", "--clients", "4", "--senders", "2",
-                      "--messages", "10", "--rate", "200", "--server-pid", str(server.pid))
+        out = wsbench(
+            "--ws",
+            f"ws://127.0.0.1:{port}",
+            "--rooms",
+            "3",
+            "--clients",
+            "4",
+            "--senders",
+            "2",
+            "--messages",
+            "10",
+            "--rate",
+            "200",
+            "--server-pid",
+            str(server.pid),
+        )
     finally:
         server.terminate()
         server.wait(10)
@@ -96,9 +184,23 @@ def test_run_quick_room100_afap_and_ack200_end_to_end(tmp_path):
     """run.py starts every server, runs the scenarios, prints the table and writes the JSON lines;
     ack200 runs on ours alone, with the disk probe beside it."""
     output = tmp_path / "results.jsonl"
-    done = subprocess.run([sys.executable, str(BASE_DIR / "bench" / "run.py"), "--quick", "--only", "room100-afap",
-                           "--only", "ack200", "--output", str(output)],
-                          capture_output=True, text=True, timeout=180, cwd=BASE_DIR)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BASE_DIR / "bench" / "run.py"),
+            "--quick",
+            "--only",
+            "room100-afap",
+            "--only",
+            "ack200",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=BASE_DIR,
+    )
     assert done.returncode == 0, done.stderr
 
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| room100-afap")]
@@ -109,8 +211,9 @@ def test_run_quick_room100_afap_and_ack200_end_to_end(tmp_path):
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     results = {r["server"]: r for r in lines if r["scenario"] == "room100-afap"}
     assert results["ours (daphne, sqlite+memory)"]["persisted"] == results["ours (daphne, sqlite+memory)"]["sent"]
-    tutorial = results["tutorial (daphne, RedisChannelLayer)" if "tutorial (daphne, RedisChannelLayer)" in results
-                       else "tutorial"]
+    tutorial = results[
+        "tutorial (daphne, RedisChannelLayer)" if "tutorial (daphne, RedisChannelLayer)" in results else "tutorial"
+    ]
     if os.environ.get("REDIS_URL") or os.environ.get("CHAT_REQUIRE_SERVICES") == "1":
         assert tutorial.get("lost") == 0, tutorial  # the peer needs Redis: with the services it must run
     else:
@@ -125,22 +228,42 @@ def test_run_quick_room100_afap_and_ack200_end_to_end(tmp_path):
 
 def test_table_compares_with_the_baselines_of_the_same_scenario():
     run = load_bench_module()
-    row = {"lost": 0, "dupes": 0, "p50_ms": 12.0, "p99_ms": 2500.0, "ack_p99_ms": None, "handshake_p99_ms": 8.0,
-           "peak_rss_mib": 99.6, "not_persisted": None}
+    row = {
+        "lost": 0,
+        "dupes": 0,
+        "p50_ms": 12.0,
+        "p99_ms": 2500.0,
+        "ack_p99_ms": None,
+        "handshake_p99_ms": 8.0,
+        "peak_rss_mib": 99.6,
+        "not_persisted": None,
+    }
     results = [
         {**row, "scenario": "rooms100x10", "server": "raw_ws", "deliveries_per_s": 4000.0},
-        {**row, "scenario": "room100-afap", "server": "ours (daphne, sqlite+memory)", "deliveries_per_s": 1000.0,
-         "not_persisted": 0, "ack_p99_ms": 30.5},
-        {**row, "scenario": "room100-afap", "server": "tutorial (daphne, RedisChannelLayer)",
-         "deliveries_per_s": 2000.0},
+        {
+            **row,
+            "scenario": "room100-afap",
+            "server": "ours (daphne, sqlite+memory)",
+            "deliveries_per_s": 1000.0,
+            "not_persisted": 0,
+            "ack_p99_ms": 30.5,
+        },
+        {
+            **row,
+            "scenario": "room100-afap",
+            "server": "tutorial (daphne, RedisChannelLayer)",
+            "deliveries_per_s": 2000.0,
+        },
         {**row, "scenario": "room100-afap", "server": "raw_ws", "deliveries_per_s": 10000.0},
         {"scenario": "cluster2", "server": "ours x2 behind nginx", "failed": "not run: pass --cluster"},
     ]
     lines = run.table(results).splitlines()
 
     assert lines[0].startswith("| scenario | server | delivered/s | lost | dupes | not persisted | p50 | p99 | ack p99")
-    assert lines[2] == ("| room100-afap | ours (daphne, sqlite+memory) | 1,000 | 0 | 0 | 0 | 12.0 ms | 2.50 s | 30.5 ms"
-                        " | 8.0 ms | 100 MiB | 0.50x | 0.10x |")
+    assert lines[2] == (
+        "| room100-afap | ours (daphne, sqlite+memory) | 1,000 | 0 | 0 | 0 | 12.0 ms | 2.50 s | 30.5 ms"
+        " | 8.0 ms | 100 MiB | 0.50x | 0.10x |"
+    )
     assert lines[4].endswith("| 5.00x | 1.00x |")
     assert lines[5].startswith("| rooms100x10 | raw_ws | 4,000 |") and lines[5].endswith("| — | 1.00x |")
     assert lines[6].startswith("| cluster2 | ours x2 behind nginx | not run: pass --cluster |")
@@ -171,11 +294,18 @@ def test_the_commit_probe_commits_to_a_table_of_its_own_on_postgresql():
 
 def test_the_disk_notes_list_the_probed_scenarios_only():
     run = load_bench_module()
-    probed = {"scenario": "ack200", "server": "ours (daphne, sqlite+memory)", "commits": 480, "commit_p50_ms": 0.9,
-              "commit_max_ms": 52.4, "commits_over_20ms": 3}
+    probed = {
+        "scenario": "ack200",
+        "server": "ours (daphne, sqlite+memory)",
+        "commits": 480,
+        "commit_p50_ms": 0.9,
+        "commit_max_ms": 52.4,
+        "commits_over_20ms": 3,
+    }
     assert run.disk_notes([{"scenario": "room100-afap", "server": "raw_ws"}]) == []
     assert run.disk_notes([{"scenario": "room100-afap", "server": "raw_ws"}, probed])[1:] == [
-        "- ack200 on ours (daphne, sqlite+memory): 0.9 ms, 52.4 ms, 3 of 480"]
+        "- ack200 on ours (daphne, sqlite+memory): 0.9 ms, 52.4 ms, 3 of 480"
+    ]
 
 
 BURN = """
@@ -203,11 +333,17 @@ def test_cpu_seconds_counts_the_processes_below_the_one_named():
 
 def test_the_cluster_note_gives_the_ratio_and_the_cores_each_side_used():
     run = load_bench_module()
-    one = {"scenario": "cluster2", "server": "ours x1", "deliveries_per_s": 50000.0, "server_cores": 0.98,
-           "client_cores": 0.91}
+    one = {
+        "scenario": "cluster2",
+        "server": "ours x1",
+        "deliveries_per_s": 50000.0,
+        "server_cores": 0.98,
+        "client_cores": 0.91,
+    }
     two = {**one, "server": "ours x2", "deliveries_per_s": 60000.0, "server_cores": 1.05, "client_cores": 0.87}
     assert run.cluster_notes([one]) == []
     note = run.cluster_notes([one, two])[0]
     assert note.startswith("\ncluster2: 2 processes deliver 1.20x of what 1 process does")
-    assert note.endswith(f"used 0.98 and 1.05 cores and the load client 0.91 and 0.87, "
-                         f"of the machine's {os.cpu_count()}.")
+    assert note.endswith(
+        f"used 0.98 and 1.05 cores and the load client 0.91 and 0.87, of the machine's {os.cpu_count()}."
+    )

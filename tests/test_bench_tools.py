@@ -3,6 +3,7 @@
 bench/idle.py runs as a subprocess against a live daphne; bench/history.py's seeding,
 query counting and timing run on the test database.
 """
+
 import json
 import subprocess
 import sys
@@ -23,9 +24,25 @@ IDLE_ENV = {"CHAT_MAX_CONNECTIONS_PER_USER": "100", "CHAT_LOGIN_RATE": "1000/min
 def run_idle(server, *args) -> dict:
     """Run bench/idle.py against `server`; its JSON line, decoded."""
     completed = subprocess.run(
-        [sys.executable, "bench/idle.py", "--url", server.url, "--pid", str(server.process.pid),
-         "--accounts", "2", "--warmup", "5", "--settle", "0.5", *args],
-        cwd=BASE_DIR, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "bench/idle.py",
+            "--url",
+            server.url,
+            "--pid",
+            str(server.process.pid),
+            "--accounts",
+            "2",
+            "--warmup",
+            "5",
+            "--settle",
+            "0.5",
+            *args,
+        ],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     assert completed.returncode == 0 and lines, f"idle.py failed:\n{completed.stdout}\n{completed.stderr}"
@@ -43,8 +60,9 @@ def test_idle_gets_hello_on_every_connection_and_reports_memory_per_connection()
 
 def test_idle_churn_reopens_connections_and_samples_memory():
     with run_daphne(IDLE_ENV) as server:
-        result = run_idle(server, "--connections", "20", "--churn-seconds", "2", "--churn-per-second", "5",
-                          "--sample-every", "1")
+        result = run_idle(
+            server, "--connections", "20", "--churn-seconds", "2", "--churn-per-second", "5", "--sample-every", "1"
+        )
     churn = result["churn"]
     assert churn["failed"] == 0
     assert churn["reopened"] >= 5
@@ -70,9 +88,12 @@ def test_history_times_both_pages_through_a_live_server():
     first = Message.objects.filter(room=room).order_by("id").first()
     assert paths["deep"].endswith(f"before={first.pk + 40}")
     with run_daphne() as server:
-        timings = {page: history.time_requests(server.port, str(AccessToken.for_user(author)), path, count=5,
-                                               limit=20, warmup=1)
-                   for page, path in paths.items()}
+        timings = {
+            page: history.time_requests(
+                server.port, str(AccessToken.for_user(author)), path, count=5, limit=20, warmup=1
+            )
+            for page, path in paths.items()
+        }
     for timing in timings.values():
         assert timing["requests"] == 5
         assert 0 < timing["p50_ms"] <= timing["p99_ms"] <= timing["max_ms"]

@@ -2,6 +2,7 @@
 history paging, reconnecting with resends, reloads, gaps, live edits and deletes, locks,
 removal from the room and a lost session (close 4401). Helpers: tests/browser.py.
 """
+
 import re
 
 import pytest
@@ -129,12 +130,15 @@ def test_client_follows_gaps_edits_locks_removal_and_lost_sessions(transactional
             port = server.port
             server.stop()
             expect(page_b.locator("#conn-state")).to_have_class(re.compile(r"\boffline\b"))
-            in_thread(lambda: [services.message_send(user=alice, slug="general", body=f"missed {n}")
-                               for n in range(12)])
+            in_thread(
+                lambda: [services.message_send(user=alice, slug="general", body=f"missed {n}") for n in range(12)]
+            )
             server = start_daphne(env, port=port)
             expect(page_b.locator("#conn-state")).to_have_text("online", timeout=30_000)
             expect(page_b.locator("#messages .msg")).to_have_count(shown + 12)
-            assert page_b.locator("#messages .msg .body").all_text_contents()[-12:] == [f"missed {n}" for n in range(12)]
+            assert page_b.locator("#messages .msg .body").all_text_contents()[-12:] == [
+                f"missed {n}" for n in range(12)
+            ]
             ids = message_ids(page_b)
             assert ids == sorted(set(ids))
 
@@ -155,7 +159,8 @@ def test_client_follows_gaps_edits_locks_removal_and_lost_sessions(transactional
             assert session_fetch(page_a, "DELETE", "/api/rooms/general/members/bob/") == 204
             # room.left says why; a page that was reconnecting at that moment learns it from hello.
             expect(page_b.locator("#notice .notice-text")).to_have_text(
-                re.compile(r"^(You were removed from this room\.|You are no longer a member of this room\.)$"))
+                re.compile(r"^(You were removed from this room\.|You are no longer a member of this room\.)$")
+            )
             expect(page_b.locator("#conn-state")).to_have_text("disconnected")
             expect(page_b.locator("#body")).to_be_disabled()
 

@@ -3,6 +3,7 @@ Accept-Language) gets every page in Chinese, with times in the Chinese format; t
 in Chinese; a refused action says why in Chinese; and an English browser switches with the header's
 switcher, which keeps the page and persists. Looks (axe, themes, sizes): tests/test_browser_looks.py.
 """
+
 import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -32,8 +33,20 @@ def test_two_users_chat_live_in_chinese(transactional_db, alice, bob, settings):
     services.room_create(user=alice, name="General", slug="general")
     services.room_join(user=bob, slug="general")
     services.message_send(user=bob, slug="general", body="你好")
-    expected = {text: chinese(text) for text in ("Log in", "Register", "Your rooms", "Public rooms to join", "Send",
-                                                 "Room directory", "Profile", "Change password", "Search")}
+    expected = {
+        text: chinese(text)
+        for text in (
+            "Log in",
+            "Register",
+            "Your rooms",
+            "Public rooms to join",
+            "Send",
+            "Room directory",
+            "Profile",
+            "Change password",
+            "Search",
+        )
+    }
     placeholder = chinese("Message %(name)s (Enter to send, Shift+Enter for a new line)") % {"name": "General"}
     with run_daphne() as server, chromium() as browser:
         anonymous = new_page(browser, server, locale=CHINESE)

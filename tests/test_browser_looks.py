@@ -3,6 +3,7 @@ finds no violation, nothing overflows sideways, touch targets on a phone are at 
 page says its language, and a non-member's preview shows the browser's time zone and locale.
 Screenshots go to /tmp/web-shots/ (English) and /tmp/web-shots-zh/ for a person to look at.
 """
+
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -30,8 +31,14 @@ pytestmark = pytest.mark.browser
 
 # Per browser locale: the page's <html lang>, its language's text on every page, a message's time.
 LANGUAGES = {"en-US": ("en", "Log", "%I:%M %p", SHOTS), CHINESE: ("zh-hans", "登录", "%H:%M", SHOTS_CHINESE)}
-PAGES = {"rooms": "/", "room": "/rooms/general/", "directory": "/directory/?q=gen", "profile": "/account/",
-         "password": "/account/password/", "preview": "/rooms/lobby/"}
+PAGES = {
+    "rooms": "/",
+    "room": "/rooms/general/",
+    "directory": "/directory/?q=gen",
+    "profile": "/account/",
+    "password": "/account/password/",
+    "preview": "/rooms/lobby/",
+}
 
 
 def no_sideways_overflow(page):
@@ -49,8 +56,9 @@ def small_targets(page) -> list[str]:
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("size", ["desktop", "phone"])
 @pytest.mark.parametrize("locale", LANGUAGES)
-def test_every_page_passes_axe_in_both_languages_themes_and_sizes(transactional_db, alice, bob, locale, scheme, size,
-                                                                  settings):
+def test_every_page_passes_axe_in_both_languages_themes_and_sizes(
+    transactional_db, alice, bob, locale, scheme, size, settings
+):
     settings.CHAT_RATE_PER_10S = 1000
     use_server_hasher(alice, bob)
     services.room_create(user=alice, name="General", slug="general", topic="Everything and anything")

@@ -3,6 +3,7 @@ every open page (the room list included) with unread counts in the tab title and
 desktop notification; the members panel, invitations with suggestions, settings, leaving after
 a confirmation, the directory and the create-room and direct-message dialogs.
 """
+
 import re
 
 import pytest
@@ -36,7 +37,7 @@ def test_new_rooms_invitations_and_removals_reach_every_open_page(transactional_
         page_a = log_in(browser, server, "alice")
         page_b = log_in(browser, server, "bob")
         page_b.context.add_init_script(FAKE_NOTIFICATION)
-        page_b.reload()   # bob stays on the room list page
+        page_b.reload()  # bob stays on the room list page
         expect(page_b.locator("#my-rooms li[data-room]")).to_have_count(1)
         page_b.click("#enable-notifications")
         expect(page_b.locator("#enable-notifications")).to_be_hidden()

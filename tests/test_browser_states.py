@@ -3,6 +3,7 @@ send's text put back, muted (with its end), locked, staff notices that can be di
 (with the reason), archived, reconnecting with a countdown and Retry now while presence greys;
 and the phone layout's panels, the skip link and the theme toggle.
 """
+
 import re
 
 import pytest
@@ -37,7 +38,8 @@ def test_composer_drafts_limits_mutes_locks_and_notices(transactional_db, alice,
             # A 5,000-character paste is kept whole and says it is too long before it is sent.
             page_b.locator("#body").fill("x" * 5000)
             expect(page_b.locator("#body-count")).to_have_text(
-                "1000 characters over the limit of 4000: shorten it to send.")
+                "1000 characters over the limit of 4000: shorten it to send."
+            )
             expect(page_b.locator("#send")).to_be_disabled()
             assert len(page_b.locator("#body").input_value()) == 5000
             page_b.locator("#body").fill("")
@@ -52,11 +54,13 @@ def test_composer_drafts_limits_mutes_locks_and_notices(transactional_db, alice,
 
             # Muted: the composer closes at once, with the time it ends, and reopens when unmuted.
             assert session_fetch(page_a, "POST", "/api/rooms/general/mutes/", {"username": "bob", "minutes": 5}) == 201
-            expect(page_b.locator("#composer-state")).to_have_text(re.compile(r"^You are muted in this room until .+\.$"))
+            expect(page_b.locator("#composer-state")).to_have_text(
+                re.compile(r"^You are muted in this room until .+\.$")
+            )
             expect(page_b.locator("#body")).to_be_disabled()
             expect(page_b.locator("#send")).to_be_disabled()
             screenshot(page_b, "room-muted")
-            page_b.reload()   # known from the page too
+            page_b.reload()  # known from the page too
             expect(page_b.locator("#composer-state")).to_have_text(re.compile(r"^You are muted in this room until"))
             assert session_fetch(page_a, "DELETE", "/api/rooms/general/mutes/bob/") == 204
             expect(page_b.locator("#composer-state")).to_be_hidden()
@@ -72,7 +76,10 @@ def test_composer_drafts_limits_mutes_locks_and_notices(transactional_db, alice,
             expect(page_b.locator("#body")).to_be_enabled()
 
             # A staff notice can be dismissed.
-            assert session_fetch(page_a, "POST", "/api/notices/", {"text": "Maintenance at noon", "level": "warning"}) == 202
+            assert (
+                session_fetch(page_a, "POST", "/api/notices/", {"text": "Maintenance at noon", "level": "warning"})
+                == 202
+            )
             notice = page_b.locator("#notices .notice", has_text="Maintenance at noon")
             expect(notice).to_be_visible()
             notice.get_by_role("button", name="Dismiss").click()
@@ -115,8 +122,12 @@ def test_reconnecting_banned_and_archived_are_visible(transactional_db, alice, b
             expect(page_a.locator("#conn-state")).to_have_text("online", timeout=20_000)
 
             # Banned, with the reason: not a network fault.
-            assert session_fetch(page_a, "POST", "/api/rooms/general/bans/",
-                                 {"username": "bob", "reason": "spamming links"}) == 201
+            assert (
+                session_fetch(
+                    page_a, "POST", "/api/rooms/general/bans/", {"username": "bob", "reason": "spamming links"}
+                )
+                == 201
+            )
             expect(page_b.locator("#notice .notice-text")).to_have_text(re.compile(r"banned.*Reason: spamming links"))
             expect(page_b.locator("#composer-state")).to_have_text(re.compile("spamming links"))
             expect(page_b.locator("#conn-state")).to_have_text("disconnected")

@@ -3,6 +3,7 @@ follows new messages at the bottom and counts them otherwise, loads older pages 
 scrolls up, marks days, groups authors, shows the first unread, opens at a linked message,
 and each message's actions (edit, delete, report, copy link) work by mouse and keyboard.
 """
+
 import re
 
 import pytest

@@ -5,6 +5,7 @@ The nginx tests run two daphnes on Redis and the test database, and nginx in fro
 `make cluster` runs it (deploy/cluster.py). conftest deselects them without REDIS_URL
 (they fail instead under CHAT_REQUIRE_SERVICES=1); without nginx they fail. The shard tests start two redis-servers of their own.
 """
+
 import asyncio
 import contextlib
 import json
@@ -59,8 +60,9 @@ def nginx_cluster(redis_url, django_db_setup, tmp_path_factory):
     try:
         servers = [start_daphne(env, args=cluster.DAPHNE_ARGS) for _ in range(2)]
         port = free_port()
-        site = cluster.site_config(upstreams=[f"127.0.0.1:{s.port}" for s in servers],
-                                   listen=f"127.0.0.1:{port}", static_root=static_root)
+        site = cluster.site_config(
+            upstreams=[f"127.0.0.1:{s.port}" for s in servers], listen=f"127.0.0.1:{port}", static_root=static_root
+        )
         nginx = cluster.Nginx(tmp_path_factory.mktemp("nginx"), site)
         nginx.start()
         try:
@@ -83,8 +85,12 @@ def get(url: str, headers: dict | None = None):
 def scrape(server) -> dict[str, float]:
     """One process's /metrics, read from that process directly."""
     _, _, body = get(server.url + "/metrics")
-    return {sample.name: sample.value for family in text_string_to_metric_families(body.decode())
-            for sample in family.samples if "le" not in sample.labels}
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if "le" not in sample.labels
+    }
 
 
 async def scrape_all(servers) -> list[dict[str, float]]:
@@ -92,6 +98,7 @@ async def scrape_all(servers) -> list[dict[str, float]]:
 
 
 # nginx in front
+
 
 def test_healthz_answers_through_nginx(nginx_cluster):
     status, headers, body = get(nginx_cluster.front.url + "/healthz")
@@ -107,8 +114,9 @@ def test_nginx_serves_static_files_from_disk(nginx_cluster):
     assert headers["Cache-Control"] == "max-age=604800"  # nginx's `expires 7d`, not the server's headers
 
 
-async def test_two_clients_through_nginx_land_on_both_processes_and_hear_each_other(nginx_cluster, alice, bob,
-                                                                                    general_with_bob):
+async def test_two_clients_through_nginx_land_on_both_processes_and_hear_each_other(
+    nginx_cluster, alice, bob, general_with_bob
+):
     servers = nginx_cluster.servers
     before = await scrape_all(servers)
     a = await ws_connect(nginx_cluster.front, alice)
@@ -125,6 +133,7 @@ async def test_two_clients_through_nginx_land_on_both_processes_and_hear_each_ot
     assert (await a.expect("message.new"))["message"] == sent_by_b["message"]
 
     after = await scrape_all(servers)
+
     # each process counts its own: one message accepted on each, two delivered on each (ack and broadcast)
     def moved(name):
         return [n[name] - m[name] for m, n in zip(middle, after)]
@@ -142,8 +151,12 @@ def test_a_client_cannot_choose_its_address_with_x_forwarded_for(nginx_cluster, 
     statuses = []
     for i in range(limit + 1):
         body = json.dumps({"username": "dora", "password": "wrong"}).encode()
-        request = Request(nginx_cluster.front.url + "/api/auth/token/", data=body, method="POST",
-                          headers={"Content-Type": "application/json", "X-Forwarded-For": f"203.0.113.{i}"})
+        request = Request(
+            nginx_cluster.front.url + "/api/auth/token/",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "X-Forwarded-For": f"203.0.113.{i}"},
+        )
         try:
             with urlopen(request, timeout=10) as response:
                 statuses.append(response.status)
@@ -152,8 +165,9 @@ def test_a_client_cannot_choose_its_address_with_x_forwarded_for(nginx_cluster, 
     assert statuses == [401] * limit + [429]
 
 
-async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001(redis_url, alice, bob,
-                                                                                 general_with_bob):
+async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001(
+    redis_url, alice, bob, general_with_bob
+):
     """deploy/cluster.py as `make cluster` and the load tests run it: `ready:` once it serves,
     and SIGTERM stops the servers (their clients get 1001 through nginx), then nginx."""
     if cluster.nginx_binary() is None:
@@ -161,11 +175,21 @@ async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001
     port = free_port()
     while any(not port_is_free(port + i) for i in range(3)):
         port = free_port()
-    env = {**os.environ, **LIVE_ENV, "REDIS_URL": redis_url, "DATABASE_URL": database_url(),
-           "REDIS_PREFIX": django_settings.REDIS_PREFIX}
-    process = subprocess.Popen([sys.executable, "deploy/cluster.py", "--processes", "2", "--port", str(port)],
-                               cwd=cluster.BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)
+    env = {
+        **os.environ,
+        **LIVE_ENV,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url(),
+        "REDIS_PREFIX": django_settings.REDIS_PREFIX,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "deploy/cluster.py", "--processes", "2", "--port", str(port)],
+        cwd=cluster.BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         ready = await asyncio.wait_for(asyncio.to_thread(read_until_ready, process), timeout=60)
         assert ready.startswith(f"ready: http://127.0.0.1:{port}/ -> 2 daphne processes"), ready
@@ -196,6 +220,7 @@ def read_until_ready(process) -> str:
 
 
 # The channel layer on two Redis shards
+
 
 def shard_of(group: str, shards: int) -> int:
     """The shard channels-redis picks for `group`'s pub/sub channel (the same in every process)."""
@@ -241,8 +266,9 @@ async def test_sharded_layer_carries_each_room_on_its_shard_across_processes(red
             other = two_shards[1 - index]
             assert redis.Redis(port=other.port).pubsub_numsub(channel) == [(channel.encode(), 0)]
 
-            await a.send(type="message.send", room=room.slug, body=f"on shard {index}", client_id=f"s{index}",
-                         ref=str(index))
+            await a.send(
+                type="message.send", room=room.slug, body=f"on shard {index}", client_id=f"s{index}", ref=str(index)
+            )
             sent = await a.expect("message.new", ref=str(index))
             assert (await b.expect("message.new", room=room.slug))["message"] == sent["message"]
         await a.close(), await b.close()
@@ -253,8 +279,12 @@ async def test_a_restarted_shard_closes_every_socket_for_it_to_resume(redis_url,
     every process, so every socket is closed with 1012, and clients resume with what they missed."""
     rooms = await database_sync_to_async(rooms_on_each_shard)(alice, bob)
     room = rooms[1].slug
-    env = {**LIVE_ENV, "REDIS_URL": redis_url, "REDIS_URLS": ",".join(s.url for s in two_shards),
-           "CHAT_LAYER_CHECK_S": "0.2"}
+    env = {
+        **LIVE_ENV,
+        "REDIS_URL": redis_url,
+        "REDIS_URLS": ",".join(s.url for s in two_shards),
+        "CHAT_LAYER_CHECK_S": "0.2",
+    }
     with run_daphne(env) as server_a, run_daphne(env) as server_b:
         a = await ws_connect(server_a, alice)
         b = await ws_connect(server_b, bob)
@@ -280,7 +310,7 @@ async def test_a_restarted_shard_closes_every_socket_for_it_to_resume(redis_url,
             sent.append((await a.expect("message.new", ref="r"))["message"]["id"])
             while received[-1] != sent[-1]:
                 received.append((await b.expect("message.new", room=room))["message"]["id"])
-            assert received == sent[-len(received):] and received[0] == sent[0]
+            assert received == sent[-len(received) :] and received[0] == sent[0]
             await a.close(), await b.close()
 
         # A check during the outage closes the sockets, and the first one after it (a new run_id)
@@ -296,15 +326,18 @@ async def test_a_restarted_shard_closes_every_socket_for_it_to_resume(redis_url,
 
 # The channel layer on a master found through Sentinel
 
+
 @pytest.fixture
 def sentinel(two_shards, tmp_path):
     """A Sentinel watching the first shard as master `chatlayer`; yields its port."""
     port = free_port()
     config = tmp_path / "sentinel.conf"
-    config.write_text(f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-                      f"sentinel monitor chatlayer 127.0.0.1 {two_shards[0].port} 1\n")
-    process = subprocess.Popen(["/usr/bin/redis-server", str(config), "--sentinel"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nsentinel monitor chatlayer 127.0.0.1 {two_shards[0].port} 1\n"
+    )
+    process = subprocess.Popen(
+        ["/usr/bin/redis-server", str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
         for _ in range(100):
@@ -322,8 +355,12 @@ def sentinel(two_shards, tmp_path):
 
 async def test_layer_on_a_sentinel_managed_master(redis_url, two_shards, sentinel, alice, bob, general_with_bob):
     master = two_shards[0]
-    env = {**LIVE_ENV, "REDIS_URL": redis_url, "REDIS_SENTINELS": f"127.0.0.1:{sentinel}",
-           "REDIS_SENTINEL_MASTERS": "chatlayer"}
+    env = {
+        **LIVE_ENV,
+        "REDIS_URL": redis_url,
+        "REDIS_SENTINELS": f"127.0.0.1:{sentinel}",
+        "REDIS_SENTINEL_MASTERS": "chatlayer",
+    }
     with run_daphne(env) as server_a, run_daphne(env) as server_b:
         a = await ws_connect(server_a, alice)
         b = await ws_connect(server_b, bob)

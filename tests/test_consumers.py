@@ -3,6 +3,7 @@
 Runs on whatever channel layer the settings give: in memory by default, the real Redis
 layer when REDIS_URL is set.
 """
+
 import asyncio
 import gc
 import json
@@ -20,12 +21,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 # Authentication and close codes
 
+
 async def test_hello_lists_rooms_and_limits(alice, general):
     client = await connect(alice, via="header")
     assert client.hello["user"] == {"id": alice.pk, "username": "alice"}
     assert [r["slug"] for r in client.hello["rooms"]] == ["general"]
-    assert client.hello["limits"] == {"max_body": django_settings.CHAT_MAX_BODY,
-                                      "rate_per_10s": django_settings.CHAT_RATE_PER_10S}
+    assert client.hello["limits"] == {
+        "max_body": django_settings.CHAT_MAX_BODY,
+        "rate_per_10s": django_settings.CHAT_RATE_PER_10S,
+    }
     assert client.hello["connection_id"]
     await client.close()
 
@@ -33,6 +37,7 @@ async def test_hello_lists_rooms_and_limits(alice, general):
 async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(alice, general):
     """A connection's objects are freed by reference counting as it closes: a full collection,
     which walks the whole heap with the GIL held, has nothing of it to find."""
+
     async def open_join_close():
         client = await connect(alice)
         await client.send(type="join", room="general")
@@ -87,11 +92,15 @@ async def test_room_route_joins_at_connect(alice, bob, general):
 async def test_session_cookie_needs_allowed_origin(client, alice, general):
     await db(client.force_login)(alice)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    good = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"),
-                                                     (b"host", b"localhost:8000")])
+    good = await connect(
+        path="/ws/chat/",
+        headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")],
+    )
     assert good.hello["user"]["username"] == "alice"
     await good.close()
-    bad = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://evil.example")], hello=False)
+    bad = await connect(
+        path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://evil.example")], hello=False
+    )
     assert await bad.closed() == 4401
 
 
@@ -112,6 +121,7 @@ async def test_per_user_connection_limit(alice, settings):
 
 
 # Messages
+
 
 async def test_send_persists_then_delivers_to_every_subscriber(alice, bob, general):
     await db(services.room_join)(user=bob, slug="general")
@@ -204,18 +214,22 @@ async def test_direct_message_reaches_recipients_open_connection(alice, bob):
 
 # Bad input
 
-@pytest.mark.parametrize("raw, code", [
-    ("not json", "bad_frame"),
-    ("[1, 2]", "bad_frame"),
-    ('{"room": "general"}', "bad_frame"),
-    ('{"type": "dance"}', "unknown_type"),
-    ('{"type": "join"}', "invalid"),
-    ('{"type": "join", "room": 5}', "invalid"),
-    ('{"type": "join", "room": "general", "since": -1}', "invalid"),
-    ('{"type": "message.send", "body": "x"}', "invalid"),
-    ('{"type": "message.edit", "id": "7", "body": "x"}', "invalid"),
-    ('{"type": "join", "room": "nope"}', "not_found"),
-])
+
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        ("not json", "bad_frame"),
+        ("[1, 2]", "bad_frame"),
+        ('{"room": "general"}', "bad_frame"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "join"}', "invalid"),
+        ('{"type": "join", "room": 5}', "invalid"),
+        ('{"type": "join", "room": "general", "since": -1}', "invalid"),
+        ('{"type": "message.send", "body": "x"}', "invalid"),
+        ('{"type": "message.edit", "id": "7", "body": "x"}', "invalid"),
+        ('{"type": "join", "room": "nope"}', "not_found"),
+    ],
+)
 async def test_bad_frames_get_errors_and_connection_survives(alice, general, raw, code):
     a = await connect(alice)
     await a.send_raw(raw)
@@ -275,6 +289,7 @@ async def test_rate_limit_then_flood_close(alice, general, settings):
 
 # Rooms, presence, typing, reads
 
+
 async def test_presence_first_open_and_last_close(alice, bob, general):
     await db(services.room_join)(user=bob, slug="general")
     a = await connect(alice)
@@ -308,7 +323,13 @@ async def test_read_marker_sends_unread(alice, bob, general):
     ids = [(await db(services.message_send)(user=alice, slug="general", body=f"m{i}"))[0].pk for i in range(3)]
     b1, b2 = await connect(bob), await connect(bob)
     await b1.send(type="read", room="general", message_id=ids[0], ref="rd")
-    assert await b1.expect("unread") == {"type": "unread", "room": "general", "count": 2, "last_read_id": ids[0], "ref": "rd"}
+    assert await b1.expect("unread") == {
+        "type": "unread",
+        "room": "general",
+        "count": 2,
+        "last_read_id": ids[0],
+        "ref": "rd",
+    }
     other = await b2.expect("unread")
     assert (other["count"], other["last_read_id"]) == (2, ids[0])
     await b1.close(), await b2.close()
@@ -371,7 +392,9 @@ async def test_replay_races_with_live_sends(alice, bob, general, settings):
     await b.send(type="join", room="general", since=0)
     await task
     seen = [f["message"]["id"] for f in await b.drain(0.5) if f["type"] == "message.new"]
-    expected = await db(lambda: list(Message.objects.filter(room=general).order_by("id").values_list("id", flat=True)))()
+    expected = await db(
+        lambda: list(Message.objects.filter(room=general).order_by("id").values_list("id", flat=True))
+    )()
     assert sorted(seen) == expected and len(seen) == len(set(seen))
     await b.close()
 
@@ -427,7 +450,9 @@ async def test_a_message_that_never_comes_is_read_once_for_every_connection(alic
     before = metrics.LAYER_GAPS._value.get()
     await events.send_async(*held[1])  # m1 never comes
     for client in clients:
-        got = [(f["message"]["id"], f["message"]["body"]) for f in await client.drain(0.3) if f["type"] == "message.new"]
+        got = [
+            (f["message"]["id"], f["message"]["body"]) for f in await client.drain(0.3) if f["type"] == "message.new"
+        ]
         assert got == [(m1.pk, "first"), (m2.pk, "second")]
     assert metrics.LAYER_GAPS._value.get() == before + 1  # one read, not one per connection
     for client in clients:
@@ -512,8 +537,9 @@ async def test_an_unexpected_error_in_an_event_handler_ends_the_connection(alice
 
 
 @pytest.mark.parametrize("max_batch, expected", [(500, [11]), (4, [4, 4, 3])])
-async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_in_order(alice, general, monkeypatch,
-                                                                                      max_batch, expected):
+async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_in_order(
+    alice, general, monkeypatch, max_batch, expected
+):
     """Read while none was written yet: one batch, one commit; up to MAX_BATCH sends each."""
     from chat import services as chat_services
     from chat.realtime import writer
@@ -559,13 +585,17 @@ async def test_an_ack_is_waiting_before_its_event_can_overtake_the_answer(alice,
     consumer.stream.advance(general.pk, first.pk)
     mine, _ = await db(services.message_send)(user=alice, slug="general", body="mine")
     consumer._written("r1", (mine, True))  # stored: its ack waits from now on
-    own = events.frame_event({"type": "message.new"}, room_id=general.pk, message_id=mine.pk, prev_id=first.pk,
-                             origin="conn.me")
-    later = events.frame_event({"type": "message.new", "n": 3}, room_id=general.pk, message_id=mine.pk + 1,
-                               prev_id=mine.pk)
+    own = events.frame_event(
+        {"type": "message.new"}, room_id=general.pk, message_id=mine.pk, prev_id=first.pk, origin="conn.me"
+    )
+    later = events.frame_event(
+        {"type": "message.new", "n": 3}, room_id=general.pk, message_id=mine.pk + 1, prev_id=mine.pk
+    )
     await consumer.chat_frame(own)  # the event came back first
     await consumer.chat_frame(later)
     await consumer._acknowledge(None, (mine, True), time.perf_counter())  # the answer adds nothing
-    assert [(f.get("ref"), f.get("message", {}).get("id"), f.get("n")) for f in sent] == [("r1", mine.pk, None),
-                                                                                          (None, None, 3)]
+    assert [(f.get("ref"), f.get("message", {}).get("id"), f.get("n")) for f in sent] == [
+        ("r1", mine.pk, None),
+        (None, None, 3),
+    ]
     assert not consumer.stream.acks and not consumer.stream.registered and not consumer.ack_timers

@@ -3,6 +3,7 @@
 Each connection is Twisted's own `tcp.Server` on one end of a socket pair; no event loop runs,
 so what Twisted buffers stays buffered until the test calls `doWrite`, as the reactor would.
 """
+
 import socket
 
 from twisted.internet import tcp

@@ -1,5 +1,6 @@
 """A connection's delivery (chat/realtime/delivery.py): the decisions of its RoomStream carried out
 on a transport, with a turn and an inbox, driven event by event without a socket or a database."""
+
 import asyncio
 
 from chat import metrics
@@ -37,8 +38,14 @@ def consumer_in_room(mark: int) -> ChatConsumer:
 
 
 def message(message_id, prev_id, **extra):
-    event = {"type": "chat.frame", "text": f"m{message_id}", "room_id": 5, "message_id": message_id,
-             "prev_id": prev_id, **extra}
+    event = {
+        "type": "chat.frame",
+        "text": f"m{message_id}",
+        "room_id": 5,
+        "message_id": message_id,
+        "prev_id": prev_id,
+        **extra,
+    }
     return event, Frame(event["text"])
 
 

@@ -1,4 +1,5 @@
 """History export (chat/export.py): the REST view, the management command, the three formats and flat memory."""
+
 import csv
 import gc
 import io
@@ -59,6 +60,7 @@ def parse_csv(data: bytes) -> list[list[str]]:
 
 # The formats
 
+
 def test_json_export_round_trips_the_message_shape(api, alice, room):
     response = api(alice).get("/api/rooms/general/export/?format=json")
     assert response.status_code == 200
@@ -104,8 +106,15 @@ def test_csv_export_opens_in_a_spreadsheet(api, alice, bob, room):
     tricky = [r for r in rows if r[7].startswith("c-")]
     # Formula-like cells get a leading quote; everything else comes back exactly.
     assert [r[4] for r in tricky] == [
-        "héllo wörld, ünïcode ✓ 日本語 🎉", 'a "quoted", comma-separated line', "two\nlines\r\nand more",
-        "'=1+1", "'+A1", "'-2", "'@SUM(A1:A2)", "'\tleading tab", "plain",
+        "héllo wörld, ünïcode ✓ 日本語 🎉",
+        'a "quoted", comma-separated line',
+        "two\nlines\r\nand more",
+        "'=1+1",
+        "'+A1",
+        "'-2",
+        "'@SUM(A1:A2)",
+        "'\tleading tab",
+        "plain",
     ]
     assert {r[2] for r in tricky} == {"alice"}
     assert [r[7] for r in tricky] == [f"c-{i}" for i in range(len(TRICKY))]
@@ -125,7 +134,9 @@ def test_csv_neutralises_formula_like_author_names(api, make_user):
 
 def test_large_exports_stream_in_blocks(api, alice):
     room = public_room(alice)
-    Message.objects.bulk_create([Message(room=room, author=alice, body=f"message {i} " + "x" * 100) for i in range(3000)])
+    Message.objects.bulk_create(
+        [Message(room=room, author=alice, body=f"message {i} " + "x" * 100) for i in range(3000)]
+    )
     chunks = list(api(alice).get("/api/rooms/general/export/?format=ndjson").streaming_content)
     assert chunks[0] == b""  # the (empty) head goes out before the query runs
     assert len(chunks) > 4 and max(len(c) for c in chunks) < 2 * export.BLOCK_BYTES
@@ -134,6 +145,7 @@ def test_large_exports_stream_in_blocks(api, alice):
 
 
 # since / until
+
 
 def test_since_is_exclusive_and_until_inclusive(api, alice, room):
     ids = [m["id"] for m in stored(room)]
@@ -155,9 +167,19 @@ def test_since_is_exclusive_and_until_inclusive(api, alice, room):
             assert got == expected, (query, fmt)
 
 
-@pytest.mark.parametrize("query", [
-    "format=xml", "format=JSON", "since=abc", "since=-1", "until=0", "until=1.5", "since=5&until=5", "since=9&until=3",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "format=xml",
+        "format=JSON",
+        "since=abc",
+        "since=-1",
+        "until=0",
+        "until=1.5",
+        "since=5&until=5",
+        "since=9&until=3",
+    ],
+)
 def test_bad_parameters_are_400_and_change_nothing(api, alice, room, query):
     before = db_state()
     response = api(alice).get(f"/api/rooms/general/export/?{query}")
@@ -168,6 +190,7 @@ def test_bad_parameters_are_400_and_change_nothing(api, alice, room, query):
 
 
 # Who may export
+
 
 def test_members_and_staff_may_export_others_may_not(api, alice, bob, carol, make_user, room):
     staff = make_user("sam", is_staff=True)
@@ -199,6 +222,7 @@ def test_an_archived_room_is_gone(api, alice, room):
 
 # Under ASGI (daphne), the view hands Django an async iterator: a sync one would be read into a list first.
 
+
 @pytest.mark.django_db(transaction=True)
 async def test_the_export_streams_under_asgi(alice, bob):
     @sync_to_async
@@ -209,8 +233,9 @@ async def test_the_export_streams_under_asgi(alice, bob):
 
     token = await setup()
     try:
-        response = await AsyncClient().get("/api/rooms/general/export/?format=ndjson",
-                                           headers={"Authorization": f"Bearer {token}"})
+        response = await AsyncClient().get(
+            "/api/rooms/general/export/?format=ndjson", headers={"Authorization": f"Bearer {token}"}
+        )
         assert response.status_code == 200
         assert response.is_async
         data = b"".join([chunk async for chunk in response.streaming_content])
@@ -231,6 +256,7 @@ def close_shared_connection():
 
 
 # The command
+
 
 def test_command_writes_the_file_and_prints_nothing_when_not_a_tty(alice, room, tmp_path, capfd):
     for fmt in ("ndjson", "json", "csv"):
@@ -269,13 +295,16 @@ def test_command_rejects_bad_input(alice, room, tmp_path):
     with pytest.raises(CommandError, match="No room 'nowhere'"):
         call_command("export_history", "--room", "nowhere", "--output", str(tmp_path / "x"))
     with pytest.raises(CommandError, match="'until' must be greater"):
-        call_command("export_history", "--room", "general", "--since", "5", "--until", "2", "--output", str(tmp_path / "x"))
+        call_command(
+            "export_history", "--room", "general", "--since", "5", "--until", "2", "--output", str(tmp_path / "x")
+        )
     with pytest.raises(CommandError):
         call_command("export_history", "--room", "general", "--format", "xml")
     assert not (tmp_path / "x").exists()
 
 
 # Memory
+
 
 def peak_allocation(room, fmt) -> int:
     """Peak Python allocation while the whole export is read and thrown away."""

@@ -7,6 +7,7 @@ is answered (ack or error) or its connection closes, and the client resends it a
 reconnecting. Cross-process tests run on a private redis-server (killed and restarted at will,
 never the shared one); the database test needs PostgreSQL.
 """
+
 import asyncio
 import base64
 import contextlib
@@ -81,6 +82,7 @@ def alternating(users, a, b):
 
 # Redis restarts while clients send
 
+
 async def test_redis_restart_while_clients_send(private_redis, crowd):
     users = await crowd(10)
     with daphnes(2, {"REDIS_URL": private_redis.url}) as (a, b):
@@ -107,12 +109,15 @@ async def test_redis_restart_while_clients_send(private_redis, crowd):
 
 # A daphne is SIGKILLed
 
+
 async def test_sigkill_of_one_daphne(private_redis, crowd):
     users = await crowd(6)
     victim = users[5]  # its only connection is on the process that dies
     with daphnes(2, {"REDIS_URL": private_redis.url}) as (a, b):
-        async with connected([ReconnectingClient(user, [a, b], [ROOM]) for user in users[:2]]
-                             + [ReconnectingClient(user, [b, a], [ROOM]) for user in users[2:5]]) as clients:
+        async with connected(
+            [ReconnectingClient(user, [a, b], [ROOM]) for user in users[:2]]
+            + [ReconnectingClient(user, [b, a], [ROOM]) for user in users[2:5]]
+        ) as clients:
             on_a, on_b = clients[:2], clients[2:]
             watcher = on_b[-1]
             doomed = await ws_connect(a, victim)
@@ -122,8 +127,11 @@ async def test_sigkill_of_one_daphne(private_redis, crowd):
             await asyncio.sleep(1.5)
             a.process.kill()
             killed = time.monotonic()
-            offline = await eventually(lambda: watcher.saw_presence(victim.username, "offline", after=killed), 8,
-                                       "the victim announced offline")
+            offline = await eventually(
+                lambda: watcher.saw_presence(victim.username, "offline", after=killed),
+                8,
+                "the victim announced offline",
+            )
             # 4 beats of CHAT_HEARTBEAT_S=1, plus delivery
             assert offline - killed <= 6, f"offline announced {offline - killed:.1f} s after the kill"
             sent = sum(await asyncio.gather(*sending))
@@ -143,6 +151,7 @@ async def test_sigkill_of_one_daphne(private_redis, crowd):
 
 
 # The database is briefly unreachable
+
 
 @pytest.mark.postgres
 async def test_database_briefly_unreachable(pg_proxy, alice, bob):
@@ -164,8 +173,9 @@ async def test_database_briefly_unreachable(pg_proxy, alice, bob):
         await sender.expect("pong", ref="p")
         status, health = await asyncio.to_thread(http_json, server, "GET", "/healthz")
         assert (status, health["database"]) == (503, "error"), health
-        status, body = await asyncio.to_thread(http_json, server, "POST", f"/api/rooms/{ROOM}/messages/",
-                                               {"body": "rest", "client_id": "c2"}, user=alice)
+        status, body = await asyncio.to_thread(
+            http_json, server, "POST", f"/api/rooms/{ROOM}/messages/", {"body": "rest", "client_id": "c2"}, user=alice
+        )
         assert (status, body["code"]) == (503, "unavailable"), body
         assert await db(list)(Message.objects.order_by("id").values_list("id", "client_id")) == before
         assert pg_proxy.refused, "the server never tried the database while it was cut off"
@@ -174,8 +184,9 @@ async def test_database_briefly_unreachable(pg_proxy, alice, bob):
         await sender.send(type="message.send", room=ROOM, body="during", client_id="c1", ref="s2")
         ack = await sender.expect("message.new", ref="s2")
         assert not ack.get("duplicate") and ack["message"]["body"] == "during"
-        assert (await reader.expect("message.new", where=lambda f: f["message"]["body"] == "during"))["message"] == \
-            ack["message"]
+        assert (await reader.expect("message.new", where=lambda f: f["message"]["body"] == "during"))["message"] == ack[
+            "message"
+        ]
         status, health = await asyncio.to_thread(http_json, server, "GET", "/healthz")
         assert status == 200, health
         assert await ids_by_client_id(["c0", "c1", "c2"]) == {"c0": [before[-1][0]], "c1": [ack["message"]["id"]]}
@@ -183,6 +194,7 @@ async def test_database_briefly_unreachable(pg_proxy, alice, bob):
 
 
 # Concurrent writers in several processes
+
 
 async def test_concurrent_writers_on_two_processes(private_redis, crowd):
     users = await crowd(10)
@@ -231,14 +243,18 @@ async def test_concurrent_writers_on_two_processes(private_redis, crowd):
             for writer in writers:
                 # One connection's sends are stored in the order it sent them (a send retried after
                 # an error is stored later, of course).
-                once = [writer.acked[cid] for cid in (f"{writer.name}-{k}" for k in range(1, n + 1))
-                        if writer.outcomes[cid] == ["ack"]]
+                once = [
+                    writer.acked[cid]
+                    for cid in (f"{writer.name}-{k}" for k in range(1, n + 1))
+                    if writer.outcomes[cid] == ["ack"]
+                ]
                 assert once == sorted(once), writer.name
             assert {e["code"] for c in clients for e in c.errors} <= {"unavailable"}, [c.errors for c in clients]
             assert hopper.connections > min_reconnects
 
 
 # Retries with the same client_id
+
 
 async def test_resending_after_a_lost_ack_creates_one_message(alice, bob):
     await db(services.room_create)(user=alice, name="General", slug=ROOM)
@@ -257,8 +273,17 @@ async def test_resending_after_a_lost_ack_creates_one_message(alice, bob):
         assert delivered == stored["r1"]
         assert await ids_by_client_id(["r1"]) == stored
 
-        answers = [await asyncio.to_thread(http_json, server, "POST", f"/api/rooms/{ROOM}/messages/",
-                                           {"body": "rest once", "client_id": "r2"}, user=alice) for _ in range(2)]
+        answers = [
+            await asyncio.to_thread(
+                http_json,
+                server,
+                "POST",
+                f"/api/rooms/{ROOM}/messages/",
+                {"body": "rest once", "client_id": "r2"},
+                user=alice,
+            )
+            for _ in range(2)
+        ]
         assert [status for status, _ in answers] == [201, 200]
         assert answers[0][1] == answers[1][1]
         assert await ids_by_client_id(["r2"]) == {"r2": [answers[0][1]["id"]]}
@@ -267,13 +292,18 @@ async def test_resending_after_a_lost_ack_creates_one_message(alice, bob):
 
 # Heartbeats
 
+
 async def raw_handshake(server, user) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a WebSocket by hand and stop there: this peer never reads again, nor answers pings."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /ws/chat/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                  f"Authorization: Bearer {access_token(user)}\r\n\r\n").encode())
+    writer.write(
+        (
+            f"GET /ws/chat/ HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {access_token(user)}\r\n\r\n"
+        ).encode()
+    )
     await writer.drain()
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 101"), head
@@ -302,6 +332,7 @@ async def test_heartbeat_drops_a_dead_peer_and_keeps_a_healthy_idle_one(alice, b
 
 
 # Graceful shutdown
+
 
 async def test_sigterm_mid_burst_loses_nothing(private_redis, alice, bob):
     await db(services.room_create)(user=alice, name="General", slug=ROOM)

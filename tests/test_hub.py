@@ -1,4 +1,5 @@
 """The process's hub: one layer membership per group per process, events handed to local members in order."""
+
 import asyncio
 
 import pytest
@@ -124,8 +125,14 @@ async def test_the_connections_that_sent_a_bundles_messages_get_them_first_each_
 
 
 def new(group, message_id, prev_id):
-    return {"type": "chat.frame", "group": group, "n": message_id, "message_id": message_id, "prev_id": prev_id,
-            "room_id": 1}
+    return {
+        "type": "chat.frame",
+        "group": group,
+        "n": message_id,
+        "message_id": message_id,
+        "prev_id": prev_id,
+        "room_id": 1,
+    }
 
 
 async def test_a_message_that_overtook_its_predecessor_waits_for_it():

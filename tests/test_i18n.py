@@ -4,6 +4,7 @@ REST and pages follow the request (LocaleMiddleware: the `django_language` cooki
 Accept-Language); a WebSocket its handshake, for its `error` frames' `detail` only (`code`,
 close reasons and logs stay as they are); commands the environment (`chat.management.base`).
 """
+
 import gettext
 import re
 import shutil
@@ -42,13 +43,16 @@ def problems(po_path: Path) -> list[str]:
             found.append(f"fuzzy: {entry.msgid!r}")
         elif not all(translations):
             found.append(f"untranslated: {entry.msgid!r}")
-        elif any(sorted(set(PLACEHOLDER.findall(text))) != sorted(set(PLACEHOLDER.findall(entry.msgid)))
-                 for text in translations):
+        elif any(
+            sorted(set(PLACEHOLDER.findall(text))) != sorted(set(PLACEHOLDER.findall(entry.msgid)))
+            for text in translations
+        ):
             found.append(f"placeholders differ: {entry.msgid!r}")
     return found
 
 
 # The catalogues
+
 
 def test_every_entry_of_the_chinese_catalogues_is_translated_and_none_is_fuzzy():
     for po_path in CATALOGUES:
@@ -61,14 +65,46 @@ def test_the_catalogues_hold_every_message_of_the_code_and_nothing_else(tmp_path
     """makemessages on a copy of the project: a message of the code, the templates or the client
     missing from the catalogue comes back untranslated, one the code dropped comes back obsolete."""
     copy = tmp_path / "project"
-    shutil.copytree(BASE_DIR, copy, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "tests", "bench", "deploy", "staticfiles", "__pycache__", "*.sqlite3*", "*.mo", ".*cache",
-        ".hypothesis", "node_modules"))
+    shutil.copytree(
+        BASE_DIR,
+        copy,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "tests",
+            "bench",
+            "deploy",
+            "staticfiles",
+            "__pycache__",
+            "*.sqlite3*",
+            "*.mo",
+            ".*cache",
+            ".hypothesis",
+            "node_modules",
+        ),
+    )
     env = {"PATH": "/usr/bin:/bin", "DJANGO_DEBUG": "true", "HOME": str(tmp_path)}
     for domain in ("django", "djangojs"):
-        subprocess.run([sys.executable, "manage.py", "makemessages", "-l", "zh_Hans", "-d", domain,
-                        "--ignore=.venv", "--ignore=tests", "--ignore=bench", "--ignore=staticfiles"],
-                       cwd=copy, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "makemessages",
+                "-l",
+                "zh_Hans",
+                "-d",
+                domain,
+                "--ignore=.venv",
+                "--ignore=tests",
+                "--ignore=bench",
+                "--ignore=staticfiles",
+            ],
+            cwd=copy,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     for po_path in CATALOGUES:
         regenerated = copy / po_path.relative_to(BASE_DIR)
         stale = [entry.msgid for entry in polib.pofile(str(regenerated)) if entry.obsolete]
@@ -101,6 +137,7 @@ def test_build_catalogues_without_msgfmt_writes_loadable_catalogues(tmp_path, mo
 
 # REST and pages
 
+
 def test_a_rest_error_detail_is_in_the_requests_language(api, alice):
     english = api(alice).get("/api/rooms/nope/")
     chinese = api(alice).get("/api/rooms/nope/", HTTP_ACCEPT_LANGUAGE="zh-Hans,zh;q=0.9,en;q=0.5")
@@ -111,20 +148,24 @@ def test_a_rest_error_detail_is_in_the_requests_language(api, alice):
 
 
 def test_rest_refusals_and_rate_limits_are_in_the_requests_language(api, alice, general, settings):
-    response = api(alice).post(f"/api/rooms/{general.slug}/messages/", {"body": " "}, format="json",
-                               HTTP_ACCEPT_LANGUAGE="zh-hans")
+    response = api(alice).post(
+        f"/api/rooms/{general.slug}/messages/", {"body": " "}, format="json", HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
     assert response.json() == {"detail": "body: 必须是非空字符串。", "code": "invalid"}
     response = api().get("/api/me/", HTTP_ACCEPT_LANGUAGE="zh-hans")  # DRF's own messages: its catalogue
     assert response.status_code == 401 and response.json()["detail"] == "身份认证信息未提供。"
     settings.CHAT_RATE_PER_10S = 1
     client = api(alice)
     client.post(f"/api/rooms/{general.slug}/messages/", {"body": "one"}, format="json")
-    response = client.post(f"/api/rooms/{general.slug}/messages/", {"body": "two"}, format="json",
-                           HTTP_ACCEPT_LANGUAGE="zh-hans")
+    response = client.post(
+        f"/api/rooms/{general.slug}/messages/", {"body": "two"}, format="json", HTTP_ACCEPT_LANGUAGE="zh-hans"
+    )
     assert response.status_code == 429
     retry_after = response["Retry-After"]
-    assert response.json() == {"code": "rate_limited",
-                               "detail": f"操作过于频繁：每 10 秒最多发送消息 1 次，请在 {retry_after} 秒后重试。"}
+    assert response.json() == {
+        "code": "rate_limited",
+        "detail": f"操作过于频繁：每 10 秒最多发送消息 1 次，请在 {retry_after} 秒后重试。",
+    }
 
 
 def test_a_page_says_its_language_in_html_lang_and_the_switcher_keeps_it(db):
@@ -133,9 +174,11 @@ def test_a_page_says_its_language_in_html_lang_and_the_switcher_keeps_it(db):
     assert '<html lang="en">' in english
     chinese = client.get("/login/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
     assert '<html lang="zh-hans">' in chinese and "登录" in chinese
+
     # The switcher in the header: the other language, named in itself, and the way back to this page.
     def switcher(html):
         return " ".join(re.search(r'<form[^>]*id="language-switcher".*?</form>', html, re.S)[0].split())
+
     assert 'action="/i18n/setlang/"' in switcher(english)
     assert '<input type="hidden" name="next" value="/login/">' in switcher(english)
     assert 'name="language" value="zh-hans" lang="zh-hans">简体中文</button>' in switcher(english)
@@ -157,8 +200,12 @@ def test_the_admin_in_chinese_shows_the_apps_own_actions_fields_and_messages(adm
     for text in ("锁定所选房间（只读）", "解锁所选房间", "归档所选房间", "短标识", "已锁定"):
         assert text in page, text
     assert "Lock selected rooms" not in page
-    response = admin_client.post("/admin/chat/room/", {"action": "lock_rooms", "_selected_action": [general.pk]},
-                                 HTTP_ACCEPT_LANGUAGE="zh-hans", follow=True)
+    response = admin_client.post(
+        "/admin/chat/room/",
+        {"action": "lock_rooms", "_selected_action": [general.pk]},
+        HTTP_ACCEPT_LANGUAGE="zh-hans",
+        follow=True,
+    )
     assert "已锁定 1 个房间。" in response.content.decode()
     services.room_join(user=bob, slug=general.slug)
     services.room_update(user=alice, slug=general.slug, locked=False)
@@ -172,8 +219,9 @@ def test_the_admin_in_chinese_shows_the_apps_own_actions_fields_and_messages(adm
 def test_the_admin_in_english_is_unchanged(admin_client, general):
     page = admin_client.get("/admin/chat/room/").content.decode()
     assert "Lock selected rooms (read-only)" in page
-    response = admin_client.post("/admin/chat/room/", {"action": "lock_rooms", "_selected_action": [general.pk]},
-                                 follow=True)
+    response = admin_client.post(
+        "/admin/chat/room/", {"action": "lock_rooms", "_selected_action": [general.pk]}, follow=True
+    )
     assert "1 room(s) locked." in response.content.decode()
 
 
@@ -186,6 +234,7 @@ def test_deploy_check_messages_are_translated(settings):
 
 
 # WebSocket
+
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("fresh_layer")
@@ -200,12 +249,18 @@ async def test_a_websocket_error_detail_is_in_the_handshakes_language(alice, bob
     assert [await chinese.expect("error", ref=ref) for ref in ("j", "s", "f")] == [
         {"type": "error", "code": "forbidden", "detail": "房间“secret”是私有房间，需要成员邀请你加入。", "ref": "j"},
         {"type": "error", "code": "forbidden", "detail": "房间“secret”是私有房间，需要成员邀请你加入。", "ref": "s"},
-        {"type": "error", "code": "invalid", "detail": "room: 必须是房间短标识（1-50 个小写字母、数字或连字符）。",
-         "ref": "f"},
+        {
+            "type": "error",
+            "code": "invalid",
+            "detail": "room: 必须是房间短标识（1-50 个小写字母、数字或连字符）。",
+            "ref": "f",
+        },
     ]
     assert [(await english.expect("error", ref=ref))["detail"] for ref in ("j", "s", "f")] == [
-        "Room 'secret' is private: a member must invite you.", "Room 'secret' is private: a member must invite you.",
-        "room: must be a room slug (1-50 lowercase letters, digits or hyphens)."]
+        "Room 'secret' is private: a member must invite you.",
+        "Room 'secret' is private: a member must invite you.",
+        "room: must be a room slug (1-50 lowercase letters, digits or hyphens).",
+    ]
     await chinese.close()
     await english.close()
 
@@ -223,14 +278,18 @@ async def test_the_language_cookie_outranks_accept_language_and_close_reasons_st
 
 # Commands
 
-@pytest.mark.parametrize("environ, language", [
-    ({}, "en"),
-    ({"LANG": "C.UTF-8"}, "en"),
-    ({"LANG": "zh_CN.UTF-8"}, "zh-hans"),
-    ({"LANGUAGE": "fr:zh_CN", "LANG": "en_US.UTF-8"}, "zh-hans"),
-    ({"CHAT_LANGUAGE": "en", "LC_ALL": "zh_CN.UTF-8"}, "en"),
-    ({"CHAT_LANGUAGE": "zh-hans"}, "zh-hans"),
-])
+
+@pytest.mark.parametrize(
+    "environ, language",
+    [
+        ({}, "en"),
+        ({"LANG": "C.UTF-8"}, "en"),
+        ({"LANG": "zh_CN.UTF-8"}, "zh-hans"),
+        ({"LANGUAGE": "fr:zh_CN", "LANG": "en_US.UTF-8"}, "zh-hans"),
+        ({"CHAT_LANGUAGE": "en", "LC_ALL": "zh_CN.UTF-8"}, "en"),
+        ({"CHAT_LANGUAGE": "zh-hans"}, "zh-hans"),
+    ],
+)
 def test_commands_take_their_language_from_the_environment(environ, language):
     assert environment_language(environ) == language
 

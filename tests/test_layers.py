@@ -1,4 +1,5 @@
 """The in-process channel layer of the embedded defaults."""
+
 from chat import metrics
 from chat.realtime.layers import LocalChannelLayer
 

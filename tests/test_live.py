@@ -4,6 +4,7 @@ The first tests need one server (on the in-memory layer without REDIS_URL). The
 cross-process tests run two servers on one Redis and one database; conftest deselects
 them without REDIS_URL (they fail instead under CHAT_REQUIRE_SERVICES=1).
 """
+
 import asyncio
 import random
 import re
@@ -30,20 +31,24 @@ def room_message_ids(room) -> list[int]:
 
 # Close codes, as a browser's CloseEvent shows them
 
+
 def expired_token(user) -> str:
     token = AccessToken.for_user(user)
     token.set_exp(lifetime=-timedelta(seconds=1))
     return str(token)
 
 
-@pytest.mark.parametrize("who, path, code, reason", [
-    ("nobody", "/ws/chat/", 4401, "no credentials"),
-    ("nobody", "/ws/chat/?token=not-a-jwt", 4401, "invalid or expired token"),
-    ("expired", "/ws/chat/", 4401, "invalid or expired token"),
-    ("bob", "/ws/chat/unknown/", 4404, "no room 'unknown'"),
-    ("bob", "/ws/chat/old/", 4410, "room 'old' is archived"),
-    ("bob", "/ws/chat/secret/", 4403, "room 'secret' is private"),
-])
+@pytest.mark.parametrize(
+    "who, path, code, reason",
+    [
+        ("nobody", "/ws/chat/", 4401, "no credentials"),
+        ("nobody", "/ws/chat/?token=not-a-jwt", 4401, "invalid or expired token"),
+        ("expired", "/ws/chat/", 4401, "invalid or expired token"),
+        ("bob", "/ws/chat/unknown/", 4404, "no room 'unknown'"),
+        ("bob", "/ws/chat/old/", 4410, "room 'old' is archived"),
+        ("bob", "/ws/chat/secret/", 4403, "room 'secret' is private"),
+    ],
+)
 async def test_refusals_arrive_as_close_codes_after_the_handshake(daphne_a, alice, bob, who, path, code, reason):
     await db(services.room_create)(user=alice, name="Old", slug="old")
     await db(services.room_archive)(user=alice, slug="old")
@@ -152,8 +157,9 @@ async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(alic
     assert count <= 5 * 20, f"{count} objects in reference cycles after 20 connections closed: {kinds}"
 
 
-async def test_join_since_on_a_subscribed_room_replays_only_what_did_not_come_live(daphne_a, alice, bob,
-                                                                                   general_with_bob):
+async def test_join_since_on_a_subscribed_room_replays_only_what_did_not_come_live(
+    daphne_a, alice, bob, general_with_bob
+):
     """A client on /ws/chat/ gets its rooms' messages live from `hello` on; its `join since`
     (as the browser client sends it after `hello`) must not send those again."""
     old = [(await db(services.message_send)(user=alice, slug="general", body=f"old{i}"))[0].pk for i in range(3)]
@@ -174,6 +180,7 @@ async def test_join_since_on_a_subscribed_room_replays_only_what_did_not_come_li
 
 # Across processes: two servers on one Redis and one database
 
+
 @pytest.mark.redis
 async def test_message_sent_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice, bob, general_with_bob):
     a = await ws_connect(daphne_a, alice)
@@ -192,8 +199,14 @@ async def test_message_sent_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice
 @pytest.mark.redis
 async def test_message_posted_over_http_on_a_reaches_a_client_on_b(daphne_a, daphne_b, alice, bob, general_with_bob):
     b = await ws_connect(daphne_b, bob)
-    status, message = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/messages/",
-                                              {"body": "from rest", "client_id": "h1"}, user=alice)
+    status, message = await asyncio.to_thread(
+        http_json,
+        daphne_a,
+        "POST",
+        "/api/rooms/general/messages/",
+        {"body": "from rest", "client_id": "h1"},
+        user=alice,
+    )
     assert status == 201, message
     got = await b.expect("message.new")
     assert got["message"] == message
@@ -292,25 +305,30 @@ async def test_shutdown_closes_sockets_1001(daphne_a, alice, bob, general_with_b
 
 
 @pytest.mark.redis
-async def test_moderation_over_rest_on_a_takes_effect_on_b(daphne_a, daphne_b, alice, bob, carol, general_with_bob,
-                                                           make_user):
+async def test_moderation_over_rest_on_a_takes_effect_on_b(
+    daphne_a, daphne_b, alice, bob, carol, general_with_bob, make_user
+):
     """A ban, a mute, a deletion and a deactivation made through one process reach sockets on the other."""
     await db(services.room_join)(user=carol, slug="general")
     bound = await ws_connect(daphne_b, bob, "/ws/chat/general/")
     c = await ws_connect(daphne_b, carol)
-    status, _ = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/mutes/",
-                                        {"username": "carol", "minutes": 5}, user=alice)
+    status, _ = await asyncio.to_thread(
+        http_json, daphne_a, "POST", "/api/rooms/general/mutes/", {"username": "carol", "minutes": 5}, user=alice
+    )
     assert status == 201
     await c.send(type="message.send", room="general", body="muted?", ref="m")
     assert (await c.expect("error", ref="m"))["code"] == "muted"
-    status, message = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/messages/",
-                                              {"body": "to be deleted"}, user=alice)
-    status, _ = await asyncio.to_thread(http_json, daphne_a, "DELETE", f"/api/messages/{message['id']}/", None,
-                                        user=alice)
+    status, message = await asyncio.to_thread(
+        http_json, daphne_a, "POST", "/api/rooms/general/messages/", {"body": "to be deleted"}, user=alice
+    )
+    status, _ = await asyncio.to_thread(
+        http_json, daphne_a, "DELETE", f"/api/messages/{message['id']}/", None, user=alice
+    )
     assert status == 204
     assert (await c.expect("message.deleted"))["id"] == message["id"]
-    status, _ = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/rooms/general/bans/",
-                                        {"username": "bob", "reason": "spam"}, user=alice)
+    status, _ = await asyncio.to_thread(
+        http_json, daphne_a, "POST", "/api/rooms/general/bans/", {"username": "bob", "reason": "spam"}, user=alice
+    )
     assert status == 201
     assert (await bound.expect("room.left"))["reason"] == "banned"
     assert await bound.closed() == 4403

@@ -1,4 +1,5 @@
 """/metrics: this process's Prometheus counters move with what the server does."""
+
 import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,8 +14,12 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 def scrape() -> dict[str, float]:
     response = Client().get("/metrics")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
-    return {sample.name: sample.value for family in text_string_to_metric_families(response.content.decode())
-            for sample in family.samples if not sample.labels or "le" not in sample.labels}
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+        if not sample.labels or "le" not in sample.labels
+    }
 
 
 async def test_counters_follow_sends_and_deliveries(alice, bob):

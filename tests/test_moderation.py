@@ -1,4 +1,5 @@
 """Bans and mutes: the services, the REST endpoints, and their live effect on open sockets."""
+
 import pytest
 
 from chat import services
@@ -14,16 +15,19 @@ def make_moderator(room, user):
 
 
 @pytest.mark.django_db
-def test_owner_bans_a_member_who_leaves_at_once(api, alice, bob, general_with_bob_and_carol, published,
-                                                django_capture_on_commit_callbacks):
+def test_owner_bans_a_member_who_leaves_at_once(
+    api, alice, bob, general_with_bob_and_carol, published, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         response = api(alice).post("/api/rooms/general/bans/", {"username": "bob", "reason": "spam"}, format="json")
     assert response.status_code == 201
     assert response.json() == {"username": "bob", "banned_until": None, "ban_reason": "spam", "muted_until": None}
     assert Membership.objects.get(room=general_with_bob_and_carol, user=bob).is_banned()
     assert [f["type"] for f in frames(published)] == ["member.left"]
-    assert ("user.%d" % bob.pk, {"type": "chat.unsubscribe", "room_id": general_with_bob_and_carol.pk,
-                                 "slug": "general", "reason": "banned"}) in published
+    assert (
+        "user.%d" % bob.pk,
+        {"type": "chat.unsubscribe", "room_id": general_with_bob_and_carol.pk, "slug": "general", "reason": "banned"},
+    ) in published
     assert api(bob).post("/api/rooms/general/join/").status_code == 403
     assert api(bob).post("/api/rooms/general/messages/", {"body": "back!"}, format="json").status_code == 403
     assert not Message.objects.filter(body="back!").exists()
@@ -55,19 +59,23 @@ def test_a_non_member_can_be_banned_from_joining(api, alice, make_user, general_
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("action", ["ban", "mute", "kick"])
-@pytest.mark.parametrize("actor, target, status", [
-    ("bob", "carol", 403),      # a plain member cannot ban
-    ("mod", "alice", 403),      # a moderator cannot ban the owner
-    ("mod", "mod2", 403),       # nor another moderator
-    ("mod", "carol", 201),      # but can ban a member
-    ("alice", "mod", 201),      # the owner can ban a moderator
-    ("alice", "root", 403),     # nobody but staff moderates staff
-    ("root", "alice", 201),     # staff moderate anyone else
-    ("alice", "alice", 400),    # not oneself
-    ("alice", "nobody", 404),
-])
-def test_who_may_moderate_whom(api, make_user, alice, bob, carol, staff, general_with_bob_and_carol, action, actor,
-                               target, status):
+@pytest.mark.parametrize(
+    "actor, target, status",
+    [
+        ("bob", "carol", 403),  # a plain member cannot ban
+        ("mod", "alice", 403),  # a moderator cannot ban the owner
+        ("mod", "mod2", 403),  # nor another moderator
+        ("mod", "carol", 201),  # but can ban a member
+        ("alice", "mod", 201),  # the owner can ban a moderator
+        ("alice", "root", 403),  # nobody but staff moderates staff
+        ("root", "alice", 201),  # staff moderate anyone else
+        ("alice", "alice", 400),  # not oneself
+        ("alice", "nobody", 404),
+    ],
+)
+def test_who_may_moderate_whom(
+    api, make_user, alice, bob, carol, staff, general_with_bob_and_carol, action, actor, target, status
+):
     """The same rule for bans, mutes and kicks, for every pair of roles."""
     users = {"alice": alice, "bob": bob, "carol": carol, "root": staff}
     for name in ("mod", "mod2"):
@@ -93,8 +101,15 @@ def test_who_may_moderate_whom(api, make_user, alice, bob, carol, staff, general
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("body", [{}, {"username": "bob", "minutes": 0}, {"username": "bob", "minutes": "soon"},
-                                  {"username": "bob", "reason": "x" * 301}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"username": "bob", "minutes": 0},
+        {"username": "bob", "minutes": "soon"},
+        {"username": "bob", "reason": "x" * 301},
+    ],
+)
 def test_bad_ban_input_is_400_and_changes_nothing(api, alice, bob, general_with_bob_and_carol, body):
     assert api(alice).post("/api/rooms/general/bans/", body, format="json").status_code == 400
     assert not Membership.objects.get(room=general_with_bob_and_carol, user=bob).banned
@@ -114,10 +129,16 @@ def test_mute_refuses_sends_with_the_time_left_and_unmute_lifts_it(api, alice, b
 
 @pytest.mark.django_db
 def test_mute_rules(api, alice, bob, carol, make_user, general_with_bob_and_carol):
-    assert api(bob).post("/api/rooms/general/mutes/", {"username": "carol", "minutes": 1}, format="json").status_code == 403
+    assert (
+        api(bob).post("/api/rooms/general/mutes/", {"username": "carol", "minutes": 1}, format="json").status_code
+        == 403
+    )
     assert api(alice).post("/api/rooms/general/mutes/", {"username": "carol"}, format="json").status_code == 400
     make_user("dave")
-    assert api(alice).post("/api/rooms/general/mutes/", {"username": "dave", "minutes": 1}, format="json").status_code == 404
+    assert (
+        api(alice).post("/api/rooms/general/mutes/", {"username": "dave", "minutes": 1}, format="json").status_code
+        == 404
+    )
     assert Membership.objects.filter(muted_until__isnull=False).count() == 0
 
 
@@ -162,8 +183,9 @@ async def test_a_mute_and_an_unmute_reach_only_the_members_own_sockets(alice, bo
 
 
 @pytest.mark.django_db
-def test_restore_brings_a_deleted_message_back(alice, bob, general_with_bob_and_carol, published,
-                                               django_capture_on_commit_callbacks):
+def test_restore_brings_a_deleted_message_back(
+    alice, bob, general_with_bob_and_carol, published, django_capture_on_commit_callbacks
+):
     message, _ = services.message_send(user=bob, slug="general", body="oops")
     services.message_delete(user=bob, message_id=message.pk)
     with pytest.raises(Forbidden):

@@ -1,5 +1,6 @@
 """Staff notices: `services.notice_send`, `POST /api/notices/`, `manage.py send_notice`, and what
 connections receive, in one process (WebsocketCommunicator) and across two daphne processes."""
+
 import asyncio
 import threading
 from io import StringIO
@@ -17,12 +18,14 @@ pytestmark = pytest.mark.usefixtures("fresh_layer")
 
 # The service
 
+
 def test_global_notice_goes_to_everyone(published, django_capture_on_commit_callbacks, staff):
     with django_capture_on_commit_callbacks(execute=True):
         frame = services.notice_send(text="Restart at 22:00", level="warning", actor=staff)
     assert frame == {"type": "notice", "level": "warning", "text": "Restart at 22:00"}
     assert [(group, event["type"], event["frame"]) for group, event in published] == [
-        (events.everyone_group(), "chat.frame", frame)]
+        (events.everyone_group(), "chat.frame", frame)
+    ]
 
 
 def test_room_notice_goes_to_the_room_group(published, django_capture_on_commit_callbacks, general_with_bob):
@@ -30,7 +33,8 @@ def test_room_notice_goes_to_the_room_group(published, django_capture_on_commit_
         frame = services.notice_send(text="Be nice ✨", room="general")
     assert frame == {"type": "notice", "level": "info", "text": "Be nice ✨", "room": "general"}
     assert [(group, event["frame"], event["room_id"]) for group, event in published] == [
-        (events.room_group(general_with_bob.pk), frame, general_with_bob.pk)]
+        (events.room_group(general_with_bob.pk), frame, general_with_bob.pk)
+    ]
 
 
 def test_notice_inside_a_transaction_waits_for_commit(published, django_capture_on_commit_callbacks, db):
@@ -51,18 +55,22 @@ def test_text_may_be_exactly_the_limit(published, django_capture_on_commit_callb
     assert len(frames(published, "notice")[0]["text"]) == settings.CHAT_MAX_BODY
 
 
-@pytest.mark.parametrize("kwargs, error, detail", [
-    ({"text": ""}, Invalid, "text: must be a non-empty string."),
-    ({"text": "  \n"}, Invalid, "text: must be a non-empty string."),
-    ({"text": None}, Invalid, "text: must be a non-empty string."),
-    ({"text": "x" * 4001}, Invalid, "text: 4001 characters; the limit is 4000."),
-    ({"text": "hi", "level": "error"}, Invalid, "level: use 'info' or 'warning'."),
-    ({"text": "hi", "room": "nope"}, NotFound, "No room 'nope'."),
-    ({"text": "hi", "room": "old"}, Gone, "Room 'old' is archived."),
-    ({"text": "hi", "actor": "bob"}, Forbidden, "Only staff can send notices."),
-])
-def test_bad_notices_publish_nothing(published, django_capture_on_commit_callbacks, settings, alice, bob,
-                                     kwargs, error, detail):
+@pytest.mark.parametrize(
+    "kwargs, error, detail",
+    [
+        ({"text": ""}, Invalid, "text: must be a non-empty string."),
+        ({"text": "  \n"}, Invalid, "text: must be a non-empty string."),
+        ({"text": None}, Invalid, "text: must be a non-empty string."),
+        ({"text": "x" * 4001}, Invalid, "text: 4001 characters; the limit is 4000."),
+        ({"text": "hi", "level": "error"}, Invalid, "level: use 'info' or 'warning'."),
+        ({"text": "hi", "room": "nope"}, NotFound, "No room 'nope'."),
+        ({"text": "hi", "room": "old"}, Gone, "Room 'old' is archived."),
+        ({"text": "hi", "actor": "bob"}, Forbidden, "Only staff can send notices."),
+    ],
+)
+def test_bad_notices_publish_nothing(
+    published, django_capture_on_commit_callbacks, settings, alice, bob, kwargs, error, detail
+):
     settings.CHAT_MAX_BODY = 4000
     services.room_create(user=alice, name="Old", slug="old")
     services.room_archive(user=alice, slug="old")
@@ -77,6 +85,7 @@ def test_bad_notices_publish_nothing(published, django_capture_on_commit_callbac
 
 # REST
 
+
 def test_api_notice_is_staff_only(api, published, django_capture_on_commit_callbacks, alice, staff, general_with_bob):
     assert api().post("/api/notices/", {"text": "hi"}, format="json").status_code == 401
     refused = api(alice).post("/api/notices/", {"text": "hi"}, format="json")  # alice owns a room, but isn't staff
@@ -87,8 +96,9 @@ def test_api_notice_is_staff_only(api, published, django_capture_on_commit_callb
         response = api(staff).post("/api/notices/", body, format="json")
     assert response.status_code == 202
     assert response.json() == {"type": "notice", "level": "warning", "text": "hi", "room": "general"}
-    assert [(group, event["frame"]) for group, event in published] == \
-        [(events.room_group(general_with_bob.pk), response.json())]
+    assert [(group, event["frame"]) for group, event in published] == [
+        (events.room_group(general_with_bob.pk), response.json())
+    ]
 
 
 def test_api_notice_to_everyone(api, published, django_capture_on_commit_callbacks, staff):
@@ -99,14 +109,17 @@ def test_api_notice_to_everyone(api, published, django_capture_on_commit_callbac
     assert [(group, event["frame"]) for group, event in published] == [(events.everyone_group(), response.json())]
 
 
-@pytest.mark.parametrize("body, status, field", [
-    ({}, 400, "text"),
-    ({"text": " "}, 400, "detail"),
-    ({"text": "hi", "level": "loud"}, 400, "level"),
-    ({"text": "hi", "room": ""}, 400, "room"),
-    ({"text": "hi", "room": "nope"}, 404, "detail"),
-    ({"text": "hi", "room": "old"}, 410, "detail"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({}, 400, "text"),
+        ({"text": " "}, 400, "detail"),
+        ({"text": "hi", "level": "loud"}, 400, "level"),
+        ({"text": "hi", "room": ""}, 400, "room"),
+        ({"text": "hi", "room": "nope"}, 404, "detail"),
+        ({"text": "hi", "room": "old"}, 410, "detail"),
+    ],
+)
 def test_api_bad_notice(api, published, django_capture_on_commit_callbacks, alice, staff, body, status, field):
     services.room_create(user=alice, name="Old", slug="old")
     services.room_archive(user=alice, slug="old")
@@ -120,13 +133,18 @@ def test_api_bad_notice(api, published, django_capture_on_commit_callbacks, alic
 
 # The command
 
+
 def test_command_sends_a_notice(published, django_capture_on_commit_callbacks, settings, general_with_bob):
     settings.REDIS_URL = "redis://servers-redis"  # `published` replaces the send
     out = StringIO()
     with django_capture_on_commit_callbacks(execute=True):
         call_command("send_notice", "Maintenance soon", "--room", "general", "--level", "warning", stdout=out)
-    assert [(group, event["frame"]) for group, event in published] == [(events.room_group(general_with_bob.pk), {
-        "type": "notice", "level": "warning", "text": "Maintenance soon", "room": "general"})]
+    assert [(group, event["frame"]) for group, event in published] == [
+        (
+            events.room_group(general_with_bob.pk),
+            {"type": "notice", "level": "warning", "text": "Maintenance soon", "room": "general"},
+        )
+    ]
     assert out.getvalue() == "Sent a warning notice to room 'general'.\n"
     with django_capture_on_commit_callbacks(execute=True):
         call_command("send_notice", "Hello", stdout=out)
@@ -134,13 +152,17 @@ def test_command_sends_a_notice(published, django_capture_on_commit_callbacks, s
     assert published[-1][1]["frame"] == {"type": "notice", "level": "info", "text": "Hello"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["hi", "--room", "nope"], "No room 'nope'."),
-    (["", "--room", "general"], "text: must be a non-empty string."),
-    (["hi", "--level", "loud"], "argument --level: invalid choice: 'loud' (choose from 'info', 'warning')"),
-])
-def test_command_errors_clearly(published, django_capture_on_commit_callbacks, settings, general_with_bob, args,
-                                message):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["hi", "--room", "nope"], "No room 'nope'."),
+        (["", "--room", "general"], "text: must be a non-empty string."),
+        (["hi", "--level", "loud"], "argument --level: invalid choice: 'loud' (choose from 'info', 'warning')"),
+    ],
+)
+def test_command_errors_clearly(
+    published, django_capture_on_commit_callbacks, settings, general_with_bob, args, message
+):
     settings.REDIS_URL = "redis://servers-redis"
     published.clear()
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(CommandError) as exc:
@@ -157,6 +179,7 @@ def test_command_without_redis_refuses(published, settings, db):
 
 
 # Connections
+
 
 async def expect_notice(client, **frame):
     got = await client.expect("notice")
@@ -192,6 +215,7 @@ async def test_room_notice_reaches_only_that_rooms_connections(alice, bob, carol
 
 def in_a_plain_thread(fn, **kwargs):
     """Run `fn` in a new thread with no event loop and no asgiref context, as a background worker would."""
+
     def run():
         try:
             fn(**kwargs)
@@ -206,16 +230,21 @@ def in_a_plain_thread(fn, **kwargs):
 @pytest.mark.live
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-async def test_notice_from_this_process_reaches_both_daphnes(redis_url, daphne_a, daphne_b, alice, bob, carol,
-                                                             general_with_bob):
+async def test_notice_from_this_process_reaches_both_daphnes(
+    redis_url, daphne_a, daphne_b, alice, bob, carol, general_with_bob
+):
     a, b, c = await ws_connect(daphne_a, alice), await ws_connect(daphne_b, bob), await ws_connect(daphne_b, carol)
     await db(services.notice_send)(text="Global notice", level="warning")
     for client in (a, b, c):
         assert await client.expect("notice") == {"type": "notice", "level": "warning", "text": "Global notice"}
     await asyncio.to_thread(in_a_plain_thread, services.notice_send, text="Room notice", room="general")
     for client in (a, b):
-        assert await client.expect("notice") == {"type": "notice", "level": "info", "text": "Room notice",
-                                                 "room": "general"}
+        assert await client.expect("notice") == {
+            "type": "notice",
+            "level": "info",
+            "text": "Room notice",
+            "room": "general",
+        }
     assert not [f for f in await c.drain(0.5) if f["type"] == "notice"]
     for client in (a, b, c):
         await client.close()

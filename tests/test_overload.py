@@ -6,6 +6,7 @@ when its connection drops, it reconnects and resumes with `join since`. Invarian
 de-duplicated, id-ordered view equals the database's sequence for the room, every send is
 acknowledged, and every `client_id` is one message.
 """
+
 import asyncio
 import contextlib
 import time
@@ -29,9 +30,16 @@ LOAD_ENV = {"CHAT_RATE_PER_10S": "100000", "CHAT_MAX_CONNECTIONS_PER_USER": "100
 
 def socket_client(server, user, name: str, **options) -> ReconnectingClient:
     """A client in ROOM that resends after `room.joined` and checks the order of what arrives."""
-    return ReconnectingClient(user, [server], [ROOM], name, resend="joined", check_order=True,
-                              connect_options={"open_timeout": 10, "ping_interval": None, "max_size": 2**22},
-                              **options)
+    return ReconnectingClient(
+        user,
+        [server],
+        [ROOM],
+        name,
+        resend="joined",
+        check_order=True,
+        connect_options={"open_timeout": 10, "ping_interval": None, "max_size": 2**22},
+        **options,
+    )
 
 
 async def wait_for(done, timeout: float, clients, explain) -> None:
@@ -73,16 +81,17 @@ def stored_ids(client_ids) -> dict[str, list[int]]:
     return found
 
 
-async def assert_views_and_acks(clients: list[ReconnectingClient], senders: list[ReconnectingClient],
-                                sent: list[str]):
+async def assert_views_and_acks(clients: list[ReconnectingClient], senders: list[ReconnectingClient], sent: list[str]):
     history = await room_history()
     errors = {client.name: client.errors for client in clients if client.errors}
     assert not errors, f"error frames: {errors}"
     for client in clients:
         view = client.ordered(ROOM)
-        assert view == history, (f"{client.name} differs from the database: misses "
-                                 f"{client.missing(ROOM, [m['id'] for m in history])[:20]}, "
-                                 f"closes {client.close_codes}")
+        assert view == history, (
+            f"{client.name} differs from the database: misses "
+            f"{client.missing(ROOM, [m['id'] for m in history])[:20]}, "
+            f"closes {client.close_codes}"
+        )
     acks = {cid: pk for sender in senders for cid, pk in sender.acked.items()}
     assert sorted(acks) == sorted(sent), f"unacknowledged: {sorted(set(sent) - set(acks))[:20]}"
     assert await stored_ids(sent) == {cid: [pk] for cid, pk in acks.items()}
@@ -97,7 +106,7 @@ async def test_overload_every_client_ends_with_the_rooms_history(redis_url):
         clients = [socket_client(server, person, f"c{i}") for i, person in enumerate(people)]
         try:
             for batch in range(0, clients_n, 10):
-                await asyncio.gather(*(client.start(15) for client in clients[batch:batch + 10]))
+                await asyncio.gather(*(client.start(15) for client in clients[batch : batch + 10]))
             senders = clients[:senders_n]
             sent = [f"{sender.name}-{k}" for sender in senders for k in range(per_sender)]
             before = len(await room_ids())
@@ -110,8 +119,12 @@ async def test_overload_every_client_ends_with_the_rooms_history(redis_url):
 
             await asyncio.gather(*(offer(sender) for sender in senders))
             offered_s = time.monotonic() - start
-            await wait_for(lambda: not any(s.pending for s in senders), 20, clients,
-                           lambda: f"unacknowledged: { {s.name: len(s.pending) for s in senders} }")
+            await wait_for(
+                lambda: not any(s.pending for s in senders),
+                20,
+                clients,
+                lambda: f"unacknowledged: { {s.name: len(s.pending) for s in senders} }",
+            )
             ids = await room_ids()
             assert len(ids) == before + len(sent)
 
@@ -123,9 +136,12 @@ async def test_overload_every_client_ends_with_the_rooms_history(redis_url):
             for client in clients:
                 if client.missing(ROOM, ids) and client.conn is not None:
                     await client.rejoin(ROOM)
-            await wait_for(lambda: not any(c.missing(ROOM, ids) for c in clients), 15, clients,
-                           lambda: f"missing after join since: "
-                                   f"{ {c.name: len(c.missing(ROOM, ids)) for c in clients} }")
+            await wait_for(
+                lambda: not any(c.missing(ROOM, ids) for c in clients),
+                15,
+                clients,
+                lambda: f"missing after join since: { {c.name: len(c.missing(ROOM, ids)) for c in clients} }",
+            )
             await assert_views_and_acks(clients, senders, sent)
             assert offered_s < seconds + 1, f"the senders could not offer the load: {offered_s:.1f} s"
             # join since recovered everything; but a client whose connection never dropped must
@@ -155,21 +171,32 @@ async def test_slow_consumer_does_not_hold_back_the_others(redis_url):
             sent = [f"s{k}" for k in range(n)]
             for k, client_id in enumerate(sent):
                 await sender.send(ROOM, f"{k:05d} " + "x" * body_size, client_id=client_id)
-            await wait_for(lambda: not sender.pending, 20, clients,
-                           lambda: f"{len(sender.pending)} sends unacknowledged")
+            await wait_for(
+                lambda: not sender.pending, 20, clients, lambda: f"{len(sender.pending)} sends unacknowledged"
+            )
             new_ids = sorted(sender.acked.values())
             send_end = max(sender.arrived[i] for i in new_ids)
-            await wait_for(lambda: not any(c.missing(ROOM, new_ids) for c in fast), 10, clients,
-                           lambda: f"fast clients missing: { {c.name: len(c.missing(ROOM, new_ids)) for c in fast} }")
+            await wait_for(
+                lambda: not any(c.missing(ROOM, new_ids) for c in fast),
+                10,
+                clients,
+                lambda: f"fast clients missing: { {c.name: len(c.missing(ROOM, new_ids)) for c in fast} }",
+            )
             lag = max(c.arrived[i] for c in fast for i in new_ids) - send_end
             assert lag < 2.0, f"the fast clients got the last message {lag:.2f} s after it was sent"
             assert slow.missing(ROOM, new_ids), "the slow client read everything: it was not slow"
 
             slow.reading.set()
             ids = await room_ids()
-            await wait_for(lambda: not slow.missing(ROOM, ids), 15, clients,
-                           lambda: f"slow client misses {len(slow.missing(ROOM, ids))} after {len(slow.closes)} "
-                                   f"closes ({set(slow.close_codes)})")
+            await wait_for(
+                lambda: not slow.missing(ROOM, ids),
+                15,
+                clients,
+                lambda: (
+                    f"slow client misses {len(slow.missing(ROOM, ids))} after {len(slow.closes)} "
+                    f"closes ({set(slow.close_codes)})"
+                ),
+            )
             await assert_views_and_acks(clients, [sender], sent)
             assert slow.close_codes == [None], f"the server did not drop the slow client: closes {slow.closes}"
             assert not any(c.closes for c in [sender, *fast]), {c.name: c.close_codes for c in clients}

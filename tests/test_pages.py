@@ -1,4 +1,5 @@
 """Server-rendered pages: sign-in, registration, the room list, room pages and the demo data command."""
+
 import json
 import re
 from io import StringIO
@@ -31,6 +32,7 @@ def csrf_token(client, url):
 
 
 # Sign-in
+
 
 def test_login_with_csrf_then_logout_by_post(alice):
     client = Client(enforce_csrf_checks=True)
@@ -65,22 +67,33 @@ def test_anonymous_is_sent_to_login(db, url):
 
 # Registration
 
+
 def test_register_creates_the_user_and_logs_in(db):
     client = Client()
-    response = client.post("/register/", {"username": "dave", "email": "dave@example.com",
-                                          "password1": "correct-horse-9", "password2": "correct-horse-9"})
+    response = client.post(
+        "/register/",
+        {
+            "username": "dave",
+            "email": "dave@example.com",
+            "password1": "correct-horse-9",
+            "password2": "correct-horse-9",
+        },
+    )
     assert response.status_code == 302 and response["Location"] == "/"
     user = User.objects.get(username="dave")
     assert user.email == "dave@example.com" and user.check_password("correct-horse-9")
     assert "dave" in client.get("/").content.decode()
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"username": "alice", "password1": "correct-horse-9", "password2": "correct-horse-9"}, "already exists"),
-    ({"username": "dave", "password1": "correct-horse-9", "password2": "correct-horse-8"}, "didn’t match"),
-    ({"username": "dave", "password1": "short", "password2": "short"}, "too short"),
-    ({"username": "bad name!", "password1": "correct-horse-9", "password2": "correct-horse-9"}, "valid username"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"username": "alice", "password1": "correct-horse-9", "password2": "correct-horse-9"}, "already exists"),
+        ({"username": "dave", "password1": "correct-horse-9", "password2": "correct-horse-8"}, "didn’t match"),
+        ({"username": "dave", "password1": "short", "password2": "short"}, "too short"),
+        ({"username": "bad name!", "password1": "correct-horse-9", "password2": "correct-horse-9"}, "valid username"),
+    ],
+)
 def test_register_rejects_bad_input_and_creates_nothing(alice, data, message):
     response = Client().post("/register/", data)
     assert response.status_code == 400
@@ -92,14 +105,16 @@ def test_register_respects_closed_registration(db, settings):
     settings.CHAT_REGISTRATION_OPEN = False
     client = Client()
     assert client.get("/register/").status_code == 403
-    response = client.post("/register/", {"username": "dave", "password1": "correct-horse-9",
-                                          "password2": "correct-horse-9"})
+    response = client.post(
+        "/register/", {"username": "dave", "password1": "correct-horse-9", "password2": "correct-horse-9"}
+    )
     assert response.status_code == 403
     assert "Registration is closed" in response.content.decode()
     assert not User.objects.exists()
 
 
 # Room list
+
 
 def test_room_list_shows_unread_counts_and_rooms_to_join(general_with_bob, alice, bob, carol, client_for):
     for n in range(3):
@@ -138,13 +153,16 @@ def test_create_room_form(alice, client_for):
     assert Membership.objects.get(room=room).role == "owner"
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"name": "", "kind": "public"}, "This field is required."),
-    ({"name": "Fine", "slug": "Not A Slug!", "kind": "public"}, "Use 1-50 lowercase letters"),
-    ({"name": "Fine", "kind": "direct"}, "Select a valid choice"),
-    ({"name": "Other", "slug": "general", "kind": "public"}, "is taken; choose another"),
-    ({"name": "!!!", "kind": "public"}, "could not derive one from the name"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"name": "", "kind": "public"}, "This field is required."),
+        ({"name": "Fine", "slug": "Not A Slug!", "kind": "public"}, "Use 1-50 lowercase letters"),
+        ({"name": "Fine", "kind": "direct"}, "Select a valid choice"),
+        ({"name": "Other", "slug": "general", "kind": "public"}, "is taken; choose another"),
+        ({"name": "!!!", "kind": "public"}, "could not derive one from the name"),
+    ],
+)
 def test_create_room_form_rejects_bad_input(general_with_bob, alice, client_for, data, message):
     response = client_for(alice).post("/rooms/", data)
     assert response.status_code == 400
@@ -159,9 +177,13 @@ def test_direct_form_opens_the_conversation(alice, bob, client_for):
     assert set(room.memberships.values_list("user__username", flat=True)) == {"alice", "bob"}
 
 
-@pytest.mark.parametrize("username, status, message", [
-    ("nobody", 404, "No user"), ("alice", 400, "to yourself"),
-])
+@pytest.mark.parametrize(
+    "username, status, message",
+    [
+        ("nobody", 404, "No user"),
+        ("alice", 400, "to yourself"),
+    ],
+)
 def test_direct_form_rejects_bad_usernames(alice, client_for, username, status, message):
     response = client_for(alice).post("/direct/", {"username": username})
     assert response.status_code == status
@@ -171,6 +193,7 @@ def test_direct_form_rejects_bad_usernames(alice, client_for, username, status, 
 
 
 # Room page
+
 
 def test_room_page_renders_history_escaped(general_with_bob, alice, bob, client_for):
     message, _ = services.message_send(user=alice, slug="general", body="<script>alert(1)</script>")
@@ -186,8 +209,9 @@ def test_room_page_renders_history_escaped(general_with_bob, alice, bob, client_
     assert config["user"] == {"id": bob.pk, "username": "bob", "isStaff": False}
 
 
-def test_room_page_shows_the_newest_page_in_constant_queries(general_with_bob, alice, bob, client_for, settings,
-                                                              django_assert_max_num_queries):
+def test_room_page_shows_the_newest_page_in_constant_queries(
+    general_with_bob, alice, bob, client_for, settings, django_assert_max_num_queries
+):
     settings.CHAT_RATE_PER_10S = 1000
     for n in range(60):
         services.message_send(user=alice, slug="general", body=f"line {n}")
@@ -228,6 +252,7 @@ def test_room_page_access_errors(alice, carol, client_for):
 
 # Demo data
 
+
 def test_seed_demo_is_idempotent_and_prints_credentials(db):
     out = StringIO()
     call_command("seed_demo", stdout=out)
@@ -251,6 +276,7 @@ def test_seed_demo_is_idempotent_and_prints_credentials(db):
 
 
 # Pages added for the web client
+
 
 def test_directory_searches_rooms_by_name_slug_or_topic(general_with_bob, alice, bob, client_for):
     services.room_create(user=bob, name="Gardening", slug="garden", topic="Roses and tulips")

@@ -11,6 +11,7 @@ sequence for the room, message for message, and every `client_id` names exactly 
 the one every acknowledgement of it named. Throughout, `ClientState` checks that each
 connection sends the room's messages in id order.
 """
+
 import asyncio
 import itertools
 
@@ -101,9 +102,12 @@ STEP = st.one_of(
     st.tuples(st.just("rejoin"), DEVICE),  # `join since` again on the open connection
     st.tuples(st.just("close"), DEVICE),
     st.tuples(st.just("abort"), DEVICE),
-    SEND, SEND, SEND,  # sends are what the schedules are about: draw them more often
+    SEND,
+    SEND,
+    SEND,  # sends are what the schedules are about: draw them more often
     st.tuples(st.just("resend"), DEVICE, st.integers(0, 30), st.booleans()),  # an earlier client_id of the user
-    READ, READ,
+    READ,
+    READ,
     st.just(("pause",)),
 )
 
@@ -113,16 +117,28 @@ STEP = st.one_of(
 # the answer (a duplicate), then loses its connection and resumes from the highest id it
 # holds. Three times: the race can go either way.
 DUPLICATE_AHEAD = [
-    ("resync", 1), *[("pause",)] * 6, ("read", 1, 4), ("read", 1, 4),
-    ("send", 2, False), ("send", 0, False), ("resend", 1, -1, True), ("abort", 1),
+    ("resync", 1),
+    *[("pause",)] * 6,
+    ("read", 1, 4),
+    ("read", 1, 4),
+    ("send", 2, False),
+    ("send", 0, False),
+    ("resend", 1, -1, True),
+    ("abort", 1),
 ]
 
 # Device 0 misses a message while offline, reconnects, gets a live one before sending its
 # `join since`, and loses the connection before the replay: the live message must not
 # have become its resume point.
 LIVE_BEFORE_JOIN = [
-    ("abort", 0), ("send", 1, True), ("connect", 0), ("send", 1, True), ("pause",), ("read", 0, 4),
-    ("rejoin", 0), ("abort", 0),
+    ("abort", 0),
+    ("send", 1, True),
+    ("connect", 0),
+    ("send", 1, True),
+    ("pause",),
+    ("read", 0, 4),
+    ("rejoin", 0),
+    ("abort", 0),
 ]
 
 

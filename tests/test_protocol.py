@@ -1,4 +1,5 @@
 """protocol.parse_client_frame: every client frame type, and every way a frame can be wrong."""
+
 import json
 
 import pytest
@@ -29,8 +30,17 @@ def test_not_an_object_is_bad_frame(value):
     assert error_of(json.dumps(value)).code == protocol.BAD_FRAME
 
 
-@pytest.mark.parametrize("frame", [{}, {"ref": "r1"}, {"type": ""}, {"type": None, "ref": "r1"},
-                                   {"type": 5, "ref": "r1"}, {"type": ["ping"], "ref": "r1"}])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {},
+        {"ref": "r1"},
+        {"type": ""},
+        {"type": None, "ref": "r1"},
+        {"type": 5, "ref": "r1"},
+        {"type": ["ping"], "ref": "r1"},
+    ],
+)
 def test_missing_or_non_string_type_is_bad_frame(frame):
     err = error_of(json.dumps(frame))
     assert err.code == protocol.BAD_FRAME
@@ -49,19 +59,22 @@ def test_server_and_internal_types_are_unknown_from_a_client(kind):
     assert error_of(json.dumps({"type": kind})).code == protocol.UNKNOWN_TYPE
 
 
-@pytest.mark.parametrize("frame, field", [
-    ({"type": "join"}, "room"),
-    ({"type": "join", "room": None}, "room"),
-    ({"type": "leave"}, "room"),
-    ({"type": "typing"}, "room"),
-    ({"type": "read", "room": "general"}, "message_id"),
-    ({"type": "read", "message_id": 3}, "room"),
-    ({"type": "message.send", "room": "general"}, "body"),
-    ({"type": "message.send", "room": "general", "body": None}, "body"),
-    ({"type": "message.edit", "id": 1}, "body"),
-    ({"type": "message.edit", "body": "x"}, "id"),
-    ({"type": "message.delete"}, "id"),
-])
+@pytest.mark.parametrize(
+    "frame, field",
+    [
+        ({"type": "join"}, "room"),
+        ({"type": "join", "room": None}, "room"),
+        ({"type": "leave"}, "room"),
+        ({"type": "typing"}, "room"),
+        ({"type": "read", "room": "general"}, "message_id"),
+        ({"type": "read", "message_id": 3}, "room"),
+        ({"type": "message.send", "room": "general"}, "body"),
+        ({"type": "message.send", "room": "general", "body": None}, "body"),
+        ({"type": "message.edit", "id": 1}, "body"),
+        ({"type": "message.edit", "body": "x"}, "id"),
+        ({"type": "message.delete"}, "id"),
+    ],
+)
 def test_missing_field_is_invalid_and_named(frame, field):
     err = error_of(json.dumps({**frame, "ref": "abc"}))
     assert (err.code, err.ref) == (protocol.INVALID, "abc")
@@ -69,31 +82,34 @@ def test_missing_field_is_invalid_and_named(frame, field):
     assert "required" in err.detail
 
 
-@pytest.mark.parametrize("frame, field", [
-    ({"type": "message.delete", "id": "12"}, "id"),
-    ({"type": "message.delete", "id": True}, "id"),
-    ({"type": "message.delete", "id": 1.5}, "id"),
-    ({"type": "message.delete", "id": -1}, "id"),
-    ({"type": "message.edit", "id": 1, "body": 5}, "body"),
-    ({"type": "message.edit", "id": 1, "body": ["hi"]}, "body"),
-    ({"type": "join", "room": "general", "since": -1}, "since"),
-    ({"type": "join", "room": "general", "since": "10"}, "since"),
-    ({"type": "join", "room": "general", "since": False}, "since"),
-    ({"type": "join", "room": "General"}, "room"),
-    ({"type": "join", "room": "a b"}, "room"),
-    ({"type": "join", "room": ""}, "room"),
-    ({"type": "join", "room": "x" * 51}, "room"),
-    ({"type": "join", "room": "général"}, "room"),
-    ({"type": "join", "room": "general\n"}, "room"),
-    ({"type": "join", "room": 7}, "room"),
-    ({"type": "read", "room": "general", "message_id": "3"}, "message_id"),
-    ({"type": "read", "room": "general", "message_id": -3}, "message_id"),
-    ({"type": "message.send", "room": "general", "body": "hi", "client_id": "c" * 65}, "client_id"),
-    ({"type": "message.send", "room": "general", "body": "hi", "client_id": 5}, "client_id"),
-    ({"type": "message.send", "to": "", "body": "hi"}, "to"),
-    ({"type": "message.send", "to": "u" * 151, "body": "hi"}, "to"),
-    ({"type": "message.send", "to": 7, "body": "hi"}, "to"),
-])
+@pytest.mark.parametrize(
+    "frame, field",
+    [
+        ({"type": "message.delete", "id": "12"}, "id"),
+        ({"type": "message.delete", "id": True}, "id"),
+        ({"type": "message.delete", "id": 1.5}, "id"),
+        ({"type": "message.delete", "id": -1}, "id"),
+        ({"type": "message.edit", "id": 1, "body": 5}, "body"),
+        ({"type": "message.edit", "id": 1, "body": ["hi"]}, "body"),
+        ({"type": "join", "room": "general", "since": -1}, "since"),
+        ({"type": "join", "room": "general", "since": "10"}, "since"),
+        ({"type": "join", "room": "general", "since": False}, "since"),
+        ({"type": "join", "room": "General"}, "room"),
+        ({"type": "join", "room": "a b"}, "room"),
+        ({"type": "join", "room": ""}, "room"),
+        ({"type": "join", "room": "x" * 51}, "room"),
+        ({"type": "join", "room": "général"}, "room"),
+        ({"type": "join", "room": "general\n"}, "room"),
+        ({"type": "join", "room": 7}, "room"),
+        ({"type": "read", "room": "general", "message_id": "3"}, "message_id"),
+        ({"type": "read", "room": "general", "message_id": -3}, "message_id"),
+        ({"type": "message.send", "room": "general", "body": "hi", "client_id": "c" * 65}, "client_id"),
+        ({"type": "message.send", "room": "general", "body": "hi", "client_id": 5}, "client_id"),
+        ({"type": "message.send", "to": "", "body": "hi"}, "to"),
+        ({"type": "message.send", "to": "u" * 151, "body": "hi"}, "to"),
+        ({"type": "message.send", "to": 7, "body": "hi"}, "to"),
+    ],
+)
 def test_wrong_field_is_invalid_and_named(frame, field):
     err = error_of(json.dumps({**frame, "ref": "r"}))
     assert (err.code, err.ref) == (protocol.INVALID, "r")
@@ -111,31 +127,39 @@ def test_ref_of_64_characters_is_accepted():
     assert parse({"type": "ping", "ref": "r" * 64}).ref == "r" * 64
 
 
-@pytest.mark.parametrize("frame", [
-    {"type": "message.send", "body": "hi"},
-    {"type": "message.send", "body": "hi", "room": None, "to": None},
-    {"type": "message.send", "body": "hi", "room": "general", "to": "bob"},
-])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "message.send", "body": "hi"},
+        {"type": "message.send", "body": "hi", "room": None, "to": None},
+        {"type": "message.send", "body": "hi", "room": "general", "to": "bob"},
+    ],
+)
 def test_message_send_needs_exactly_one_of_room_or_to(frame):
     err = error_of(json.dumps({**frame, "ref": "s1"}))
     assert (err.code, err.ref) == (protocol.INVALID, "s1")
     assert "exactly one of `room` or `to`" in err.detail
 
 
-@pytest.mark.parametrize("frame, fields", [
-    ({"type": "join", "room": "general"}, {"room": "general"}),
-    ({"type": "join", "room": "dm-1-2", "since": 0}, {"room": "dm-1-2", "since": 0}),
-    ({"type": "join", "room": "a" * 50, "since": 41}, {"room": "a" * 50, "since": 41}),
-    ({"type": "leave", "room": "general"}, {"room": "general"}),
-    ({"type": "message.send", "room": "general", "body": "hi"}, {"room": "general", "body": "hi"}),
-    ({"type": "message.send", "to": "bob.b@x", "body": "", "client_id": "c-1"},
-     {"to": "bob.b@x", "body": "", "client_id": "c-1"}),
-    ({"type": "message.edit", "id": 12, "body": "fixed"}, {"id": 12, "body": "fixed"}),
-    ({"type": "message.delete", "id": 12}, {"id": 12}),
-    ({"type": "typing", "room": "general"}, {"room": "general"}),
-    ({"type": "read", "room": "general", "message_id": 0}, {"room": "general", "message_id": 0}),
-    ({"type": "ping"}, {}),
-])
+@pytest.mark.parametrize(
+    "frame, fields",
+    [
+        ({"type": "join", "room": "general"}, {"room": "general"}),
+        ({"type": "join", "room": "dm-1-2", "since": 0}, {"room": "dm-1-2", "since": 0}),
+        ({"type": "join", "room": "a" * 50, "since": 41}, {"room": "a" * 50, "since": 41}),
+        ({"type": "leave", "room": "general"}, {"room": "general"}),
+        ({"type": "message.send", "room": "general", "body": "hi"}, {"room": "general", "body": "hi"}),
+        (
+            {"type": "message.send", "to": "bob.b@x", "body": "", "client_id": "c-1"},
+            {"to": "bob.b@x", "body": "", "client_id": "c-1"},
+        ),
+        ({"type": "message.edit", "id": 12, "body": "fixed"}, {"id": 12, "body": "fixed"}),
+        ({"type": "message.delete", "id": 12}, {"id": 12}),
+        ({"type": "typing", "room": "general"}, {"room": "general"}),
+        ({"type": "read", "room": "general", "message_id": 0}, {"room": "general", "message_id": 0}),
+        ({"type": "ping"}, {}),
+    ],
+)
 def test_valid_frames_of_every_type(frame, fields):
     parsed = parse({**frame, "ref": "ok", "extra": "ignored"})
     assert (parsed.type, parsed.ref, parsed.fields) == (frame["type"], "ok", fields)
@@ -143,8 +167,16 @@ def test_valid_frames_of_every_type(frame, fields):
 
 
 def test_every_client_frame_type_is_covered():
-    assert set(protocol.CLIENT_FRAMES) == {"join", "leave", "message.send", "message.edit", "message.delete",
-                                           "typing", "read", "ping"}
+    assert set(protocol.CLIENT_FRAMES) == {
+        "join",
+        "leave",
+        "message.send",
+        "message.edit",
+        "message.delete",
+        "typing",
+        "read",
+        "ping",
+    }
 
 
 def test_client_frame_get_defaults():
@@ -156,5 +188,10 @@ def test_client_frame_get_defaults():
 
 def test_error_frame_shape():
     assert protocol.error("rate_limited", "Slow down.", ref="r", retry_after=3) == {
-        "type": "error", "code": "rate_limited", "detail": "Slow down.", "ref": "r", "retry_after": 3}
+        "type": "error",
+        "code": "rate_limited",
+        "detail": "Slow down.",
+        "ref": "r",
+        "retry_after": 3,
+    }
     assert protocol.error("invalid", "x") == {"type": "error", "code": "invalid", "detail": "x"}

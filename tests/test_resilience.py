@@ -1,5 +1,6 @@
 """How the server behaves when its database or Redis fails: error frames, 503s, the layer
 watchdog, the presence sweep, and the rate limit failing open."""
+
 import asyncio
 import time
 import weakref

@@ -2,6 +2,7 @@
 room is archived gets nothing of it again, through no path: no subscription, replay, live
 frame, typing or resend. Services directly, the consumer through the full ASGI app.
 """
+
 import asyncio
 import json
 
@@ -34,6 +35,7 @@ REMOVALS = {
 
 
 # Services: a resend returns its original only while its author may write in the original's room
+
 
 @pytest.mark.parametrize("removal", REMOVALS)
 @pytest.mark.parametrize("resend_to", ["general", "secret"])
@@ -91,6 +93,7 @@ def test_a_resend_over_rest_after_removal_is_403(alice, bob, rooms, api):
 
 # The consumer
 
+
 async def nothing_of(client, slug: str, timeout=0.3):
     """Read until quiet: no frame names `slug`."""
     frames = await client.drain(timeout)
@@ -124,8 +127,9 @@ async def test_a_stale_subscribe_event_subscribes_nobody(alice, bob, rooms):
     await db(services.member_remove)(actor=alice, slug="secret", username="bob")
     await b.expect("room.left", room="secret")
     _, secret = rooms
-    await events.send_async(events.user_group(bob.pk),
-                            {"type": "chat.subscribe", "room_id": secret.pk, "slug": "secret", "since": 0})
+    await events.send_async(
+        events.user_group(bob.pk), {"type": "chat.subscribe", "room_id": secret.pk, "slug": "secret", "since": 0}
+    )
     await db(services.message_send)(user=alice, slug="secret", body="after the removal")
     await nothing_of(b, "secret")
     await b.close()
@@ -148,10 +152,14 @@ async def test_a_removal_while_connecting_leaves_the_connection_out(alice, bob, 
     monkeypatch.setattr(ChatConsumer, "_open_session", open_session)
     b = await connect(bob)
     _, secret = rooms
-    await events.send_async(events.room_group(secret.pk), events.frame_event(
-        {"type": "typing", "room": "secret", "user": {"id": alice.pk, "username": "alice"}}, room_id=secret.pk))
+    await events.send_async(
+        events.room_group(secret.pk),
+        events.frame_event(
+            {"type": "typing", "room": "secret", "user": {"id": alice.pk, "username": "alice"}}, room_id=secret.pk
+        ),
+    )
     frames = await b.drain()
-    after = frames[max((i for i, f in enumerate(frames) if f["type"] == "room.left"), default=-1) + 1:]
+    after = frames[max((i for i, f in enumerate(frames) if f["type"] == "room.left"), default=-1) + 1 :]
     assert not [frame for frame in after if frame.get("room") == "secret"], frames
     await b.close()
 
@@ -194,8 +202,12 @@ async def test_join_of_a_room_archived_meanwhile_is_refused(alice, bob, rooms, m
     error = await b.expect("error", ref="j")
     assert error["code"] == "not_found" and "archived" in error["detail"], error
     general, _ = rooms
-    await events.send_async(events.room_group(general.pk), events.frame_event(
-        {"type": "typing", "room": "general", "user": {"id": alice.pk, "username": "alice"}}, room_id=general.pk))
+    await events.send_async(
+        events.room_group(general.pk),
+        events.frame_event(
+            {"type": "typing", "room": "general", "user": {"id": alice.pk, "username": "alice"}}, room_id=general.pk
+        ),
+    )
     await nothing_of(b, "general")
     await b.close()
 
@@ -217,8 +229,12 @@ async def test_an_acknowledgement_subscribes_only_a_member(alice, bob, staff, mo
     ack = await b.expect("message.new", ref="dm")
     slug = ack["room"]
     room_id = await db(lambda: Message.objects.get(pk=ack["message"]["id"]).room_id)()
-    await events.send_async(events.room_group(room_id), events.frame_event(
-        {"type": "typing", "room": slug, "user": {"id": alice.pk, "username": "alice"}}, room_id=room_id))
+    await events.send_async(
+        events.room_group(room_id),
+        events.frame_event(
+            {"type": "typing", "room": slug, "user": {"id": alice.pk, "username": "alice"}}, room_id=room_id
+        ),
+    )
     frames = await b.drain()
     assert not [frame for frame in frames if frame.get("room") == slug and frame["type"] != "room.updated"], frames
     await b.close()

@@ -12,6 +12,7 @@ At the end, after every connection is quiet: each connection is open in exactly 
 user is an active member of (unarchived); then the owner writes to every room and nothing
 reaches a non-member. Every client_id names at most one message.
 """
+
 import asyncio
 import itertools
 
@@ -116,8 +117,19 @@ STEP = st.one_of(
 
 # The review's attack: user 0 sends in the private room, is kicked (then banned), resends that
 # client_id to the public room, and the owner writes in the private room.
-ATTACK = [("send", 0, 1), ("read", 0, 5), ("kick", 0, 1), ("read", 0, 5), ("resend", 0, 0, 0), ("owner-send", 1),
-          ("send", 1, 1), ("ban", 0, 1), ("resend", 1, 0, 0), ("typing", 2, 1), ("owner-send", 1)]
+ATTACK = [
+    ("send", 0, 1),
+    ("read", 0, 5),
+    ("kick", 0, 1),
+    ("read", 0, 5),
+    ("resend", 0, 0, 0),
+    ("owner-send", 1),
+    ("send", 1, 1),
+    ("ban", 0, 1),
+    ("resend", 1, 0, 0),
+    ("typing", 2, 1),
+    ("owner-send", 1),
+]
 
 
 async def run_step(step, owner, users, rooms, connections, used):
@@ -198,8 +210,10 @@ def test_no_frame_of_a_room_reaches_a_non_member(steps, settings):
     n = next(examples)
     owner = User.objects.create_user(f"o{n}", password="x")
     users = [User.objects.create_user(f"a{n}u{i}", password="x") for i in range(3)]
-    rooms = [services.room_create(user=owner, name=f"Public {n}", slug=f"pub-{n}").slug,
-             services.room_create(user=owner, name=f"Private {n}", slug=f"priv-{n}", kind="private").slug]
+    rooms = [
+        services.room_create(user=owner, name=f"Public {n}", slug=f"pub-{n}").slug,
+        services.room_create(user=owner, name=f"Private {n}", slug=f"priv-{n}", kind="private").slug,
+    ]
     for user in users:
         services.room_join(user=user, slug=rooms[0])
         services.member_invite(actor=owner, slug=rooms[1], username=user.username)
@@ -208,6 +222,7 @@ def test_no_frame_of_a_room_reaches_a_non_member(steps, settings):
 
     async_to_sync(play)(owner, users, rooms, connections, steps, used)
 
-    duplicated = (Message.objects.exclude(client_id="").values("author_id", "client_id")
-                  .annotate(n=Count("id")).filter(n__gt=1))
+    duplicated = (
+        Message.objects.exclude(client_id="").values("author_id", "client_id").annotate(n=Count("id")).filter(n__gt=1)
+    )
     assert not duplicated.exists(), list(duplicated)

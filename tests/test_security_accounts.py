@@ -1,6 +1,7 @@
 """Accounts hardening: sign-in and sign-up throttled everywhere; moderators stay within their
 rank when editing and deleting others' messages, audited with the text before and after;
 usernames normalised and look-alikes refused."""
+
 import pytest
 from django.conf import settings as django_settings
 from rest_framework.throttling import ScopedRateThrottle
@@ -10,8 +11,8 @@ from chat.errors import Forbidden, Invalid
 from chat.models import Message, ModerationAction
 from tests.support import PASSWORD
 
-
 # Editing and deleting others' messages follows the moderation hierarchy
+
 
 @pytest.fixture
 def ranks(general, alice, bob, carol, staff):
@@ -19,15 +20,20 @@ def ranks(general, alice, bob, carol, staff):
     services.member_invite(actor=alice, slug="general", username="bob", role="moderator")
     for user in (carol, staff):
         services.room_join(user=user, slug="general")
-    return {user.username: services.message_send(user=user, slug="general", body=f"by {user.username}")[0]
-            for user in (alice, bob, carol, staff)}
+    return {
+        user.username: services.message_send(user=user, slug="general", body=f"by {user.username}")[0]
+        for user in (alice, bob, carol, staff)
+    }
 
 
-@pytest.mark.parametrize("actor, author, why", [
-    ("bob", "alice", "members only"),  # a moderator on the owner
-    ("bob", "root", "Staff cannot be moderated"),
-    ("alice", "root", "Staff cannot be moderated"),  # the owner on staff
-])
+@pytest.mark.parametrize(
+    "actor, author, why",
+    [
+        ("bob", "alice", "members only"),  # a moderator on the owner
+        ("bob", "root", "Staff cannot be moderated"),
+        ("alice", "root", "Staff cannot be moderated"),  # the owner on staff
+    ],
+)
 def test_moderators_cannot_edit_or_delete_above_their_rank(ranks, actor, author, why, django_user_model):
     user = django_user_model.objects.get(username=actor)
     message = ranks[author]
@@ -49,7 +55,13 @@ def test_edits_within_rank_are_audited_with_the_text_before_and_after(ranks, act
     assert Message.objects.get(pk=message.pk).body == "moderated"
     [entry] = ModerationAction.objects.all()
     assert (entry.action, entry.actor, entry.target_user, entry.target_message_id, entry.room.slug, entry.source) == (
-        "edit_message", user, message.author, message.pk, "general", "websocket")
+        "edit_message",
+        user,
+        message.author,
+        message.pk,
+        "general",
+        "websocket",
+    )
     assert entry.detail == {"before": "typo fixed", "after": "moderated"}
 
 
@@ -71,14 +83,17 @@ def test_rest_registration_refuses_a_mixed_script_lookalike_but_not_one_writing_
     assert "Cyrillic and Latin" in response.json()["username"][0]
     assert not django_user_model.objects.exists()
     for username in ["алиса", "李小龙", "田中さん", "김민준", "bob_99"]:
-        response = api().post("/api/auth/register/", {"username": username, "password": "long-enough-9x"},
-                              format="json")
+        response = api().post(
+            "/api/auth/register/", {"username": username, "password": "long-enough-9x"}, format="json"
+        )
         assert response.status_code == 201, response.json()
     assert django_user_model.objects.count() == 5
 
 
 def test_full_width_letters_normalise_before_the_taken_check(api, alice, django_user_model):
-    response = api().post("/api/auth/register/", {"username": "ＡＬＩＣＥ", "password": "long-enough-9x"}, format="json")
+    response = api().post(
+        "/api/auth/register/", {"username": "ＡＬＩＣＥ", "password": "long-enough-9x"}, format="json"
+    )
     assert response.status_code == 400
     assert "taken" in response.json()["username"][0]
     response = api().post("/api/auth/register/", {"username": "ｄａｖｅ", "password": "long-enough-9x"}, format="json")
@@ -92,25 +107,41 @@ def test_service_refuses_a_lookalike_whatever_calls_it(db, django_user_model):
 
 
 def test_page_registration_refuses_a_lookalike(db, client, django_user_model):
-    response = client.post("/register/", {"username": LOOKALIKE, "password1": "correct-horse-9",
-                                          "password2": "correct-horse-9"})
+    response = client.post(
+        "/register/", {"username": LOOKALIKE, "password1": "correct-horse-9", "password2": "correct-horse-9"}
+    )
     assert response.status_code == 400
     assert "one alphabet" in response.content.decode()
     assert not django_user_model.objects.exists()
 
 
 def test_admin_cannot_create_a_lookalike(admin_client, django_user_model):
-    response = admin_client.post("/admin/auth/user/add/", {"username": LOOKALIKE, "password1": "correct-horse-9",
-                                                           "password2": "correct-horse-9", "usable_password": "true"})
+    response = admin_client.post(
+        "/admin/auth/user/add/",
+        {
+            "username": LOOKALIKE,
+            "password1": "correct-horse-9",
+            "password2": "correct-horse-9",
+            "usable_password": "true",
+        },
+    )
     assert response.status_code == 200  # the form again, with the error
     assert "one alphabet" in response.content.decode()
     assert not django_user_model.objects.filter(username=LOOKALIKE).exists()
-    response = admin_client.post("/admin/auth/user/add/", {
-        "username": "алиса", "password1": "correct-horse-9", "password2": "correct-horse-9", "usable_password": "true"})
+    response = admin_client.post(
+        "/admin/auth/user/add/",
+        {
+            "username": "алиса",
+            "password1": "correct-horse-9",
+            "password2": "correct-horse-9",
+            "usable_password": "true",
+        },
+    )
     assert response.status_code == 302
 
 
 # Sign-in and sign-up are throttled per client address and per username, pages and API alike
+
 
 def allowed(scope: str) -> int:
     return ScopedRateThrottle().parse_rate(django_settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope])[0]
@@ -145,28 +176,35 @@ def test_logins_are_throttled_per_username_across_addresses(client, alice, staff
 
 def test_registration_page_is_throttled_per_address(client, db, django_user_model):
     for i in range(allowed("register")):
-        response = client.post("/register/", {"username": f"user{i}", "password1": "correct-horse-9",
-                                              "password2": "correct-horse-9"})
+        response = client.post(
+            "/register/", {"username": f"user{i}", "password1": "correct-horse-9", "password2": "correct-horse-9"}
+        )
         assert response.status_code == 302
         client.post("/logout/")
-    response = client.post("/register/", {"username": "one-more", "password1": "correct-horse-9",
-                                          "password2": "correct-horse-9"})
+    response = client.post(
+        "/register/", {"username": "one-more", "password1": "correct-horse-9", "password2": "correct-horse-9"}
+    )
     assert_throttled_page(response)
     assert not django_user_model.objects.filter(username="one-more").exists()
 
 
 def test_registration_api_is_throttled_per_address_and_per_username(api, db, django_user_model):
     for i in range(allowed("register")):
-        response = api().post("/api/auth/register/", {"username": f"user{i}", "password": "long-enough-9x"},
-                              format="json")
+        response = api().post(
+            "/api/auth/register/", {"username": f"user{i}", "password": "long-enough-9x"}, format="json"
+        )
         assert response.status_code == 201
-    response = api().post("/api/auth/register/", {"username": "one-more", "password": "long-enough-9x"},
-                          format="json")
+    response = api().post("/api/auth/register/", {"username": "one-more", "password": "long-enough-9x"}, format="json")
     assert response.status_code == 429 and int(response["Retry-After"]) > 0
     assert not django_user_model.objects.filter(username="one-more").exists()
     for i in range(allowed("register")):
-        api().post("/api/auth/register/", {"username": "taken?", "password": "x"}, format="json",
-                   REMOTE_ADDR=f"10.0.0.{i}")
-    response = api().post("/api/auth/register/", {"username": "taken?", "password": "long-enough-9x"},
-                          format="json", REMOTE_ADDR="10.0.1.1")
+        api().post(
+            "/api/auth/register/", {"username": "taken?", "password": "x"}, format="json", REMOTE_ADDR=f"10.0.0.{i}"
+        )
+    response = api().post(
+        "/api/auth/register/",
+        {"username": "taken?", "password": "long-enough-9x"},
+        format="json",
+        REMOTE_ADDR="10.0.1.1",
+    )
     assert response.status_code == 429

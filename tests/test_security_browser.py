@@ -1,5 +1,6 @@
 """The Content-Security-Policy in headless Chromium: the chat page (its WebSocket included), the
 admin and the API docs work, and the browser reports no violation on any of them."""
+
 from pathlib import Path
 
 import pytest

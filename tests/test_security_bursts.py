@@ -2,6 +2,7 @@
 while the reader pauses at FRAMES_IN_FLIGHT and resumes. Through the test communicator and
 through a real daphne.
 """
+
 import json
 
 import pytest
@@ -24,8 +25,12 @@ def no_rate_limit(settings):
 
 def burst(every_send: int) -> list[dict]:
     """BURST frames: a `message.send` every `every_send` frames (never, with 0), pings between."""
-    return [{"type": "message.send", "room": "general", "body": f"m{i}", "client_id": f"c{i}", "ref": f"r{i}"}
-            if every_send and i % every_send == 0 else {"type": "ping", "ref": f"r{i}"} for i in range(BURST)]
+    return [
+        {"type": "message.send", "room": "general", "body": f"m{i}", "client_id": f"c{i}", "ref": f"r{i}"}
+        if every_send and i % every_send == 0
+        else {"type": "ping", "ref": f"r{i}"}
+        for i in range(BURST)
+    ]
 
 
 def replies_in(received: list[dict]) -> list[dict]:
@@ -40,8 +45,9 @@ def check_replies(frames: list[dict], replies: list[dict]) -> None:
     expected = ["message.new" if frame["type"] == "message.send" else "pong" for frame in frames]
     assert [reply["type"] for reply in replies] == expected
     sends = [frame for frame in frames if frame["type"] == "message.send"]
-    assert [reply["message"]["body"] for reply in replies if reply["type"] == "message.new"] == \
-        [frame["body"] for frame in sends]
+    assert [reply["message"]["body"] for reply in replies if reply["type"] == "message.new"] == [
+        frame["body"] for frame in sends
+    ]
 
 
 @pytest.mark.parametrize("every_send", [0, 7], ids=["pings", "pings-and-sends"])
@@ -61,7 +67,8 @@ async def test_a_burst_through_the_communicator_is_answered_in_order(alice, gene
     check_replies(frames, replies)
     assert await comm.receive_nothing(0.2) or replies_in([json.loads((await comm.receive_output())["text"])]) == []
     assert await db(Message.objects.filter(room=general, author=alice).count)() == sum(
-        frame["type"] == "message.send" for frame in frames)
+        frame["type"] == "message.send" for frame in frames
+    )
     await comm.disconnect()
 
 

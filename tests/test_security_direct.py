@@ -1,4 +1,5 @@
 """Nothing tells an outsider who talks to whom: direct rooms answer as missing, and a GET creates nothing."""
+
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import Client

@@ -1,5 +1,6 @@
 """Exports and request bodies against clients that hold the server's memory: flow control end to
 end (chat/realtime/daphne.py), export slots (chat/export.py) and the request body limit."""
+
 import json
 import socket
 import time
@@ -26,8 +27,11 @@ def rss_kib(pid: int) -> int:
 
 
 def request_bytes(method: str, path: str, port: int, headers: dict | None = None, body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}",
-             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        *(f"{name}: {value}" for name, value in (headers or {}).items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -56,19 +60,20 @@ def response_head(sock: socket.socket, timeout: float = 5.0) -> tuple[int, dict,
 
 def big_room(alice):
     room = services.room_create(user=alice, name="General", slug="general")
-    Message.objects.bulk_create([Message(room=room, author=alice, body=BODY) for _ in range(MESSAGES)],
-                                batch_size=1000)
+    Message.objects.bulk_create([Message(room=room, author=alice, body=BODY) for _ in range(MESSAGES)], batch_size=1000)
     return room
 
 
 # Flow control
 
+
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_stalled_export_clients_keep_the_servers_memory_flat(alice):
     big_room(alice)
-    request = request_bytes("GET", "/api/rooms/general/export/?format=ndjson", 0,
-                            {"Authorization": f"Bearer {access_token(alice)}"})
+    request = request_bytes(
+        "GET", "/api/rooms/general/export/?format=ndjson", 0, {"Authorization": f"Bearer {access_token(alice)}"}
+    )
     env = {"CHAT_EXPORTS_PER_USER": str(STALLED), "CHAT_EXPORTS_PER_PROCESS": str(STALLED)}
     with run_daphne(env) as server:
         request = request.replace(b"127.0.0.1:0", f"127.0.0.1:{server.port}".encode())
@@ -103,8 +108,12 @@ def test_stalled_export_clients_keep_the_servers_memory_flat(alice):
 def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(alice):
     big_room(alice)
     with run_daphne({"CHAT_HTTP_SEND_TIMEOUT_S": "1"}) as server:
-        client = stalled_client(server.port, request_bytes(
-            "GET", "/api/rooms/general/export/", server.port, {"Authorization": f"Bearer {access_token(alice)}"}))
+        client = stalled_client(
+            server.port,
+            request_bytes(
+                "GET", "/api/rooms/general/export/", server.port, {"Authorization": f"Bearer {access_token(alice)}"}
+            ),
+        )
         time.sleep(4)  # the send timeout, and then some
         client.settimeout(10)
         received = b""
@@ -117,6 +126,7 @@ def test_a_client_that_reads_nothing_is_dropped_after_the_send_timeout(alice):
 
 
 # Export slots
+
 
 def export_of(api, user):
     return api(user).get("/api/rooms/general/export/?format=ndjson")
@@ -166,24 +176,43 @@ def test_the_process_export_limit_refuses_everyone_until_one_ends(api, alice, bo
 
 # Request bodies
 
+
 @pytest.mark.live
 @pytest.mark.django_db(transaction=True)
 def test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read(alice):
-    with run_daphne({"CHAT_MAX_REQUEST_BYTES": "100000"}) as server, \
-            socket.create_connection(("127.0.0.1", server.port)) as within, \
-            socket.create_connection(("127.0.0.1", server.port)) as client:
+    with (
+        run_daphne({"CHAT_MAX_REQUEST_BYTES": "100000"}) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as within,
+        socket.create_connection(("127.0.0.1", server.port)) as client,
+    ):
         body = json.dumps({"username": "alice", "password": "wrong" * 19000}).encode()  # 95 kB: the app answers
-        within.sendall(request_bytes("POST", "/api/auth/token/", server.port,
-                                     {"Content-Type": "application/json", "Content-Length": str(len(body))}, body))
+        within.sendall(
+            request_bytes(
+                "POST",
+                "/api/auth/token/",
+                server.port,
+                {"Content-Type": "application/json", "Content-Length": str(len(body))},
+                body,
+            )
+        )
         assert response_head(within)[0] == 401
-        client.sendall(request_bytes("POST", "/api/auth/token/", server.port,
-                                     {"Content-Type": "application/json", "Content-Length": "500000000"}, b"{"))
+        client.sendall(
+            request_bytes(
+                "POST",
+                "/api/auth/token/",
+                server.port,
+                {"Content-Type": "application/json", "Content-Length": "500000000"},
+                b"{",
+            )
+        )
         status, headers, rest = response_head(client)  # at once: the server does not wait for 500 MB
         assert status == 413 and headers["connection"] == "close"
         while len(rest) < int(headers["content-length"]):
             rest += client.recv(65536)
-        assert json.loads(rest) == {"detail": "Request bodies are limited to 100000 bytes: send less.",
-                                    "code": "too_large"}
+        assert json.loads(rest) == {
+            "detail": "Request bodies are limited to 100000 bytes: send less.",
+            "code": "too_large",
+        }
         assert client.recv(65536) == b""  # and closes the connection
 
 
@@ -191,10 +220,18 @@ def test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_r
 @pytest.mark.django_db(transaction=True)
 def test_a_chunked_body_is_refused_once_it_passes_the_limit():
     chunk = b"x" * 50000
-    with run_daphne({"CHAT_MAX_REQUEST_BYTES": "100000"}) as server, \
-            socket.create_connection(("127.0.0.1", server.port)) as client:
-        client.sendall(request_bytes("POST", "/api/auth/token/", server.port,
-                                     {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}))
+    with (
+        run_daphne({"CHAT_MAX_REQUEST_BYTES": "100000"}) as server,
+        socket.create_connection(("127.0.0.1", server.port)) as client,
+    ):
+        client.sendall(
+            request_bytes(
+                "POST",
+                "/api/auth/token/",
+                server.port,
+                {"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+            )
+        )
         for _ in range(3):
             client.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         client.sendall(b"0\r\n\r\n")

@@ -1,6 +1,7 @@
 """Security headers: a Content-Security-Policy without inline scripts or styles on every page, pages
 that need none, the TLS settings from the environment, and `check --deploy` clean in the
 production environment docs/deployment.md gives."""
+
 import os
 import re
 import secrets
@@ -30,9 +31,11 @@ class InlineFinder(HTMLParser):
             self._in_script = True
         if tag == "style":
             self.found.append("<style>")
-        self.found += [f'{tag} {name}="{value}"' for name, value in attrs.items()
-                       if name == "style" or name.startswith("on")
-                       or (value or "").strip().lower().startswith("javascript:")]
+        self.found += [
+            f'{tag} {name}="{value}"'
+            for name, value in attrs.items()
+            if name == "style" or name.startswith("on") or (value or "").strip().lower().startswith("javascript:")
+        ]
 
     def handle_data(self, data):
         if self._in_script and data.strip():
@@ -63,11 +66,26 @@ def pages(general, alice, admin_user):
     user, admin = Client(), Client()
     user.force_login(alice)
     admin.force_login(admin_user)
-    return [(Client(), "/login/"), (Client(), "/register/"), (Client(), "/api/docs/"),
-            (user, "/"), (user, "/rooms/general/"), (user, "/rooms/nope/"),
-            (admin, "/admin/"), (admin, f"/admin/chat/room/{room.pk}/change/")] + [
-            (admin, f"/admin/{model}/") for model in ("chat/room", "chat/membership", "chat/message",
-                                                       "chat/moderationaction", "chat/report", "auth/user")]
+    return [
+        (Client(), "/login/"),
+        (Client(), "/register/"),
+        (Client(), "/api/docs/"),
+        (user, "/"),
+        (user, "/rooms/general/"),
+        (user, "/rooms/nope/"),
+        (admin, "/admin/"),
+        (admin, f"/admin/chat/room/{room.pk}/change/"),
+    ] + [
+        (admin, f"/admin/{model}/")
+        for model in (
+            "chat/room",
+            "chat/membership",
+            "chat/message",
+            "chat/moderationaction",
+            "chat/report",
+            "auth/user",
+        )
+    ]
 
 
 def test_every_page_sends_a_policy_without_inline_scripts_or_styles(pages):
@@ -122,11 +140,20 @@ def production_environment() -> dict[str, str]:
 
 
 def test_check_deploy_is_clean_in_the_documented_production_environment():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "JWT_", "CHAT_")) and
-           k not in ("PYTEST_VERSION", "REDIS_URL", "DATABASE_URL")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "JWT_", "CHAT_")) and k not in ("PYTEST_VERSION", "REDIS_URL", "DATABASE_URL")
+    }
     production = production_environment()
     assert {"DJANGO_SECRET_KEY", "JWT_SIGNING_KEY", "DJANGO_SECURE_HSTS_SECONDS"} <= production.keys()
-    done = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-                          cwd=BASE_DIR, env={**env, **production}, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=BASE_DIR,
+        env={**env, **production},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "System check identified no issues" in done.stdout

@@ -4,6 +4,7 @@ Each is refused with a clear error by itself, changes nothing, and never fails a
 
 Runs on both databases: SQLite refuses surrogates when encoding, PostgreSQL NUL as well.
 """
+
 import json
 
 import pytest
@@ -20,44 +21,59 @@ POISONS = [NUL, SURROGATE, f"ok{SURROGATE}ok", "\udfff"]
 
 # The batch: a bad send fails alone
 
+
 @pytest.mark.parametrize("poison", POISONS)
 @pytest.mark.parametrize("field", ["body", "client_id", "slug", "to"])
-def test_a_poisoned_send_in_a_batch_fails_alone(alice, bob, carol, general_with_bob_and_carol, published, committed,
-                                                field, poison):
+def test_a_poisoned_send_in_a_batch_fails_alone(
+    alice, bob, carol, general_with_bob_and_carol, published, committed, field, poison
+):
     """One send with unstorable text in any field, among good ones: it is refused `invalid`
     before anything is read or written; every other send is stored and published."""
     bad = dict(user=bob, slug="general", body="bad", client_id="b-1")
     if field == "to":
         del bad["slug"]
     bad[field] = bad[field] + poison if field != "to" else poison
-    requests = [dict(user=alice, slug="general", body="one", client_id="a-1"), bad,
-                dict(user=carol, slug="general", body="two", client_id="c-1"),
-                dict(user=alice, slug="general", body="three", client_id="a-2")]
+    requests = [
+        dict(user=alice, slug="general", body="one", client_id="a-1"),
+        bad,
+        dict(user=carol, slug="general", body="two", client_id="c-1"),
+        dict(user=alice, slug="general", body="three", client_id="a-2"),
+    ]
     with committed():
         results = services.message_send_batch(requests)
     assert isinstance(results[1], Invalid) and "NUL (U+0000) or unpaired surrogates" in results[1].detail
-    assert [(r[0].body, r[1]) for i, r in enumerate(results) if i != 1] == [("one", True), ("two", True),
-                                                                          ("three", True)]
+    assert [(r[0].body, r[1]) for i, r in enumerate(results) if i != 1] == [
+        ("one", True),
+        ("two", True),
+        ("three", True),
+    ]
     assert user_bodies() == ["one", "two", "three"]
     assert [f["message"]["body"] for f in frames(published, "message.new")] == ["one", "two", "three"]
 
 
-def test_a_send_the_database_refuses_fails_alone_even_past_a_missing_check(alice, bob, carol,
-                                                                           general_with_bob_and_carol, published,
-                                                                         committed, monkeypatch):
+def test_a_send_the_database_refuses_fails_alone_even_past_a_missing_check(
+    alice, bob, carol, general_with_bob_and_carol, published, committed, monkeypatch
+):
     """Defence in depth: with the text rule switched off, the database itself refuses the poisoned
     send (its lookup, then its insert). The batch is retried send by send: that one fails,
     `invalid`, and the others are stored."""
     monkeypatch.setattr(services._common, "storable", lambda field, text: text)
-    requests = [dict(user=alice, slug="general", body="one", client_id="a-1"),
-                dict(user=bob, slug="general", body="fine", client_id=f"b{SURROGATE}"),  # breaks the lookup
-                dict(user=carol, slug="general", body=f"bad{SURROGATE}", client_id="c-1"),  # breaks the insert
-                dict(user=alice, slug="general", body="two", client_id="a-2"),
-                dict(user=bob, slug="general", body="three")]
+    requests = [
+        dict(user=alice, slug="general", body="one", client_id="a-1"),
+        dict(user=bob, slug="general", body="fine", client_id=f"b{SURROGATE}"),  # breaks the lookup
+        dict(user=carol, slug="general", body=f"bad{SURROGATE}", client_id="c-1"),  # breaks the insert
+        dict(user=alice, slug="general", body="two", client_id="a-2"),
+        dict(user=bob, slug="general", body="three"),
+    ]
     with committed():
         results = services.message_send_batch(requests)
     assert [type(r) if isinstance(r, Exception) else r[0].body for r in results] == [
-        "one", Invalid, Invalid, "two", "three"]
+        "one",
+        Invalid,
+        Invalid,
+        "two",
+        "three",
+    ]
     assert user_bodies() == ["one", "two", "three"]
     assert [f["message"]["body"] for f in frames(published, "message.new")] == ["one", "two", "three"]
 
@@ -124,16 +140,22 @@ def test_a_field_name_with_unstorable_text_is_invalid_and_valid_text_is_not():
 DEEP = "JSON nested more than 32 levels deep"
 
 
-@pytest.mark.parametrize("text, why", [
-    ("[" * 2000 + "]" * 2000, DEEP),
-    ('{"type": "ping", "x": ' + "[" * 2000 + "]" * 2000 + "}", DEEP),
-    ('{"a":' * 100_000 + "1" + "}" * 100_000, DEEP),
-    ("[" * 100_000, DEEP),
-    ('{"type": "ping", "x": ' + "[" * 33 + "]" * 33 + "}", DEEP),
-    ('{"type": "join", "room": "general", "since": ' + "9" * 5000 + "}", "JSON numbers may have at most 4300 digits"),
-    ('{"type": "ping", "x": NaN}', "NaN is not JSON"),
-    ('{"type": "ping", "x": -Infinity}', "-Infinity is not JSON"),
-])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("[" * 2000 + "]" * 2000, DEEP),
+        ('{"type": "ping", "x": ' + "[" * 2000 + "]" * 2000 + "}", DEEP),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, DEEP),
+        ("[" * 100_000, DEEP),
+        ('{"type": "ping", "x": ' + "[" * 33 + "]" * 33 + "}", DEEP),
+        (
+            '{"type": "join", "room": "general", "since": ' + "9" * 5000 + "}",
+            "JSON numbers may have at most 4300 digits",
+        ),
+        ('{"type": "ping", "x": NaN}', "NaN is not JSON"),
+        ('{"type": "ping", "x": -Infinity}', "-Infinity is not JSON"),
+    ],
+)
 def test_hostile_json_is_a_bad_frame_that_says_why(text, why):
     with pytest.raises(protocol.FrameError) as info:
         protocol.parse_client_frame(text)
@@ -144,8 +166,11 @@ def test_hostile_json_is_a_bad_frame_that_says_why(text, why):
 @pytest.mark.parametrize("value", ["1e400", "-1e400", str(MAX_ID + 1), str(2**64), str(10**4000), "1.5"])
 @pytest.mark.parametrize("field", ["since", "id", "message_id"])
 def test_ids_beyond_a_bigint_are_invalid(field, value):
-    frame = {"since": '{"type": "join", "room": "g", "since": %s}', "id": '{"type": "message.delete", "id": %s}',
-             "message_id": '{"type": "read", "room": "g", "message_id": %s}'}[field] % value
+    frame = {
+        "since": '{"type": "join", "room": "g", "since": %s}',
+        "id": '{"type": "message.delete", "id": %s}',
+        "message_id": '{"type": "read", "room": "g", "message_id": %s}',
+    }[field] % value
     with pytest.raises(protocol.FrameError) as info:
         protocol.parse_client_frame(frame)
     assert info.value.code == protocol.INVALID and f"to {MAX_ID}" in info.value.detail

@@ -3,6 +3,7 @@ as fast as they can, one of them mixes poisoned and hostile frames into their se
 their `error` frames; every other send is stored and acknowledged, no socket closes, and the
 server logs no traceback.
 """
+
 import asyncio
 import json
 
@@ -35,8 +36,9 @@ async def test_hostile_frames_among_concurrent_sends_fail_alone(daphne_a, genera
     async def sender(name):
         client = clients[name]
         for i in range(SENDS):
-            await client.send(type="message.send", room="general", body=f"{name} {i}", client_id=f"{name}-{i}",
-                              ref=f"{name}-{i}")
+            await client.send(
+                type="message.send", room="general", body=f"{name} {i}", client_id=f"{name}-{i}", ref=f"{name}-{i}"
+            )
             if name == "carol" and i < len(HOSTILE):
                 await client.send_raw(HOSTILE[i][0])
 

@@ -2,6 +2,7 @@
 a poisoned send among others written in the same batch fails alone, and hostile JSON gets an
 `error` frame, one log line and no traceback, while every socket stays open.
 """
+
 import asyncio
 import json
 import logging
@@ -54,15 +55,23 @@ def held_writer(monkeypatch):
     gate.set()  # a test that failed before its release must not leave the database thread held
 
 
-@pytest.mark.parametrize("rule, field, poison", [
-    ("on", "body", NUL), ("on", "body", SURROGATE), ("on", "client_id", NUL), ("on", "client_id", SURROGATE),
-    ("on", "to", SURROGATE), ("on", "ref", SURROGATE),
-    # Defence in depth: the frame rule and the services' checks switched off, the database refuses it.
-    ("off", "body", SURROGATE), ("off", "client_id", SURROGATE),
-])
-async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general_of_four, alice, bob, carol, held_writer,
-                                                                  monkeypatch,
-                                                                   caplog, rule, field, poison):
+@pytest.mark.parametrize(
+    "rule, field, poison",
+    [
+        ("on", "body", NUL),
+        ("on", "body", SURROGATE),
+        ("on", "client_id", NUL),
+        ("on", "client_id", SURROGATE),
+        ("on", "to", SURROGATE),
+        ("on", "ref", SURROGATE),
+        # Defence in depth: the frame rule and the services' checks switched off, the database refuses it.
+        ("off", "body", SURROGATE),
+        ("off", "client_id", SURROGATE),
+    ],
+)
+async def test_a_poisoned_send_among_concurrent_sends_fails_alone(
+    general_of_four, alice, bob, carol, held_writer, monkeypatch, caplog, rule, field, poison
+):
     writer = held_writer
     if rule == "off":
         monkeypatch.setattr(protocol, "unstorable_field", lambda data, text=None: None, raising=False)
@@ -72,8 +81,13 @@ async def test_a_poisoned_send_among_concurrent_sends_fails_alone(general_of_fou
     await clients["alice"].send(type="message.send", room="general", body="first", ref="a0")
     await writer.hold()
     for name in ("bob", "carol", "dave", "alice"):
-        frame = {"type": "message.send", "room": "general", "body": f"from {name}", "client_id": f"{name}-1",
-                 "ref": f"{name}-ref"}
+        frame = {
+            "type": "message.send",
+            "room": "general",
+            "body": f"from {name}",
+            "client_id": f"{name}-1",
+            "ref": f"{name}-ref",
+        }
         if name == "carol":
             if field == "to":
                 del frame["room"]
@@ -118,8 +132,9 @@ HOSTILE = [
 ]
 
 
-async def test_hostile_frames_get_an_error_one_log_line_and_the_socket_stays_open(general_of_four, alice, settings,
-                                                                                  caplog):
+async def test_hostile_frames_get_an_error_one_log_line_and_the_socket_stays_open(
+    general_of_four, alice, settings, caplog
+):
     settings.CHAT_MAX_FRAME_BYTES = 300_000  # 100,000 levels of nesting fit in a frame
     caplog.set_level(logging.INFO)
     a = await connect(alice)
@@ -145,8 +160,9 @@ async def test_a_room_url_with_unstorable_text_is_no_such_room(general_of_four, 
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
-async def test_a_send_whose_acknowledgement_cannot_be_built_fails_alone(general_of_four, alice, bob, carol, held_writer,
-                                                                        monkeypatch):
+async def test_a_send_whose_acknowledgement_cannot_be_built_fails_alone(
+    general_of_four, alice, bob, carol, held_writer, monkeypatch
+):
     """Defence in depth: when taking one stored send's result fails on its connection (here a bug
     injected for bob), that send alone fails (its socket closes 1011, as any internal error);
     the sends after it in the batch are acknowledged."""

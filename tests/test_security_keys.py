@@ -1,4 +1,5 @@
 """Production refuses insecure signing keys, and `check --deploy` reports a weak JWT key."""
+
 import os
 import secrets
 import subprocess
@@ -17,10 +18,19 @@ DEV_JWT = "jwt-insecure-dev-only-change-me-q8r3w"
 def start(code: str, **env) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter with `env` over a production-like environment: DEBUG off,
     no keys, and not under pytest (whose runs get random keys of their own)."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("PYTEST_VERSION", "DJANGO_SECRET_KEY", "JWT_SIGNING_KEY", "DJANGO_DEBUG")}
-    return subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
-                          env={**base, "DJANGO_SETTINGS_MODULE": "chatproject.settings", **env})
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTEST_VERSION", "DJANGO_SECRET_KEY", "JWT_SIGNING_KEY", "DJANGO_DEBUG")
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, "DJANGO_SETTINGS_MODULE": "chatproject.settings", **env},
+    )
 
 
 def settings_refusal(**env) -> str:
@@ -31,18 +41,23 @@ def settings_refusal(**env) -> str:
     return done.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("env, named", [
-    ({}, "DJANGO_SECRET_KEY is not set"),
-    ({"JWT_SIGNING_KEY": GOOD}, "DJANGO_SECRET_KEY is not set"),
-    ({"DJANGO_SECRET_KEY": GOOD}, "JWT_SIGNING_KEY is not set"),
-    ({"DJANGO_SECRET_KEY": DEV_SECRET, "JWT_SIGNING_KEY": GOOD}, "DJANGO_SECRET_KEY is a development default"),
-    ({"DJANGO_SECRET_KEY": GOOD, "JWT_SIGNING_KEY": DEV_JWT}, "JWT_SIGNING_KEY is a development default"),
-    ({"DJANGO_SECRET_KEY": GOOD, "JWT_SIGNING_KEY": "change-me-to-another-50-random-characters"},
-     "JWT_SIGNING_KEY is a development default or a placeholder"),
-    ({"DJANGO_SECRET_KEY": GOOD, "JWT_SIGNING_KEY": "s3cr3t-but-short"}, "JWT_SIGNING_KEY is too weak"),
-    ({"DJANGO_SECRET_KEY": "ab" * 40, "JWT_SIGNING_KEY": GOOD}, "DJANGO_SECRET_KEY is too weak"),
-    ({"DJANGO_SECRET_KEY": GOOD, "JWT_SIGNING_KEY": GOOD}, "JWT_SIGNING_KEY equals DJANGO_SECRET_KEY"),
-])
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({}, "DJANGO_SECRET_KEY is not set"),
+        ({"JWT_SIGNING_KEY": GOOD}, "DJANGO_SECRET_KEY is not set"),
+        ({"DJANGO_SECRET_KEY": GOOD}, "JWT_SIGNING_KEY is not set"),
+        ({"DJANGO_SECRET_KEY": DEV_SECRET, "JWT_SIGNING_KEY": GOOD}, "DJANGO_SECRET_KEY is a development default"),
+        ({"DJANGO_SECRET_KEY": GOOD, "JWT_SIGNING_KEY": DEV_JWT}, "JWT_SIGNING_KEY is a development default"),
+        (
+            {"DJANGO_SECRET_KEY": GOOD, "JWT_SIGNING_KEY": "change-me-to-another-50-random-characters"},
+            "JWT_SIGNING_KEY is a development default or a placeholder",
+        ),
+        ({"DJANGO_SECRET_KEY": GOOD, "JWT_SIGNING_KEY": "s3cr3t-but-short"}, "JWT_SIGNING_KEY is too weak"),
+        ({"DJANGO_SECRET_KEY": "ab" * 40, "JWT_SIGNING_KEY": GOOD}, "DJANGO_SECRET_KEY is too weak"),
+        ({"DJANGO_SECRET_KEY": GOOD, "JWT_SIGNING_KEY": GOOD}, "JWT_SIGNING_KEY equals DJANGO_SECRET_KEY"),
+    ],
+)
 def test_without_debug_the_settings_refuse_insecure_keys_naming_the_variable(env, named):
     refusal = settings_refusal(DJANGO_DEBUG="false", **env)
     assert named in refusal
@@ -62,8 +77,14 @@ def test_the_asgi_application_and_manage_py_refuse_too():
     server = start("import chatproject.asgi")
     assert server.returncode != 0 and "DJANGO_SECRET_KEY is not set" in server.stderr
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_VERSION", "DJANGO_SECRET_KEY", "JWT_SIGNING_KEY")}
-    manage = subprocess.run([sys.executable, "manage.py", "check"], cwd=BASE_DIR, capture_output=True, text=True,
-                            env={**env, "DJANGO_DEBUG": "false"}, timeout=60)
+    manage = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        env={**env, "DJANGO_DEBUG": "false"},
+        timeout=60,
+    )
     assert manage.returncode != 0 and "DJANGO_SECRET_KEY is not set" in manage.stderr
 
 

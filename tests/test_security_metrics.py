@@ -1,4 +1,5 @@
 """/metrics answers only its scrapers: configured addresses (the TCP peer) or a bearer token; nginx refuses it."""
+
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
@@ -65,8 +66,12 @@ def test_the_shipped_nginx_site_refuses_metrics(tmp_path, redis_url):
         missing("needs nginx (apt-get install nginx)")
     with run_daphne({**LIVE_ENV, "REDIS_URL": redis_url}) as server:
         front = Endpoint(free_port())
-        nginx = cluster.Nginx(tmp_path, cluster.site_config(upstreams=[f"127.0.0.1:{server.port}"],
-                                                             listen=f"127.0.0.1:{front.port}", static_root=tmp_path))
+        nginx = cluster.Nginx(
+            tmp_path,
+            cluster.site_config(
+                upstreams=[f"127.0.0.1:{server.port}"], listen=f"127.0.0.1:{front.port}", static_root=tmp_path
+            ),
+        )
         nginx.start()
         try:
             cluster.wait_for_port("127.0.0.1", front.port, nginx.process, timeout=10)

@@ -1,6 +1,7 @@
 """Write budgets (CHAT_WRITE_RATES) and the pacing of join/leave notes, through every entry point:
 the services (the one write path), WebSocket frames, REST, pages, a real daphne, and two
 processes sharing their counters through Redis."""
+
 import asyncio
 import time
 from types import SimpleNamespace
@@ -48,6 +49,7 @@ def bodies(room, kind="system"):
 # Each budgeted write: (setup, write) where setup(alice, bob, carol) returns what the two writes
 # need, and write(alice, bob, carol, objects, n) is the n-th write (0 or 1) of the same action.
 
+
 def _two_rooms(alice, bob, carol):
     return public(alice, "one"), public(alice, "two")
 
@@ -78,23 +80,42 @@ def _private_room(alice, bob, carol):
 WRITES = {
     "join": ("bob", _two_rooms, lambda a, b, c, rooms, n: services.room_join(user=b, slug=rooms[n].slug)),
     "leave": ("bob", _bob_in_two_rooms, lambda a, b, c, rooms, n: services.room_leave(user=b, slug=rooms[n].slug)),
-    "edit": ("bob", _bobs_messages, lambda a, b, c, ms, n: services.message_edit(user=b, message_id=ms[0].pk,
-                                                                                 body=f"edit {n}")),
+    "edit": (
+        "bob",
+        _bobs_messages,
+        lambda a, b, c, ms, n: services.message_edit(user=b, message_id=ms[0].pk, body=f"edit {n}"),
+    ),
     "delete": ("bob", _bobs_messages, lambda a, b, c, ms, n: services.message_delete(user=b, message_id=ms[n].pk)),
-    "report": ("bob", _alices_messages_bob_sees,
-               lambda a, b, c, ms, n: services.message_report(user=b, message_id=ms[n].pk, reason="spam")),
-    "invite": ("alice", _private_room,
-               lambda a, b, c, room, n: services.member_invite(actor=a, slug="crew", username=(b, c)[n].username)),
-    "room": ("alice", lambda a, b, c: None,
-             lambda a, b, c, _, n: services.room_create(user=a, name=f"Room {n}", slug=f"room-{n}")),
-    "direct": ("alice", lambda a, b, c: None,
-               lambda a, b, c, _, n: services.direct_room(user=a, username=(b, c)[n].username)),
-    "update": ("alice", lambda a, b, c: public(a, "one"),
-               lambda a, b, c, room, n: services.room_update(user=a, slug="one", topic=f"topic {n}")),
+    "report": (
+        "bob",
+        _alices_messages_bob_sees,
+        lambda a, b, c, ms, n: services.message_report(user=b, message_id=ms[n].pk, reason="spam"),
+    ),
+    "invite": (
+        "alice",
+        _private_room,
+        lambda a, b, c, room, n: services.member_invite(actor=a, slug="crew", username=(b, c)[n].username),
+    ),
+    "room": (
+        "alice",
+        lambda a, b, c: None,
+        lambda a, b, c, _, n: services.room_create(user=a, name=f"Room {n}", slug=f"room-{n}"),
+    ),
+    "direct": (
+        "alice",
+        lambda a, b, c: None,
+        lambda a, b, c, _, n: services.direct_room(user=a, username=(b, c)[n].username),
+    ),
+    "update": (
+        "alice",
+        lambda a, b, c: public(a, "one"),
+        lambda a, b, c, room, n: services.room_update(user=a, slug="one", topic=f"topic {n}"),
+    ),
 }
 
 
 # Services: the one write path
+
 
 @pytest.mark.parametrize("action", list(WRITES))
 def test_every_write_has_a_budget_per_user(action, alice, bob, carol, budget, clock, refused):
@@ -135,10 +156,12 @@ def test_writes_refused_by_their_checks_or_changing_nothing_cost_no_budget(alice
     dm = services.direct_room(user=alice, username="bob")
     assert services.direct_room(user=alice, username="bob") == dm  # it exists: nothing created, nothing counted
     # Each budget holds one write, and it is spent: the next real one is refused.
-    for write in (lambda: services.room_create(user=alice, name="Third"),
-                  lambda: services.room_join(user=bob, slug="mine"),
-                  lambda: services.message_delete(user=bob, message_id=kept.pk),
-                  lambda: services.direct_room(user=alice, username="carol")):
+    for write in (
+        lambda: services.room_create(user=alice, name="Third"),
+        lambda: services.room_join(user=bob, slug="mine"),
+        lambda: services.message_delete(user=bob, message_id=kept.pk),
+        lambda: services.direct_room(user=alice, username="carol"),
+    ):
         with pytest.raises(RateLimited):
             write()
 
@@ -171,6 +194,7 @@ def test_a_direct_message_to_a_new_user_is_refused_over_the_direct_budget(alice,
 
 # Join/leave notes
 
+
 def test_a_leave_and_quick_rejoins_write_no_new_pair(alice, bob, published, committed):
     room = public(alice, "one")
     services.room_join(user=bob, slug="one")
@@ -183,8 +207,10 @@ def test_a_leave_and_quick_rejoins_write_no_new_pair(alice, bob, published, comm
     room_frames = [e["frame"] for group, e in published if group == f"room.{room.pk}"]
     assert [f["message"]["body"] for f in room_frames if f["type"] == "message.new"] == ["bob left"]
     # The live member list still follows every change.
-    assert [f["type"] for f in room_frames if f["type"].startswith("member.")] == ["member.left", "member.joined"] * 5 + [
-        "member.left"]
+    assert [f["type"] for f in room_frames if f["type"].startswith("member.")] == [
+        "member.left",
+        "member.joined",
+    ] * 5 + ["member.left"]
 
 
 def test_a_return_after_the_quiet_period_is_noted(alice, bob):
@@ -229,6 +255,7 @@ def test_an_invitation_or_a_removal_makes_the_next_leave_or_join_news_again(alic
 
 # WebSocket (the full ASGI stack)
 
+
 @pytest.mark.django_db(transaction=True)
 async def test_frames_over_budget_answer_rate_limited_and_change_nothing(alice, bob, budget, clock):
     budget("join", 1)
@@ -253,8 +280,9 @@ async def test_frames_over_budget_answer_rate_limited_and_change_nothing(alice, 
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_flooding_past_any_budget_closes_1008_and_an_accepted_write_ends_the_run(alice, bob, budget, clock,
-                                                                                     settings):
+async def test_flooding_past_any_budget_closes_1008_and_an_accepted_write_ends_the_run(
+    alice, bob, budget, clock, settings
+):
     settings.CHAT_FLOOD_CLOSE_AFTER = 2
     budget("edit", 1)
     room = await db(public)(alice, "one")
@@ -303,8 +331,10 @@ REST = {
     "edit": ("bob", lambda c, o, n: c.patch(f"/api/messages/{o[0].pk}/", {"body": f"edit {n}"}, format="json")),
     "delete": ("bob", lambda c, o, n: c.delete(f"/api/messages/{o[n].pk}/")),
     "report": ("bob", lambda c, o, n: c.post(f"/api/messages/{o[n].pk}/report/", {"reason": "spam"}, format="json")),
-    "invite": ("alice", lambda c, o, n: c.post("/api/rooms/crew/members/", {"username": ("bob", "carol")[n]},
-                                               format="json")),
+    "invite": (
+        "alice",
+        lambda c, o, n: c.post("/api/rooms/crew/members/", {"username": ("bob", "carol")[n]}, format="json"),
+    ),
     "room": ("alice", lambda c, o, n: c.post("/api/rooms/", {"name": f"Room {n}", "kind": "public"}, format="json")),
     "direct": ("alice", lambda c, o, n: c.post(f"/api/direct/{('bob', 'carol')[n]}/")),
     "update": ("alice", lambda c, o, n: c.patch("/api/rooms/one/", {"topic": f"topic {n}"}, format="json")),
@@ -345,6 +375,7 @@ def test_pages_over_budget_answer_429_with_retry_after(alice, bob, budget, clock
 
 # Real daphne processes
 
+
 def _day_window_left() -> float:
     return 86400 - time.time() % 86400
 
@@ -373,8 +404,12 @@ def _rest(server, method, path, data, user):
     """(status, Retry-After, body) of a JSON request, as `user`."""
     import json
 
-    request = Request(server.url + path, data=json.dumps(data).encode(), method=method,
-                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {access_token(user)}"})
+    request = Request(
+        server.url + path,
+        data=json.dumps(data).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {access_token(user)}"},
+    )
     try:
         with urlopen(request, timeout=10) as response:
             return response.status, response.headers.get("Retry-After"), json.loads(response.read())
@@ -396,12 +431,14 @@ async def test_two_processes_share_one_budget(alice, bob, redis_url, same_day):
         for n in range(2):
             await on_first.send(type="message.edit", id=sent.pk, body=f"ws {n}", ref=f"e{n}")
             await on_first.expect("message.updated", ref=f"e{n}")
-        status, _, edited = await asyncio.to_thread(_rest, second, "PATCH", f"/api/messages/{sent.pk}/",
-                                                    {"body": "rest"}, bob)
+        status, _, edited = await asyncio.to_thread(
+            _rest, second, "PATCH", f"/api/messages/{sent.pk}/", {"body": "rest"}, bob
+        )
         assert (status, edited["body"]) == (200, "rest")
         # Three spent, on two processes: the fourth is refused on both.
-        status, retry_after, refusal = await asyncio.to_thread(_rest, first, "PATCH", f"/api/messages/{sent.pk}/",
-                                                               {"body": "too many"}, bob)
+        status, retry_after, refusal = await asyncio.to_thread(
+            _rest, first, "PATCH", f"/api/messages/{sent.pk}/", {"body": "too many"}, bob
+        )
         assert (status, refusal["code"]) == (429, "rate_limited") and 1 <= int(retry_after) <= 86400
         on_second = await ws_connect(second, bob)
         await on_second.send(type="message.edit", id=sent.pk, body="too many", ref="e3")

@@ -1,6 +1,7 @@
 """A password change ends every other sign-in: refresh tokens (rotated ones too) are blacklisted,
 earlier access tokens and other sessions stop working, and the user's other sockets close with
 4401; the session that made the change stays signed in, its sockets open."""
+
 import asyncio
 
 import pytest
@@ -40,8 +41,9 @@ def test_rest_password_change_ends_every_earlier_token(api, alice):
     first = login(api).json()
     rotated = refresh(api, first["refresh"]).json()["refresh"]  # rotation must not outlive the change
     other_device = login(api).json()
-    response = bearer(api, first["access"]).post("/api/auth/password/", {"old_password": PASSWORD,
-                                                                         "new_password": NEW}, format="json")
+    response = bearer(api, first["access"]).post(
+        "/api/auth/password/", {"old_password": PASSWORD, "new_password": NEW}, format="json"
+    )
     assert response.status_code == 200
     fresh = response.json()
     for token in (rotated, other_device["refresh"]):
@@ -53,12 +55,15 @@ def test_rest_password_change_ends_every_earlier_token(api, alice):
     assert login(api).status_code == 401 and login(api, password=NEW).status_code == 200
 
 
-@pytest.mark.parametrize("data, field", [
-    ({"old_password": "wrong", "new_password": NEW}, "old_password"),
-    ({"old_password": PASSWORD, "new_password": "123"}, "new_password"),  # Django's validators
-    ({"old_password": PASSWORD, "new_password": "alice"}, "new_password"),
-    ({"old_password": PASSWORD}, "new_password"),
-])
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"old_password": "wrong", "new_password": NEW}, "old_password"),
+        ({"old_password": PASSWORD, "new_password": "123"}, "new_password"),  # Django's validators
+        ({"old_password": PASSWORD, "new_password": "alice"}, "new_password"),
+        ({"old_password": PASSWORD}, "new_password"),
+    ],
+)
 def test_rest_password_change_refuses_bad_input_and_changes_nothing(api, alice, data, field):
     tokens = login(api).json()
     response = bearer(api, tokens["access"]).post("/api/auth/password/", data, format="json")
@@ -77,8 +82,7 @@ def test_page_password_change_keeps_this_session_and_ends_the_others(api, alice)
     other.force_login(alice)
     tokens = login(api).json()
     assert 'href="/account/password/"' in this.get("/").content.decode()
-    response = this.post("/account/password/", {"old_password": PASSWORD, "new_password1": NEW,
-                                                "new_password2": NEW})
+    response = this.post("/account/password/", {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW})
     assert response.status_code == 302 and response["Location"] == "/"
     assert this.get("/").status_code == 200
     assert other.get("/")["Location"].startswith("/login/")
@@ -89,12 +93,12 @@ def test_page_password_change_keeps_this_session_and_ends_the_others(api, alice)
 def test_page_password_change_shows_errors_and_changes_nothing(alice):
     client = Client()
     client.force_login(alice)
-    response = client.post("/account/password/", {"old_password": "wrong", "new_password1": NEW,
-                                                  "new_password2": NEW})
+    response = client.post("/account/password/", {"old_password": "wrong", "new_password1": NEW, "new_password2": NEW})
     assert response.status_code == 400
     assert "not your current password" in response.content.decode()
-    response = client.post("/account/password/", {"old_password": PASSWORD, "new_password1": "123",
-                                                  "new_password2": "123"})
+    response = client.post(
+        "/account/password/", {"old_password": PASSWORD, "new_password1": "123", "new_password2": "123"}
+    )
     assert response.status_code == 400 and "too short" in response.content.decode()
     alice.refresh_from_db()
     assert alice.check_password(PASSWORD)
@@ -108,12 +112,16 @@ async def test_password_change_closes_the_users_other_sockets_4401(alice, bob):
 
     def by_session(client):
         cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-        return connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")])
+        return connect(
+            path="/ws/chat/",
+            headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")],
+        )
 
     by_token, other_socket, this_socket = await connect(alice), await by_session(other), await by_session(this)
     bobs = await connect(bob)
-    response = await db(this.post)("/account/password/", {"old_password": PASSWORD, "new_password1": NEW,
-                                                         "new_password2": NEW})
+    response = await db(this.post)(
+        "/account/password/", {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW}
+    )
     assert response.status_code == 302
     assert await by_token.closed() == 4401
     assert await other_socket.closed() == 4401
@@ -124,8 +132,11 @@ async def test_password_change_closes_the_users_other_sockets_4401(alice, bob):
     stale = await connect(alice, hello=False)  # conftest's token was issued under the old password
     assert await stale.closed() == 4401
     cookie = f"sessionid={other.cookies['sessionid'].value}".encode()  # the other session, signed out
-    again = await connect(path="/ws/chat/", headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")],
-                          hello=False)
+    again = await connect(
+        path="/ws/chat/",
+        headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")],
+        hello=False,
+    )
     assert await again.closed() == 4401
 
 
@@ -159,14 +170,18 @@ def test_old_password_guesses_are_throttled_like_logins(api, alice):
     page.force_login(alice)
     for i in range(allowed - 1):  # half on the page, half over REST: one count
         if i % 2:
-            response = page.post("/account/password/", {"old_password": f"guess-{i}", "new_password1": NEW,
-                                                        "new_password2": NEW})
+            response = page.post(
+                "/account/password/", {"old_password": f"guess-{i}", "new_password1": NEW, "new_password2": NEW}
+            )
         else:
-            response = rest.post("/api/auth/password/", {"old_password": f"guess-{i}", "new_password": NEW},
-                                 format="json")
+            response = rest.post(
+                "/api/auth/password/", {"old_password": f"guess-{i}", "new_password": NEW}, format="json"
+            )
         assert response.status_code == 400
-    assert rest.post("/api/auth/password/", {"old_password": PASSWORD, "new_password": NEW},
-                     format="json").status_code == 429
+    assert (
+        rest.post("/api/auth/password/", {"old_password": PASSWORD, "new_password": NEW}, format="json").status_code
+        == 429
+    )
     response = page.post("/account/password/", {"old_password": PASSWORD, "new_password1": NEW, "new_password2": NEW})
     assert response.status_code == 429
     alice.refresh_from_db()
@@ -180,8 +195,9 @@ async def test_a_change_through_one_process_closes_the_users_sockets_on_another(
     alice.password = make_password(PASSWORD, hasher=FastPBKDF2())  # the servers don't know the tests' MD5 hasher
     await db(alice.save)(update_fields=["password"])
     on_a, on_b = await ws_connect(daphne_a, alice), await ws_connect(daphne_b, alice)
-    status, tokens = await asyncio.to_thread(http_json, daphne_a, "POST", "/api/auth/password/",
-                                             {"old_password": PASSWORD, "new_password": NEW}, user=alice)
+    status, tokens = await asyncio.to_thread(
+        http_json, daphne_a, "POST", "/api/auth/password/", {"old_password": PASSWORD, "new_password": NEW}, user=alice
+    )
     assert status == 200, tokens
     for socket in (on_a, on_b):
         assert await socket.close_frame() == (4401, "password changed: sign in again")
@@ -192,14 +208,18 @@ async def test_a_change_through_one_process_closes_the_users_sockets_on_another(
     await fresh.close()
 
 
-def test_a_password_set_in_the_admin_ends_the_users_sign_ins(admin_client, api, alice, published,
-                                                            django_capture_on_commit_callbacks):
+def test_a_password_set_in_the_admin_ends_the_users_sign_ins(
+    admin_client, api, alice, published, django_capture_on_commit_callbacks
+):
     tokens = login(api).json()
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(f"/admin/auth/user/{alice.pk}/password/", {
-            "password1": NEW, "password2": NEW, "usable_password": "true"})
+        response = admin_client.post(
+            f"/admin/auth/user/{alice.pk}/password/", {"password1": NEW, "password2": NEW, "usable_password": "true"}
+        )
     assert response.status_code == 302
     assert refresh(api, tokens["refresh"]).status_code == 401
-    assert (f"user.{alice.pk}", {"type": "chat.close", "code": 4401, "reason": "password changed: sign in again",
-                                 "keep_session": None}) in published
+    assert (
+        f"user.{alice.pk}",
+        {"type": "chat.close", "code": 4401, "reason": "password changed: sign in again", "keep_session": None},
+    ) in published
     assert admin_client.get("/admin/").status_code == 200  # the admin's own session is untouched

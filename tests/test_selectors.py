@@ -1,4 +1,5 @@
 """Selectors: the access rule, the room list with per-user state, and keyset history paging."""
+
 from datetime import timedelta
 
 import pytest
@@ -27,6 +28,7 @@ def ids(messages) -> list[int]:
 
 
 # room_for_user
+
 
 def test_room_for_user_public_room(alice, bob):
     room = make_room("general")
@@ -98,12 +100,23 @@ def test_message_for_user(alice, bob, django_assert_num_queries):
 
 # rooms_for_user
 
+
 @pytest.fixture
 def world(alice, bob, carol):
     """Rooms as alice sees them, each with a few messages."""
-    rooms = {slug: make_room(slug, kind) for slug, kind in [
-        ("joined", "public"), ("other", "public"), ("mine", "private"), ("theirs", "private"),
-        ("old", "public"), ("banned", "public"), ("forgiven", "public"), ("quiet", "public")]}
+    rooms = {
+        slug: make_room(slug, kind)
+        for slug, kind in [
+            ("joined", "public"),
+            ("other", "public"),
+            ("mine", "private"),
+            ("theirs", "private"),
+            ("old", "public"),
+            ("banned", "public"),
+            ("forgiven", "public"),
+            ("quiet", "public"),
+        ]
+    }
     rooms["old"].archived = True
     rooms["old"].save()
     add(rooms["joined"], alice, role="moderator", last_read_id=0)
@@ -145,13 +158,19 @@ def test_rooms_for_user_lists_public_and_own_rooms(alice, world):
 
 def test_rooms_for_user_member_only(alice, world):
     assert {r.slug for r in selectors.rooms_for_user(alice, member_only=True)} == {
-        "joined", "mine", "forgiven", "quiet", next(slug for slug in world if slug.startswith("dm-"))}
+        "joined",
+        "mine",
+        "forgiven",
+        "quiet",
+        next(slug for slug in world if slug.startswith("dm-")),
+    }
 
 
 def test_rooms_for_user_for_an_outsider(make_user, world):
     stranger = make_user("stranger")
     assert {(r.slug, r.member, r.unread) for r in selectors.rooms_for_user(stranger)} == {
-        (slug, False, 0) for slug in ("joined", "other", "banned", "forgiven", "quiet")}
+        (slug, False, 0) for slug in ("joined", "other", "banned", "forgiven", "quiet")
+    }
 
 
 def test_rooms_for_user_runs_one_query_however_many_rooms(alice, bob, world, django_assert_num_queries):
@@ -170,8 +189,13 @@ def test_rooms_for_user_runs_one_query_however_many_rooms(alice, bob, world, dja
 
 def test_room_summaries(alice, world):
     summaries = {s["slug"]: s for s in selectors.room_summaries(alice)}
-    assert summaries["joined"] == {"slug": "joined", "name": "Joined", "kind": "public", "unread": 2,
-                                   "last_message_id": selectors.last_message_id(world["joined"])}
+    assert summaries["joined"] == {
+        "slug": "joined",
+        "name": "Joined",
+        "kind": "public",
+        "unread": 2,
+        "last_message_id": selectors.last_message_id(world["joined"]),
+    }
     assert summaries["quiet"]["last_message_id"] is None
     assert "other" not in summaries and "old" not in summaries
 
@@ -182,8 +206,15 @@ def test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists(alice
     for user in (alice, bob, carol, make_user("stranger")):
         rooms = list(selectors.rooms_for_user(user, member_only=True))
         assert selectors.room_summaries(user) == [
-            {"slug": r.slug, "name": r.name, "kind": r.kind, "unread": r.unread or 0, "last_message_id": r.last_message_id}
-            for r in rooms]
+            {
+                "slug": r.slug,
+                "name": r.name,
+                "kind": r.kind,
+                "unread": r.unread or 0,
+                "last_message_id": r.last_message_id,
+            }
+            for r in rooms
+        ]
         assert selectors.member_room_ids(user) == selectors.member_room_ids(user.pk) == [(r.pk, r.slug) for r in rooms]
 
 
@@ -194,7 +225,12 @@ def test_room_state_matches_the_list(alice, world):
 
 def test_member_room_ids_excludes_archived_and_banned(alice, world):
     assert {slug for _, slug in selectors.member_room_ids(alice)} == {
-        "joined", "mine", "forgiven", "quiet", next(slug for slug in world if slug.startswith("dm-"))}
+        "joined",
+        "mine",
+        "forgiven",
+        "quiet",
+        next(slug for slug in world if slug.startswith("dm-")),
+    }
 
 
 def test_unread_count_matches_the_annotation(alice, world):
@@ -213,6 +249,7 @@ def test_room_members(alice, bob, carol):
 
 
 # message_history / messages_since
+
 
 @pytest.fixture
 def history(alice, bob):
@@ -278,7 +315,7 @@ def test_history_keeps_deleted_messages_in_place(history):
     assert rows[0].pk == all_ids[-1]
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"limit": 200}, {"before": 10 ** 9, "limit": 3}, {"after": 0, "limit": 5}])
+@pytest.mark.parametrize("kwargs", [{}, {"limit": 200}, {"before": 10**9, "limit": 3}, {"after": 0, "limit": 5}])
 def test_history_runs_at_most_two_queries(history, make_user, kwargs, django_assert_max_num_queries):
     room, _ = history
     for i in range(5):

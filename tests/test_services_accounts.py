@@ -12,6 +12,7 @@ from chat.errors import Forbidden
 
 # user_register
 
+
 def test_user_register(settings, django_user_model):
     user = services.user_register(username="zed", password="s3cret-pass-1", email="z@example.com")
     assert user.check_password("s3cret-pass-1") and user.email == "z@example.com"

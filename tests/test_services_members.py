@@ -4,6 +4,7 @@ Against the real database: the rows a service writes and the events it publishes
 Setup calls run outside `committed()`, so their on-commit events never fire; only the call
 under test publishes into `published`.
 """
+
 from datetime import timedelta
 
 import pytest
@@ -15,6 +16,7 @@ from chat.models import Membership, Message
 from tests.support import frames, membership, room_events, snapshot, subscribe_event, unsubscribe_event
 
 # room_join
+
 
 def test_room_join_public(alice, bob, general, published, committed):
     with committed():
@@ -68,8 +70,9 @@ def test_room_join_banned_is_forbidden(bob, general, refused):
 
 
 def test_room_join_after_an_expired_ban_clears_it(bob, general, published, committed):
-    Membership.objects.create(room=general, user=bob, banned=True, ban_reason="spam",
-                              banned_until=timezone.now() - timedelta(seconds=1))
+    Membership.objects.create(
+        room=general, user=bob, banned=True, ban_reason="spam", banned_until=timezone.now() - timedelta(seconds=1)
+    )
     with committed():
         _, member, created = services.room_join(user=bob, slug="general")
     member.refresh_from_db()
@@ -108,6 +111,7 @@ def test_nobody_joins_a_direct_room(alice, bob, staff, refused):
 
 # room_leave
 
+
 def test_room_leave(alice, bob, general, published, committed):
     services.room_join(user=bob, slug="general")
     with committed():
@@ -131,6 +135,7 @@ def test_room_leave_a_direct_room_is_forbidden(alice, bob, refused):
 
 
 # member_invite
+
 
 def test_member_invite_to_a_private_room(alice, bob, secret, published, committed):
     with committed():
@@ -197,6 +202,7 @@ def test_staff_invites_without_being_a_member(staff, bob, secret):
 
 # member_remove
 
+
 @pytest.fixture
 def crew(alice, bob, carol, make_user, secret):
     """secret: alice owner, bob moderator, carol and dave members."""
@@ -212,8 +218,11 @@ def test_moderator_kicks_a_member(bob, carol, crew, published, committed):
         services.member_remove(actor=bob, slug="secret", username="carol")
     assert not Membership.objects.filter(room=crew, user=carol).exists()
     assert crew.messages.order_by("id").last().body == "bob removed carol"
-    assert room_events(published, crew)[1] == {"type": "member.left", "room": "secret",
-                                               "user": {"id": carol.pk, "username": "carol"}}
+    assert room_events(published, crew)[1] == {
+        "type": "member.left",
+        "room": "secret",
+        "user": {"id": carol.pk, "username": "carol"},
+    }
     assert unsubscribe_event(carol, crew, "kicked") in published
 
 

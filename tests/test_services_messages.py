@@ -4,6 +4,7 @@ Against the real database: the rows a service writes and the events it publishes
 Setup calls run outside `committed()`, so their on-commit events never fire; only the call
 under test publishes into `published`.
 """
+
 import re
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -22,11 +23,18 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 # message_send
 
+
 def test_message_send_persists_then_publishes_the_wire_shape(alice, general, published, committed, monkeypatch):
     visible_at_send = []
     record = events.send
-    monkeypatch.setattr(events, "send", lambda group, event: (
-        visible_at_send.append(Message.objects.filter(pk=event["message_id"]).exists()), record(group, event)))
+    monkeypatch.setattr(
+        events,
+        "send",
+        lambda group, event: (
+            visible_at_send.append(Message.objects.filter(pk=event["message_id"]).exists()),
+            record(group, event),
+        ),
+    )
     with committed():
         message, created = services.message_send(user=alice, slug="general", body=" hello\n", client_id="c-1")
         assert published == []  # not before commit
@@ -37,14 +45,31 @@ def test_message_send_persists_then_publishes_the_wire_shape(alice, general, pub
     [(group, event)] = published
     assert group == f"room.{general.pk}"
     assert (event["type"], event["room_id"], event["message_id"], event["origin"]) == (
-        "chat.frame", general.pk, row.pk, None)
+        "chat.frame",
+        general.pk,
+        row.pk,
+        None,
+    )
     created_at = event["frame"]["message"]["created_at"]
-    assert event["frame"] == {"type": "message.new", "room": "general", "message": {
-        "id": row.pk, "room": "general", "author": {"id": alice.pk, "username": "alice"}, "body": " hello\n",
-        "kind": "user", "client_id": "c-1", "created_at": created_at, "edited_at": None, "deleted": False}}
+    assert event["frame"] == {
+        "type": "message.new",
+        "room": "general",
+        "message": {
+            "id": row.pk,
+            "room": "general",
+            "author": {"id": alice.pk, "username": "alice"},
+            "body": " hello\n",
+            "kind": "user",
+            "client_id": "c-1",
+            "created_at": created_at,
+            "edited_at": None,
+            "deleted": False,
+        },
+    }
     assert TIMESTAMP.fullmatch(created_at)
     assert datetime.fromisoformat(created_at.replace("Z", "+00:00")) == row.created_at.replace(
-        microsecond=row.created_at.microsecond // 1000 * 1000)
+        microsecond=row.created_at.microsecond // 1000 * 1000
+    )
 
 
 def test_message_send_without_client_id_and_as_emote(alice, general, published, committed):
@@ -95,11 +120,14 @@ def test_message_send_body_limit(alice, general, settings, refused):
     assert send(alice, general, "é" * 10).body == "é" * 10
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"client_id": "c" * 65}, "client_id"),
-    ({"client_id": 5}, "client_id"),
-    ({"kind": "system"}, "kind"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"client_id": "c" * 65}, "client_id"),
+        ({"client_id": 5}, "client_id"),
+        ({"kind": "system"}, "kind"),
+    ],
+)
 def test_message_send_bad_options_are_invalid(alice, general, refused, kwargs, match):
     with refused(Invalid, match=match):
         send(alice, general, **kwargs)
@@ -226,12 +254,17 @@ def test_message_send_to_a_user_with_a_bad_body_creates_no_room(alice, bob, refu
 
 def test_message_ids_strictly_increase(alice, bob, general, secret):
     services.room_join(user=bob, slug="general")
-    ids = [send(user, room, f"{i}").pk for i, (user, room) in
-           enumerate([(alice, general), (bob, general), (alice, secret), (alice, general), (bob, general)])]
+    ids = [
+        send(user, room, f"{i}").pk
+        for i, (user, room) in enumerate(
+            [(alice, general), (bob, general), (alice, secret), (alice, general), (bob, general)]
+        )
+    ]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
 
 # message_edit / message_delete
+
 
 @pytest.fixture
 def chat(alice, bob, carol, general):
@@ -311,6 +344,7 @@ def test_soft_delete(staff, chat, deleter, django_user_model, published, committ
     row = Message.objects.select_related("room", "author").get(pk=chat.pk)
     assert (row.deleted, row.body) == (True, "original")  # kept for moderation
     from chat.serializers import message_data
+
     assert (message_data(row)["body"], message_data(row)["deleted"], message_data(row)["id"]) == ("", True, chat.pk)
     [(group, event)] = published
     assert group == f"room.{chat.room_id}"
@@ -327,6 +361,7 @@ def test_delete_twice_publishes_once_and_edit_of_deleted_is_invalid(carol, chat,
 
 
 # read_mark
+
 
 def test_read_mark_moves_forward_and_reports_unread(alice, bob, general, published, committed):
     services.room_join(user=bob, slug="general")
@@ -354,7 +389,7 @@ def test_read_mark_past_the_newest_message_stops_there(alice, bob, general, publ
     """A bogus or foreign id must not mark messages that do not exist yet as read."""
     newest = send(alice, general, "1")
     with committed():
-        services.read_mark(user=alice, slug="general", message_id=2 ** 63)
+        services.read_mark(user=alice, slug="general", message_id=2**63)
     assert membership(general, alice).last_read_id == newest.pk
     services.room_join(user=bob, slug="general")
     send(bob, general, "2")

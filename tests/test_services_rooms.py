@@ -14,19 +14,32 @@ from tests.support import room_events, subscribe_event
 
 # room_create
 
+
 def test_room_create_makes_the_creator_owner_and_subscribes_them(alice, published, committed):
     with committed():
         room = services.room_create(user=alice, name="  Rust & Go Lovers ", topic="systems")
     room.refresh_from_db()
     assert (room.slug, room.name, room.kind, room.topic, room.created_by) == (
-        "rust-go-lovers", "Rust & Go Lovers", "public", "systems", alice)
+        "rust-go-lovers",
+        "Rust & Go Lovers",
+        "public",
+        "systems",
+        alice,
+    )
     assert list(room.memberships.values_list("user__username", "role")) == [("alice", "owner")]
     assert published == [subscribe_event(alice, room)]
     assert not room.messages.exists()
 
 
-@pytest.mark.parametrize("name, slug", [("snake_case Room", "snake-case-room"), ("Ünïcödé chat", "unicode-chat"),
-                                        ("x" * 60, "x" * 50), ("DM tips", "dm-tips")])
+@pytest.mark.parametrize(
+    "name, slug",
+    [
+        ("snake_case Room", "snake-case-room"),
+        ("Ünïcödé chat", "unicode-chat"),
+        ("x" * 60, "x" * 50),
+        ("DM tips", "dm-tips"),
+    ],
+)
 def test_room_create_derives_a_valid_slug(alice, name, slug):
     assert services.room_create(user=alice, name=name).slug == slug
 
@@ -43,18 +56,21 @@ def test_room_create_taken_slug_is_invalid(alice, bob, general, refused):
         services.room_create(user=bob, name="Other", slug="general")
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"name": "DMs", "kind": "direct"}, "kind"),
-    ({"name": "Odd", "kind": "secret"}, "kind"),
-    ({"name": "   "}, "name"),
-    ({"name": "!!!"}, "slug"),
-    ({"name": "x" * 101}, "name"),
-    ({"name": "Ok", "topic": "t" * 301}, "topic"),
-    ({"name": "Bad", "slug": "Bad Slug"}, "slug"),
-    ({"name": "Bad", "slug": "x" * 51}, "slug"),
-    ({"name": "DM 1 2"}, "slug"),
-    ({"name": "Squat", "slug": "dm-1-2"}, "slug"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "DMs", "kind": "direct"}, "kind"),
+        ({"name": "Odd", "kind": "secret"}, "kind"),
+        ({"name": "   "}, "name"),
+        ({"name": "!!!"}, "slug"),
+        ({"name": "x" * 101}, "name"),
+        ({"name": "Ok", "topic": "t" * 301}, "topic"),
+        ({"name": "Bad", "slug": "Bad Slug"}, "slug"),
+        ({"name": "Bad", "slug": "x" * 51}, "slug"),
+        ({"name": "DM 1 2"}, "slug"),
+        ({"name": "Squat", "slug": "dm-1-2"}, "slug"),
+    ],
+)
 def test_room_create_rejects_bad_input(alice, refused, kwargs, match):
     with refused(Invalid, match=match):
         services.room_create(user=alice, **kwargs)
@@ -62,14 +78,21 @@ def test_room_create_rejects_bad_input(alice, refused, kwargs, match):
 
 # room_update / room_archive
 
+
 def test_room_update_by_owner(alice, general, published, committed):
     with committed():
         room = services.room_update(user=alice, slug="general", name=" Lobby ", topic="Say hi", locked=True)
     room.refresh_from_db()
     assert (room.name, room.topic, room.locked) == ("Lobby", "Say hi", True)
     assert general.messages.get().body == "alice set the topic: Say hi"
-    assert room_events(published, general)[-1] == {"type": "room.updated", "room": "general", "name": "Lobby",
-                                                   "topic": "Say hi", "locked": True, "archived": False}
+    assert room_events(published, general)[-1] == {
+        "type": "room.updated",
+        "room": "general",
+        "name": "Lobby",
+        "topic": "Say hi",
+        "locked": True,
+        "archived": False,
+    }
     assert [f["type"] for f in room_events(published, general)] == ["message.new", "room.updated"]
 
 
@@ -95,11 +118,14 @@ def test_room_update_by_moderator_and_staff(alice, bob, staff, general):
     assert (general.locked, general.name) == (True, "Staffed")
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    ({"name": "   "}, Invalid),
-    ({"name": "n" * 101}, Invalid),
-    ({"topic": "t" * 301}, Invalid),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"name": "   "}, Invalid),
+        ({"name": "n" * 101}, Invalid),
+        ({"topic": "t" * 301}, Invalid),
+    ],
+)
 def test_room_update_bad_input(alice, general, refused, kwargs, error):
     with refused(error):
         services.room_update(user=alice, slug="general", **kwargs)
@@ -119,8 +145,14 @@ def test_room_archive_by_owner(alice, general, published, committed):
     assert general.archived
     [(group, event)] = published
     assert (group, event["type"], event["room_id"]) == (f"room.{general.pk}", "chat.archived", general.pk)
-    assert event["frame"] == {"type": "room.updated", "room": "general", "name": "General", "topic": "",
-                              "locked": False, "archived": True}
+    assert event["frame"] == {
+        "type": "room.updated",
+        "room": "general",
+        "name": "General",
+        "topic": "",
+        "locked": False,
+        "archived": True,
+    }
 
 
 def test_room_archive_by_staff(staff, general):
@@ -141,6 +173,7 @@ def test_room_archive_twice_is_gone(alice, general, refused):
 
 
 # direct_room
+
 
 def test_direct_room_is_created_once_with_both_members(alice, bob, published, committed):
     with committed():

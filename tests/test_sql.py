@@ -1,5 +1,6 @@
 """chat/sql.py: each hand-written statement against the ORM query it stands for, on the test
 database (SQLite, or PostgreSQL with DATABASE_URL): the same rows, values and types."""
+
 from datetime import timedelta
 
 import pytest
@@ -13,17 +14,28 @@ from chat.models import Membership, Message, Room, active_membership_q, unread_m
 
 def values(instance) -> list[tuple]:
     """Each concrete field's value and its type, as loaded."""
-    return [(field.attname, getattr(instance, field.attname), type(getattr(instance, field.attname)))
-            for field in instance._meta.concrete_fields]
+    return [
+        (field.attname, getattr(instance, field.attname), type(getattr(instance, field.attname)))
+        for field in instance._meta.concrete_fields
+    ]
 
 
 @pytest.fixture
 def rooms(alice):
     """Rooms in each state, alice a member of each in a different state."""
     now = timezone.now()
-    made = {slug: Room.objects.create(slug=slug, name=slug.title(), topic=f"about {slug}", **fields)
-            for slug, fields in [("plain", {}), ("locked", {"locked": True}), ("old", {"archived": True}),
-                                 ("banned", {}), ("forever", {}), ("forgiven", {}), ("private", {"kind": "private"})]}
+    made = {
+        slug: Room.objects.create(slug=slug, name=slug.title(), topic=f"about {slug}", **fields)
+        for slug, fields in [
+            ("plain", {}),
+            ("locked", {"locked": True}),
+            ("old", {"archived": True}),
+            ("banned", {}),
+            ("forever", {}),
+            ("forgiven", {}),
+            ("private", {"kind": "private"}),
+        ]
+    }
     states = {
         "plain": {"role": "owner", "last_read_id": 7, "muted_until": now + timedelta(minutes=5)},
         "locked": {"role": "moderator"},
@@ -52,10 +64,16 @@ def test_memberships_load_what_the_orm_loads(alice, bob, rooms):
 def test_member_rooms_apply_the_ban_rule_as_the_orm_does(alice, rooms):
     """`sql.member_rooms`, `active_membership_q` and `Membership.is_banned`: one ban rule."""
     by_hand = selectors.member_room_ids(alice)
-    orm = list(Membership.objects.filter(active_membership_q(), user=alice, room__archived=False)
-               .order_by("room__slug").values_list("room_id", "room__slug"))
-    in_python = sorted((m.room_id, m.room.slug) for m in Membership.objects.filter(user=alice).select_related("room")
-                       if not m.is_banned() and not m.room.archived)
+    orm = list(
+        Membership.objects.filter(active_membership_q(), user=alice, room__archived=False)
+        .order_by("room__slug")
+        .values_list("room_id", "room__slug")
+    )
+    in_python = sorted(
+        (m.room_id, m.room.slug)
+        for m in Membership.objects.filter(user=alice).select_related("room")
+        if not m.is_banned() and not m.room.archived
+    )
     assert by_hand == orm == sorted(in_python, key=lambda row: row[1])
     assert [slug for _, slug in by_hand] == ["forgiven", "locked", "plain", "private"]
 
@@ -100,11 +118,22 @@ def test_the_batch_insert_stores_what_the_orm_stores(alice, bob):
     at = timezone.now()
 
     def drafts(prefix=""):
-        return [Message(room=room, author=author, body=body, kind=kind, client_id=client_id and prefix + client_id,
-                        created_at=at)
-                for room, author, body, kind, client_id in [
-                    (one, alice, "first", "user", "c-1"), (two, bob, "second", "emote", ""),
-                    (one, None, "third", "system", ""), (two, alice, "fourth ☃", "user", "c-2")]]
+        return [
+            Message(
+                room=room,
+                author=author,
+                body=body,
+                kind=kind,
+                client_id=client_id and prefix + client_id,
+                created_at=at,
+            )
+            for room, author, body, kind, client_id in [
+                (one, alice, "first", "user", "c-1"),
+                (two, bob, "second", "emote", ""),
+                (one, None, "third", "system", ""),
+                (two, alice, "fourth ☃", "user", "c-2"),
+            ]
+        ]
 
     newest_orm = {room.pk: room.messages.aggregate(Max("id"))["id__max"] for room in (one, two, empty)}
     with transaction.atomic():
@@ -115,9 +144,14 @@ def test_the_batch_insert_stores_what_the_orm_stores(alice, bob):
         orm_ids = [message.pk for message in Message.objects.bulk_create(drafts("orm-"))]
     fields = ["room_id", "author_id", "body", "kind", "created_at", "edited_at", "deleted"]
     assert list(Message.objects.filter(pk__in=ids).order_by("id").values(*fields)) == list(
-        Message.objects.filter(pk__in=orm_ids).order_by("id").values(*fields))
+        Message.objects.filter(pk__in=orm_ids).order_by("id").values(*fields)
+    )
     assert list(Message.objects.filter(pk__in=ids).order_by("id").values_list("client_id", flat=True)) == [
-        "c-1", "", "", "c-2"]
+        "c-1",
+        "",
+        "",
+        "c-2",
+    ]
 
 
 def test_the_row_estimate_is_the_count_once_analysed(alice):

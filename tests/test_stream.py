@@ -1,4 +1,5 @@
 """The order of delivery (chat/realtime/stream.py), event by event, without a socket or a database."""
+
 import pytest
 
 from chat.errors import Forbidden
@@ -16,8 +17,14 @@ def stream(mark: int = 10) -> RoomStream:
 
 
 def new(message_id, prev_id, **extra) -> dict:
-    return {"type": "chat.frame", "text": f"m{message_id}", "room_id": ROOM, "message_id": message_id,
-            "prev_id": prev_id, **extra}
+    return {
+        "type": "chat.frame",
+        "text": f"m{message_id}",
+        "room_id": ROOM,
+        "message_id": message_id,
+        "prev_id": prev_id,
+        **extra,
+    }
 
 
 def other(**extra) -> dict:

@@ -1,5 +1,6 @@
 """Request parsers for the REST API: DRF's, holding request bodies to the input rules of
 WebSocket frames (`chat.protocol`): bounded JSON, and the one rule for text."""
+
 from django.utils.translation import gettext as _
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser, get_encoding

@@ -4,6 +4,7 @@ Access rules live in `chat.selectors.room_for_user` and the services; a `ChatErr
 raise becomes `{"detail", "code"}` with its status in `chat.api.errors`. `healthz` is a
 plain Django view, served outside `/api/`.
 """
+
 import asyncio
 import logging
 
@@ -25,24 +26,24 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
 from chat import auth, export, metrics, selectors, services, sql, throttles, tokens
-from chat.realtime import presence
 from chat.models import MAX_ID
+from chat.realtime import presence
 from chat.serializers import (
     BanSerializer,
-    MuteSerializer,
-    SanctionSerializer,
     InviteSerializer,
     MemberSerializer,
     MessageEditSerializer,
     MessagePageSerializer,
     MessageSendSerializer,
     MessageSerializer,
+    MuteSerializer,
     PasswordChangeSerializer,
     ReadSerializer,
     RegisterSerializer,
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
+    SanctionSerializer,
     TokenPairSerializer,
     UserSerializer,
     message_data,
@@ -76,6 +77,7 @@ def with_online(memberships: list) -> list:
 
 
 # Authentication
+
 
 class RegisterView(APIView):
     authentication_classes = []  # a stale token sent along must not turn a sign-up into a 401
@@ -119,8 +121,9 @@ class PasswordChangeView(APIView):
         except the session this request came with. Returns a fresh token pair."""
         by_session = isinstance(request.successful_authenticator, SessionAuthentication)
         keep = auth.session_mark(request.session.session_key) if by_session else None
-        user = services.password_change(user=request.user, keep_session=keep,
-                                        **validated(PasswordChangeSerializer, request.data))
+        user = services.password_change(
+            user=request.user, keep_session=keep, **validated(PasswordChangeSerializer, request.data)
+        )
         if by_session:
             update_session_auth_hash(request, user)
         refresh = tokens.token_pair(user)
@@ -134,6 +137,7 @@ class MeView(APIView):
 
 
 # Rooms
+
 
 class RoomListView(APIView):
     @extend_schema(responses=RoomSerializer(many=True))
@@ -240,6 +244,7 @@ class DirectRoomView(APIView):
 
 # Messages
 
+
 class HistoryQuerySerializer(serializers.Serializer):
     before = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False)
     after = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False)
@@ -256,16 +261,18 @@ class MessageListView(APIView):
         room, _ = selectors.room_for_user(request.user, slug)
         if "around" in query:
             messages, before, after = selectors.message_page_around(room, query["around"], limit=query["limit"])
-            return Response({"results": [message_data(m) for m in messages],
-                             "has_more_before": before, "has_more_after": after})
+            return Response(
+                {"results": [message_data(m) for m in messages], "has_more_before": before, "has_more_after": after}
+            )
         messages, has_more = selectors.message_history(room, **query)
         return Response({"results": [message_data(m) for m in messages], "has_more": has_more})
 
     @extend_schema(request=MessageSendSerializer, responses={201: MessageSerializer, 200: MessageSerializer})
     def post(self, request, slug):
         """201 with the new message; 200 with the original when `client_id` was already used."""
-        message, created = services.message_send(user=request.user, slug=slug,
-                                                 **validated(MessageSendSerializer, request.data))
+        message, created = services.message_send(
+            user=request.user, slug=slug, **validated(MessageSendSerializer, request.data)
+        )
         return Response(message_data(message), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
@@ -299,32 +306,53 @@ class ReportSerializer(serializers.Serializer):
 
 
 class MessageReportView(APIView):
-    @extend_schema(request=ReportSerializer, responses={201: inline_serializer("MessageReport", {
-        "id": serializers.IntegerField(), "message": serializers.IntegerField(),
-        "reason": serializers.CharField(), "created_at": serializers.DateTimeField(),
-    })})
+    @extend_schema(
+        request=ReportSerializer,
+        responses={
+            201: inline_serializer(
+                "MessageReport",
+                {
+                    "id": serializers.IntegerField(),
+                    "message": serializers.IntegerField(),
+                    "reason": serializers.CharField(),
+                    "created_at": serializers.DateTimeField(),
+                },
+            )
+        },
+    )
     def post(self, request, message_id):
         """Report a message you can see to the room's moderators (once per message)."""
         reason = validated(ReportSerializer, request.data)["reason"]
         report = services.message_report(user=request.user, message_id=message_id, reason=reason)
-        return Response({"id": report.pk, "message": report.message_id, "reason": report.reason,
-                         "created_at": serializers.DateTimeField().to_representation(report.created_at)},
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            {
+                "id": report.pk,
+                "message": report.message_id,
+                "reason": report.reason,
+                "created_at": serializers.DateTimeField().to_representation(report.created_at),
+            },
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class ReadView(APIView):
     @extend_schema(
         request=ReadSerializer,
-        responses=inline_serializer("ReadMarker", {
-            "room": serializers.CharField(), "last_read_id": serializers.IntegerField(),
-            "unread": serializers.IntegerField(),
-        }),
+        responses=inline_serializer(
+            "ReadMarker",
+            {
+                "room": serializers.CharField(),
+                "last_read_id": serializers.IntegerField(),
+                "unread": serializers.IntegerField(),
+            },
+        ),
     )
     def post(self, request, slug):
         message_id = validated(ReadSerializer, request.data)["message_id"]
         membership = services.read_mark(user=request.user, slug=slug, message_id=message_id)
-        return Response({"room": slug, "last_read_id": membership.last_read_id,
-                         "unread": selectors.unread_count(membership)})
+        return Response(
+            {"room": slug, "last_read_id": membership.last_read_id, "unread": selectors.unread_count(membership)}
+        )
 
 
 class ExportQuerySerializer(serializers.Serializer):
@@ -343,11 +371,14 @@ class FormatIsExportFormat(DefaultContentNegotiation):
 class RoomExportView(APIView):
     content_negotiation_class = FormatIsExportFormat
 
-    @extend_schema(parameters=[ExportQuerySerializer], responses={
-        (200, "application/json"): MessageSerializer(many=True),
-        (200, "application/x-ndjson"): OpenApiTypes.STR,
-        (200, "text/csv"): OpenApiTypes.STR,
-    })
+    @extend_schema(
+        parameters=[ExportQuerySerializer],
+        responses={
+            (200, "application/json"): MessageSerializer(many=True),
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+            (200, "text/csv"): OpenApiTypes.STR,
+        },
+    )
     def get(self, request, slug):
         """The room's whole history in id order, streamed as a file; members and staff only (see `chat.export`)."""
         query = validated(ExportQuerySerializer, request.query_params)
@@ -363,6 +394,7 @@ class RoomExportView(APIView):
 
 # Notices
 
+
 class NoticeSerializer(serializers.Serializer):
     text = serializers.CharField(trim_whitespace=False, allow_blank=True)  # the service says what is wrong with it
     level = serializers.ChoiceField(choices=services.NOTICE_LEVELS, default="info")
@@ -372,10 +404,20 @@ class NoticeSerializer(serializers.Serializer):
 class NoticeView(APIView):
     permission_classes = [IsAdminUser]
 
-    @extend_schema(request=NoticeSerializer, responses={202: inline_serializer("NoticeFrame", {
-        "type": serializers.CharField(), "level": serializers.ChoiceField(choices=services.NOTICE_LEVELS),
-        "text": serializers.CharField(), "room": serializers.CharField(required=False),
-    })})
+    @extend_schema(
+        request=NoticeSerializer,
+        responses={
+            202: inline_serializer(
+                "NoticeFrame",
+                {
+                    "type": serializers.CharField(),
+                    "level": serializers.ChoiceField(choices=services.NOTICE_LEVELS),
+                    "text": serializers.CharField(),
+                    "room": serializers.CharField(required=False),
+                },
+            )
+        },
+    )
     def post(self, request):
         """Staff only. 202 with the `notice` frame, sent to every open connection (or one room's) on every process."""
         frame = services.notice_send(actor=request.user, **validated(NoticeSerializer, request.data))
@@ -425,7 +467,11 @@ def healthz(request):
 def metrics_view(request):
     """This process's Prometheus metrics, for the addresses in CHAT_METRICS_ALLOW or a bearer of CHAT_METRICS_TOKEN."""
     if not metrics.scraper_allowed(request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", "")):
-        return HttpResponse("Forbidden: scrape /metrics from an address in CHAT_METRICS_ALLOW, or send "
-                            "'Authorization: Bearer <CHAT_METRICS_TOKEN>'.\n", status=403, content_type="text/plain")
+        return HttpResponse(
+            "Forbidden: scrape /metrics from an address in CHAT_METRICS_ALLOW, or send "
+            "'Authorization: Bearer <CHAT_METRICS_TOKEN>'.\n",
+            status=403,
+            content_type="text/plain",
+        )
     body, content_type = metrics.render()
     return HttpResponse(body, content_type=content_type)

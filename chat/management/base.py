@@ -5,6 +5,7 @@ A command has no request to take a language from, so it takes the environment's:
 (`LANGUAGE`, `LC_ALL`, `LC_MESSAGES`, `LANG`: `zh_CN.UTF-8` is Simplified Chinese), else
 LANGUAGE_CODE. The data a command writes (exports, demo content) is never translated.
 """
+
 import os
 
 from django.conf import settings

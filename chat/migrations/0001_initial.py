@@ -8,7 +8,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -17,69 +16,145 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Room',
+            name="Room",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.CharField(max_length=50, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9-]{1,50}$', 'Use 1-50 lowercase letters, digits or hyphens.')])),
-                ('name', models.CharField(max_length=100)),
-                ('kind', models.CharField(choices=[('public', 'Public'), ('private', 'Private'), ('direct', 'Direct')], default='public', max_length=10)),
-                ('topic', models.CharField(blank=True, max_length=300)),
-                ('locked', models.BooleanField(default=False, help_text='Read-only: sends are refused.')),
-                ('archived', models.BooleanField(default=False, help_text='Hidden from lists; connections are closed.')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "slug",
+                    models.CharField(
+                        max_length=50,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9-]{1,50}$", "Use 1-50 lowercase letters, digits or hyphens."
+                            )
+                        ],
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("public", "Public"), ("private", "Private"), ("direct", "Direct")],
+                        default="public",
+                        max_length=10,
+                    ),
+                ),
+                ("topic", models.CharField(blank=True, max_length=300)),
+                ("locked", models.BooleanField(default=False, help_text="Read-only: sends are refused.")),
+                (
+                    "archived",
+                    models.BooleanField(default=False, help_text="Hidden from lists; connections are closed."),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('body', models.TextField(blank=True)),
-                ('kind', models.CharField(choices=[('user', 'User'), ('system', 'System'), ('emote', 'Emote')], default='user', max_length=10)),
-                ('client_id', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('edited_at', models.DateTimeField(blank=True, null=True)),
-                ('deleted', models.BooleanField(default=False)),
-                ('author', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='messages', to=settings.AUTH_USER_MODEL)),
-                ('room', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='chat.room')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("body", models.TextField(blank=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("user", "User"), ("system", "System"), ("emote", "Emote")],
+                        default="user",
+                        max_length=10,
+                    ),
+                ),
+                ("client_id", models.CharField(blank=True, max_length=64)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("edited_at", models.DateTimeField(blank=True, null=True)),
+                ("deleted", models.BooleanField(default=False)),
+                (
+                    "author",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="messages",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "room",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="messages", to="chat.room"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('owner', 'Owner'), ('moderator', 'Moderator'), ('member', 'Member')], default='member', max_length=10)),
-                ('last_read_id', models.BigIntegerField(default=0)),
-                ('muted_until', models.DateTimeField(blank=True, null=True)),
-                ('banned', models.BooleanField(default=False)),
-                ('banned_until', models.DateTimeField(blank=True, help_text='Empty: until lifted.', null=True)),
-                ('ban_reason', models.CharField(blank=True, max_length=300)),
-                ('joined_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
-                ('room', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='chat.room')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("owner", "Owner"), ("moderator", "Moderator"), ("member", "Member")],
+                        default="member",
+                        max_length=10,
+                    ),
+                ),
+                ("last_read_id", models.BigIntegerField(default=0)),
+                ("muted_until", models.DateTimeField(blank=True, null=True)),
+                ("banned", models.BooleanField(default=False)),
+                ("banned_until", models.DateTimeField(blank=True, help_text="Empty: until lifted.", null=True)),
+                ("ban_reason", models.CharField(blank=True, max_length=300)),
+                ("joined_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "room",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="memberships", to="chat.room"
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='room',
-            constraint=models.CheckConstraint(condition=models.Q(('kind__in', ['public', 'private', 'direct'])), name='room_kind_valid'),
+            model_name="room",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("kind__in", ["public", "private", "direct"])), name="room_kind_valid"
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['room', 'id'], name='message_room_id'),
+            model_name="message",
+            index=models.Index(fields=["room", "id"], name="message_room_id"),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(condition=models.Q(('client_id', ''), _negated=True), fields=('author', 'client_id'), name='message_author_client_id_unique'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("client_id", ""), _negated=True),
+                fields=("author", "client_id"),
+                name="message_author_client_id_unique",
+            ),
         ),
         migrations.AddIndex(
-            model_name='membership',
-            index=models.Index(fields=['user', 'room'], name='membership_user_room'),
+            model_name="membership",
+            index=models.Index(fields=["user", "room"], name="membership_user_room"),
         ),
         migrations.AddConstraint(
-            model_name='membership',
-            constraint=models.UniqueConstraint(fields=('room', 'user'), name='membership_unique'),
+            model_name="membership",
+            constraint=models.UniqueConstraint(fields=("room", "user"), name="membership_unique"),
         ),
     ]

@@ -4,15 +4,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0002_moderationaction_report'),
+        ("chat", "0002_moderationaction_report"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='moderationaction',
-            name='action',
-            field=models.CharField(choices=[('ban', 'Ban'), ('unban', 'Unban'), ('mute', 'Mute'), ('unmute', 'Unmute'), ('kick', 'Kick'), ('edit_message', 'Edit Message'), ('delete_message', 'Delete Message'), ('restore_message', 'Restore Message'), ('lock', 'Lock'), ('unlock', 'Unlock'), ('archive', 'Archive'), ('topic', 'Topic'), ('deactivate', 'Deactivate'), ('report_resolve', 'Report Resolve')], max_length=20),
+            model_name="moderationaction",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("ban", "Ban"),
+                    ("unban", "Unban"),
+                    ("mute", "Mute"),
+                    ("unmute", "Unmute"),
+                    ("kick", "Kick"),
+                    ("edit_message", "Edit Message"),
+                    ("delete_message", "Delete Message"),
+                    ("restore_message", "Restore Message"),
+                    ("lock", "Lock"),
+                    ("unlock", "Unlock"),
+                    ("archive", "Archive"),
+                    ("topic", "Topic"),
+                    ("deactivate", "Deactivate"),
+                    ("report_resolve", "Report Resolve"),
+                ],
+                max_length=20,
+            ),
         ),
     ]

@@ -8,6 +8,7 @@ written at once, wait in an inbox handled by another (`_drain`). Those two run o
 is something to do: an idle connection holds one task. Handlers and timers take turns (`turn`).
 `ChatConsumer` fills in what a frame and an event mean.
 """
+
 import asyncio
 import collections
 import time

@@ -6,6 +6,7 @@ cannot tell that it missed them. So when the watchdog finds Redis unreachable, o
 (its `run_id` changed, which drops every subscription and group), it closes every local
 socket with 1012; clients reconnect and resume each room with `join since`.
 """
+
 import asyncio
 import logging
 
@@ -66,8 +67,9 @@ async def check_layer() -> bool:
     """
     global _run_id
     try:
-        run_id = ",".join([(await client.info("server"))["run_id"]
-                           for client in (broker.async_client(), *broker.layer_clients())])
+        run_id = ",".join(
+            [(await client.info("server"))["run_id"] for client in (broker.async_client(), *broker.layer_clients())]
+        )
     except broker.UNAVAILABLE:
         return False
     previous, _run_id = _run_id, run_id

@@ -12,6 +12,7 @@ subscription is followed by a read that checks the membership (`_replay`; at con
 `room_summaries`): a removal before that read leaves nothing subscribed, one after it
 arrives as an event and unsubscribes.
 """
+
 import asyncio
 import contextlib
 import functools
@@ -86,8 +87,9 @@ class ChatConsumer(Delivery):
         connections.add(self)
         slug = self.scope["url_route"]["kwargs"].get("slug")
         if slug is not None and not protocol.SLUG_RE.fullmatch(slug):  # nor a query for text the database refuses
-            return await self.close(protocol.CLOSE_NO_ROOM, "no such room: slugs are 1-50 lowercase letters, digits "
-                                                            "or hyphens")
+            return await self.close(
+                protocol.CLOSE_NO_ROOM, "no such room: slugs are 1-50 lowercase letters, digits or hyphens"
+            )
         # The user's group first: a removal committed after the memberships are read below
         # reaches this connection as `chat.unsubscribe`, handled once this is done.
         await self._join(events.user_group(self.user.pk))
@@ -96,17 +98,25 @@ class ChatConsumer(Delivery):
             room_ids = await db(self._open_session)(slug)
         except ChatError as exc:
             # Over the join budget is no refusal of the room: the client reconnects later and joins then.
-            code = {Gone: protocol.CLOSE_ARCHIVED, NotFound: protocol.CLOSE_NO_ROOM,
-                    RateLimited: protocol.CLOSE_TRY_AGAIN}.get(type(exc), protocol.CLOSE_FORBIDDEN)
+            code = {
+                Gone: protocol.CLOSE_ARCHIVED,
+                NotFound: protocol.CLOSE_NO_ROOM,
+                RateLimited: protocol.CLOSE_TRY_AGAIN,
+            }.get(type(exc), protocol.CLOSE_FORBIDDEN)
             return await self.close(code, exc.reason)
         rooms = await self._subscribe_all(room_ids)
         self.online = True
         if await presence.backend().connect(self.user.pk, self.channel_name):
             await self._announce_presence("online")
-        await self._send(protocol.hello(
-            user=user_data(self.user), rooms=rooms, connection_id=self.channel_name,
-            max_body=settings.CHAT_MAX_BODY, rate_per_10s=settings.CHAT_RATE_PER_10S,
-        ))
+        await self._send(
+            protocol.hello(
+                user=user_data(self.user),
+                rooms=rooms,
+                connection_id=self.channel_name,
+                max_body=settings.CHAT_MAX_BODY,
+                rate_per_10s=settings.CHAT_RATE_PER_10S,
+            )
+        )
         if slug is not None:
             self.bound_room = next((room_id for room_id, room_slug in room_ids if room_slug == slug), None)
             try:
@@ -166,7 +176,9 @@ class ChatConsumer(Delivery):
         if bytes_data is not None:
             text_data = bytes_data.decode("utf-8", "replace")
         if len(text_data) > settings.CHAT_MAX_FRAME_BYTES or len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
-            return await self.close(protocol.CLOSE_TOO_BIG, protocol.frame_too_big_reason(settings.CHAT_MAX_FRAME_BYTES))
+            return await self.close(
+                protocol.CLOSE_TOO_BIG, protocol.frame_too_big_reason(settings.CHAT_MAX_FRAME_BYTES)
+            )
         write = None
         try:
             frame = protocol.parse_client_frame(text_data)
@@ -174,10 +186,17 @@ class ChatConsumer(Delivery):
             frame = exc
         else:
             if frame.type == "message.send":
-                write = writer.submit(dict(
-                    user=self.user, slug=frame.get("room"), to=frame.get("to"), body=frame.get("body"),
-                    client_id=frame.get("client_id", ""), origin=self.channel_name),
-                    functools.partial(self._written, frame.ref, seq=self.received))
+                write = writer.submit(
+                    dict(
+                        user=self.user,
+                        slug=frame.get("room"),
+                        to=frame.get("to"),
+                        body=frame.get("body"),
+                        client_id=frame.get("client_id", ""),
+                        origin=self.channel_name,
+                    ),
+                    functools.partial(self._written, frame.ref, seq=self.received),
+                )
         await self.queue_frame(frame, write)
 
     async def answer(self, frame, write: asyncio.Future | None, received: float):
@@ -203,8 +222,9 @@ class ChatConsumer(Delivery):
             await self._send(protocol.error(exc.code, exc.detail, exc.ref))
         except INFRASTRUCTURE:
             logger.warning("frame failed: database or Redis unavailable", exc_info=True)
-            detail = translation.gettext("The server cannot reach its database or Redis right now; nothing was "
-                                         "changed: retry.")
+            detail = translation.gettext(
+                "The server cannot reach its database or Redis right now; nothing was changed: retry."
+            )
             await self._send(protocol.error(protocol.UNAVAILABLE, detail, ref, RETRY_AFTER_S))
         except ChatError as exc:
             await self._send(protocol.error(exc.code, exc.detail, ref, exc.retry_after))
@@ -229,13 +249,19 @@ class ChatConsumer(Delivery):
         await self._send(protocol.reply(protocol.room_left(room.slug, "left"), frame.ref))
 
     async def on_message_edit(self, frame):
-        message = await db(services.message_edit)(user=self.user, message_id=frame.get("id"), body=frame.get("body"),
-                                                  origin=self.channel_name, source="websocket")
+        message = await db(services.message_edit)(
+            user=self.user,
+            message_id=frame.get("id"),
+            body=frame.get("body"),
+            origin=self.channel_name,
+            source="websocket",
+        )
         await self._send(protocol.reply(protocol.message_updated(message_data(message)), frame.ref))
 
     async def on_message_delete(self, frame):
-        message = await db(services.message_delete)(user=self.user, message_id=frame.get("id"), origin=self.channel_name,
-                                                     source="websocket")
+        message = await db(services.message_delete)(
+            user=self.user, message_id=frame.get("id"), origin=self.channel_name, source="websocket"
+        )
         await self._send(protocol.reply(protocol.message_deleted(message.room.slug, message.pk), frame.ref))
 
     async def on_typing(self, frame):
@@ -245,13 +271,15 @@ class ChatConsumer(Delivery):
         if now - _last_typing.get(key, 0) < settings.CHAT_TYPING_INTERVAL_S:
             return
         _last_typing[key] = now
-        event = events.frame_event(protocol.typing(frame.get("room"), user_data(self.user)), room_id=room_id,
-                                   skip_user=self.user.pk)
+        event = events.frame_event(
+            protocol.typing(frame.get("room"), user_data(self.user)), room_id=room_id, skip_user=self.user.pk
+        )
         await events.send_async(events.room_group(room_id), event)
 
     async def on_read(self, frame):
-        membership = await db(services.read_mark)(user=self.user, slug=frame.get("room"),
-                                                  message_id=frame.get("message_id"), origin=self.channel_name)
+        membership = await db(services.read_mark)(
+            user=self.user, slug=frame.get("room"), message_id=frame.get("message_id"), origin=self.channel_name
+        )
         count = await db(selectors.unread_count)(membership)
         await self._send(protocol.reply(protocol.unread(frame.get("room"), count, membership.last_read_id), frame.ref))
 

@@ -43,6 +43,7 @@ upstream and the test that fails without it (drop the fix when that test passes 
    it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
    Test: test_security_export.py::test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read.
 """
+
 import asyncio
 import contextlib
 import json
@@ -63,6 +64,7 @@ SHUTDOWN_GRACE_S = 2.0  # time the consumers get to run `disconnect` (presence) 
 
 # Twisted's private state: read here only, and checked against real Twisted connections (test_daphne.py).
 
+
 def unsent_bytes(connection) -> int:
     """Bytes written to a Twisted TCP connection and not yet accepted by the kernel."""
     buffered = getattr(connection, "dataBuffer", b"")
@@ -73,9 +75,15 @@ def writes_straight_through(connection) -> bool:
     """Whether `connection` is a plain (not TLS) Twisted TCP connection, open, with nothing waiting
     in its buffer: a write to its socket now keeps the order of what was written."""
     tcp = sys.modules.get("twisted.internet.tcp")
-    return (tcp is not None and isinstance(connection, tcp.Connection) and not connection.TLS
-            and connection.connected and not connection.disconnecting and not connection._writeDisconnected
-            and not unsent_bytes(connection))
+    return (
+        tcp is not None
+        and isinstance(connection, tcp.Connection)
+        and not connection.TLS
+        and connection.connected
+        and not connection.disconnecting
+        and not connection._writeDisconnected
+        and not unsent_bytes(connection)
+    )
 
 
 def _writable(protocol) -> bool:
@@ -290,8 +298,9 @@ def _websocket_limits(factory_class, protocol_class) -> None:
 
     def set_protocol_options_with_ours(self, **options):
         limit = settings.CHAT_MAX_FRAME_BYTES
-        set_protocol_options(self, **{**options, "failByDrop": False,
-                                      "maxFramePayloadSize": limit, "maxMessagePayloadSize": limit})
+        set_protocol_options(
+            self, **{**options, "failByDrop": False, "maxFramePayloadSize": limit, "maxMessagePayloadSize": limit}
+        )
 
     def message_too_big(self, size, limit, reason):
         self._fail_connection(chat_protocol.CLOSE_TOO_BIG, chat_protocol.frame_too_big_reason(limit))
@@ -335,8 +344,12 @@ def _flow_controlled_responses(server_class, request_class) -> None:
 
     def handle_reply_with_flow(self, message):
         handle_reply(self, message)
-        if (message.get("type") == "http.response.start" and self.channel is not None and not self.finished
-                and self.producer is None):
+        if (
+            message.get("type") == "http.response.start"
+            and self.channel is not None
+            and not self.finished
+            and self.producer is None
+        ):
             self.chat_flow = _ResponseFlow()
             self.registerProducer(self.chat_flow, True)
             if self.channel._waitingForTransport:  # already full from an earlier response
@@ -370,8 +383,11 @@ def _flow_controlled_responses(server_class, request_class) -> None:
         try:
             await asyncio.wait_for(flow.writable.wait(), settings.CHAT_HTTP_SEND_TIMEOUT_S)
         except TimeoutError:
-            logger.warning("dropping an HTTP client that read nothing for %s s (%s)",
-                           settings.CHAT_HTTP_SEND_TIMEOUT_S, protocol.client_addr)
+            logger.warning(
+                "dropping an HTTP client that read nothing for %s s (%s)",
+                settings.CHAT_HTTP_SEND_TIMEOUT_S,
+                protocol.client_addr,
+            )
             flow.stopProducing()
             if protocol.channel is not None:
                 protocol.channel.transport.abortConnection()
@@ -425,9 +441,11 @@ def _refuse(request) -> None:
     request.chat_refused = True
     request.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the refusal
     limit = settings.CHAT_MAX_REQUEST_BYTES
-    body = json.dumps({"detail": f"Request bodies are limited to {limit} bytes: send less.",
-                       "code": chat_protocol.TOO_LARGE}).encode()
+    body = json.dumps(
+        {"detail": f"Request bodies are limited to {limit} bytes: send less.", "code": chat_protocol.TOO_LARGE}
+    ).encode()
     request.channel.transport.write(
         b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     request.channel.loseConnection()

@@ -8,6 +8,7 @@ allows it (`deliver`: no database access, thread hop or task switch), the others
 soon as the message is stored (`_written`) and sent in its place in the room and among the
 replies (`_acknowledge`, `after_answer`, `event_turn`), or after ACK_WAIT_S if its own event is lost.
 """
+
 import asyncio
 import contextlib
 import functools
@@ -85,7 +86,9 @@ class Delivery(Connection):
             try:
                 await self._catch_up(event["room_id"], event["message_id"], event.get("prev_id") or 0)
             except INFRASTRUCTURE:  # the gap cannot be read now: the client resumes it later
-                return await self.close(protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since")
+                return await self.close(
+                    protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since"
+                )
             if event.get("origin") == self.channel_name:
                 return await self._send_ack(event["message_id"])
         self.stream.mark(event)
@@ -123,12 +126,16 @@ class Delivery(Connection):
         """
         limit = settings.CHAT_REPLAY_LIMIT
         try:
-            messages, gap, last_id, members = await db(reads.replay_state)(self.user, slug, room_id, since, until, limit)
+            messages, gap, last_id, members = await db(reads.replay_state)(
+                self.user, slug, room_id, since, until, limit
+            )
         except ChatError:
             await self._unsubscribe(room_id)
             raise
         online = await presence.backend().online(members)
-        await self._send(protocol.reply(protocol.room_joined(slug, sorted(members[uid] for uid in online), last_id), ref))
+        await self._send(
+            protocol.reply(protocol.room_joined(slug, sorted(members[uid] for uid in online), last_id), ref)
+        )
         await self._send_messages(slug, messages, gap_after=since if gap else None)
         if until is None:
             hub().known(events.room_group(room_id), self.stream.replayed(room_id, last_id))
@@ -187,7 +194,9 @@ class Delivery(Connection):
                 await self._send_ack(message.pk)
             # else others' messages before it are still on their way here; the ack follows them
             return
-        ack = events.encode(protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref))
+        ack = events.encode(
+            protocol.reply(protocol.message_new(message_data(message), duplicate=not created), frame.ref)
+        )
         if not self.stream.subscribed(room_id):  # a new direct room: subscribe, nothing to replay before this
             await self._subscribe(room_id, message.room.slug)
             with contextlib.suppress(ChatError):  # removed since it was written: the ack is all it gets
@@ -248,12 +257,14 @@ class Delivery(Connection):
                 return
             if action == WAIT:  # the answer to its frame is not due yet: wait on
                 self.ack_timers[message_id] = asyncio.get_running_loop().call_later(
-                    ACK_WAIT_S, self._ack_overdue, message_id)
+                    ACK_WAIT_S, self._ack_overdue, message_id
+                )
                 return
             if action == CATCH_UP:
                 try:
                     await self._catch_up(self.stream.acks[message_id][0], message_id, message_id)
                 except INFRASTRUCTURE:
-                    return await self.close(protocol.CLOSE_SERVICE_RESTART,
-                                            "service restart: reconnect and resume with since")
+                    return await self.close(
+                        protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since"
+                    )
             await self._send_ack(message_id)

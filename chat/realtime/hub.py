@@ -8,6 +8,7 @@ one queue. And the frame is encoded and framed once per process: under daphne ea
 writes the same prepared WebSocket frame to its socket (`ChatConsumer.deliver`) without a
 task switch per recipient.
 """
+
 import asyncio
 import logging
 import time

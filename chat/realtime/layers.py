@@ -1,4 +1,5 @@
 """The channel layer of a single process without Redis (the embedded defaults)."""
+
 import asyncio
 import time
 

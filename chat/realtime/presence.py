@@ -12,6 +12,7 @@ process's users are therefore announced offline within 4 beats.
 processes never both announce the same transition. Without Redis, a dict in this process
 holds the same (the in-memory channel layer cannot span processes anyway).
 """
+
 import asyncio
 import logging
 import time
@@ -107,8 +108,9 @@ class RedisPresence:
         if self.local.pop(conn_id, None) is None:
             return False
         client = broker.async_client()
-        last = await self._leave(client)(keys=[presence_key(user_id), users_key()],
-                                         args=[conn_id, time.time(), str(user_id)])
+        last = await self._leave(client)(
+            keys=[presence_key(user_id), users_key()], args=[conn_id, time.time(), str(user_id)]
+        )
         return bool(last)
 
     async def count(self, user_id: int) -> int:

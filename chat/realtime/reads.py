@@ -1,5 +1,6 @@
 """What the delivery core reads from the database, each on the database thread: a joining
 connection's replay, the messages a connection missed, and the ones the hub holds events for."""
+
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _

@@ -27,6 +27,7 @@ Delivery without gap or duplicate, in id order, per room:
 - `floors[room]` is the mark when the room was subscribed: a later `join since` on the same
   connection replays only up to the floor, since everything above came live.
 """
+
 from django.utils.translation import gettext_lazy as _
 
 from chat.errors import Forbidden
@@ -114,8 +115,11 @@ class RoomStream:
             if event.get("message_id") is not None:  # `mark`, inline: this runs for every delivery
                 self.marks[event["room_id"]] = event["message_id"]
         elif action == CATCH_UP:
-            if event.get("origin") != self.origin or (event.get("prev_id") or 0) > self.marks[event["room_id"]] \
-                    or not self.ack_due(event["message_id"]):
+            if (
+                event.get("origin") != self.origin
+                or (event.get("prev_id") or 0) > self.marks[event["room_id"]]
+                or not self.ack_due(event["message_id"])
+            ):
                 return WAIT
             self.mark(event)
             return ACK

@@ -7,6 +7,7 @@ its connections a `Transport` whose `direct` is true: the hub's fan-out then wri
 framed once for every recipient (`Frame`), straight to each socket (`ChatConsumer.deliver`).
 The server's module registers itself (`use`); only chat/realtime/daphne.py knows a server.
 """
+
 import contextlib
 
 

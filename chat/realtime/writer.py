@@ -4,6 +4,7 @@ While one batch is on the database thread, the sends that arrive meanwhile gathe
 as one `services.message_send_batch` call: one room lock, insert and commit per room for all of
 them. An idle server writes each send at once, alone.
 """
+
 import asyncio
 import weakref
 from collections.abc import Callable
@@ -33,7 +34,7 @@ class _Sends:
                 batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
 
                 def settle(results):
-                    for (_, future, written), result in zip(batch, results):
+                    for (_, future, written), result in zip(batch, results):  # noqa: B023 (called before the loop moves on)
                         if not future.done():  # its connection may have gone
                             try:
                                 written(result)

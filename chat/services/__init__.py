@@ -6,19 +6,50 @@ is a transaction of its own) and publishes its events through `chat.events.publi
 them after commit. REST views, the WebSocket consumer, the admin and management
 commands all call these functions, as `services.<name>`; none of them writes models directly.
 """
+
 from .accounts import password_change, sign_ins_end, user_register
 from .batch import message_send_batch
 from .members import member_invite, member_remove, room_join, room_leave
 from .messages import message_delete, message_edit, message_restore, message_send, read_mark
-from .moderation import (audit, member_ban, member_mute, member_unban, member_unmute, message_report, report_resolve,
-                         user_deactivate)
+from .moderation import (
+    audit,
+    member_ban,
+    member_mute,
+    member_unban,
+    member_unmute,
+    message_report,
+    report_resolve,
+    user_deactivate,
+)
 from .notices import NOTICE_LEVELS, notice_send
 from .rooms import direct_room, room_archive, room_create, room_update
 
 __all__ = [
-    "NOTICE_LEVELS", "audit", "direct_room", "member_ban", "member_invite", "member_mute", "member_remove",
-    "member_unban", "member_unmute", "message_delete", "message_edit", "message_report", "message_restore",
-    "message_send", "message_send_batch", "notice_send", "password_change", "read_mark", "report_resolve",
-    "room_archive", "room_create", "room_join", "room_leave", "room_update", "sign_ins_end", "user_deactivate",
+    "NOTICE_LEVELS",
+    "audit",
+    "direct_room",
+    "member_ban",
+    "member_invite",
+    "member_mute",
+    "member_remove",
+    "member_unban",
+    "member_unmute",
+    "message_delete",
+    "message_edit",
+    "message_report",
+    "message_restore",
+    "message_send",
+    "message_send_batch",
+    "notice_send",
+    "password_change",
+    "read_mark",
+    "report_resolve",
+    "room_archive",
+    "room_create",
+    "room_join",
+    "room_leave",
+    "room_update",
+    "sign_ins_end",
+    "user_deactivate",
     "user_register",
 ]

@@ -1,5 +1,6 @@
 """What several service modules share: the audit log, write budgets, the moderation and write
 permissions, the text checks, and the events that (un)subscribe a user's connections."""
+
 import math
 import re
 
@@ -31,12 +32,28 @@ def member_event(frame_builder, room: Room, user) -> None:
     events.publish(events.room_group(room.pk), events.frame_event(frame, room_id=room.pk))
 
 
-def audit(*, actor, action: str, source: str, room: Room | None = None, target_user=None,
-          target_message: Message | None = None, reason: str = "", **detail) -> ModerationAction:
+def audit(
+    *,
+    actor,
+    action: str,
+    source: str,
+    room: Room | None = None,
+    target_user=None,
+    target_message: Message | None = None,
+    reason: str = "",
+    **detail,
+) -> ModerationAction:
     """Record a moderation step in the audit log. Call inside the service's transaction."""
-    return ModerationAction.objects.create(actor=actor, action=action, source=source, room=room,
-                                           target_user=target_user, target_message=target_message,
-                                           reason=reason, detail=detail)
+    return ModerationAction.objects.create(
+        actor=actor,
+        action=action,
+        source=source,
+        room=room,
+        target_user=target_user,
+        target_message=target_message,
+        reason=reason,
+        detail=detail,
+    )
 
 
 def budget(action: str, user, source: str = "") -> None:
@@ -60,8 +77,11 @@ def require_may_moderate(actor, actor_membership, target, target_membership) -> 
     if target.is_staff and not actor.is_staff:
         raise Forbidden(_("Staff cannot be moderated by room owners or moderators."))
     is_owner = actor_membership is not None and actor_membership.role == Membership.Role.OWNER
-    if not (actor.is_staff or is_owner) and target_membership is not None \
-            and target_membership.role != Membership.Role.MEMBER:
+    if (
+        not (actor.is_staff or is_owner)
+        and target_membership is not None
+        and target_membership.role != Membership.Role.MEMBER
+    ):
         raise Forbidden(_("Moderators can act on members only."))
 
 
@@ -74,8 +94,12 @@ def require_writable(user, room: Room, membership: Membership | None) -> None:
     now = timezone.now()
     if membership is not None and membership.is_muted(now):
         left = math.ceil((membership.muted_until - now).total_seconds())
-        raise Muted(_("You are muted in '%(slug)s' for %(seconds)s more seconds."), slug=room.slug, seconds=left,
-                    retry_after=left)
+        raise Muted(
+            _("You are muted in '%(slug)s' for %(seconds)s more seconds."),
+            slug=room.slug,
+            seconds=left,
+            retry_after=left,
+        )
 
 
 def storable(field: str, text: str) -> str:
@@ -91,6 +115,7 @@ def clean_body(body) -> str:
     if not isinstance(body, str) or not body.strip():
         raise Invalid(_("body: must be a non-empty string."))
     if len(body) > settings.CHAT_MAX_BODY:
-        raise TooLarge(_("body: %(length)s characters; the limit is %(limit)s."), length=len(body),
-                       limit=settings.CHAT_MAX_BODY)
+        raise TooLarge(
+            _("body: %(length)s characters; the limit is %(limit)s."), length=len(body), limit=settings.CHAT_MAX_BODY
+        )
     return storable("body", body)

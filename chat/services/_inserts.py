@@ -1,13 +1,15 @@
 """The one path that inserts messages: the rooms locked, the ids drawn in commit order, and
 `message.new` published on commit for each, naming the message before it."""
+
 from django.db import connection
 
 from .. import events, sql
 from ..models import Message, Room
 
 
-def insert_message(*, room: Room, author, body: str, kind: str = Message.Kind.USER, client_id: str = "",
-                   origin: str | None = None) -> Message:
+def insert_message(
+    *, room: Room, author, body: str, kind: str = Message.Kind.USER, client_id: str = "", origin: str | None = None
+) -> Message:
     """Insert one message; see `insert_messages`. Call inside `transaction.atomic`."""
     draft = Message(room=room, author=author, body=body, kind=kind, client_id=client_id)
     return insert_messages(room, [(draft, origin)])[0]

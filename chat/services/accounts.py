@@ -1,4 +1,5 @@
 """Accounts: registration, password changes, and ending a user's other sign-ins."""
+
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
@@ -41,7 +42,7 @@ def password_change(*, user, old_password, new_password, keep_session: str | Non
     try:
         password_validation.validate_password(new_password, user)
     except ValidationError as exc:
-        raise Invalid(_("new_password: %(problem)s"), problem=' '.join(exc.messages)) from None
+        raise Invalid(_("new_password: %(problem)s"), problem=" ".join(exc.messages)) from None
     with transaction.atomic():
         user.set_password(new_password)
         user.save(update_fields=["password"])
@@ -53,10 +54,15 @@ def sign_ins_end(*, user, keep_session: str | None = None) -> None:
     """After the user's password changed: blacklist their refresh tokens and close their sockets
     with 4401, except those of the session marked `keep_session` (`auth.session_mark`)."""
     with transaction.atomic():
-        outstanding = OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(),
-                                                      blacklistedtoken__isnull=True)
-        BlacklistedToken.objects.bulk_create([BlacklistedToken(token=token) for token in outstanding],
-                                             ignore_conflicts=True)
-        events.publish(events.user_group(user.pk), events.close_event(
-            protocol.CLOSE_UNAUTHENTICATED, "password changed: sign in again", keep_session=keep_session))
-
+        outstanding = OutstandingToken.objects.filter(
+            user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+        )
+        BlacklistedToken.objects.bulk_create(
+            [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
+        )
+        events.publish(
+            events.user_group(user.pk),
+            events.close_event(
+                protocol.CLOSE_UNAUTHENTICATED, "password changed: sign in again", keep_session=keep_session
+            ),
+        )

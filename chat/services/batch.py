@@ -1,5 +1,6 @@
 """`message_send_batch`: the checks of `message_send` made for a whole batch at once, and its
 write (one round trip on PostgreSQL), with each refused send failing alone."""
+
 import contextlib
 import functools
 import logging
@@ -39,7 +40,9 @@ def _originals_from(rows: list[tuple], wanted: set[tuple[int, str]]) -> dict[tup
     found = [pk for pk, author_id, client_id in rows if (author_id, client_id) in wanted]
     if not found:
         return {}
-    return {(m.author_id, m.client_id): m for m in Message.objects.select_related("room", "author").filter(pk__in=found)}
+    return {
+        (m.author_id, m.client_id): m for m in Message.objects.select_related("room", "author").filter(pk__in=found)
+    }
 
 
 def message_send_batch(requests: list[dict]) -> list[tuple[Message, bool] | Exception]:
@@ -91,8 +94,9 @@ def _write_rooms(rooms: list[tuple[Room, list["_Send"]]], results: list) -> None
     alone = connection.vendor == "postgresql" and connection.get_autocommit()  # False in a transaction
     one_transaction = contextlib.nullcontext() if alone else transaction.atomic()
     with one_transaction:
-        written = insert_rooms_messages([(room, [(send.draft(), send.origin) for send in sends])
-                                          for room, sends in rooms])
+        written = insert_rooms_messages(
+            [(room, [(send.draft(), send.origin) for send in sends]) for room, sends in rooms]
+        )
     for (_room, sends), messages in zip(rooms, written):
         for send, message in zip(sends, messages):
             results[send.index] = (message, True)
@@ -147,8 +151,13 @@ def _check_sends(requests: list[dict], results: list) -> list[_Send]:
         except TypeError as exc:  # a misnamed keyword
             results[index] = exc
     read = {}  # what `_find_originals` reads for `_check_rooms`
-    for check in (_each(_check_options), functools.partial(_find_originals, read), _each(_check_body_and_target),
-                  functools.partial(_check_rooms, read), _check_rates):
+    for check in (
+        _each(_check_options),
+        functools.partial(_find_originals, read),
+        _each(_check_body_and_target),
+        functools.partial(_check_rooms, read),
+        _check_rates,
+    ):
         try:
             outcomes = check(sends)
         except INFRASTRUCTURE as exc:  # the database or Redis failed: every send still being checked
@@ -234,8 +243,15 @@ def _answer_resends(read: dict, found: list[tuple[_Send, Message]]) -> list[tupl
     answers = []
     for (send, original), access in zip(found, _member_rooms(read, pairs)):
         if isinstance(access, Exception):
-            answers.append(Forbidden(_("client_id: '%(client_id)s' was used in a room you may no longer write to; "
-                                       "send with a new client_id."), client_id=send.client_id))
+            answers.append(
+                Forbidden(
+                    _(
+                        "client_id: '%(client_id)s' was used in a room you may no longer write to; "
+                        "send with a new client_id."
+                    ),
+                    client_id=send.client_id,
+                )
+            )
         else:
             answers.append(_refusal(require_writable, send.user, *access) or (original, False))
     return answers
@@ -294,5 +310,3 @@ def _refused_by_database(exc: Exception) -> Exception:
         return exc
     logger.warning("the database refused a message that passed the checks: %s: %.200s", type(exc).__name__, exc)
     return Invalid(_("The database could not store this message: check its text and fields, then send it again."))
-
-

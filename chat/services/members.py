@@ -1,4 +1,5 @@
 """Members: join, leave, invite and remove, and when a join or leave gets its history line."""
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -96,8 +97,9 @@ def member_invite(*, actor, slug: str, username: str, role: str = Membership.Rol
         membership, created = Membership.objects.get_or_create(room=room, user=target, defaults={"role": role})
         if not created:
             if membership.is_banned():
-                raise Forbidden(_("'%(username)s' is banned from '%(slug)s': lift the ban first."), username=username,
-                                slug=slug)
+                raise Forbidden(
+                    _("'%(username)s' is banned from '%(slug)s': lift the ban first."), username=username, slug=slug
+                )
             if membership.banned:
                 membership.banned, membership.banned_until, membership.ban_reason = False, None, ""
                 created = True
@@ -110,8 +112,9 @@ def member_invite(*, actor, slug: str, username: str, role: str = Membership.Rol
         budget("invite", actor)  # in the transaction, which it rolls back: only a change is counted
         if created:
             limits.set_flag(_left_key(room, target), None)  # the history says "added": a leave is news again
-            insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
-                            body=f"{actor.username} added {target.username}")
+            insert_message(
+                room=room, author=actor, kind=Message.Kind.SYSTEM, body=f"{actor.username} added {target.username}"
+            )
             member_event(protocol.member_joined, room, target)
             subscribe(target.pk, room, since=0)
     return membership
@@ -125,8 +128,12 @@ def member_remove(*, actor, slug: str, username: str, source: str = "rest") -> N
     room, actor_membership = room_for_user(actor, slug)
     require_moderator(actor, room, actor_membership)
     # Banned rows are excluded: deleting one would lift the ban.
-    membership = (Membership.objects.select_related("user").filter(room=room, user__username=username)
-                  .filter(active_membership_q()).first())
+    membership = (
+        Membership.objects.select_related("user")
+        .filter(room=room, user__username=username)
+        .filter(active_membership_q())
+        .first()
+    )
     if membership is None:
         raise NotFound(_("'%(username)s' is not a member of '%(slug)s'."), username=username, slug=slug)
     require_may_moderate(actor, actor_membership, membership.user, membership)
@@ -134,9 +141,11 @@ def member_remove(*, actor, slug: str, username: str, source: str = "rest") -> N
         membership.delete()
         limits.set_flag(_left_key(room, membership.user), None)  # the history says "removed": a join is news again
         audit(actor=actor, action="kick", source=source, room=room, target_user=membership.user)
-        insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM,
-                        body=f"{actor.username} removed {membership.user.username}")
+        insert_message(
+            room=room,
+            author=actor,
+            kind=Message.Kind.SYSTEM,
+            body=f"{actor.username} removed {membership.user.username}",
+        )
         member_event(protocol.member_left, room, membership.user)
         unsubscribe(membership.user_id, room, reason="kicked")
-
-

@@ -1,5 +1,6 @@
 """Messages: send (one at a time; the batch pipeline is `batch`), edit, delete and restore, and
 read markers."""
+
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -13,23 +14,34 @@ from ._common import audit, budget, clean_body, require_may_moderate, require_wr
 from .batch import message_send_batch
 
 
-def message_send(*, user, slug: str | None = None, to: str | None = None, body, client_id: str = "",
-                 kind: str = Message.Kind.USER, origin: str | None = None) -> tuple[Message, bool]:
+def message_send(
+    *,
+    user,
+    slug: str | None = None,
+    to: str | None = None,
+    body,
+    client_id: str = "",
+    kind: str = Message.Kind.USER,
+    origin: str | None = None,
+) -> tuple[Message, bool]:
     """Persist a message in room `slug` (or the direct room with user `to`), then publish it.
 
     Returns (message, created). A `client_id` the author already used creates nothing and
     returns the original, so a client may resend after a lost acknowledgement.
     `origin` names the connection that sent it, which acknowledges it itself.
     """
-    result = message_send_batch([dict(user=user, slug=slug, to=to, body=body, client_id=client_id, kind=kind,
-                                      origin=origin)])[0]
+    result = message_send_batch(
+        [dict(user=user, slug=slug, to=to, body=body, client_id=client_id, kind=kind, origin=origin)]
+    )[0]
     if isinstance(result, Exception):
         raise result
     return result
 
 
-ONLY_AUTHOR_OR_MODERATOR = {"edit": _("Only the author or a moderator can edit this message."),
-                            "delete": _("Only the author or a moderator can delete this message.")}
+ONLY_AUTHOR_OR_MODERATOR = {
+    "edit": _("Only the author or a moderator can edit this message."),
+    "delete": _("Only the author or a moderator can delete this message."),
+}
 
 
 def _require_author_or_moderator(user, message: Message, what: str) -> None:
@@ -59,10 +71,20 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
         message.body, message.edited_at = body, timezone.now()
         message.save(update_fields=["body", "edited_at"])
         if message.author_id != user.pk:  # the original text survives in the audit log
-            audit(actor=user, action="edit_message", source=source, room=message.room, target_user=message.author,
-                  target_message=message, before=before, after=body)
+            audit(
+                actor=user,
+                action="edit_message",
+                source=source,
+                room=message.room,
+                target_user=message.author,
+                target_message=message,
+                before=before,
+                after=body,
+            )
         frame = protocol.message_updated(message_data(message))
-        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
+        events.publish(
+            events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin)
+        )
     return message
 
 
@@ -77,10 +99,18 @@ def message_delete(*, user, message_id: int, origin: str | None = None, source: 
         message.deleted = True
         message.save(update_fields=["deleted"])
         if message.author_id != user.pk:  # authors deleting their own words is not moderation
-            audit(actor=user, action="delete_message", source=source, room=message.room,
-                  target_user=message.author, target_message=message)
+            audit(
+                actor=user,
+                action="delete_message",
+                source=source,
+                room=message.room,
+                target_user=message.author,
+                target_message=message,
+            )
         frame = protocol.message_deleted(message.room.slug, message.pk)
-        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin))
+        events.publish(
+            events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin)
+        )
     return message
 
 
@@ -95,8 +125,14 @@ def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
     with transaction.atomic():
         message.deleted = False
         message.save(update_fields=["deleted"])
-        audit(actor=user, action="restore_message", source=source, room=message.room, target_user=message.author,
-              target_message=message)
+        audit(
+            actor=user,
+            action="restore_message",
+            source=source,
+            room=message.room,
+            target_user=message.author,
+            target_message=message,
+        )
         frame = protocol.message_updated(message_data(message))
         events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id))
     return message
@@ -117,5 +153,3 @@ def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) ->
         frame = protocol.unread(room.slug, unread_count(membership), membership.last_read_id)
         events.publish(events.user_group(user.pk), events.frame_event(frame, room_id=room.pk, origin=origin))
     return membership
-
-

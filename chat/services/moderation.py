@@ -1,5 +1,6 @@
 """Moderation: bans and mutes, deactivating accounts, reports and their resolution; every
 step goes into the audit log (`audit`)."""
+
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
@@ -15,8 +16,16 @@ from ..serializers import timestamp
 from ._common import audit, budget, member_event, require_may_moderate, require_moderator, storable, unsubscribe
 from .messages import message_delete
 
-__all__ = ["audit", "member_ban", "member_mute", "member_unban", "member_unmute", "message_report", "report_resolve",
-           "user_deactivate"]
+__all__ = [
+    "audit",
+    "member_ban",
+    "member_mute",
+    "member_unban",
+    "member_unmute",
+    "message_report",
+    "report_resolve",
+    "user_deactivate",
+]
 
 User = get_user_model()
 
@@ -32,14 +41,18 @@ def _moderation_target(actor, slug: str, username: str) -> tuple[Room, "User", M
     return room, target, membership
 
 
-def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: int | None = None,
-               source: str = "rest") -> Membership:
+def member_ban(
+    *, actor, slug: str, username: str, reason: str = "", minutes: int | None = None, source: str = "rest"
+) -> Membership:
     """Ban a user from a room (until lifted, or for `minutes`): their connections leave it at once
     (`room.left` reason `banned`; a `/ws/chat/<slug>/` connection is closed 4403)."""
-    if minutes is not None and (not isinstance(minutes, int) or isinstance(minutes, bool)
-                                or not 1 <= minutes <= Membership.MAX_BAN_MINUTES):
-        raise Invalid(_("minutes: a whole number from 1 to %(max)s (ten years), or nothing for a ban until lifted."),
-                      max=Membership.MAX_BAN_MINUTES)
+    if minutes is not None and (
+        not isinstance(minutes, int) or isinstance(minutes, bool) or not 1 <= minutes <= Membership.MAX_BAN_MINUTES
+    ):
+        raise Invalid(
+            _("minutes: a whole number from 1 to %(max)s (ten years), or nothing for a ban until lifted."),
+            max=Membership.MAX_BAN_MINUTES,
+        )
     if len(reason) > 300:
         raise Invalid(_("reason: at most 300 characters."))
     storable("reason", reason)
@@ -50,7 +63,8 @@ def member_ban(*, actor, slug: str, username: str, reason: str = "", minutes: in
     until = timezone.now() + timedelta(minutes=minutes) if minutes else None
     with transaction.atomic():
         membership, _created = Membership.objects.update_or_create(
-            room=room, user=target, defaults={"banned": True, "banned_until": until, "ban_reason": reason})
+            room=room, user=target, defaults={"banned": True, "banned_until": until, "ban_reason": reason}
+        )
         audit(actor=actor, action="ban", source=source, room=room, target_user=target, reason=reason, minutes=minutes)
         if was_member:
             member_event(protocol.member_left, room, target)
@@ -116,7 +130,9 @@ def user_deactivate(*, actor, username: str, source: str = "admin") -> "User":
         target.is_active = False
         target.save(update_fields=["is_active"])
         audit(actor=actor, action="deactivate", source=source, target_user=target)
-        events.publish(events.user_group(target.pk), events.close_event(protocol.CLOSE_FORBIDDEN, "account deactivated"))
+        events.publish(
+            events.user_group(target.pk), events.close_event(protocol.CLOSE_FORBIDDEN, "account deactivated")
+        )
     return target
 
 
@@ -142,8 +158,15 @@ def message_report(*, user, message_id: int, reason) -> Report:
         raise Invalid(_("You have already reported this message.")) from None
 
 
-def report_resolve(*, actor, report_id: int, resolution: str = "", delete_message: bool = False,
-                   ban_author: bool = False, source: str = "admin") -> Report:
+def report_resolve(
+    *,
+    actor,
+    report_id: int,
+    resolution: str = "",
+    delete_message: bool = False,
+    ban_author: bool = False,
+    source: str = "admin",
+) -> Report:
     """Close a report (staff or the room's owner and moderators), optionally deleting the message
     and banning its author from the room."""
     report = Report.objects.select_related("message__room", "message__author").filter(pk=report_id).first()
@@ -159,13 +182,25 @@ def report_resolve(*, actor, report_id: int, resolution: str = "", delete_messag
         if delete_message:
             message_delete(user=actor, message_id=report.message_id, source=source)
         if ban_author and report.message.author is not None:
-            member_ban(actor=actor, slug=room.slug, username=report.message.author.username,
-                       reason=resolution or report.reason, source=source)
+            member_ban(
+                actor=actor,
+                slug=room.slug,
+                username=report.message.author.username,
+                reason=resolution or report.reason,
+                source=source,
+            )
         report.resolved_at, report.resolved_by, report.resolution = timezone.now(), actor, resolution
         report.save(update_fields=["resolved_at", "resolved_by", "resolution"])
-        audit(actor=actor, action="report_resolve", source=source, room=room, target_user=report.message.author,
-              target_message=report.message, reason=resolution, report_id=report.pk, deleted_message=delete_message,
-              banned_author=ban_author)
+        audit(
+            actor=actor,
+            action="report_resolve",
+            source=source,
+            room=room,
+            target_user=report.message.author,
+            target_message=report.message,
+            reason=resolution,
+            report_id=report.pk,
+            deleted_message=delete_message,
+            banned_author=ban_author,
+        )
     return report
-
-

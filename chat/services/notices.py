@@ -1,4 +1,5 @@
 """Staff notices: a `notice` frame to every connection, or to a room's; nothing is stored."""
+
 import logging
 
 from django.conf import settings
@@ -26,11 +27,12 @@ def notice_send(*, text: str, level: str = "info", room: str | None = None, acto
     if not isinstance(text, str) or not text.strip():
         raise Invalid(_("text: must be a non-empty string."))
     if len(text) > settings.CHAT_MAX_BODY:
-        raise Invalid(_("text: %(length)s characters; the limit is %(limit)s."), length=len(text),
-                      limit=settings.CHAT_MAX_BODY)
+        raise Invalid(
+            _("text: %(length)s characters; the limit is %(limit)s."), length=len(text), limit=settings.CHAT_MAX_BODY
+        )
     storable("text", text)  # every connection encodes it
     if level not in NOTICE_LEVELS:
-        raise Invalid(_("level: use %(levels)s."), levels=' or '.join(map(repr, NOTICE_LEVELS)))
+        raise Invalid(_("level: use %(levels)s."), levels=" or ".join(map(repr, NOTICE_LEVELS)))
     if room is None:
         frame, group, room_id = protocol.notice(level, text), events.everyone_group(), None
     else:

@@ -1,4 +1,5 @@
 """Rooms: create, update (name, topic, lock), archive, and the direct room of two users."""
+
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
@@ -15,8 +16,9 @@ User = get_user_model()
 
 
 def _room_frame(room: Room) -> dict:
-    return protocol.room_updated(room=room.slug, name=room.name, topic=room.topic, locked=room.locked,
-                                 archived=room.archived)
+    return protocol.room_updated(
+        room=room.slug, name=room.name, topic=room.topic, locked=room.locked, archived=room.archived
+    )
 
 
 def _clean_name(name) -> str:
@@ -34,15 +36,17 @@ def _clean_topic(topic) -> str:
     return storable("topic", topic)
 
 
-def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "",
-                source: str = "rest") -> Room:
+def room_create(
+    *, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC, topic: str = "", source: str = "rest"
+) -> Room:
     """Create a public or private room; the creator becomes its owner."""
     if kind not in (Room.Kind.PUBLIC, Room.Kind.PRIVATE):
         raise Invalid(_("kind: use 'public' or 'private'; direct rooms are created by sending to a user."))
     name, topic = _clean_name(name), _clean_topic(topic)
     if not slug and not (slug := slugify(name).replace("_", "-")[:50].strip("-")):
-        raise Invalid(_("slug: could not derive one from the name; give a slug of lowercase letters, digits and "
-                        "hyphens."))
+        raise Invalid(
+            _("slug: could not derive one from the name; give a slug of lowercase letters, digits and hyphens.")
+        )
     if not protocol.SLUG_RE.fullmatch(slug):
         raise Invalid(_("slug: use 1-50 lowercase letters, digits or hyphens."))
     if DIRECT_SLUG_RE.fullmatch(slug):
@@ -61,8 +65,15 @@ def room_create(*, user, name: str, slug: str = "", kind: str = Room.Kind.PUBLIC
     return room
 
 
-def room_update(*, user, slug: str, name: str | None = None, topic: str | None = None,
-                locked: bool | None = None, source: str = "rest") -> Room:
+def room_update(
+    *,
+    user,
+    slug: str,
+    name: str | None = None,
+    topic: str | None = None,
+    locked: bool | None = None,
+    source: str = "rest",
+) -> Room:
     room, membership = room_for_user(user, slug)
     require_moderator(user, room, membership)
     name = None if name is None else _clean_name(name)
@@ -81,8 +92,12 @@ def room_update(*, user, slug: str, name: str | None = None, topic: str | None =
         room.save(update_fields=["name", "topic", "locked"])
         if topic_changed:
             audit(actor=user, action="topic", source=source, room=room, topic=topic)
-            insert_message(room=room, author=user, kind=Message.Kind.SYSTEM,
-                            body=f"{user.username} set the topic: {topic}" if topic else f"{user.username} cleared the topic")
+            insert_message(
+                room=room,
+                author=user,
+                kind=Message.Kind.SYSTEM,
+                body=f"{user.username} set the topic: {topic}" if topic else f"{user.username} cleared the topic",
+            )
         events.publish(events.room_group(room.pk), events.frame_event(_room_frame(room), room_id=room.pk))
     return room
 
@@ -122,5 +137,3 @@ def direct_room(*, user, username: str) -> Room:
     except IntegrityError:  # created concurrently
         room = Room.objects.get(slug=slug)
     return room
-
-

@@ -5,6 +5,7 @@ On SIGUSR1 the server runs a full garbage collection and writes to that file how
 it found in reference cycles since the previous signal (kept for the count, then dropped), and
 the most common kinds. The first signal starts the count.
 """
+
 import collections
 import gc
 import os

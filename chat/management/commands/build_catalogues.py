@@ -4,6 +4,7 @@ The .mo files are build output, never committed: `make run`, `make test` and `ma
 this first. With GNU gettext's `msgfmt` installed it is Django's `compilemessages` (which checks
 the placeholders); without it, polib writes the same files, so a fresh machine needs only Python.
 """
+
 import shutil
 from pathlib import Path
 
@@ -27,8 +28,10 @@ def compile_with_polib(po_path: Path, mo_path: Path) -> None:
 
 
 class Command(ChatCommand):
-    help = gettext_lazy("Compile the translation catalogues (.po) to .mo files: with GNU msgfmt when it is "
-                        "installed, else in Python (polib).")
+    help = gettext_lazy(
+        "Compile the translation catalogues (.po) to .mo files: with GNU msgfmt when it is "
+        "installed, else in Python (polib)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--python", action="store_true", help=_("Use polib even if msgfmt is installed."))
@@ -36,8 +39,12 @@ class Command(ChatCommand):
     def handle(self, *args, python=False, verbosity=1, **options):
         if shutil.which("msgfmt") and not python:
             locales = sorted({po_path.parent.parent.name for po_path in catalogues()})
-            call_command("compilemessages", verbosity=verbosity, locale=locales,
-                         ignore_patterns=[".venv", "staticfiles", "tests", "bench"])
+            call_command(
+                "compilemessages",
+                verbosity=verbosity,
+                locale=locales,
+                ignore_patterns=[".venv", "staticfiles", "tests", "bench"],
+            )
             return
         for po_path in catalogues():
             compile_with_polib(po_path, po_path.with_suffix(".mo"))

@@ -4,6 +4,7 @@ Writes to stdout or `--output`; shows progress on stderr only when stderr is a t
 piped or redirected runs print nothing but the export. Archived rooms can be exported too:
 the command line is for operators, who need the archive most.
 """
+
 import sys
 
 from django.core.management.base import CommandError
@@ -29,8 +30,9 @@ class Command(ChatCommand):
     def handle(self, *args, **options):
         room = Room.objects.filter(slug=options["room"]).first()
         if room is None:
-            raise CommandError(_("No room '%(slug)s': check the slug (the room's URL ends with it).")
-                               % {"slug": options["room"]})
+            raise CommandError(
+                _("No room '%(slug)s': check the slug (the room's URL ends with it).") % {"slug": options["room"]}
+            )
         since, until = options["since"], options["until"]
         progress = self._progress(room, since, until)
         try:
@@ -69,8 +71,11 @@ class Command(ChatCommand):
             if count == shown:
                 return
             shown = count
-            sys.stderr.write("\r" + _("%(count)s/%(total)s messages (%(percent)s%%)")
-                             % {"count": count, "total": total, "percent": 100 * count // max(total, 1)})
+            sys.stderr.write(
+                "\r"
+                + _("%(count)s/%(total)s messages (%(percent)s%%)")
+                % {"count": count, "total": total, "percent": 100 * count // max(total, 1)}
+            )
             sys.stderr.flush()
 
         return show

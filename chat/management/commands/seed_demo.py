@@ -4,6 +4,7 @@ Idempotent: users, rooms and memberships are created once, and messages carry fi
 `client_id`s, so the services return the originals on a second run instead of duplicating.
 Rooms, memberships and messages go through `chat.services`, like every other writer.
 """
+
 from django.contrib.auth import get_user_model, password_validation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -35,8 +36,9 @@ MESSAGES = [
 
 
 class Command(ChatCommand):
-    help = gettext_lazy("Create demo users (alice, bob, carol, admin), rooms (general, random, team) and a few "
-                        "messages.")
+    help = gettext_lazy(
+        "Create demo users (alice, bob, carol, admin), rooms (general, random, team) and a few messages."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--url", default="http://127.0.0.1:8000/", help="where the server will listen, to print")
@@ -47,21 +49,27 @@ class Command(ChatCommand):
         for slug, (name, kind, topic, owner, members) in ROOMS.items():
             self._try(slug, self._room, slug, name, kind, topic, users[owner], [users[m] for m in members])
         for index, (slug, author, body) in enumerate(MESSAGES):
-            self._try(slug, services.message_send, user=users[author], slug=slug, body=body,
-                      client_id=f"seed-demo-{index}")
+            self._try(
+                slug, services.message_send, user=users[author], slug=slug, body=body, client_id=f"seed-demo-{index}"
+            )
         self.stdout.write(self.style.SUCCESS(_("Demo data is ready.")))
-        self.stdout.write(_("Users: %(users)s and %(admin)s (staff); password for all: %(password)s")
-                          % {"users": ", ".join(USERS), "admin": ADMIN, "password": PASSWORD})
-        self.stdout.write(_("Start the server (`make run`, or `daphne chatproject.asgi:application`) "
-                            "and open %(url)s") % {"url": options["url"]})
+        self.stdout.write(
+            _("Users: %(users)s and %(admin)s (staff); password for all: %(password)s")
+            % {"users": ", ".join(USERS), "admin": ADMIN, "password": PASSWORD}
+        )
+        self.stdout.write(
+            _("Start the server (`make run`, or `daphne chatproject.asgi:application`) and open %(url)s")
+            % {"url": options["url"]}
+        )
 
     def _try(self, slug, call, /, *args, **kwargs) -> None:
         """A room someone archived, locked or left since the last run is reported and skipped."""
         try:
             call(*args, **kwargs)
         except ChatError as exc:
-            self.stderr.write(self.style.WARNING(_("Skipped in '%(slug)s': %(problem)s")
-                                                 % {"slug": slug, "problem": exc.detail}))
+            self.stderr.write(
+                self.style.WARNING(_("Skipped in '%(slug)s': %(problem)s") % {"slug": slug, "problem": exc.detail})
+            )
 
     def _user(self, username: str, **flags) -> User:
         user, created = User.objects.get_or_create(username=username, defaults=flags)

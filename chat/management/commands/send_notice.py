@@ -1,5 +1,6 @@
 """`manage.py send_notice "text" [--room slug] [--level warning]`: a staff `notice` to every
 connected client, or to one room's, on every server process (through Redis)."""
+
 from django.conf import settings
 from django.core.management.base import CommandError
 from django.utils.translation import gettext as _
@@ -14,8 +15,9 @@ class Command(ChatCommand):
     help = gettext_lazy("Send a notice to every connected client, or to those in one room, on every server process.")
 
     def add_arguments(self, parser):
-        parser.add_argument("text", help=_("the notice, at most %(limit)s characters")
-                            % {"limit": settings.CHAT_MAX_BODY})
+        parser.add_argument(
+            "text", help=_("the notice, at most %(limit)s characters") % {"limit": settings.CHAT_MAX_BODY}
+        )
         parser.add_argument("--room", help=_("a room slug: only connections in that room get the notice"))
         parser.add_argument("--level", choices=services.NOTICE_LEVELS, default="info")
 
