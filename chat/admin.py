@@ -21,7 +21,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext, gettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from . import auth, services, sql
+from . import auth, services, sql, system_text
 from .errors import ChatError
 from .models import Membership, Message, ModerationAction, Report, Room
 
@@ -319,7 +319,8 @@ class MessageAdmin(ModerationMixin, admin.ModelAdmin):
 
     @admin.display(description=_("body"))
     def excerpt(self, message: Message) -> str:
-        return Truncator(message.body).chars(80)
+        body = system_text.localize(message.body) if message.kind == Message.Kind.SYSTEM else message.body
+        return Truncator(body).chars(80)
 
     @admin.action(description=_("Delete selected messages (soft)"), permissions=["moderate"])
     def soft_delete(self, request, queryset):

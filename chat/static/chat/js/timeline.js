@@ -2,6 +2,7 @@
  * a "New messages" line, avatars and local times; it follows new messages while the reader is
  * at the bottom, else counts them on a "N new messages ↓" button, and pages history in as the
  * reader scrolls (older above, newer below after a jump into the past). */
+import {systemText} from "./system-text.js";
 import {avatar, dayKey, dayLabel, el, fmt, fullDateTime, parseDate, shortTime} from "./util.js";
 
 const GROUP_GAP_MS = 5 * 60 * 1000;
@@ -44,7 +45,8 @@ export function fillMessage(node, message) {
     time.textContent = shortTime(date);
     time.title = fullDateTime(date);
   }
-  node.querySelector(".body").textContent = message.deleted ? "" : message.body;
+  const text = message.kind === "system" ? systemText(message.body) : message.body;
+  node.querySelector(".body").textContent = message.deleted ? "" : text;
   node.querySelector(".edited").hidden = !message.edited_at || message.deleted;
   node.querySelector(".msg-menu-button").setAttribute("aria-label",
     fmt(gettext("Actions for the message from %(author)s"), {author}));
