@@ -66,6 +66,7 @@ export class Timeline {
     this.unseen = 0;
     this.firstUnreadId = null;
     this.loading = false;
+    this.scrolledMeanwhile = false;
     scroller.addEventListener("scroll", () => this.scrolled());
     older.addEventListener("click", () => this.loadOlder());
     newer.addEventListener("click", () => this.loadNewer());
@@ -86,6 +87,10 @@ export class Timeline {
   }
 
   scrolled() {
+    if (this.loading) {
+      this.scrolledMeanwhile = true;   // looked at again once the page is in: the reader may be at an edge
+      return;
+    }
     if (this.scroller.scrollTop < EDGE_PX) this.loadOlder();
     if (this.nearBottom()) {
       if (this.hasNewer) this.loadNewer();
@@ -244,9 +249,9 @@ export class Timeline {
     } catch (error) {
       this.onError(fmt(gettext("Could not load older messages (%(error)s)."), {error: error.message}));
     } finally {
-      this.loading = false;
       this.older.disabled = false;
       this.list.removeAttribute("aria-busy");
+      this.loaded();
     }
   }
 
@@ -267,7 +272,15 @@ export class Timeline {
     } catch (error) {
       this.onError(fmt(gettext("Could not load newer messages (%(error)s)."), {error: error.message}));
     } finally {
-      this.loading = false;
+      this.loaded();
+    }
+  }
+
+  loaded() {
+    this.loading = false;
+    if (this.scrolledMeanwhile) {
+      this.scrolledMeanwhile = false;
+      this.scrolled();
     }
   }
 
