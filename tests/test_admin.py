@@ -167,3 +167,8 @@ def test_the_message_list_shows_system_messages_in_the_admins_language(admin_cli
     admin_client.post("/i18n/setlang/", {"language": "zh-hans"})
     html = admin_client.get("/admin/chat/message/").content.decode()
     assert ">bob 加入了房间<" in html and ">hello 0<" in html  # what users write stays as written
+    joined = Message.objects.get(body="bob joined")
+    detail = admin_client.get(f"/admin/chat/message/{joined.pk}/change/").content.decode()
+    assert "bob joined" in detail and "field-shown_as" in detail and "bob 加入了房间" in detail  # stored, shown
+    hello = Message.objects.get(body="hello 0")
+    assert "field-shown_as" not in admin_client.get(f"/admin/chat/message/{hello.pk}/change/").content.decode()

@@ -38,10 +38,19 @@ class MessageAdmin(ModerationMixin, admin.ModelAdmin):
     show_full_result_count = False  # a COUNT(*) over all messages on every search is too slow
     actions = ("soft_delete", "restore")
 
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.kind == Message.Kind.SYSTEM:  # the stored English, and what readers see
+            return (*super().get_readonly_fields(request, obj), "shown_as")
+        return super().get_readonly_fields(request, obj)
+
     @admin.display(description=_("body"))
     def excerpt(self, message: Message) -> str:
-        body = system_text.localize(message.body) if message.kind == Message.Kind.SYSTEM else message.body
-        return Truncator(body).chars(80)
+        return Truncator(self.shown_as(message)).chars(80)
+
+    @admin.display(description=_("shown as"))
+    def shown_as(self, message: Message) -> str:
+        """The body as readers read it: a system message in the admin's language."""
+        return system_text.localize(message.body) if message.kind == Message.Kind.SYSTEM else message.body
 
     @admin.action(description=_("Delete selected messages (soft)"), permissions=["moderate"])
     def soft_delete(self, request, queryset):
