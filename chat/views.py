@@ -16,7 +16,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from . import auth, selectors, services, throttles
+from . import auth, selectors, services, system_text, throttles
 from .errors import ChatError
 from .forms import DirectForm, PasswordChangeForm, RegisterForm, RoomCreateForm, add_service_error
 from .serializers import message_data, timestamp
@@ -182,6 +182,7 @@ def room(request, slug):
         history=[message_data(m) for m in history],
         hasMore=has_more,
         historyUrl=f"/api/rooms/{room.slug}/messages/",
+        systemTexts=system_text.client_templates(),
     )
     context = {"room": room, "membership": membership, "history": history, "has_more": has_more, "client": client}
     return render(request, "chat/room.html", context)

@@ -71,13 +71,14 @@ def chromium():
             browser.close()
 
 
-def new_page(browser, server, *, viewport=None, color_scheme="light", locale="en-US"):
+def new_page(browser, server, *, viewport=None, color_scheme="light", locale="en-US", has_touch=False):
     context = browser.new_context(
         base_url=server.url,
         viewport=viewport or DESKTOP,
         color_scheme=color_scheme,
         locale=locale,
         timezone_id="Europe/Paris",
+        has_touch=has_touch,
     )
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)

@@ -1,8 +1,11 @@
 """The moderation admin: changelists run a bounded number of queries, and changes go through the services."""
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import translation
 
 from chat import services
 from chat.models import Membership, Message, Room
@@ -136,3 +139,36 @@ def test_remove_member_action_kicks_through_the_service(
     assert [f["user"]["username"] for f in frames(published, "member.left")] == ["bob"]
     unsubscribed = [e for _, e in published if e["type"] == "chat.unsubscribe"]
     assert [(e["slug"], e["reason"]) for e in unsubscribed] == [("room-0", "kicked")]
+
+
+# Language
+
+
+def test_the_admin_header_switches_the_language(admin_client, client):
+    login = client.get("/admin/login/").content.decode()  # before signing in too
+    assert 'id="language-switcher"' in login and 'value="zh-hans"' in login
+    html = admin_client.get("/admin/chat/room/").content.decode()
+    assert '<html lang="en"' in html
+    switcher = re.search(r'<form method="post" action="/i18n/setlang/" id="language-switcher".*?</form>', html, re.S)
+    assert switcher and 'name="next" value="/admin/chat/room/"' in switcher.group(0)
+    assert 'value="zh-hans"' in switcher.group(0) and 'value="en"' not in switcher.group(0)
+    response = admin_client.post("/i18n/setlang/", {"language": "zh-hans", "next": "/admin/chat/room/"})
+    assert response.status_code == 302 and response["Location"] == "/admin/chat/room/"
+    chinese = admin_client.get("/admin/chat/room/").content.decode()
+    assert '<html lang="zh-hans"' in chinese
+    with translation.override("zh-hans"):
+        assert translation.gettext("Log out") in chinese and translation.gettext("Send a notice") in chinese
+    assert 'value="en"' in chinese and "English" in chinese  # and back
+
+
+def test_the_message_list_shows_system_messages_in_the_admins_language(admin_client, alice, bob):
+    add_rooms(alice, bob, 0, 1)  # bob's join writes "bob joined"
+    assert ">bob joined<" in admin_client.get("/admin/chat/message/").content.decode()
+    admin_client.post("/i18n/setlang/", {"language": "zh-hans"})
+    html = admin_client.get("/admin/chat/message/").content.decode()
+    assert ">bob 加入了房间<" in html and ">hello 0<" in html  # what users write stays as written
+    joined = Message.objects.get(body="bob joined")
+    detail = admin_client.get(f"/admin/chat/message/{joined.pk}/change/").content.decode()
+    assert "bob joined" in detail and "field-shown_as" in detail and "bob 加入了房间" in detail  # stored, shown
+    hello = Message.objects.get(body="hello 0")
+    assert "field-shown_as" not in admin_client.get(f"/admin/chat/message/{hello.pk}/change/").content.decode()

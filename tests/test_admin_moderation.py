@@ -82,7 +82,7 @@ def test_message_list_on_postgresql_does_not_count_the_whole_table(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from chat.admin import EstimatedCountPaginator
+    from chat.admin.messages import EstimatedCountPaginator
 
     settings.CHAT_RATE_PER_10S = 1000
     for n in range(30):

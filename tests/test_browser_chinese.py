@@ -1,7 +1,8 @@
 """The browser client in Simplified Chinese: a browser whose language is Chinese (zh-CN, its
 Accept-Language) gets every page in Chinese, with times in the Chinese format; two users chat live
-in Chinese; a refused action says why in Chinese; and an English browser switches with the header's
-switcher, which keeps the page and persists. Looks (axe, themes, sizes): tests/test_browser_looks.py.
+in Chinese, system messages ("bob joined", stored in English) included; a refused action says why
+in Chinese; and an English browser switches with the header's switcher, which keeps the page and
+persists. Looks (axe, themes, sizes): tests/test_browser_looks.py.
 """
 
 import re
@@ -13,7 +14,17 @@ from django.utils import translation
 from playwright.sync_api import expect
 
 from chat import services
-from tests.browser import CHINESE, ONLINE, chromium, last_body, log_in, new_page, open_room, use_server_hasher
+from tests.browser import (
+    CHINESE,
+    ONLINE,
+    chromium,
+    last_body,
+    log_in,
+    new_page,
+    open_room,
+    session_fetch,
+    use_server_hasher,
+)
 from tests.live import run_daphne
 
 pytestmark = pytest.mark.browser
@@ -79,6 +90,13 @@ def test_two_users_chat_live_in_chinese(transactional_db, alice, bob, settings):
         expect(page_b.locator("#messages .msg .body").last).to_have_text("大家好")
         expect(page_b.locator("#typing")).to_have_text("")
         assert last_body(page_a) == "大家好"
+
+        # System messages in the reader's language: bob's join from the history, a topic set live.
+        joined = chinese("%(user)s joined") % {"user": "bob"}
+        expect(page_a.locator("#messages .msg-system .body").first).to_have_text(joined)
+        assert session_fetch(page_a, "PATCH", "/api/rooms/general/", {"topic": "茶 & (tea) 100%"}) == 200
+        topic_set = chinese("%(user)s set the topic: %(topic)s") % {"user": "alice", "topic": "茶 & (tea) 100%"}
+        expect(page_b.locator("#messages .msg-system .body").last).to_have_text(topic_set)
 
         # A refused send says why in Chinese, the server's detail included, and gives the text back.
         page_b.evaluate("document.querySelector('#body').value = 'broken \\ud800 text'")

@@ -1,7 +1,8 @@
 """The message pane in Chromium: it scrolls by itself while the rest of the page stays put,
 follows new messages at the bottom and counts them otherwise, loads older pages as the reader
-scrolls up, marks days, groups authors, shows the first unread, opens at a linked message,
-and each message's actions (edit, delete, report, copy link) work by mouse and keyboard.
+scrolls up, marks days, groups authors, shows the first unread, opens at a linked message and
+loads newer pages as the reader scrolls down from it, and each message's actions (edit, delete,
+report, copy link) work by mouse, keyboard and a long press on a phone.
 """
 
 import re
@@ -11,7 +12,7 @@ from playwright.sync_api import expect
 
 from chat import services
 from chat.models import Membership, Message, Report
-from tests.browser import chromium, log_in, message_ids, open_room, screenshot, use_server_hasher
+from tests.browser import PHONE, chromium, log_in, message_ids, open_room, screenshot, use_server_hasher
 from tests.live import run_daphne
 
 pytestmark = pytest.mark.browser
@@ -183,3 +184,85 @@ def test_message_actions_by_mouse_keyboard_and_links(transactional_db, alice, bo
     assert Message.objects.get(pk=deleted_id).deleted
     report = Report.objects.get()
     assert report.reason == "insults" and report.message.body == "bob says something rude"
+
+
+def test_a_link_into_the_past_loads_newer_pages_as_the_reader_scrolls_down(transactional_db, alice, bob, settings):
+    settings.CHAT_RATE_PER_10S = 10000
+    use_server_hasher(alice, bob)
+    services.room_create(user=alice, name="Long", slug="long")
+    services.room_join(user=bob, slug="long")
+    sent = [services.message_send(user=alice, slug="long", body=f"line {n}")[0] for n in range(300)]
+    linked = sent[100]  # the page around it ends 25 messages later: 175 newer ones, four pages, remain
+
+    with run_daphne() as server, chromium() as browser:
+        page_a, page_b = log_in(browser, server, "alice"), log_in(browser, server, "bob")
+        open_room(page_a, "long")
+        page_b.goto(f"/rooms/long/#m{linked.pk}")
+        expect(page_b.locator("#conn-state")).to_have_text("online")
+        expect(page_b.locator(f"#m{linked.pk}")).to_be_in_viewport()
+        expect(page_b.locator("#load-newer")).to_be_visible()
+        expect(page_b.locator(f"#m{sent[-1].pk}")).to_have_count(0)
+
+        # A live message meanwhile waits below the pages still to load.
+        page_a.locator("#body").fill("sent while bob reads old things")
+        page_a.locator("#body").press("Enter")
+        expect(page_b.locator("#jump-new")).to_have_text("1 new message ↓")
+
+        # Each scroll to the bottom brings the next newer page, without a click, up to the newest.
+        pages = 0
+        while page_b.locator("#load-newer").is_visible() and pages < 10:
+            newest_shown = message_ids(page_b)[-1]
+            page_b.evaluate("document.getElementById('scroller').scrollTop = 1e9")
+            expect(page_b.locator("#messages .msg").last).not_to_have_attribute("data-id", str(newest_shown))
+            pages += 1
+        assert pages >= 3
+        expect(page_b.locator("#load-newer")).to_be_hidden()
+        expect(page_b.locator("#messages .msg .body").last).to_have_text("sent while bob reads old things")
+        ids = message_ids(page_b)
+        assert ids == sorted(set(ids)) and {m.pk for m in sent[100:]} <= set(ids)  # no gap, no repeat
+
+        # Back at the bottom, the pane is live again: it follows the next message.
+        page_b.evaluate("document.getElementById('scroller').scrollTop = 1e9")
+        expect(page_b.locator("#jump-new")).to_be_hidden()
+        page_a.locator("#body").fill("and now live")
+        page_a.locator("#body").press("Enter")
+        expect(page_b.locator("#messages .msg .body").last).to_have_text("and now live")
+        expect(page_b.locator("#messages .msg").last).to_be_in_viewport()
+        assert page_a.errors == [] and page_b.errors == []
+
+
+def test_a_long_press_on_a_phone_opens_the_message_menu(transactional_db, alice, bob):
+    use_server_hasher(alice, bob)
+    services.room_create(user=alice, name="General", slug="general")
+    services.room_join(user=bob, slug="general")
+    services.message_send(user=alice, slug="general", body="press me")
+    services.message_send(user=bob, slug="general", body="or me")
+
+    with run_daphne() as server, chromium() as browser:
+        page = log_in(browser, server, "bob", viewport=PHONE, has_touch=True)
+        open_room(page, "general")
+        target = page.locator("#messages .msg", has_text="press me")
+        box = target.locator(".body").bounding_box()
+        point = {"x": box["x"] + box["width"] / 2, "y": box["y"] + box["height"] / 2}
+        touch = page.context.new_cdp_session(page)  # a real finger: touchstart, held, then touchend
+
+        def touch_event(kind: str) -> None:
+            touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [point] if kind != "touchEnd" else []})
+
+        # A tap is not a long press: no menu.
+        touch_event("touchStart")
+        touch_event("touchEnd")
+        page.wait_for_timeout(1000)
+        expect(page.locator("#msg-menu")).to_be_hidden()
+
+        # Held, the press opens the message's menu, focused on its first item, and it stays open after.
+        touch_event("touchStart")
+        expect(page.locator("#msg-menu")).to_be_visible()
+        touch_event("touchEnd")  # and lifting the finger clicks nothing: the menu keeps the focus
+        expect(page.locator("#msg-menu [role=menuitem]")).to_have_text(["Report", "Copy link"])
+        expect(page.locator("#msg-menu [role=menuitem]").first).to_be_focused()
+        expect(target).to_have_class(re.compile(r"\bmenu-open\b"))
+        page.keyboard.press("Escape")
+        expect(page.locator("#msg-menu")).to_be_hidden()
+        expect(target.locator(".msg-menu-button")).to_be_focused()
+        assert page.errors == []

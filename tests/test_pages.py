@@ -238,6 +238,20 @@ def test_non_member_of_public_room_sees_join_button_and_no_client(general_with_b
     assert not Membership.objects.filter(room=general_with_bob, user=carol).exists()
 
 
+def test_room_page_shows_system_messages_in_the_readers_language(general, alice, bob, carol, client_for):
+    services.room_join(user=bob, slug="general")
+    services.room_update(user=alice, slug="general", topic="50% <off>")
+    chinese = client_for(carol).get("/rooms/general/", headers={"accept-language": "zh-CN"}).content.decode()
+    assert '<html lang="zh-hans">' in chinese
+    bodies = re.findall(r'<span class="body" dir="auto">([^<]*)</span>', chinese)
+    assert bodies == ["bob 加入了房间", "alice 将话题设为：50% &lt;off&gt;"]
+    config = json.loads(re.search(r'<script id="chat-config" type="application/json">(.*?)</script>', chinese).group(1))
+    assert [m["body"] for m in config["history"]] == ["bob joined", "alice set the topic: 50% <off>"]  # stored text
+    assert config["systemTexts"]["joined"] == ["%(user)s joined", "%(user)s 加入了房间"]
+    english = client_for(carol).get("/rooms/general/").content.decode()
+    assert re.findall(r'<span class="body" dir="auto">([^<]*)</span>', english)[0] == "bob joined"
+
+
 def test_room_page_access_errors(alice, carol, client_for):
     services.room_create(user=alice, name="Team", slug="team", kind="private")
     services.room_create(user=alice, name="Old", slug="old")

@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from .. import limits, protocol
+from .. import limits, protocol, system_text
 from ..errors import Forbidden, Invalid, NotFound
 from ..models import Membership, Message, Room, active_membership_q
 from ..selectors import member_room_for_user, room_for_user
@@ -59,7 +59,9 @@ def room_join(*, user, slug: str) -> tuple[Room, Membership, bool]:
             membership.banned, membership.banned_until, membership.ban_reason = False, None, ""
             membership.save(update_fields=["banned", "banned_until", "ban_reason"])
         if noted:
-            insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} joined")
+            insert_message(
+                room=room, author=user, kind=Message.Kind.SYSTEM, body=system_text.write("joined", user=user.username)
+            )
         member_event(protocol.member_joined, room, user)
         subscribe(user.pk, room, since=0)
     return room, membership, True
@@ -74,7 +76,9 @@ def room_leave(*, user, slug: str) -> Room:
     with transaction.atomic():
         membership.delete()
         if noted:
-            insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=f"{user.username} left")
+            insert_message(
+                room=room, author=user, kind=Message.Kind.SYSTEM, body=system_text.write("left", user=user.username)
+            )
         member_event(protocol.member_left, room, user)
         unsubscribe(user.pk, room, reason="left")
     return room
@@ -112,9 +116,8 @@ def member_invite(*, actor, slug: str, username: str, role: str = Membership.Rol
         budget("invite", actor)  # in the transaction, which it rolls back: only a change is counted
         if created:
             limits.set_flag(_left_key(room, target), None)  # the history says "added": a leave is news again
-            insert_message(
-                room=room, author=actor, kind=Message.Kind.SYSTEM, body=f"{actor.username} added {target.username}"
-            )
+            body = system_text.write("added", actor=actor.username, user=target.username)
+            insert_message(room=room, author=actor, kind=Message.Kind.SYSTEM, body=body)
             member_event(protocol.member_joined, room, target)
             subscribe(target.pk, room, since=0)
     return membership
@@ -145,7 +148,7 @@ def member_remove(*, actor, slug: str, username: str, source: str = "rest") -> N
             room=room,
             author=actor,
             kind=Message.Kind.SYSTEM,
-            body=f"{actor.username} removed {membership.user.username}",
+            body=system_text.write("removed", actor=actor.username, user=membership.user.username),
         )
         member_event(protocol.member_left, room, membership.user)
         unsubscribe(membership.user_id, room, reason="kicked")

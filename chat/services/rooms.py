@@ -5,7 +5,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 from django.utils.translation import gettext_lazy as _
 
-from .. import events, protocol
+from .. import events, protocol, system_text
 from ..errors import Forbidden, Invalid, NotFound
 from ..models import Membership, Message, Room
 from ..selectors import direct_slug, room_for_user
@@ -92,12 +92,11 @@ def room_update(
         room.save(update_fields=["name", "topic", "locked"])
         if topic_changed:
             audit(actor=user, action="topic", source=source, room=room, topic=topic)
-            insert_message(
-                room=room,
-                author=user,
-                kind=Message.Kind.SYSTEM,
-                body=f"{user.username} set the topic: {topic}" if topic else f"{user.username} cleared the topic",
-            )
+            if topic:
+                body = system_text.write("topic_set", user=user.username, topic=topic)
+            else:
+                body = system_text.write("topic_cleared", user=user.username)
+            insert_message(room=room, author=user, kind=Message.Kind.SYSTEM, body=body)
         events.publish(events.room_group(room.pk), events.frame_event(_room_frame(room), room_id=room.pk))
     return room
 

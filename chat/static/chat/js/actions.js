@@ -26,12 +26,23 @@ export class MessageActions {
       this.open(node, node.querySelector(".msg-menu-button"), {x: event.clientX, y: event.clientY});
     });
     let pressTimer = null;
+    let pressed = false;
     list.addEventListener("touchstart", (event) => {
       const node = event.target.closest(".msg");
       if (!node || !node.dataset.id) return;
-      pressTimer = setTimeout(() => this.open(node, node.querySelector(".msg-menu-button")), LONG_PRESS_MS);
+      pressed = false;
+      pressTimer = setTimeout(() => {
+        pressed = true;
+        this.open(node, node.querySelector(".msg-menu-button"));
+      }, LONG_PRESS_MS);
     }, {passive: true});
-    for (const type of ["touchend", "touchmove", "touchcancel"]) {
+    list.addEventListener("touchend", (event) => {
+      clearTimeout(pressTimer);
+      // The finger that opened the menu must not click too: a link under it, or the pane taking focus.
+      if (pressed) event.preventDefault();
+      pressed = false;
+    });
+    for (const type of ["touchmove", "touchcancel"]) {
       list.addEventListener(type, () => clearTimeout(pressTimer), {passive: true});
     }
     this.menu.addEventListener("keydown", (event) => this.menuKey(event));

@@ -2,6 +2,7 @@
  * a "New messages" line, avatars and local times; it follows new messages while the reader is
  * at the bottom, else counts them on a "N new messages ↓" button, and pages history in as the
  * reader scrolls (older above, newer below after a jump into the past). */
+import {systemText} from "./system-text.js";
 import {avatar, dayKey, dayLabel, el, fmt, fullDateTime, parseDate, shortTime} from "./util.js";
 
 const GROUP_GAP_MS = 5 * 60 * 1000;
@@ -44,7 +45,8 @@ export function fillMessage(node, message) {
     time.textContent = shortTime(date);
     time.title = fullDateTime(date);
   }
-  node.querySelector(".body").textContent = message.deleted ? "" : message.body;
+  const text = message.kind === "system" ? systemText(message.body) : message.body;
+  node.querySelector(".body").textContent = message.deleted ? "" : text;
   node.querySelector(".edited").hidden = !message.edited_at || message.deleted;
   node.querySelector(".msg-menu-button").setAttribute("aria-label",
     fmt(gettext("Actions for the message from %(author)s"), {author}));
@@ -64,6 +66,7 @@ export class Timeline {
     this.unseen = 0;
     this.firstUnreadId = null;
     this.loading = false;
+    this.scrolledMeanwhile = false;
     scroller.addEventListener("scroll", () => this.scrolled());
     older.addEventListener("click", () => this.loadOlder());
     newer.addEventListener("click", () => this.loadNewer());
@@ -84,6 +87,10 @@ export class Timeline {
   }
 
   scrolled() {
+    if (this.loading) {
+      this.scrolledMeanwhile = true;   // looked at again once the page is in: the reader may be at an edge
+      return;
+    }
     if (this.scroller.scrollTop < EDGE_PX) this.loadOlder();
     if (this.nearBottom()) {
       if (this.hasNewer) this.loadNewer();
@@ -242,9 +249,9 @@ export class Timeline {
     } catch (error) {
       this.onError(fmt(gettext("Could not load older messages (%(error)s)."), {error: error.message}));
     } finally {
-      this.loading = false;
       this.older.disabled = false;
       this.list.removeAttribute("aria-busy");
+      this.loaded();
     }
   }
 
@@ -265,7 +272,15 @@ export class Timeline {
     } catch (error) {
       this.onError(fmt(gettext("Could not load newer messages (%(error)s)."), {error: error.message}));
     } finally {
-      this.loading = false;
+      this.loaded();
+    }
+  }
+
+  loaded() {
+    this.loading = false;
+    if (this.scrolledMeanwhile) {
+      this.scrolledMeanwhile = false;
+      this.scrolled();
     }
   }
 
