@@ -67,8 +67,15 @@ def seed_messages(room, author, count: int) -> int:
     if missing <= 0:
         return 0
     table = Message._meta.db_table
-    columns = "room_id, author_id, body, kind, client_id, created_at, deleted"
-    values = "%s, %s, 'message ' || n, 'user', '', %s, false"
+    columns = (
+        "room_id, author_id, body, kind, client_id, created_at, deleted, html, mentions, mentions_room, "
+        "reactions, reply_count, seq"
+    )
+    # As `chat.markup` renders these bodies; each takes the room's next change sequence value.
+    values = (
+        f"%s, %s, 'message ' || n, 'user', '', %s, false, '<p>message ' || n || '</p>', '[]', false, '[]', 0, "
+        f"{int(room.change_seq)} + n"
+    )
     if connection.vendor == "postgresql":
         sql = f"INSERT INTO {table} ({columns}) SELECT {values} FROM generate_series(1, %s) AS n"
         params = [room.pk, author.pk, timezone.now(), missing]
@@ -81,6 +88,8 @@ def seed_messages(room, author, count: int) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         cursor.execute(f"ANALYZE {table}")
+    room.change_seq += missing
+    room.save(update_fields=["change_seq"])
     return missing
 
 

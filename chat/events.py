@@ -57,6 +57,8 @@ def frame_event(
     room_id: int | None = None,
     message_id: int | None = None,
     prev_id: int | None = None,
+    seq: int | None = None,
+    changed_id: int | None = None,
     skip_user: int | None = None,
     origin: str | None = None,
 ) -> dict:
@@ -65,7 +67,9 @@ def frame_event(
     - a `message.new` (`message_id`, with `prev_id` the room's message before it) that the
       connection already sent; the consumer delivers those in id order (see consumers),
     - to `skip_user` (typing is not echoed to the typist),
-    - to `origin`, the connection that caused the event and already got it as its reply.
+    - to `origin`, the connection that caused the event and already got it as its reply,
+    - a change (`seq`, the room's change sequence value; `changed_id` the message changed) that
+      the connection already sent.
     """
     return {
         "type": "chat.frame",
@@ -73,6 +77,8 @@ def frame_event(
         "room_id": room_id,
         "message_id": message_id,
         "prev_id": prev_id,
+        "seq": seq,
+        "changed_id": changed_id,
         "skip_user": skip_user,
         "origin": origin,
     }
@@ -85,6 +91,19 @@ def message_event(message, *, prev_id: int, origin: str | None = None) -> dict:
         room_id=message.room_id,
         message_id=message.pk,
         prev_id=prev_id,
+        seq=message.seq,
+        origin=origin,
+    )
+
+
+def change_event(message, *, origin: str | None = None) -> dict:
+    """The `chat.frame` event of a change to a stored message (its room and author loaded):
+    `message.updated` with the whole message and its new `seq`."""
+    return frame_event(
+        protocol.message_updated(message_data(message)),
+        room_id=message.room_id,
+        seq=message.seq,
+        changed_id=message.pk,
         origin=origin,
     )
 

@@ -38,6 +38,9 @@ class Room(models.Model):
         related_name="+",
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    # The room's change sequence: every change to its messages takes the next value under the
+    # room's row lock, in commit order (`Message.seq`; `join` with `changes_since` resumes from it).
+    change_seq = models.BigIntegerField(_("change sequence"), default=0, editable=False)
 
     class Meta:
         verbose_name, verbose_name_plural = _("room"), _("rooms")
@@ -64,6 +67,11 @@ class Membership(models.Model):
         MODERATOR = "moderator", _("Moderator")
         MEMBER = "member", _("Member")
 
+    class Notify(models.TextChoices):
+        ALL = "all", _("Every message")
+        MENTIONS = "mentions", _("Mentions only")
+        NONE = "none", _("Nothing")
+
     room = models.ForeignKey(Room, verbose_name=_("room"), on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="memberships"
@@ -76,6 +84,8 @@ class Membership(models.Model):
     banned_until = models.DateTimeField(_("banned until"), null=True, blank=True, help_text=_("Empty: until lifted."))
     ban_reason = models.CharField(_("ban reason"), max_length=300, blank=True)
     joined_at = models.DateTimeField(_("joined at"), default=timezone.now)
+    # Blank: the room kind's default (`effective_notify`).
+    notify = models.CharField(_("notify"), max_length=10, choices=Notify.choices, blank=True)
 
     class Meta:
         verbose_name, verbose_name_plural = _("membership"), _("memberships")
@@ -97,6 +107,13 @@ class Membership(models.Model):
     @property
     def can_moderate(self) -> bool:
         return self.role in (self.Role.OWNER, self.Role.MODERATOR)
+
+    @property
+    def effective_notify(self) -> str:
+        """The member's choice, else every message in a direct room and mentions elsewhere."""
+        if self.notify:
+            return self.notify
+        return self.Notify.ALL if self.room.kind == Room.Kind.DIRECT else self.Notify.MENTIONS
 
 
 def active_membership_q(prefix: str = "", now=None) -> Q:
@@ -141,6 +158,20 @@ class Message(models.Model):
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     edited_at = models.DateTimeField(_("edited at"), null=True, blank=True)
     deleted = models.BooleanField(_("deleted"), default=False)
+    # Written with the body (`chat.markup`), so that readers never render or resolve anything.
+    html = models.TextField(_("HTML"), blank=True)
+    mentions = models.JSONField(_("mentions"), default=list, blank=True)  # [{"id", "username"}]
+    mentions_room = models.BooleanField(_("mentions the room"), default=False)
+    reply_to = models.ForeignKey(
+        "self", verbose_name=_("reply to"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    thread = models.ForeignKey(
+        "self", verbose_name=_("thread"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reply_count = models.IntegerField(_("replies"), default=0)
+    # The wire summary of `Reaction` rows, rewritten with them: [{"emoji", "count", "users"}].
+    reactions = models.JSONField(_("reactions"), default=list, blank=True)
+    seq = models.BigIntegerField(_("change sequence"), default=0)
 
     class Meta:
         verbose_name, verbose_name_plural = _("message"), _("messages")
@@ -149,10 +180,44 @@ class Message(models.Model):
                 fields=["author", "client_id"], condition=~Q(client_id=""), name="message_author_client_id_unique"
             ),
         ]
-        indexes = [models.Index(fields=["room", "id"], name="message_room_id")]
+        indexes = [
+            models.Index(fields=["room", "id"], name="message_room_id"),
+            models.Index(fields=["room", "seq"], name="message_room_seq"),
+            models.Index(fields=["thread", "id"], name="message_thread_id"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} in {self.room_id}"
+
+
+class Mention(models.Model):
+    """A member named in a message (`Message.mentions`), for the mentions inbox and unread counts."""
+
+    message = models.ForeignKey(Message, verbose_name=_("message"), on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="+"
+    )
+    room = models.ForeignKey(Room, verbose_name=_("room"), on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        verbose_name, verbose_name_plural = _("mention"), _("mentions")
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="mention_unique")]
+        indexes = [models.Index(fields=["user", "room", "message"], name="mention_user_room")]
+
+
+class Reaction(models.Model):
+    """One user's emoji on a message; `Message.reactions` is their summary."""
+
+    message = models.ForeignKey(Message, verbose_name=_("message"), on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="+"
+    )
+    emoji = models.CharField(_("emoji"), max_length=64)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name, verbose_name_plural = _("reaction"), _("reactions")
+        constraints = [models.UniqueConstraint(fields=["message", "user", "emoji"], name="reaction_unique")]
 
 
 class ModerationAction(models.Model):

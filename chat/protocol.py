@@ -186,13 +186,14 @@ def _username(value):
 
 # type -> {field: (validator, required)}
 CLIENT_FRAMES: dict[str, dict[str, tuple]] = {
-    "join": {"room": (_slug, True), "since": (_id, False)},
+    "join": {"room": (_slug, True), "since": (_id, False), "changes_since": (_id, False)},
     "leave": {"room": (_slug, True)},
     "message.send": {
         "room": (_slug, False),
         "to": (_username, False),
         "body": (_text, True),
         "client_id": (_client_id, False),
+        "reply_to": (_id, False),
     },
     "message.edit": {"id": (_id, True), "body": (_text, True)},
     "message.delete": {"id": (_id, True)},
@@ -284,16 +285,19 @@ def hello(*, user: dict, rooms: list[dict], connection_id: str, max_body: int, r
     }
 
 
-def room_joined(room: str, online: list[str], last_message_id: int | None) -> dict:
-    return {"type": "room.joined", "room": room, "online": online, "last_message_id": last_message_id}
+def room_joined(room: str, online: list[str], last_message_id: int | None, seq: int) -> dict:
+    return {"type": "room.joined", "room": room, "online": online, "last_message_id": last_message_id, "seq": seq}
 
 
 def room_left(room: str, reason: str = "left") -> dict:
     return {"type": "room.left", "room": room, "reason": reason}
 
 
-def room_gap(room: str, after: int, before: int) -> dict:
-    return {"type": "room.gap", "room": room, "after": after, "before": before}
+def room_gap(room: str, after: int, before: int, *, changes: bool = False) -> dict:
+    """Messages between `after` and `before` were left out; with `changes`, changes to the messages
+    before `before` were: the client reloads the room's history over REST."""
+    frame = {"type": "room.gap", "room": room, "after": after, "before": before}
+    return {**frame, "changes": True} if changes else frame
 
 
 def message_new(message: dict, duplicate: bool = False) -> dict:

@@ -184,8 +184,8 @@ def room_summaries(user) -> list[dict]:
     (`sql.room_summaries`): it runs for every new connection."""
     [rows] = sql.fetch_all([sql.room_summaries(user.pk)])
     return [
-        {"slug": slug, "name": name, "kind": kind, "unread": unread, "last_message_id": last_id}
-        for slug, name, kind, last_id, unread in rows
+        {"slug": slug, "name": name, "kind": kind, "unread": unread, "last_message_id": last_id, "seq": seq}
+        for slug, name, kind, last_id, unread, seq in rows
     ]
 
 
@@ -240,6 +240,28 @@ def messages_since(room_id: int, since: int, limit: int, until: int | None = Non
     rows = list(rows.select_related("room", "author").order_by("-id")[: limit + 1])
     gap = len(rows) > limit
     return list(reversed(rows[:limit])), gap
+
+
+def changed_since(room_id: int, seq: int, limit: int) -> tuple[list[Message], bool]:
+    """The room's messages whose last change came after `seq`, in seq order; beyond `limit`, the first `limit` and True."""
+    rows = list(
+        Message.objects.filter(room_id=room_id, seq__gt=seq)
+        .select_related("room", "author")
+        .order_by("seq")[: limit + 1]
+    )
+    return rows[:limit], len(rows) > limit
+
+
+def changes_since(
+    room_id: int, after_seq: int, through_id: int, limit: int, until_seq: int | None = None
+) -> tuple[list[Message], bool]:
+    """The room's messages up to id `through_id` changed after `after_seq` (and up to `until_seq`),
+    in seq order; if more than `limit`, the first `limit` and True (a gap)."""
+    rows = Message.objects.filter(room_id=room_id, seq__gt=after_seq, id__lte=through_id)
+    if until_seq is not None:
+        rows = rows.filter(seq__lte=until_seq)
+    rows = list(rows.select_related("room", "author").order_by("seq")[: limit + 1])
+    return rows[:limit], len(rows) > limit
 
 
 def room_members(room: Room) -> list[Membership]:

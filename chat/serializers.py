@@ -37,12 +37,27 @@ def message_data(message: Message) -> dict:
         "created_at": timestamp(message.created_at),
         "edited_at": timestamp(message.edited_at),
         "deleted": message.deleted,
+        "html": "" if message.deleted else message.html,
+        "reply_to": message.reply_to_id,
+        "thread": message.thread_id,
+        "reply_count": message.reply_count,
+        "mentions": [] if message.deleted else message.mentions,
+        "mentions_room": message.mentions_room and not message.deleted,
+        "reactions": [] if message.deleted else message.reactions,
+        "attachments": [],
+        "seq": message.seq,
     }
 
 
 class UserSerializer(serializers.Serializer):
     id = serializers.IntegerField(read_only=True)
     username = serializers.CharField(read_only=True)
+
+
+class ReactionSerializer(serializers.Serializer):
+    emoji = serializers.CharField()
+    count = serializers.IntegerField()
+    users = serializers.ListField(child=serializers.CharField())
 
 
 class MessageSerializer(serializers.Serializer):
@@ -57,6 +72,15 @@ class MessageSerializer(serializers.Serializer):
     created_at = serializers.CharField()
     edited_at = serializers.CharField(allow_null=True)
     deleted = serializers.BooleanField()
+    html = serializers.CharField()
+    reply_to = serializers.IntegerField(allow_null=True)
+    thread = serializers.IntegerField(allow_null=True)
+    reply_count = serializers.IntegerField()
+    mentions = UserSerializer(many=True)
+    mentions_room = serializers.BooleanField()
+    reactions = ReactionSerializer(many=True)
+    attachments = serializers.ListField(child=serializers.DictField())
+    seq = serializers.IntegerField()
 
     def to_representation(self, instance):
         return message_data(instance)

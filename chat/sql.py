@@ -126,8 +126,8 @@ def member_rooms(select: str, user_id: int, params=()) -> Statement:
 
 
 def room_summaries(user_id: int) -> Statement:
-    """The slug, name, kind, newest message id and unread count of each of the user's rooms
-    (`member_rooms`), for the `hello` frame.
+    """The slug, name, kind, newest message id, unread count and change sequence value of each of
+    the user's rooms (`member_rooms`), for the `hello` frame.
 
     ORM: `selectors.rooms_for_user(user, member_only=True)`, whose `unread` is
     `models.unread_messages_q`: the unread condition below repeats it.
@@ -138,7 +138,7 @@ def room_summaries(user_id: int) -> Statement:
     return member_rooms(
         f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
         f"(SELECT COUNT(*) FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
-        "AND (m.author_id <> %s OR m.author_id IS NULL))",
+        "AND (m.author_id <> %s OR m.author_id IS NULL)), r.change_seq",
         user_id,
         [user_id],
     )
@@ -147,41 +147,120 @@ def room_summaries(user_id: int) -> Statement:
 # Messages: the batch's write, and the originals of reused client_ids
 
 
-def lock_rooms_and_insert(room_ids: list[int], drafts: list[Message]) -> tuple[dict[int, int | None], list[int]]:
-    """Lock the rooms' rows until commit, in id order (so that two writers never deadlock), read
-    the id of each room's newest message (None if it has none), then insert `drafts` in order;
-    return those newest ids by room id, and the inserted messages' ids in order.
+def lock_rooms_and_insert(
+    room_ids: list[int], drafts: list[Message], roots: dict[int, int] | None = None
+) -> tuple[dict[int, int | None], list[tuple[int, int]], list[int]]:
+    """Lock the rooms' rows until commit, in id order (so that two writers never deadlock), take
+    the rooms' change sequence values (`Room.change_seq`), read the id of each room's newest
+    message (None if it has none), insert `drafts` in order, and count each reply on its
+    thread's root (`roots`: root id -> replies in `drafts`; the roots are in these rooms).
+    Returns those newest ids by room id, the inserted messages' (id, seq) in order, and the
+    roots' new seq values in the order of `roots`.
+
+    Each room's drafts take its next values in order, then its roots take theirs: a client
+    that has seen a root's new `seq` has seen the reply's.
 
     ORM: `Room.objects.select_for_update().filter(id__in=...)` (PostgreSQL only: SQLite has one
-    writer at a time, and no FOR UPDATE), `Message.objects.filter(room=r).aggregate(Max("id"))`
-    per room, and `Message.objects.bulk_create(drafts)`. One round trip on PostgreSQL
-    (`fetch_all`): outside a transaction the string is one transaction of its own, committed
-    once its last statement is done, while the locks are held.
+    writer at a time, and no FOR UPDATE), `Room.objects.filter(...).update(change_seq=F(...) + n)`,
+    `Message.objects.filter(room=r).aggregate(Max("id"))` per room,
+    `Message.objects.bulk_create(drafts)` and an update of each root. One round trip on
+    PostgreSQL (`fetch_all`): outside a transaction the string is one transaction of its own,
+    committed once its last statement is done, while the locks are held.
     Pinned by `test_sql.py::test_the_batch_insert_stores_what_the_orm_stores`.
     """
+    roots = roots or {}
     ids = sorted(set(room_ids))
     listed = placeholders(ids)
     rooms, messages = _table(Room), _table(Message)
+    counts: dict[int, int] = dict.fromkeys(ids, 0)
+    for draft in drafts:
+        counts[draft.room_id] += 1
+    root_rooms = _root_rooms(drafts, roots)
+    for room_id in root_rooms.values():
+        counts[room_id] += 1
+    taken = " ".join("WHEN %s THEN %s" for _ in ids)
     # A statement of its own after the lock: one that also took the locks would read with the
     # snapshot it took before waiting for them, missing the message whose commit released one
     # (READ COMMITTED gives each statement the snapshot of its start).
     # A subquery per room, which the (room, id) index answers with one row, where a GROUP BY
     # would read every message of the rooms.
     newest = (
-        f"SELECT id, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id) "
-        f"FROM {rooms} r WHERE r.id IN ({listed})"
+        f"UPDATE {rooms} SET change_seq = change_seq + CASE id {taken} END WHERE id IN ({listed}) "
+        f"RETURNING id, change_seq, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = {rooms}.id)",
+        [value for room_id in ids for value in (room_id, counts[room_id])] + ids,
     )
     fields = [field for field in Message._meta.concrete_fields if not field.primary_key]
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
-    row = f"({placeholders(fields)})"
+    # Each row's seq counts back from its room's new value: the drafts, then the roots.
+    after: dict[int, int] = {room_id: counts[room_id] for room_id in ids}
+    row_sql, values = [], []
+    for draft in drafts:
+        after[draft.room_id] -= 1
+        cells = []
+        for field in fields:
+            if field.attname == "seq":
+                cells.append(f"(SELECT change_seq FROM {rooms} WHERE id = %s) - %s")
+                values += [draft.room_id, after[draft.room_id]]
+            else:
+                cells.append("%s")
+                values.append(field.get_db_prep_save(field.pre_save(draft, True), connection))
+        row_sql.append(f"({', '.join(cells)})")
     # The ids come back in the order of the rows, so each room's grow in its order.
-    insert = f"INSERT INTO {messages} ({columns}) VALUES {', '.join([row] * len(drafts))} RETURNING id"
-    values = [field.get_db_prep_save(field.pre_save(draft, True), connection) for draft in drafts for field in fields]
-    statements = [(newest, ids), (insert, values)]
+    insert = (f"INSERT INTO {messages} ({columns}) VALUES {', '.join(row_sql)} RETURNING id, seq", values)
+    statements = [newest, insert]
+    if roots:
+        statements.append(_count_replies(roots, root_rooms, after))
     if connection.vendor == "postgresql":
         statements.insert(0, (f"SELECT id FROM {rooms} WHERE id IN ({listed}) ORDER BY id FOR UPDATE", ids))
-    *_, newest_rows, inserted = fetch_all(statements)
-    return dict(newest_rows), [pk for (pk,) in inserted]
+    results = fetch_all(statements)
+    if connection.vendor == "postgresql":
+        results = results[1:]
+    newest_rows, inserted = results[0], results[1]
+    root_seqs = dict(results[2]) if roots else {}
+    return (
+        {room_id: last_id for room_id, _seq, last_id in newest_rows},
+        [(pk, seq) for pk, seq in inserted],
+        [root_seqs[root_id] for root_id in roots],
+    )
+
+
+def _root_rooms(drafts: list[Message], roots: dict[int, int]) -> dict[int, int]:
+    """The room of each root: that of the drafts that answer it."""
+    found = {draft.thread_id: draft.room_id for draft in drafts if draft.thread_id in roots}
+    return {root_id: found[root_id] for root_id in roots}
+
+
+def _count_replies(roots: dict[int, int], root_rooms: dict[int, int], after: dict[int, int]) -> Statement:
+    """Add each root's new replies to its `reply_count`, and give it its room's next seq value
+    after the drafts' (`after`: how many values of the room's are still to give)."""
+    messages, rooms = _table(Message), _table(Room)
+    counted, seqs, params_count, params_seq = [], [], [], []
+    for root_id, replies in roots.items():
+        room_id = root_rooms[root_id]
+        after[room_id] -= 1
+        counted.append("WHEN %s THEN %s")
+        params_count += [root_id, replies]
+        seqs.append(f"WHEN %s THEN (SELECT change_seq FROM {rooms} WHERE id = %s) - %s")
+        params_seq += [root_id, room_id, after[room_id]]
+    listed = list(roots)
+    return (
+        f"UPDATE {messages} SET reply_count = reply_count + CASE id {' '.join(counted)} END, "
+        f"seq = CASE id {' '.join(seqs)} END WHERE id IN ({placeholders(listed)}) RETURNING id, seq",
+        params_count + params_seq + listed,
+    )
+
+
+def next_seq(room_id: int) -> int:
+    """Take the room's next change sequence value, locking its row until commit (as the batch's
+    insert does), so that changes take their values in commit order. Call inside a transaction.
+
+    ORM: `Room.objects.filter(pk=...).update(change_seq=F("change_seq") + 1)`, then a read.
+    Pinned by `test_sql.py::test_next_seq_counts_on_from_the_batch_insert`.
+    """
+    (((seq,),),) = fetch_all(
+        [(f"UPDATE {_table(Room)} SET change_seq = change_seq + 1 WHERE id = %s RETURNING change_seq", [room_id])]
+    )
+    return seq
 
 
 def originals(wanted: set[tuple[int, str]]) -> Statement:

@@ -81,6 +81,15 @@ def test_history_shows_the_one_message_shape(api, alice):
         "created_at": first["created_at"],
         "edited_at": None,
         "deleted": False,
+        "html": "<p>hello</p>",
+        "reply_to": None,
+        "thread": None,
+        "reply_count": 0,
+        "mentions": [],
+        "mentions_room": False,
+        "reactions": [],
+        "attachments": [],
+        "seq": message.seq,
     }
     assert first["created_at"].endswith("Z")
     assert (second["deleted"], second["body"]) == (True, "")

@@ -195,6 +195,7 @@ def test_room_summaries(alice, world):
         "kind": "public",
         "unread": 2,
         "last_message_id": selectors.last_message_id(world["joined"]),
+        "seq": Room.objects.get(slug="joined").change_seq,
     }
     assert summaries["quiet"]["last_message_id"] is None
     assert "other" not in summaries and "old" not in summaries
@@ -212,6 +213,7 @@ def test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists(alice
                 "kind": r.kind,
                 "unread": r.unread or 0,
                 "last_message_id": r.last_message_id,
+                "seq": r.change_seq,
             }
             for r in rooms
         ]

@@ -64,6 +64,15 @@ def test_message_send_persists_then_publishes_the_wire_shape(alice, general, pub
             "created_at": created_at,
             "edited_at": None,
             "deleted": False,
+            "html": "<p>hello</p>",  # leading and trailing spaces do not show
+            "reply_to": None,
+            "thread": None,
+            "reply_count": 0,
+            "mentions": [],
+            "mentions_room": False,
+            "reactions": [],
+            "attachments": [],
+            "seq": row.seq,
         },
     }
     assert TIMESTAMP.fullmatch(created_at)
@@ -346,9 +355,13 @@ def test_soft_delete(staff, chat, deleter, django_user_model, published, committ
     from chat.serializers import message_data
 
     assert (message_data(row)["body"], message_data(row)["deleted"], message_data(row)["id"]) == ("", True, chat.pk)
-    [(group, event)] = published
-    assert group == f"room.{chat.room_id}"
+    [(group, event), (update_group, update)] = published
+    assert group == update_group == f"room.{chat.room_id}"
     assert event["frame"] == {"type": "message.deleted", "room": "general", "id": chat.pk}
+    # Version 2 clients get the whole message with its new seq; its text and reactions are gone.
+    assert update["frame"] == {"type": "message.updated", "room": "general", "message": message_data(row)}
+    assert update["frame"]["message"]["seq"] == row.seq > chat.seq
+    assert (update["frame"]["message"]["html"], update["frame"]["message"]["reactions"]) == ("", [])
 
 
 def test_delete_twice_publishes_once_and_edit_of_deleted_is_invalid(carol, chat, published, committed, refused):

@@ -136,10 +136,25 @@ def test_the_batch_insert_stores_what_the_orm_stores(alice, bob):
         ]
 
     newest_orm = {room.pk: room.messages.aggregate(Max("id"))["id__max"] for room in (one, two, empty)}
+    seq_before = {room.pk: room.change_seq for room in Room.objects.filter(pk__in=[one.pk, two.pk, empty.pk])}
     with transaction.atomic():
-        newest, ids = sql.lock_rooms_and_insert([two.pk, one.pk, empty.pk], drafts())
+        newest, written, roots = sql.lock_rooms_and_insert([two.pk, one.pk, empty.pk], drafts())
+    ids = [pk for pk, _seq in written]
     assert newest == newest_orm
     assert ids == sorted(ids)
+    assert roots == []
+    # Each room's messages take its next change sequence values, in order; the counter moves on.
+    assert [seq for _pk, seq in written] == [
+        seq_before[one.pk] + 1,
+        seq_before[two.pk] + 1,
+        seq_before[one.pk] + 2,
+        seq_before[two.pk] + 2,
+    ]
+    assert list(Message.objects.filter(pk__in=ids).order_by("id").values_list("seq", flat=True)) == [
+        seq for _pk, seq in written
+    ]
+    counters = dict(Room.objects.filter(pk__in=[one.pk, two.pk, empty.pk]).values_list("pk", "change_seq"))
+    assert counters == {one.pk: seq_before[one.pk] + 2, two.pk: seq_before[two.pk] + 2, empty.pk: seq_before[empty.pk]}
     with transaction.atomic():
         orm_ids = [message.pk for message in Message.objects.bulk_create(drafts("orm-"))]
     fields = ["room_id", "author_id", "body", "kind", "created_at", "edited_at", "deleted"]
@@ -152,6 +167,35 @@ def test_the_batch_insert_stores_what_the_orm_stores(alice, bob):
         "",
         "c-2",
     ]
+
+
+def test_replies_count_on_their_root_after_the_replies_seq(alice):
+    room = Room.objects.create(slug="room", name="Room")
+    with transaction.atomic():
+        _, [(root_id, root_seq)], _ = sql.lock_rooms_and_insert(
+            [room.pk], [Message(room=room, author=alice, body="root")]
+        )
+    replies = [
+        Message(room=room, author=alice, body=f"reply {n}", reply_to_id=root_id, thread_id=root_id) for n in range(2)
+    ]
+    with transaction.atomic():
+        _, written, root_seqs = sql.lock_rooms_and_insert([room.pk], replies, {root_id: 2})
+    assert [seq for _pk, seq in written] == [root_seq + 1, root_seq + 2]
+    assert root_seqs == [root_seq + 3]
+    root = Message.objects.get(pk=root_id)
+    assert (root.reply_count, root.seq) == (2, root_seq + 3)
+    assert Room.objects.get(pk=room.pk).change_seq == root_seq + 3
+
+
+def test_next_seq_counts_on_from_the_batch_insert(alice):
+    room = Room.objects.create(slug="room", name="Room")
+    with transaction.atomic():
+        _, [(_pk, seq)], _ = sql.lock_rooms_and_insert([room.pk], [Message(room=room, author=alice, body="one")])
+    with transaction.atomic():
+        assert sql.next_seq(room.pk) == seq + 1
+        assert sql.next_seq(room.pk) == seq + 2
+    room.refresh_from_db()
+    assert room.change_seq == seq + 2
 
 
 def test_the_row_estimate_is_the_count_once_analysed(alice):

@@ -28,7 +28,7 @@ from django.utils import translation
 from chat import events, protocol, selectors, services
 from chat.errors import INFRASTRUCTURE, RETRY_AFTER_S, ChatError, Gone, NotFound, RateLimited
 from chat.protocol import FrameError
-from chat.serializers import message_data, user_data
+from chat.serializers import user_data
 
 from . import connections, presence, writer
 from .delivery import Delivery, db
@@ -111,7 +111,7 @@ class ChatConsumer(Delivery):
         await self._send(
             protocol.hello(
                 user=user_data(self.user),
-                rooms=rooms,
+                rooms=[{key: value for key, value in room.items() if key != "seq"} for room in rooms],
                 connection_id=self.channel_name,
                 max_body=settings.CHAT_MAX_BODY,
                 rate_per_10s=settings.CHAT_RATE_PER_10S,
@@ -139,7 +139,7 @@ class ChatConsumer(Delivery):
         ids = {room_slug: room_id for room_id, room_slug in room_ids}
         for room in rooms:
             if room["slug"] in ids:
-                self.stream.opened(ids[room["slug"]], room["last_message_id"])
+                self.stream.opened(ids[room["slug"]], room["last_message_id"], room["seq"])
                 hub().known(events.room_group(ids[room["slug"]]), room["last_message_id"] or 0)
         listed = {room["slug"] for room in rooms}
         for room_id, room_slug in room_ids:
@@ -193,6 +193,7 @@ class ChatConsumer(Delivery):
                         to=frame.get("to"),
                         body=frame.get("body"),
                         client_id=frame.get("client_id", ""),
+                        reply_to=frame.get("reply_to"),
                         origin=self.channel_name,
                     ),
                     functools.partial(self._written, frame.ref, seq=self.received),
@@ -239,9 +240,17 @@ class ChatConsumer(Delivery):
 
     async def on_join(self, frame):
         room, _, _ = await db(services.room_join)(user=self.user, slug=frame.get("room"))
-        floor = self.stream.floors.get(room.pk)  # already subscribed: what is above the floor came, or comes, live
+        # Already subscribed: what is above the floors came, or comes, live.
+        floors = self.stream.floors.get(room.pk), self.stream.change_floors.get(room.pk)
         await self._subscribe(room.pk, room.slug)
-        await self._replay(room.pk, room.slug, since=frame.get("since"), ref=frame.ref, until=floor)
+        await self._replay(
+            room.pk,
+            room.slug,
+            since=frame.get("since"),
+            changes_since=frame.get("changes_since"),
+            ref=frame.ref,
+            until=floors,
+        )
 
     async def on_leave(self, frame):
         room = await db(services.room_leave)(user=self.user, slug=frame.get("room"))
@@ -256,7 +265,7 @@ class ChatConsumer(Delivery):
             origin=self.channel_name,
             source="websocket",
         )
-        await self._send(protocol.reply(protocol.message_updated(message_data(message)), frame.ref))
+        await self._send_change(message, frame.ref)
 
     async def on_message_delete(self, frame):
         message = await db(services.message_delete)(

@@ -84,7 +84,12 @@ class Delivery(Connection):
             return
         if action == CATCH_UP:
             try:
-                await self._catch_up(event["room_id"], event["message_id"], event.get("prev_id") or 0)
+                if event.get("message_id") is None:  # a change: the read brings it, or a later one
+                    return await self._catch_up_changes(event["room_id"])
+                if await self._catch_up(
+                    event["room_id"], event["message_id"], event.get("prev_id") or 0, event.get("seq")
+                ):
+                    return  # the read brought it (or its ack, in its place)
             except INFRASTRUCTURE:  # the gap cannot be read now: the client resumes it later
                 return await self.close(
                     protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since"
@@ -114,35 +119,55 @@ class Delivery(Connection):
         self.subscriptions.discard(events.room_group(room_id))
         await hub().leave([events.room_group(room_id)], self)
 
-    async def _replay(self, room_id: int, slug: str, *, since: int | None, ref: str | None, until: int | None = None):
-        """Send `room.joined`, then every message after `since` (newest CHAT_REPLAY_LIMIT, after a `room.gap`).
+    async def _replay(
+        self,
+        room_id: int,
+        slug: str,
+        *,
+        since: int | None,
+        ref: str | None,
+        until: tuple[int | None, int | None] = (None, None),
+        changes_since: int | None = None,
+    ):
+        """Send `room.joined`, then with `changes_since` every change after it to the messages up
+        to `since`, in seq order (a `room.gap` with `changes` instead beyond CHAT_REPLAY_LIMIT), then
+        every message after `since` (newest CHAT_REPLAY_LIMIT, after a `room.gap`).
 
         Must run after `_subscribe` so that nothing committed after the read is missed.
-        `until` is the floor of a room this connection was already subscribed to: messages above
-        it were sent live, so only those up to it are replayed, and the marks stay.
+        `until` holds the floors (id, seq) of a room this connection was already subscribed to:
+        what is above them was sent live, so only what is up to them is replayed, and the marks stay.
         The same read checks that the user is still an active member of the room, not archived:
         if not, the connection leaves the room's group and the refusal is raised, nothing sent.
         A removal committed after the read reaches the connection as an event after this.
         """
-        limit = settings.CHAT_REPLAY_LIMIT
+        until_id, until_seq = until
         try:
-            messages, gap, last_id, members = await db(reads.replay_state)(
-                self.user, slug, room_id, since, until, limit
+            replay = await db(reads.replay_state)(
+                self.user, slug, room_id, since, until_id, settings.CHAT_REPLAY_LIMIT, changes_since, until_seq
             )
         except ChatError:
             await self._unsubscribe(room_id)
             raise
-        online = await presence.backend().online(members)
-        await self._send(
-            protocol.reply(protocol.room_joined(slug, sorted(members[uid] for uid in online), last_id), ref)
-        )
-        await self._send_messages(slug, messages, gap_after=since if gap else None)
-        if until is None:
-            hub().known(events.room_group(room_id), self.stream.replayed(room_id, last_id))
+        seq = replay.seq if until_id is None else self.stream.changes.get(room_id, replay.seq)
+        online = await presence.backend().online(replay.members)
+        joined = protocol.room_joined(slug, sorted(replay.members[uid] for uid in online), replay.last_id, seq)
+        await self._send(protocol.reply(joined, ref))
+        if replay.changes_gap:
+            await self._send(protocol.room_gap(slug, 0, since + 1, changes=True))
+        for message in replay.changes:
+            await self._send(protocol.message_updated(message))
+            await asyncio.sleep(0)
+        await self._send_messages(slug, replay.messages, gap_after=since if replay.gap else None)
+        if until_id is None:
+            hub().known(events.room_group(room_id), self.stream.replayed(room_id, replay.last_id, seq))
 
-    async def _catch_up(self, room_id: int, message_id: int, prev_id: int) -> bool:
+    async def _catch_up(self, room_id: int, message_id: int, prev_id: int, seq: int | None = None) -> bool:
         """Move the room's mark to `message_id`, first sending the messages between the mark
-        and it that have not come live yet. False if `message_id` was sent already."""
+        and it that have not come live yet; when changes before `seq` have not come either,
+        everything the room's change mark lacks, this message included (then True: it was sent)."""
+        if self.stream.changes_missing(room_id, seq):
+            await self._catch_up_changes(room_id, before=message_id)
+            return self.stream.sent_already(room_id, message_id)
         if self.stream.sent_already(room_id, message_id):
             return False
         after = self.stream.read_from(room_id, prev_id)
@@ -151,7 +176,41 @@ class Delivery(Connection):
             metrics.LAYER_GAPS.inc(len(messages))
             await self._send_messages(self.stream.slugs[room_id], messages, gap_after=after if gap else None)
         self.stream.advance(room_id, message_id)
-        return True
+        return False
+
+    async def _catch_up_changes(self, room_id: int, before: int = 0) -> None:
+        """Send everything of the room changed after its change mark, read at once from the database:
+        the messages already sent as `message.updated` (in seq order), then those not sent yet as
+        `message.new` (in id order, in their current state). Beyond CHAT_REPLAY_LIMIT, a `room.gap`
+        with `changes` first: the client reloads the room up to the newest message read (or up to
+        `before`, the message about to be sent), and the mark moves there."""
+        slug, mark = self.stream.slugs[room_id], self.stream.marks[room_id]
+        rows, gap = await db(reads.changed_since)(room_id, self.stream.changes[room_id])
+        if not rows:
+            return
+        metrics.LAYER_GAPS.inc(len(rows))
+        news = sorted((message for message in rows if message["id"] > mark), key=lambda message: message["id"])
+        if gap:
+            until = max([before] + [message["id"] + 1 for message in rows])
+            await self._send(protocol.room_gap(slug, mark, until, changes=True))
+            self.stream.advance(room_id, max(mark, until - 1))
+        for message in rows:
+            if message["id"] <= mark:
+                await self._send(protocol.message_updated(message))
+                await asyncio.sleep(0)
+        await self._send_messages(slug, news, gap_after=None)
+        if news:
+            self.stream.advance(room_id, max(self.stream.marks[room_id], news[-1]["id"]))
+        self.stream.reached_change(room_id, rows[-1]["seq"])
+
+    async def _send_change(self, message, ref: str | None) -> None:
+        """Answer a frame that changed `message` (an edit, a reaction) with the whole message,
+        after the changes before it that have not been sent."""
+        room_id = message.room_id
+        if self.stream.subscribed(room_id) and self.stream.changes_missing(room_id, message.seq):
+            await self._catch_up_changes(room_id)
+        await self._send(protocol.reply(protocol.message_updated(message_data(message)), ref))
+        self.stream.changed(room_id, message.seq)
 
     async def _send_messages(self, slug: str, messages: list[dict], gap_after: int | None):
         """Send `message.new` frames (after a `room.gap` when older ones were left out)."""
@@ -179,7 +238,7 @@ class Delivery(Connection):
         message = written[0]
         ack = events.encode(protocol.reply(protocol.message_new(message_data(message)), ref))
         self.ack_timers[message.pk] = asyncio.get_running_loop().call_later(ACK_WAIT_S, self._ack_overdue, message.pk)
-        self.stream.register(message.pk, message.room_id, ack, seq)
+        self.stream.register(message.pk, message.room_id, ack, seq, message.seq)
 
     async def _acknowledge(self, frame, written, received: float):
         """Answer a `message.send` once written: `written` is (message, created), or the refusal."""
@@ -204,7 +263,7 @@ class Delivery(Connection):
         elif not self.stream.sent_already(room_id, message.pk):
             # A duplicate's original may still be on its way here, behind others' messages:
             # its id is about to be the client's resume point, so send those first.
-            await self._catch_up(room_id, message.pk, message.prev_id if created else message.pk)
+            await self._catch_up(room_id, message.pk, message.prev_id if created else message.pk, message.seq)
         await self.send(text_data=ack)
         metrics.MESSAGES_DELIVERED.inc()
 
@@ -262,7 +321,8 @@ class Delivery(Connection):
                 return
             if action == CATCH_UP:
                 try:
-                    await self._catch_up(self.stream.acks[message_id][0], message_id, message_id)
+                    room_id = self.stream.acks[message_id][0]
+                    await self._catch_up(room_id, message_id, message_id, self.stream.ack_changes.get(message_id))
                 except INFRASTRUCTURE:
                     return await self.close(
                         protocol.CLOSE_SERVICE_RESTART, "service restart: reconnect and resume with since"

@@ -26,6 +26,16 @@ Delivery without gap or duplicate, in id order, per room:
   way are dropped.
 - `floors[room]` is the mark when the room was subscribed: a later `join since` on the same
   connection replays only up to the floor, since everything above came live.
+
+Changes (`seq`, the room's change sequence, taken in commit order) follow the same rule:
+- `changes[room]` is the change mark: every change with a `seq` up to it to a message up to the
+  mark has been sent (or superseded by a later one that was). A `message.updated` at or below
+  it is dropped. One that is not the next (`seq` above the change mark + 1), or that changes a
+  message above the mark (its `message.new` is still on its way), is read from the database
+  instead, with every change it overtook (CATCH_UP). A `message.new` whose `seq` is not the
+  next waits for the changes before it in the same way. So the highest `seq` a client holds is,
+  with the highest id, a safe `changes_since`.
+- `change_floors[room]` is the change mark when the room was subscribed, as `floors` is.
 """
 
 from django.utils.translation import gettext_lazy as _
@@ -46,10 +56,13 @@ class RoomStream:
         self.origin = origin  # the connection's name: events it caused carry it
         self.marks: dict[int, int] = {}  # room id -> mark (see the module docstring)
         self.floors: dict[int, int] = {}  # room id -> mark when subscribed
+        self.changes: dict[int, int] = {}  # room id -> change mark (see the module docstring)
+        self.change_floors: dict[int, int] = {}  # room id -> change mark when subscribed
         self.slugs: dict[int, str] = {}
         self.acks: dict[int, tuple[int, str]] = {}  # message id -> (room id, acknowledgement frame)
         self.registered: set[int] = set()  # ids whose ack went to `acks` and whose frame is not answered yet
         self.ack_seqs: dict[int, int] = {}  # message id -> number of the frame it answers
+        self.ack_changes: dict[int, int] = {}  # message id -> its change sequence value
         self.reached = -1  # number of the frame being answered: every frame before it is answered
         self.held: int | None = None  # number of the frame whose reply the inbox waits for
 
@@ -66,6 +79,8 @@ class RoomStream:
     def unsubscribe(self, room_id: int) -> None:
         self.marks.pop(room_id, None)
         self.floors.pop(room_id, None)
+        self.changes.pop(room_id, None)
+        self.change_floors.pop(room_id, None)
         self.slugs.pop(room_id, None)
 
     def subscribed(self, room_id: int) -> bool:
@@ -77,14 +92,30 @@ class RoomStream:
                 return room_id
         raise Forbidden(_("You have not joined '%(slug)s': join it first."), slug=slug)
 
-    def opened(self, room_id: int, last_id: int | None) -> None:
-        """At connect, the room's last message predates the connection: its mark and floor."""
+    def opened(self, room_id: int, last_id: int | None, seq: int = 0) -> None:
+        """At connect, the room's last message and change predate the connection: its marks and floors."""
         self.marks[room_id] = self.floors[room_id] = last_id or 0
+        self.changes[room_id] = self.change_floors[room_id] = seq
 
-    def replayed(self, room_id: int, last_id: int | None) -> int:
-        """A join's replay sent everything up to `last_id`: the new mark (and floor)."""
+    def replayed(self, room_id: int, last_id: int | None, seq: int = 0) -> int:
+        """A join's replay sent everything up to `last_id` and change `seq`: the new marks (and floors)."""
         self.marks[room_id] = self.floors[room_id] = max(self.marks.get(room_id, 0), last_id or 0)
+        self.changes[room_id] = self.change_floors[room_id] = max(self.changes.get(room_id, 0), seq)
         return self.marks[room_id]
+
+    def changed(self, room_id: int, seq: int | None) -> None:
+        """The change `seq` was sent: the change mark moves on if it was the next one."""
+        if seq is not None and room_id in self.changes and seq == self.changes[room_id] + 1:
+            self.changes[room_id] = seq
+
+    def reached_change(self, room_id: int, seq: int) -> None:
+        """Every change of the room up to `seq` was sent (a read of them all)."""
+        if room_id in self.changes:
+            self.changes[room_id] = max(self.changes[room_id], seq)
+
+    def changes_missing(self, room_id: int, seq: int | None) -> bool:
+        """Whether changes before `seq` have not been sent (a gap in the room's change sequence)."""
+        return seq is not None and room_id in self.changes and seq > self.changes[room_id] + 1
 
     # Events
 
@@ -98,13 +129,25 @@ class RoomStream:
         if event.get("room_id") is not None and event["room_id"] not in self.marks:
             return DROP  # a room this connection left, or was removed from, while the event was on its way
         if message_id is None:
+            changed = event.get("changed_id")
+            if changed is not None:  # its origin gets it as the reply to its frame
+                if event.get("origin") == self.origin:
+                    return DROP
+                return self._classify_change(event["room_id"], changed, event["seq"])
             return DROP if event.get("origin") == self.origin else SEND
         mark = self.marks.get(event["room_id"])
         if mark is None or message_id <= mark:
             return DROP
-        if (event.get("prev_id") or 0) > mark:
+        if (event.get("prev_id") or 0) > mark or self.changes_missing(event["room_id"], event.get("seq")):
             return CATCH_UP
         return CATCH_UP if event.get("origin") == self.origin else SEND
+
+    def _classify_change(self, room_id: int, changed_id: int, seq: int) -> str:
+        if seq <= self.changes.get(room_id, 0):
+            return DROP
+        if changed_id > self.marks[room_id] or seq > self.changes[room_id] + 1:
+            return CATCH_UP
+        return SEND
 
     def take(self, event: dict) -> str:
         """What a `chat.frame` needs when it could be written at once: DROP, SEND (counted as sent),
@@ -114,10 +157,14 @@ class RoomStream:
         if action == SEND:
             if event.get("message_id") is not None:  # `mark`, inline: this runs for every delivery
                 self.marks[event["room_id"]] = event["message_id"]
+            if event.get("seq") is not None:
+                self.changed(event["room_id"], event["seq"])
         elif action == CATCH_UP:
             if (
-                event.get("origin") != self.origin
+                event.get("message_id") is None
+                or event.get("origin") != self.origin
                 or (event.get("prev_id") or 0) > self.marks[event["room_id"]]
+                or self.changes_missing(event["room_id"], event.get("seq"))
                 or not self.ack_due(event["message_id"])
             ):
                 return WAIT
@@ -126,9 +173,11 @@ class RoomStream:
         return action
 
     def mark(self, event: dict) -> None:
-        """`event` was sent (a message: everything of its room up to it)."""
+        """`event` was sent (a message: everything of its room up to it; a change: every one up to it)."""
         if event.get("message_id") is not None:
             self.marks[event["room_id"]] = event["message_id"]
+        if event.get("seq") is not None:
+            self.changed(event["room_id"], event["seq"])
 
     def sent_already(self, room_id: int, message_id: int) -> bool:
         return message_id <= self.marks[room_id]
@@ -145,13 +194,16 @@ class RoomStream:
 
     # Acknowledgements
 
-    def register(self, message_id: int, room_id: int, ack: str, seq: int | None) -> None:
+    def register(self, message_id: int, room_id: int, ack: str, seq: int | None, change: int | None = None) -> None:
         """A new message of this connection is stored, in a followed room: its acknowledgement waits
-        from now on. `seq` numbers the frame, whose reply never goes before those to the frames before it."""
+        from now on. `seq` numbers the frame, whose reply never goes before those to the frames before it;
+        `change` is the message's change sequence value."""
         self.acks[message_id] = (room_id, ack)
         self.registered.add(message_id)
         if seq is not None:
             self.ack_seqs[message_id] = seq
+        if change is not None:
+            self.ack_changes[message_id] = change
 
     def ack_due(self, message_id: int) -> bool:
         """Whether the waiting ack of `message_id` may go: every frame before its own is answered.
@@ -164,6 +216,7 @@ class RoomStream:
         if pending is None:
             return None
         self.ack_seqs.pop(message_id, None)
+        self.changed(pending[0], self.ack_changes.pop(message_id, None))
         return pending[1]
 
     def ack_in_place(self, message_id: int) -> bool:
@@ -177,6 +230,8 @@ class RoomStream:
         on their way here."""
         self.registered.discard(message_id)
         mark = self.marks.get(room_id)
+        if self.changes_missing(room_id, self.ack_changes.get(message_id)):
+            return False
         if message_id in self.acks and (mark is None or prev_id <= mark):
             if mark is not None:
                 self.marks[room_id] = max(mark, message_id)
@@ -192,7 +247,11 @@ class RoomStream:
         if not self.ack_due(message_id):
             return WAIT
         room_id = self.acks[message_id][0]
-        return CATCH_UP if room_id in self.marks and message_id > self.marks[room_id] else ACK
+        if room_id in self.marks and (
+            message_id > self.marks[room_id] or self.changes_missing(room_id, self.ack_changes.get(message_id))
+        ):
+            return CATCH_UP
+        return ACK
 
     # Frames
 

@@ -1,10 +1,13 @@
 """The one path that inserts messages: the rooms locked, the ids drawn in commit order, and
 `message.new` published on commit for each, naming the message before it."""
 
+from collections import Counter
+
 from django.db import connection
 
 from .. import events, sql
 from ..models import Message, Room
+from . import content
 
 
 def insert_message(
@@ -12,6 +15,7 @@ def insert_message(
 ) -> Message:
     """Insert one message; see `insert_messages`. Call inside `transaction.atomic`."""
     draft = Message(room=room, author=author, body=body, kind=kind, client_id=client_id)
+    content.render_into(draft)
     return insert_messages(room, [(draft, origin)])[0]
 
 
@@ -38,12 +42,15 @@ def insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | None
     a message whose predecessor it has not sent yet knows to fetch the gap first.
     """
     drafts = [draft for _, room_drafts in rooms for draft, _ in room_drafts]
-    last_ids, ids = sql.lock_rooms_and_insert([room.pk for room, _ in rooms], drafts)
-    for draft, pk in zip(drafts, ids):
+    roots = Counter(draft.thread_id for draft in drafts if draft.thread_id is not None)
+    last_ids, written_ids, _root_seqs = sql.lock_rooms_and_insert([room.pk for room, _ in rooms], drafts, dict(roots))
+    for draft, (pk, seq) in zip(drafts, written_ids):
         # As the ORM marks a saved instance. `Message.from_db` would make new instances and drop
         # the room and author loaded on the drafts, which `message_data` reads.
-        draft.pk = pk
+        draft.pk, draft.seq = pk, seq
         draft._state.adding, draft._state.db = False, connection.alias
+    if any(draft.mentions for draft in drafts):
+        content.write_mentions(drafts)
     messages = iter(drafts)
     written = []
     for room, room_drafts in rooms:
@@ -54,4 +61,7 @@ def insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | None
             prev_id = message.pk
             room_messages.append(message)
         written.append(room_messages)
+    if roots:  # each root's new reply_count and seq, after its replies
+        for root in Message.objects.select_related("room", "author").filter(pk__in=list(roots)).order_by("seq"):
+            events.publish(events.room_group(root.room_id), events.change_event(root))
     return written

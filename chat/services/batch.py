@@ -2,6 +2,7 @@
 write (one round trip on PostgreSQL), with each refused send failing alone."""
 
 import contextlib
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ from django.utils.translation import gettext_lazy as _
 from .. import metrics, sql
 from ..errors import INFRASTRUCTURE, Forbidden, Invalid
 from ..limits import check_send_rates
-from ..models import Membership, Message, Room
+from ..models import MAX_ID, Membership, Message, Room
 from ..selectors import member_rooms_for_users
-from . import _common
+from . import _common, content
 from ._common import clean_body, require_writable
 from ._inserts import insert_messages, insert_rooms_messages
 from .rooms import direct_room
@@ -91,7 +92,12 @@ def _write_rooms(rooms: list[tuple[Room, list["_Send"]]], results: list) -> None
     SQLite), without the two round trips per room a savepoint costs. On PostgreSQL outside a
     transaction the whole write is one query string, a transaction of its own: no BEGIN and
     COMMIT round trips."""
-    alone = connection.vendor == "postgresql" and connection.get_autocommit()  # False in a transaction
+    # False in a transaction, and when mentions need rows of their own written with the messages.
+    alone = (
+        connection.vendor == "postgresql"
+        and connection.get_autocommit()
+        and not any(send.rendered.get("mentions") for _room, sends in rooms for send in sends)
+    )
     one_transaction = contextlib.nullcontext() if alone else transaction.atomic()
     with one_transaction:
         written = insert_rooms_messages(
@@ -129,12 +135,24 @@ class _Send:
     to: str | None = None
     client_id: str = ""
     kind: str = Message.Kind.USER
+    reply_to: int | None = None
     origin: str | None = None
     room: Room | None = None  # once access is checked
+    thread: int | None = None  # once `reply_to` is checked
+    rendered: dict = dataclasses.field(default_factory=dict)  # `content.FIELDS`, once rendered
 
     def draft(self) -> Message:
         """A new, unsaved message of this send."""
-        return Message(room=self.room, author=self.user, body=self.body, kind=self.kind, client_id=self.client_id)
+        return Message(
+            room=self.room,
+            author=self.user,
+            body=self.body,
+            kind=self.kind,
+            client_id=self.client_id,
+            reply_to_id=self.reply_to,
+            thread_id=self.thread,
+            **self.rendered,
+        )
 
 
 def _check_sends(requests: list[dict], results: list) -> list[_Send]:
@@ -156,7 +174,9 @@ def _check_sends(requests: list[dict], results: list) -> list[_Send]:
         functools.partial(_find_originals, read),
         _each(_check_body_and_target),
         functools.partial(_check_rooms, read),
+        _check_replies,
         _check_rates,
+        _render,
     ):
         try:
             outcomes = check(sends)
@@ -166,6 +186,15 @@ def _check_sends(requests: list[dict], results: list) -> list[_Send]:
             outcomes = [_alone(check, send) for send in sends]
         sends = _settle(sends, results, outcomes)
     return sends
+
+
+def _render(sends: list[_Send]) -> list[None]:
+    """Not a check: each send's html and mentions (`rendered`), all at once, once its room is known."""
+    drafts = [send.draft() for send in sends]
+    content.render(drafts)
+    for send, draft in zip(sends, drafts):
+        send.rendered = {name: getattr(draft, name) for name in content.FIELDS}
+    return [None] * len(sends)
 
 
 def _alone(check, send: "_Send") -> Exception | None:
@@ -209,6 +238,10 @@ def _check_options(send: _Send) -> None:
             _common.storable(field, text)
     if send.kind not in (Message.Kind.USER, Message.Kind.EMOTE):
         raise Invalid(_("kind: use 'user' or 'emote'."))
+    if send.reply_to is not None and (
+        not isinstance(send.reply_to, int) or isinstance(send.reply_to, bool) or not 0 < send.reply_to <= MAX_ID
+    ):
+        raise Invalid(_("reply_to: a message id."))
 
 
 def _find_originals(read: dict, sends: list[_Send]) -> list[tuple[Message, bool] | None]:
@@ -283,6 +316,32 @@ def _member_rooms(read: dict, pairs: list[tuple["User", str]]) -> list[tuple[Roo
     if not all((user.pk, slug) in named for user, slug in pairs):
         memberships = None  # read them now
     return member_rooms_for_users(pairs, memberships)
+
+
+def _check_replies(sends: list[_Send]) -> list[Exception | None]:
+    """A `reply_to` names a message of the same room that is not deleted (one query for all);
+    the reply joins that message's thread (`send.thread`: the first message of the chain)."""
+    wanted = {send.reply_to for send in sends if send.reply_to is not None}
+    if not wanted:
+        return [None] * len(sends)
+    targets = {
+        pk: (room_id, deleted, thread_id)
+        for pk, room_id, deleted, thread_id in Message.objects.filter(pk__in=wanted).values_list(
+            "pk", "room_id", "deleted", "thread_id"
+        )
+    }
+    refusals = []
+    for send in sends:
+        if send.reply_to is None:
+            refusals.append(None)
+            continue
+        room_id, deleted, thread_id = targets.get(send.reply_to, (None, True, None))
+        if room_id != send.room.pk or deleted:
+            refusals.append(Invalid(_("reply_to: no message %(id)s to answer in this room."), id=send.reply_to))
+        else:
+            send.thread = thread_id or send.reply_to
+            refusals.append(None)
+    return refusals
 
 
 def _check_rates(sends: list[_Send]) -> list[Exception | None]:

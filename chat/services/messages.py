@@ -5,11 +5,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .. import events, protocol
+from .. import events, protocol, sql
 from ..errors import Forbidden, Invalid
 from ..models import Membership, Message
 from ..selectors import last_message_id, member_room_for_user, message_for_user, unread_count
-from ..serializers import message_data
+from . import content
 from ._common import audit, budget, clean_body, require_may_moderate, require_writable
 from .batch import message_send_batch
 
@@ -69,7 +69,10 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
     with transaction.atomic():
         before = message.body
         message.body, message.edited_at = body, timezone.now()
-        message.save(update_fields=["body", "edited_at"])
+        content.render_into(message)
+        message.seq = sql.next_seq(message.room_id)
+        message.save(update_fields=["body", "edited_at", *content.FIELDS, "seq"])
+        content.write_mentions([message], replace=True)
         if message.author_id != user.pk:  # the original text survives in the audit log
             audit(
                 actor=user,
@@ -81,10 +84,7 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
                 before=before,
                 after=body,
             )
-        frame = protocol.message_updated(message_data(message))
-        events.publish(
-            events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin)
-        )
+        events.publish(events.room_group(message.room_id), events.change_event(message, origin=origin))
     return message
 
 
@@ -97,7 +97,8 @@ def message_delete(*, user, message_id: int, origin: str | None = None, source: 
     budget("delete", user, source)
     with transaction.atomic():
         message.deleted = True
-        message.save(update_fields=["deleted"])
+        message.seq = sql.next_seq(message.room_id)
+        message.save(update_fields=["deleted", "seq"])
         if message.author_id != user.pk:  # authors deleting their own words is not moderation
             audit(
                 actor=user,
@@ -111,6 +112,8 @@ def message_delete(*, user, message_id: int, origin: str | None = None, source: 
         events.publish(
             events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id, origin=origin)
         )
+        # Every connection, the deleter's too: its reply (`message.deleted`) carries no seq.
+        events.publish(events.room_group(message.room_id), events.change_event(message))
     return message
 
 
@@ -124,7 +127,8 @@ def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
         return message
     with transaction.atomic():
         message.deleted = False
-        message.save(update_fields=["deleted"])
+        message.seq = sql.next_seq(message.room_id)
+        message.save(update_fields=["deleted", "seq"])
         audit(
             actor=user,
             action="restore_message",
@@ -133,8 +137,7 @@ def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
             target_user=message.author,
             target_message=message,
         )
-        frame = protocol.message_updated(message_data(message))
-        events.publish(events.room_group(message.room_id), events.frame_event(frame, room_id=message.room_id))
+        events.publish(events.room_group(message.room_id), events.change_event(message))
     return message
 
 
