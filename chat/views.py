@@ -131,6 +131,13 @@ def profile(request):
 
 
 @login_required
+def mentions(request):
+    """The mentions inbox: a shell the client fills from GET /api/mentions/, newest first."""
+    rooms = {room.slug: room.name for room in selectors.rooms_for_user(request.user) if room.member}
+    return render(request, "chat/mentions.html", {"client": client_config(request, page="mentions", rooms=rooms)})
+
+
+@login_required
 def room_list(request):
     return _room_list(request)
 
@@ -179,6 +186,8 @@ def room(request, slug):
         canModerate=bool(membership and membership.can_moderate) or request.user.is_staff,
         mutedUntil=timestamp(membership.muted_until) if membership and membership.is_muted() else None,
         lastReadId=membership.last_read_id if membership else 0,
+        # Read with the room, before the history: every change up to it is in the page.
+        changeSeq=room.change_seq,
         history=[message_data(m) for m in history],
         hasMore=has_more,
         historyUrl=f"/api/rooms/{room.slug}/messages/",

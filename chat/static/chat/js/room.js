@@ -2,21 +2,25 @@
  * room's timeline, composer, members and actions, and the room switcher.
  *
  * `handlers` has one entry per server frame type of chat/protocol.py. Resuming follows
- * docs/guarantees.md: re-join with `since` = the highest id received after the last
- * room.joined, fetch a room.gap over REST, resend every unanswered send with its client_id,
- * and order and de-duplicate by id. Message text is only ever set with textContent.
+ * docs/guarantees.md: re-join with `since` = the highest id and `changes_since` = the highest
+ * seq received after the last room.joined, fetch a room.gap over REST (a gap of changes reloads
+ * the view), resend every unanswered send with its client_id, and order and de-duplicate by id.
+ * Message text is set with textContent; only the server's sanitized `html` goes in as HTML.
  */
 import {MessageActions} from "./actions.js";
 import {Composer} from "./composer.js";
 import {Connection, statusView} from "./connection.js";
 import {Members, suggestUsers, wireInvite, wireLeave, wirePanels, wireSettings} from "./members.js";
-import {RoomsState, notifyMessage, setUpNotificationButton} from "./rooms-state.js";
+import {MentionSuggestions, wireFormattingHelp} from "./mentions.js";
+import {notifyFrame, wireNotifySetting} from "./notify.js";
+import {RoomsState, setUpNotificationButton} from "./rooms-state.js";
 import {renderSwitcher} from "./switcher.js";
-import {Timeline, messageElement} from "./timeline.js";
+import {Timeline, mentionsMe, messageElement} from "./timeline.js";
 import {$, api, config as readConfig, el, fmt, staffNotice} from "./util.js";
 
 const TYPING_SHOWN_MS = 3000;
 const GAP_PAGE = 200;
+const PAGE = 50;
 
 const config = readConfig();
 const ROOM = config.room.slug;
@@ -45,6 +49,7 @@ const state = {
   stopped: false,          // removed, banned, archived: no more reconnects
   highestId: 0,
   resumeId: 0,             // the highest id received after this connection's room.joined
+  resumeSeq: 0,            // the same for the room's change sequence (`seq`): resumes edits and deletions
   unacked: new Map(),      // client_id -> body, until the server echoes the message back
   online: new Set(),
   typists: new Map(),      // username -> timer that hides them
@@ -91,6 +96,8 @@ const composer = new Composer({
 });
 
 const members = new Members({room: ROOM, me: ME, online: state.online, onError: (text) => showNotice(text)});
+new MentionSuggestions({input: $("body"), form: $("composer"), me: ME,
+                        members: () => members.members.map((m) => m.user.username)});
 
 async function fetchPage(params) {
   const result = await api("GET", `${config.historyUrl}?${new URLSearchParams(params)}`);
@@ -110,6 +117,31 @@ async function fillGap(after, before) {
   } catch (error) {
     showNotice(fmt(gettext("Some messages could not be loaded (%(error)s); reload the page."), {error: error.message}));
   }
+}
+
+/* A room.gap of changes: more were missed than the server replays, so the shown page is fetched
+ * again, around the message at the top of the view (or the newest page when reading the end). */
+async function reloadHistory() {
+  const atEnd = timeline.nearBottom() && !timeline.hasNewer;
+  const anchor = atEnd ? null : timeline.firstVisibleId();
+  try {
+    const page = await fetchPage(anchor ? {around: anchor, limit: PAGE} : {limit: PAGE});
+    timeline.replace(page.results, anchor ? {hasOlder: page.has_more_before, hasNewer: page.has_more_after}
+                                          : {hasOlder: page.has_more, hasNewer: false});
+    for (const message of page.results) seen(message);
+    if (anchor) timeline.showAround(anchor, {highlight: false});
+    else timeline.toBottom();
+  } catch (error) {
+    showNotice(fmt(gettext("Some messages could not be loaded (%(error)s); reload the page."), {error: error.message}));
+  }
+}
+
+/* The resume cursors: ids and seqs count only after this connection's room.joined (see above). */
+function seen(message) {
+  state.highestId = Math.max(state.highestId, message.id);
+  if (!state.joined) return;
+  state.resumeId = Math.max(state.resumeId, message.id);
+  if (message.seq) state.resumeSeq = Math.max(state.resumeSeq, message.seq);
 }
 
 function renderTyping() {
@@ -202,13 +234,13 @@ function markRead() {
 
 const handlers = {
   "hello"(frame) {
-    rooms.reset(frame.rooms.map((r) => ({...r, unread: r.slug === ROOM ? 0 : r.unread})));
+    rooms.reset(frame.rooms.map((r) => (r.slug === ROOM ? {...r, unread: 0, mentions: 0} : r)));
     if (frame.limits) composer.maxBody = frame.limits.max_body;
     connection.established();
     // The page was opened as a member: if the room is not among the user's rooms now, they were
     // removed (or left) while this page was reconnecting. Joining again would undo that.
     if (!frame.rooms.some((r) => r.slug === ROOM)) return removed("gone");
-    connection.send({type: "join", room: ROOM, since: state.resumeId, ref: "join"});
+    connection.send({type: "join", room: ROOM, since: state.resumeId, changes_since: state.resumeSeq, ref: "join"});
   },
   "room.joined"(frame) {
     if (frame.room !== ROOM) {
@@ -229,7 +261,9 @@ const handlers = {
     else rooms.remove(frame.room);
   },
   "room.gap"(frame) {
-    if (frame.room === ROOM) fillGap(frame.after, frame.before);
+    if (frame.room !== ROOM) return;
+    if (frame.changes) reloadHistory();
+    else fillGap(frame.after, frame.before);
   },
   "room.updated"(frame) {
     rooms.update(frame.room, {name: frame.name, topic: frame.topic});
@@ -243,16 +277,14 @@ const handlers = {
   },
   "message.new"(frame) {
     const message = frame.message;
-    notifyMessage(rooms, frame, ME);
     if (frame.room !== ROOM) {
       if (message.author?.username !== ME) {
-        if (rooms.has(frame.room)) rooms.bump(frame.room);
+        if (rooms.has(frame.room)) rooms.bump(frame.room, {mention: mentionsMe(message)});
         else rooms.learn(frame.room);
       }
       return;
     }
-    state.highestId = Math.max(state.highestId, message.id);
-    if (state.joined) state.resumeId = Math.max(state.resumeId, message.id);
+    seen(message);
     const mine = acknowledge(message);
     if (message.author) stopTyping(message.author.username);
     timeline.add([message], {live: true});
@@ -260,7 +292,9 @@ const handlers = {
     markRead();
   },
   "message.updated"(frame) {
-    if (frame.room === ROOM) timeline.update(frame.message);
+    if (frame.room !== ROOM) return;
+    if (state.joined && frame.message.seq) state.resumeSeq = Math.max(state.resumeSeq, frame.message.seq);
+    timeline.update(frame.message);
   },
   "message.deleted"(frame) {
     if (frame.room === ROOM) timeline.markDeleted(frame.id);
@@ -290,7 +324,11 @@ const handlers = {
     if (frame.room === ROOM) composer.setMutedUntil(frame.muted_until);
   },
   "unread"(frame) {
-    rooms.update(frame.room, {unread: frame.room === ROOM ? 0 : frame.count});
+    const here = frame.room === ROOM;
+    rooms.update(frame.room, {unread: here ? 0 : frame.count, mentions: here ? 0 : frame.mentions || 0});
+  },
+  "notification"(frame) {
+    notifyFrame(rooms, frame, {current: ROOM, show: (id) => timeline.showAround(id)});
   },
   "notice"(frame) {
     if (!frame.room || frame.room === ROOM) staffNotice(ui.notices, frame.text, frame.level);
@@ -354,6 +392,8 @@ function stop(reason) {
 timeline.replace(config.history, {hasOlder: config.hasMore, hasNewer: false});
 timeline.toBottom();
 state.highestId = state.resumeId = timeline.newestId || 0;
+// The page's history was read after the room's sequence value, so every change up to it is shown.
+state.resumeSeq = Math.max(config.changeSeq || 0, ...config.history.map((m) => m.seq || 0));
 renderHeader();
 composer.setMutedUntil(config.mutedUntil);
 rooms.onChange(() => renderSwitcher(ui.nav, rooms));
@@ -363,6 +403,8 @@ suggestUsers($("dialog-direct-username"), $("direct-suggestions"));
 wireSettings({room: ROOM, current: () => room});
 wireLeave(() => room.name);
 wirePanels();
+wireFormattingHelp();
+wireNotifySetting(ROOM, (text) => showNotice(text));
 if (window.matchMedia("(min-width: 1100px)").matches) {
   document.querySelector(".room-page").classList.add("members-open");
   $("toggle-members")?.setAttribute("aria-expanded", "true");

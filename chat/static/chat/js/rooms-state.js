@@ -1,11 +1,12 @@
 /* The user's rooms as the server reports them (hello, room.joined, room.left, room.updated,
  * message.new, unread), shared by every view of a page: the room switcher, the room list, the
- * tab title's unread count and desktop notifications. */
+ * tab title's unread and mention counts and desktop notifications. A room's `mentions` counts
+ * its unread messages that mention the user (0 when a server does not say). */
 import {api} from "./util.js";
 
 export class RoomsState {
   constructor({current = null, baseTitle = document.title} = {}) {
-    this.rooms = new Map();      // slug -> {slug, name, kind, unread, topic}
+    this.rooms = new Map();      // slug -> {slug, name, kind, unread, mentions, topic, notify}
     this.current = current;      // the slug of the room this page shows, if any
     this.baseTitle = baseTitle;
     this.listeners = [];
@@ -21,7 +22,7 @@ export class RoomsState {
   }
 
   reset(rooms) {
-    this.rooms = new Map(rooms.map((room) => [room.slug, {...room}]));
+    this.rooms = new Map(rooms.map((room) => [room.slug, {...room, mentions: room.mentions || 0}]));
     this.changed();
   }
 
@@ -38,8 +39,8 @@ export class RoomsState {
     if (this.rooms.has(slug)) return;
     const result = await api("GET", `/api/rooms/${encodeURIComponent(slug)}/`);
     if (!result.ok || this.rooms.has(slug)) return;
-    const {name, kind, topic, unread} = result.data;
-    this.rooms.set(slug, {slug, name, kind, topic, unread: unread || 0});
+    const {name, kind, topic, unread, mentions} = result.data;
+    this.rooms.set(slug, {slug, name, kind, topic, unread: unread || 0, mentions: mentions || 0});
     this.changed();
   }
 
@@ -54,22 +55,31 @@ export class RoomsState {
     if (this.rooms.delete(slug)) this.changed();
   }
 
-  bump(slug) {
+  /* A new message from someone else; `mention`: it names the user. */
+  bump(slug, {mention = false} = {}) {
     const room = this.rooms.get(slug);
     if (!room) return;
     room.unread = (room.unread || 0) + 1;
+    if (mention) room.mentions = (room.mentions || 0) + 1;
     this.changed();
   }
 
-  totalUnread() {
+  total(field) {
     let total = 0;
-    for (const room of this.rooms.values()) if (room.slug !== this.current) total += room.unread || 0;
+    for (const room of this.rooms.values()) if (room.slug !== this.current) total += room[field] || 0;
     return total;
   }
 
+  totalUnread() {
+    return this.total("unread");
+  }
+
+  /* "(5) Room · Chat", and "(5 · @2) Room · Chat" when two of them mention the user. */
   updateTitle() {
-    const total = this.totalUnread();
-    document.title = total > 0 ? `(${total}) ${this.baseTitle}` : this.baseTitle;
+    const unread = this.totalUnread();
+    const mentions = this.total("mentions");
+    const count = mentions > 0 ? `${unread} · @${mentions}` : String(unread);
+    document.title = unread > 0 || mentions > 0 ? `(${count}) ${this.baseTitle}` : this.baseTitle;
   }
 
   sorted() {
@@ -77,7 +87,7 @@ export class RoomsState {
   }
 }
 
-// Desktop notifications: opt in with a button; direct messages (and mentions, later) alert.
+// Desktop notifications: opt in with a button; `notification` frames alert (notify.js).
 
 const NOTIFY_KEY = "chat-notify";
 
@@ -96,20 +106,4 @@ export function setUpNotificationButton(button) {
     refresh();
   });
   refresh();
-}
-
-/* Alert for a direct message from someone else, unless the user is looking at it. */
-export function notifyMessage(rooms, frame, me) {
-  const room = rooms.get(frame.room);
-  const message = frame.message;
-  // A first direct message may come before its room is known here; direct slugs start with dm-.
-  const direct = room ? room.kind === "direct" : frame.room.startsWith("dm-");
-  if (!direct || !message.author || message.author.username === me) return;
-  if (frame.room === rooms.current && document.visibilityState === "visible") return;
-  if (!notificationsWanted()) return;
-  const notification = new Notification(message.author.username, {body: message.body, tag: `m${message.id}`});
-  notification.addEventListener("click", () => {
-    window.focus();
-    location.assign(`/rooms/${encodeURIComponent(frame.room)}/#m${message.id}`);
-  });
 }

@@ -2,8 +2,10 @@
  * unread counts follow, and the tab title carries the total. Every server frame type has its
  * entry; those about a room's content have nothing to show here. */
 import {Connection, statusView} from "./connection.js";
-import {RoomsState, notifyMessage, setUpNotificationButton} from "./rooms-state.js";
+import {notifyFrame} from "./notify.js";
+import {RoomsState, setUpNotificationButton} from "./rooms-state.js";
 import {renderRoomList} from "./switcher.js";
+import {mentionsMe} from "./timeline.js";
 import {suggestUsers} from "./members.js";
 import {$, config as readConfig, el, staffNotice} from "./util.js";
 
@@ -29,13 +31,15 @@ const handlers = {
     else rooms.update(frame.room, {name: frame.name, topic: frame.topic});
   },
   "message.new"(frame) {
-    notifyMessage(rooms, frame, ME);
     if (frame.message.author?.username === ME) return;
-    if (rooms.has(frame.room)) rooms.bump(frame.room);
+    if (rooms.has(frame.room)) rooms.bump(frame.room, {mention: mentionsMe(frame.message)});
     else rooms.learn(frame.room);
   },
   "unread"(frame) {
-    rooms.update(frame.room, {unread: frame.count});
+    rooms.update(frame.room, {unread: frame.count, mentions: frame.mentions || 0});
+  },
+  "notification"(frame) {
+    notifyFrame(rooms, frame);
   },
   "room.gap": ignore,
   "message.updated": ignore,

@@ -1,5 +1,5 @@
 /* The room switcher of the room page and the live room list of the home page, both drawn from
- * RoomsState: new rooms appear, removed ones go, unread badges follow. */
+ * RoomsState: new rooms appear, removed ones go, unread and "@" mention badges follow. */
 import {el, fmt} from "./util.js";
 
 function badge(count) {
@@ -7,15 +7,24 @@ function badge(count) {
                      title: gettext("unread messages")});
 }
 
+function mentionBadge(count) {
+  return el("span", {className: "badge mention", textContent: count > 0 ? `@${count}` : "",
+                     title: gettext("unread mentions of you")});
+}
+
 function roomLink(room) {
   return el("a", {href: `/rooms/${encodeURIComponent(room.slug)}/`, textContent: room.name, dir: "auto"});
 }
 
 function unreadLabel(room) {
-  return room.unread > 0
+  const label = room.unread > 0
     ? fmt(ngettext("%(name)s, %(count)s unread message", "%(name)s, %(count)s unread messages", room.unread),
           {name: room.name, count: room.unread})
     : room.name;
+  return room.mentions > 0
+    ? fmt(ngettext("%(label)s, %(count)s mention of you", "%(label)s, %(count)s mentions of you", room.mentions),
+          {label, count: room.mentions})
+    : label;
 }
 
 /* The room page's sidebar: rooms, then direct messages, each a heading and a list. */
@@ -32,7 +41,7 @@ export function renderSwitcher(container, rooms) {
       link.setAttribute("aria-label", unreadLabel(room));
       if (current) link.setAttribute("aria-current", "page");
       list.append(el("li", {className: current ? "current" : "", dataset: {room: room.slug}},
-                     link, badge(current ? 0 : room.unread)));
+                     link, mentionBadge(current ? 0 : room.mentions), badge(current ? 0 : room.unread)));
     }
     sections.push(el("h3", {textContent: title}), list);
   }
@@ -49,12 +58,13 @@ export function renderRoomList(list, rooms) {
       const kind = el("span", {className: "kind", textContent: {public: gettext("public"), private: gettext("private"),
                                                                  direct: gettext("direct")}[room.kind] || room.kind});
       li = el("li", {className: "room-item", dataset: {room: room.slug}},
-              el("div", {className: "room-item-main"}, roomLink(room), " ", kind, " ", badge(0)));
+              el("div", {className: "room-item-main"}, roomLink(room), " ", kind, " ", mentionBadge(0), " ", badge(0)));
       list.append(li);
       document.querySelector(`#public-rooms li[data-room="${CSS.escape(room.slug)}"]`)?.remove();
     }
-    const count = li.querySelector(".badge");
-    count.textContent = room.unread > 0 ? String(room.unread) : "";
+    li.querySelector(".badge.unread").textContent = room.unread > 0 ? String(room.unread) : "";
+    const mentions = li.querySelector(".badge.mention");
+    if (mentions) mentions.textContent = room.mentions > 0 ? `@${room.mentions}` : "";
   }
   list.querySelector(".empty")?.toggleAttribute("hidden", rooms.rooms.size > 0);
 }

@@ -3,11 +3,35 @@
  * at the bottom, else counts them on a "N new messages ↓" button, and pages history in as the
  * reader scrolls (older above, newer below after a jump into the past). */
 import {systemText} from "./system-text.js";
-import {avatar, dayKey, dayLabel, el, fmt, fullDateTime, parseDate, shortTime} from "./util.js";
+import {avatar, config, dayKey, dayLabel, el, fmt, fullDateTime, parseDate, shortTime} from "./util.js";
 
 const GROUP_GAP_MS = 5 * 60 * 1000;
 const PAGE = 50;
 const EDGE_PX = 300;
+const ME = (config()?.user?.username || "").toLowerCase();
+
+/* Whether `message`, written by someone else, names the reader (or the whole room). */
+export function mentionsMe(message) {
+  if (!ME || message.deleted || message.author?.username.toLowerCase() === ME) return false;
+  return Boolean(message.mentions_room) || (message.mentions || []).some((m) => m.username.toLowerCase() === ME);
+}
+
+/* The body: the server's rendering for user and emote messages (see fillBody), plain text otherwise. */
+function fillBody(body, message) {
+  const rich = message.kind !== "system" && typeof message.html === "string" && !message.deleted;
+  body.classList.toggle("rich", rich);
+  if (!rich) {
+    body.textContent = message.deleted ? "" : (message.kind === "system" ? systemText(message.body) : message.body);
+    return;
+  }
+  // The one place the client takes HTML: the server renders every message and passes it through an
+  // allowlist sanitizer (chat/markup.py), and the page's CSP refuses inline scripts and styles anyway.
+  body.innerHTML = message.html;
+  for (const mention of body.querySelectorAll(".mention")) {
+    const name = (mention.dataset.user || "").toLowerCase();
+    mention.classList.toggle("mention-me", name === ME || (message.mentions_room && ["room", "all"].includes(name)));
+  }
+}
 
 export function messageElement(message) {
   const body = el("div", {className: "body", dir: "auto"});
@@ -31,7 +55,7 @@ export function messageElement(message) {
 
 export function fillMessage(node, message) {
   const author = message.author ? message.author.username : gettext("(gone)");
-  node.className = `msg msg-${message.kind}` + (message.deleted ? " deleted" : "")
+  node.className = `msg msg-${message.kind}` + (message.deleted ? " deleted" : "") + (mentionsMe(message) ? " mentions-me" : "")
     + (node.classList.contains("grouped") ? " grouped" : "") + (node.classList.contains("pending") ? " pending" : "");
   if (message.id) {
     node.dataset.id = String(message.id);
@@ -45,8 +69,7 @@ export function fillMessage(node, message) {
     time.textContent = shortTime(date);
     time.title = fullDateTime(date);
   }
-  const text = message.kind === "system" ? systemText(message.body) : message.body;
-  node.querySelector(".body").textContent = message.deleted ? "" : text;
+  fillBody(node.querySelector(".body"), message);
   node.querySelector(".edited").hidden = !message.edited_at || message.deleted;
   node.querySelector(".msg-menu-button").setAttribute("aria-label",
     fmt(gettext("Actions for the message from %(author)s"), {author}));
@@ -176,18 +199,27 @@ export class Timeline {
     }
   }
 
+  /* A message.updated: the whole message replaces the shown one, unless it is older (a lower seq). */
   update(message) {
-    if (!this.nodes.has(message.id)) return;
+    const shown = this.messages.get(message.id);
+    if (!shown || (shown.seq ?? 0) > (message.seq ?? 0)) return;
     this.insert([message]);
   }
 
   markDeleted(id) {
     const message = this.messages.get(id);
-    if (message) this.update({...message, deleted: true, body: "", edited_at: null});
+    if (message) this.insert([{...message, deleted: true, body: "", html: "", edited_at: null}]);
   }
 
   get(id) {
     return this.messages.get(id);
+  }
+
+  /* The id of the first message whose bottom is inside the pane: where the reader is. */
+  firstVisibleId() {
+    const top = this.scroller.getBoundingClientRect().top;
+    const node = Array.from(this.list.children).find((child) => child.getBoundingClientRect().bottom > top);
+    return node ? Number(node.dataset.id) || null : null;
   }
 
   /* The user's newest message that can still be edited: for Up arrow in an empty composer. */
