@@ -83,7 +83,7 @@ def test_formatting_mentions_and_resume(transactional_db, alice, bob, settings):
             page_a.locator("#body").press_sequentially("hello @b", delay=20)
             listbox = page_a.locator("#mention-list")
             expect(listbox).to_be_visible()
-            expect(page_a.locator("#body")).to_have_attribute("aria-expanded", "true")
+            expect(page_a.locator("#body")).to_have_attribute("aria-activedescendant", "mention-option-0")
             expect(listbox.locator("[role=option]").first).to_have_text("@bob")
             page_a.locator("#body").press("ArrowDown")
             page_a.locator("#body").press("ArrowUp")
@@ -247,9 +247,9 @@ def test_formatted_room_and_inbox_pass_axe(transactional_db, alice, bob, scheme,
                 expect(page.locator("#format-help li").first).to_be_visible()
                 page.locator("#body").press_sequentially("@a", delay=20)
                 expect(page.locator("#mention-list")).to_be_visible()
+                screenshot(page, f"conversations-room-{scheme}-{size}")
                 assert axe_violations(page) == [], size
                 assert no_sideways_overflow(page), size
-                screenshot(page, f"conversations-room-{scheme}-{size}")
                 assert page.goto("/mentions/").status == 200
                 expect(page.locator("#mentions .mention-item")).to_have_count(1)
                 assert axe_violations(page) == [], size

@@ -17,6 +17,7 @@ function item(message) {
   const body = el("div", {className: "body rich", dir: "auto"});
   // Rendered and sanitized by the server (chat/markup.py), as in the room's timeline.
   body.innerHTML = message.html;
+  for (const code of body.querySelectorAll("pre")) code.tabIndex = 0;   // wide code scrolls by keyboard too
   return el("li", {className: "mention-item", id: `m${message.id}`},
     el("div", {className: "msg-head"},
       el("a", {href, className: "mention-room", textContent: config.rooms?.[message.room] || message.room, dir: "auto"}),

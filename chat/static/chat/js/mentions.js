@@ -1,7 +1,7 @@
-/* @mention suggestions in the composer, as an ARIA combobox: typing `@` and the start of a name
+/* @mention suggestions in the composer, the ARIA combobox pattern on a textarea: typing `@` and the start of a name
  * opens a listbox of the room's members, then other users (GET /api/users/?q=), and @room;
  * Up and Down move, Enter or Tab insert the name, Escape closes. */
-import {$, api, el} from "./util.js";
+import {$, api, el, fmt} from "./util.js";
 
 const SHOWN = 8;
 const ROOM_WORDS = ["room", "all"];
@@ -20,10 +20,12 @@ export class MentionSuggestions {
     this.active = -1;
     this.query = null;
     this.fetched = new Map();   // prefix -> usernames from the API
-    input.setAttribute("role", "combobox");
+    // A <textarea> may not take role=combobox (ARIA in HTML): as a textbox it keeps the combobox's
+    // other attributes, and a status line says how many suggestions opened.
     input.setAttribute("aria-autocomplete", "list");
     input.setAttribute("aria-controls", this.list.id);
-    input.setAttribute("aria-expanded", "false");
+    this.status = el("div", {className: "visually-hidden", role: "status"});
+    form.append(this.status);
     input.addEventListener("input", () => this.refresh());
     input.addEventListener("click", () => this.refresh());
     input.addEventListener("blur", () => setTimeout(() => this.close(), 150));
@@ -70,8 +72,12 @@ export class MentionSuggestions {
       id: `mention-option-${index}`, role: "option", className: "mention-option", dataset: {index: String(index)},
       textContent: `@${name}`, dir: "auto",
     })));
+    if (this.list.hidden || this.status.textContent === "") {
+      this.status.textContent = fmt(ngettext("%(count)s suggestion: Up and Down to choose, Enter to insert",
+                                             "%(count)s suggestions: Up and Down to choose, Enter to insert",
+                                             this.options.length), {count: this.options.length});
+    }
     this.list.hidden = false;
-    this.input.setAttribute("aria-expanded", "true");
     this.select(Math.max(0, this.options.indexOf(current)));
   }
 
@@ -89,7 +95,7 @@ export class MentionSuggestions {
     this.list.hidden = true;
     this.options = [];
     this.active = -1;
-    this.input.setAttribute("aria-expanded", "false");
+    this.status.textContent = "";
     this.input.removeAttribute("aria-activedescendant");
   }
 
