@@ -5,6 +5,7 @@ badges that clear on reading, the per-room notify setting, the mentions inbox, a
 the new views in light, dark and Chinese. Helpers: tests/browser.py.
 """
 
+import json
 import re
 
 import pytest
@@ -29,7 +30,9 @@ from tests.live import start_daphne
 pytestmark = pytest.mark.browser
 
 LONG_CODE = "x = " + "+".join(["1234567890"] * 40)
-MARKDOWN = f"**bold** and `inline`\n\n```python\n{LONG_CODE}\n```\n\n> quoted\n\n- one\n- two\n\nsee https://example.com"
+MARKDOWN = (
+    f"**bold** and `inline`\n\n```python\n{LONG_CODE}\n```\n\n> quoted\n\n- one\n- two\n\nsee https://example.com"
+)
 HOSTILE = "<script>alert(1)</script> <img src=x onerror=alert(2)>"
 
 
@@ -48,14 +51,18 @@ def test_formatting_mentions_and_resume(transactional_db, alice, bob, settings):
     use_server_hasher(alice, bob)
     services.room_create(user=alice, name="General", slug="general")
     services.room_join(user=bob, slug="general")
+    fillers = [services.message_send(user=alice, slug="general", body=f"filler {n}")[0].pk for n in range(6)]
+    env = {"CHAT_REPLAY_LIMIT": "5"}
 
-    server = start_daphne()
+    server = start_daphne(env)
     try:
         with chromium() as browser:
             page_a, page_b = log_in(browser, server, "alice"), log_in(browser, server, "bob")
             open_room(page_a, "general")
             open_room(page_b, "general")
             expect(page_a.locator("#members li", has_text="bob")).to_be_visible()
+            frames_b = []
+            page_b.on("websocket", lambda ws: ws.on("framereceived", lambda frame: frames_b.append(frame)))
 
             # Markdown comes back as the server's HTML: bold, a code block, a quote, a list, a link.
             type_into(page_a, MARKDOWN)
@@ -119,7 +126,7 @@ def test_formatting_mentions_and_resume(transactional_db, alice, bob, settings):
             expect(page_b.locator("#conn-state")).to_have_class(re.compile(r"\boffline\b"))
             in_thread(lambda: services.message_edit(user=alice, message_id=edited, body="now **changed**"))
             in_thread(lambda: services.message_delete(user=alice, message_id=deleted))
-            server = start_daphne(port=port)
+            server = start_daphne(env, port=port)
             expect(page_b.locator("#conn-state")).to_have_text("online", timeout=30_000)
             item = page_b.locator(f'#messages .msg[data-id="{edited}"]')
             expect(item.locator(".body strong")).to_have_text("changed")
@@ -127,6 +134,18 @@ def test_formatting_mentions_and_resume(transactional_db, alice, bob, settings):
             gone = page_b.locator(f'#messages .msg[data-id="{deleted}"]')
             expect(gone).to_have_class(re.compile(r"\bdeleted\b"))
             expect(gone.locator(".body")).to_have_text("")
+
+            # More messages changed while away than the server replays (5 here): the client reloads the view.
+            server.stop()
+            expect(page_b.locator("#conn-state")).to_have_class(re.compile(r"\boffline\b"))
+            in_thread(lambda: [services.message_edit(user=alice, message_id=pk, body=f"_took_ {pk}") for pk in fillers])
+            server = start_daphne(env, port=port)
+            expect(page_b.locator("#conn-state")).to_have_text("online", timeout=30_000)
+            for pk in fillers:
+                expect(page_b.locator(f'#messages .msg[data-id="{pk}"] .body em')).to_have_text("took")
+            gaps = [json.loads(frame) for frame in frames_b if '"room.gap"' in frame]
+            assert [gap.get("changes") for gap in gaps] == [True]  # the way this test meant to take
+            expect(gone).to_have_class(re.compile(r"\bdeleted\b"))
             assert page_b.errors == [], page_b.errors
     finally:
         server.stop()

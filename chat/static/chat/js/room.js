@@ -10,6 +10,7 @@
 import {MessageActions} from "./actions.js";
 import {Composer} from "./composer.js";
 import {Connection, statusView} from "./connection.js";
+import {fillGap, reloadView} from "./gaps.js";
 import {Members, suggestUsers, wireInvite, wireLeave, wirePanels, wireSettings} from "./members.js";
 import {MentionSuggestions, wireFormattingHelp} from "./mentions.js";
 import {notifyFrame, wireNotifySetting} from "./notify.js";
@@ -19,8 +20,6 @@ import {Timeline, mentionsMe, messageElement} from "./timeline.js";
 import {$, api, config as readConfig, el, fmt, staffNotice} from "./util.js";
 
 const TYPING_SHOWN_MS = 3000;
-const GAP_PAGE = 200;
-const PAGE = 50;
 
 const config = readConfig();
 const ROOM = config.room.slug;
@@ -106,34 +105,8 @@ async function fetchPage(params) {
   return result.data;
 }
 
-async function fillGap(after, before) {
-  try {
-    for (let from = after, more = true; more;) {
-      const page = await fetchPage({after: from, before, limit: GAP_PAGE});
-      timeline.add(page.results);
-      more = page.has_more && page.results.length > 0;
-      if (more) from = page.results[page.results.length - 1].id;
-    }
-  } catch (error) {
-    showNotice(fmt(gettext("Some messages could not be loaded (%(error)s); reload the page."), {error: error.message}));
-  }
-}
-
-/* A room.gap of changes: more were missed than the server replays, so the shown page is fetched
- * again, around the message at the top of the view (or the newest page when reading the end). */
-async function reloadHistory() {
-  const atEnd = timeline.nearBottom() && !timeline.hasNewer;
-  const anchor = atEnd ? null : timeline.firstVisibleId();
-  try {
-    const page = await fetchPage(anchor ? {around: anchor, limit: PAGE} : {limit: PAGE});
-    timeline.replace(page.results, anchor ? {hasOlder: page.has_more_before, hasNewer: page.has_more_after}
-                                          : {hasOlder: page.has_more, hasNewer: false});
-    for (const message of page.results) seen(message);
-    if (anchor) timeline.showAround(anchor, {highlight: false});
-    else timeline.toBottom();
-  } catch (error) {
-    showNotice(fmt(gettext("Some messages could not be loaded (%(error)s); reload the page."), {error: error.message}));
-  }
+function gapFailed(error) {
+  showNotice(fmt(gettext("Some messages could not be loaded (%(error)s); reload the page."), {error: error.message}));
 }
 
 /* The resume cursors: ids and seqs count only after this connection's room.joined (see above). */
@@ -262,8 +235,9 @@ const handlers = {
   },
   "room.gap"(frame) {
     if (frame.room !== ROOM) return;
-    if (frame.changes) reloadHistory();
-    else fillGap(frame.after, frame.before);
+    const work = frame.changes ? reloadView(timeline, fetchPage).then((messages) => messages.forEach(seen))
+      : fillGap(timeline, fetchPage, frame.after, frame.before);
+    work.catch(gapFailed);
   },
   "room.updated"(frame) {
     rooms.update(frame.room, {name: frame.name, topic: frame.topic});
