@@ -18,6 +18,10 @@ function item(message) {
   // Rendered and sanitized by the server (chat/markup.py), as in the room's timeline.
   body.innerHTML = message.html;
   for (const code of body.querySelectorAll("pre")) code.tabIndex = 0;   // wide code scrolls by keyboard too
+  const me = config.user.username.toLowerCase();
+  for (const mention of body.querySelectorAll(".mention")) {
+    mention.classList.toggle("mention-me", (mention.dataset.user || "").toLowerCase() === me || message.mentions_room);
+  }
   return el("li", {className: "mention-item", id: `m${message.id}`},
     el("div", {className: "msg-head"},
       el("a", {href, className: "mention-room", textContent: config.rooms?.[message.room] || message.room, dir: "auto"}),
