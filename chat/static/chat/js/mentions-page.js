@@ -1,5 +1,6 @@
 /* The mentions inbox (/mentions/): GET /api/mentions/ pages, newest first, each message with its
  * room, author, time and the server's sanitized HTML, linking to the room at the message. */
+import {markRendered} from "./timeline.js";
 import {$, api, config as readConfig, dayLabel, detailOf, el, fullDateTime, parseDate, shortTime} from "./util.js";
 
 const PAGE = 20;
@@ -17,11 +18,7 @@ function item(message) {
   const body = el("div", {className: "body rich", dir: "auto"});
   // Rendered and sanitized by the server (chat/markup.py), as in the room's timeline.
   body.innerHTML = message.html;
-  for (const code of body.querySelectorAll("pre")) code.tabIndex = 0;   // wide code scrolls by keyboard too
-  const me = config.user.username.toLowerCase();
-  for (const mention of body.querySelectorAll(".mention")) {
-    mention.classList.toggle("mention-me", (mention.dataset.user || "").toLowerCase() === me || message.mentions_room);
-  }
+  markRendered(body, message);
   return el("li", {className: "mention-item", id: `m${message.id}`},
     el("div", {className: "msg-head"},
       el("a", {href, className: "mention-room", textContent: config.rooms?.[message.room] || message.room, dir: "auto"}),

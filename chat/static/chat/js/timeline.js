@@ -27,7 +27,12 @@ function fillBody(body, message) {
   // The one place the client takes HTML: the server renders every message and passes it through an
   // allowlist sanitizer (chat/markup.py), and the page's CSP refuses inline scripts and styles anyway.
   body.innerHTML = message.html;
-  for (const code of body.querySelectorAll("pre")) code.tabIndex = 0;   // wide code scrolls by keyboard too
+  markRendered(body, message);
+}
+
+/* In a rendered body: the reader's own mentions stand out, and wide code scrolls by keyboard too. */
+export function markRendered(body, message) {
+  for (const code of body.querySelectorAll("pre")) code.tabIndex = 0;
   for (const mention of body.querySelectorAll(".mention")) {
     const name = (mention.dataset.user || "").toLowerCase();
     mention.classList.toggle("mention-me", name === ME || (message.mentions_room && ["room", "all"].includes(name)));
