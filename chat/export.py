@@ -34,7 +34,22 @@ FORMATS = {
     "ndjson": ("application/x-ndjson", "ndjson"),
     "csv": ("text/csv; charset=utf-8", "csv"),
 }
-CSV_COLUMNS = ["id", "created_at", "author", "kind", "body", "edited_at", "deleted", "client_id"]
+CSV_COLUMNS = [
+    "id",
+    "created_at",
+    "author",
+    "kind",
+    "body",
+    "edited_at",
+    "deleted",
+    "client_id",
+    "reply_to",
+    "thread",
+    "reply_count",
+    "reactions",  # as JSON text
+    "mentions",  # usernames, space-separated
+    "seq",
+]
 # Spreadsheets evaluate a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # The BOM tells spreadsheet software the file is UTF-8.
@@ -202,6 +217,8 @@ def _csv_line(values) -> str:
 def _csv_row(message: Message) -> str:
     data = message_data(message)
     data["author"] = data["author"] and data["author"]["username"]
+    data["reactions"] = json.dumps(data["reactions"], ensure_ascii=False) if data["reactions"] else ""
+    data["mentions"] = " ".join(user["username"] for user in data["mentions"])
     return _csv_line(data[column] for column in CSV_COLUMNS)
 
 
