@@ -304,6 +304,8 @@ def test_rest_add_and_remove_answer_with_the_message(api, alice, bob, general_wi
     response = api(bob).delete(url, {"emoji": "🇨🇳"}, format="json")
     assert response.status_code == 200 and response.json()["reactions"] == []
     assert api(bob).delete(url, {"emoji": "🇨🇳"}, format="json").status_code == 200
+    api(bob).post(url, {"emoji": ":ok:"}, format="json")
+    assert api(bob).delete(url + "?emoji=:ok:").json()["reactions"] == []  # no body: the query
 
 
 @pytest.mark.django_db
@@ -328,3 +330,12 @@ def test_rest_detail_is_translated(api, alice, general):
         f"/api/messages/{message.pk}/reactions/", {"emoji": "ab"}, format="json", HTTP_ACCEPT_LANGUAGE="zh-hans"
     )
     assert response.status_code == 400 and response.json()["detail"].startswith("emoji：须为")
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_reactions_read_only(admin_client, alice, general):
+    message = send(alice, general, "hi")
+    add(alice, message, "🎉")
+    html = admin_client.get(f"/admin/chat/message/{message.pk}/change/").content.decode()
+    assert "field-reactions" in html and "🎉" in html
+    assert 'name="reactions"' not in html  # no input: only the service writes it

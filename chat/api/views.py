@@ -311,9 +311,10 @@ class MessageReactionView(APIView):
         emoji = validated(ReactionInputSerializer, request.data)["emoji"]
         return Response(message_data(services.reaction_add(user=request.user, message_id=message_id, emoji=emoji)))
 
-    @extend_schema(request=ReactionInputSerializer, responses=MessageSerializer)
+    @extend_schema(parameters=[ReactionInputSerializer], responses=MessageSerializer)
     def delete(self, request, message_id):
-        emoji = validated(ReactionInputSerializer, request.data)["emoji"]
+        # The JSON body, as the contract says; `?emoji=` too, for clients that send no body with a DELETE.
+        emoji = validated(ReactionInputSerializer, request.data or request.query_params)["emoji"]
         return Response(message_data(services.reaction_remove(user=request.user, message_id=message_id, emoji=emoji)))
 
 
