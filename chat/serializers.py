@@ -110,6 +110,13 @@ class MessageEditSerializer(serializers.Serializer):
     body = serializers.CharField(trim_whitespace=False, allow_blank=True)
 
 
+class ReactionInputSerializer(serializers.Serializer):
+    emoji = serializers.CharField(
+        trim_whitespace=False,
+        help_text="One Unicode emoji (a single grapheme cluster) or a shortcode `:[a-z0-9_+-]{1,32}:`.",
+    )
+
+
 class RegisterSerializer(serializers.Serializer):
     username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
     password = serializers.CharField(write_only=True, style={"input_type": "password"})

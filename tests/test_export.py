@@ -356,3 +356,18 @@ def test_export_memory_does_not_grow_with_the_room(alice, fmt):
     peak_small, peak_large = peak_allocation(small, fmt), peak_allocation(large, fmt)
     # 5x the rows: a list of them all would be ~5x the memory; streaming stays flat.
     assert peak_large < 1.5 * peak_small + 256 * 1024, (peak_small, peak_large)
+
+
+def test_csv_carries_the_conversation_columns(api, alice, bob, general_with_bob):
+    """Replies, threads, reactions (as JSON text), mentions (usernames) and `seq` come out in CSV too."""
+    root, _ = services.message_send(user=alice, slug="general", body="lunch?")
+    [(reply, _)] = services.message_send_batch([dict(user=bob, slug="general", body="@alice yes", reply_to=root.pk)])
+    services.reaction_add(user=bob, message_id=root.pk, emoji="👍")
+    header, *rows = parse_csv(body(api(alice).get("/api/rooms/general/export/?format=csv")))
+    cells = {int(row[0]): dict(zip(header, row, strict=True)) for row in rows}
+    root.refresh_from_db(), reply.refresh_from_db()
+    assert cells[root.pk]["reply_count"] == "1" and cells[root.pk]["reply_to"] == cells[root.pk]["thread"] == ""
+    assert json.loads(cells[root.pk]["reactions"]) == [{"emoji": "👍", "count": 1, "users": ["bob"]}]
+    assert cells[root.pk]["seq"] == str(root.seq)
+    assert (cells[reply.pk]["reply_to"], cells[reply.pk]["thread"]) == (str(root.pk), str(root.pk))
+    assert (cells[reply.pk]["mentions"], cells[reply.pk]["reactions"]) == ("alice", "")
