@@ -7,9 +7,10 @@ import {$, api, detailOf, el, toast} from "./util.js";
 const LONG_PRESS_MS = 550;
 
 export class MessageActions {
-  /* send(frame) -> bool puts a frame on the socket; timeline gives the messages. */
-  constructor({timeline, room, me, canModerate, send, onError}) {
-    Object.assign(this, {timeline, room, me, canModerate, send, onError});
+  /* send(frame) -> bool puts a frame on the socket; timeline gives the messages; more(message)
+   * gives other modules' items ([label, run], e.g. reactions and threads) for a live message. */
+  constructor({timeline, room, me, canModerate, send, onError, more = () => []}) {
+    Object.assign(this, {timeline, room, me, canModerate, send, onError, more});
     this.menu = el("div", {className: "menu", role: "menu", hidden: true, id: "msg-menu"});
     document.body.append(this.menu);
     this.openFor = null;
@@ -58,6 +59,7 @@ export class MessageActions {
       items.push([gettext("Copy link"), () => this.copyLink(message)]);
       return items;
     }
+    items.push(...this.more(message));
     if (mine) items.push([gettext("Edit"), () => this.startEdit(message.id)]);
     if (mine || this.canModerate) items.push([gettext("Delete"), () => this.remove(message)]);
     if (!mine) items.push([gettext("Report"), () => this.report(message)]);
