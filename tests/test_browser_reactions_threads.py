@@ -164,19 +164,39 @@ def test_thread_panel_live_replies_quotes_and_axe(transactional_db, alice, bob, 
             re.compile(r"\bhighlight\b")
         )
 
+        # Bob edits his reply from the panel's menu: alice's panel shows it, her quote of it too.
+        first_b = panel_b.locator("#thread-replies .msg").first
+        first_b.hover()
+        first_b.locator(".msg-menu-button").click()
+        page_b.locator("#msg-menu [role=menuitem]", has_text="Edit").click()
+        first_b.locator(".msg-edit textarea").fill("ramen")
+        first_b.locator(".msg-edit textarea").press("Enter")
+        replies_a = panel_a.locator("#thread-replies .msg")
+        expect(replies_a.first.locator(".body")).to_have_text("ramen")
+        expect(replies_a.nth(1).locator(".quote-text")).to_have_text("ramen")
+
         for scheme in ("light", "dark"):
             page_a.emulate_media(color_scheme=scheme)
             assert axe_violations(page_a) == [], scheme
+        page_a.emulate_media(color_scheme="light")
 
         # Escape closes the panel; focus goes back to the line that opened it.
         page_a.locator("#thread-body").press("Escape")
         expect(panel_a).to_be_hidden()
         expect(replies_link).to_be_focused()
+
+        # A link to a reply opens its thread with the reply highlighted.
+        reply_id = replies_a.first.get_attribute("data-id")
+        page_a.goto(f"/rooms/general/#m{reply_id}")
+        expect(panel_a).to_be_visible()
+        expect(panel_a.locator(f'#thread-replies .msg[data-id="{reply_id}"] .msg-row')).to_have_class(
+            re.compile(r"\bhighlight\b")
+        )
         assert page_a.errors == [] and page_b.errors == []
 
     replies = Message.objects.filter(thread=root).order_by("id")
     assert [(m.author.username, m.body, m.reply_to_id) for m in replies] == [
-        ("bob", "noodles", root.pk),
+        ("bob", "ramen", root.pk),
         ("alice", "with dumplings", replies[0].pk),
     ]
 

@@ -88,8 +88,10 @@ messageHooks.push((node, message) => reactions.render(node, message), (node, mes
 
 const actions = new MessageActions({timeline, room: ROOM, me: ME, canModerate: config.canModerate,
                                     send: (frame) => send(frame), onError: (text) => showNotice(text),
+                                    get: (id) => timeline.get(id) || threads.get(id),
                                     more: (message) => [[gettext("Add reaction"), () => reactions.openPicker(message.id)],
-                                                        [gettext("Reply in thread"), () => threads.open(message.id)]]});
+                                                        [gettext("Reply in thread"), () => threads.open(message.thread || message.id)]]});
+threads.onMenu = (node, button) => actions.open(node, button);
 
 const composer = new Composer({
   room: ROOM, maxBody: config.maxBody, isStaff: config.user.isStaff,
@@ -392,9 +394,11 @@ ui.jumpUnread?.addEventListener("click", async () => {
   ui.jumpUnread.hidden = true;
 });
 
-function followHash() {
+async function followHash() {
   const match = location.hash.match(/^#m(\d+)$/);
-  if (match) timeline.showAround(Number(match[1]));
+  if (!match) return;
+  const id = Number(match[1]);
+  if (timeline.get(id) || !await threads.follow(id)) timeline.showAround(id);   // a reply opens in its thread
 }
 followHash();
 window.addEventListener("hashchange", followHash);

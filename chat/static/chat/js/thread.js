@@ -38,6 +38,7 @@ export class Threads {
     this.answering = null;          // the reply being answered, else the root
     this.unacked = new Map();       // client_id -> {body, reply_to, thread}
     this.opener = null;
+    this.onMenu = () => {};         // (node, button): the message menu of actions.js, set by room.js
     if (!this.panel) return;
     $("thread-close").addEventListener("click", () => this.close());
     this.more.addEventListener("click", () => this.loadMore());
@@ -46,7 +47,9 @@ export class Threads {
     });
     this.panel.addEventListener("click", (event) => {
       const answer = event.target.closest(".reply-to-button");
+      const menu = event.target.closest(".msg-menu-button");
       if (answer) this.answer(Number(answer.closest(".msg").dataset.id));
+      else if (menu) this.onMenu(menu.closest(".msg"), menu);
     });
     this.replying.querySelector("button").addEventListener("click", () => this.answer(null));
     this.form.addEventListener("submit", (event) => {
@@ -221,7 +224,11 @@ export class Threads {
   /* message.updated (or deleted) of any message: the root's count, a reply's edit or reactions. */
   updated(message) {
     if (message.id === this.rootId) this.setRoot(message);
-    else if (this.messages.has(message.id)) this.insert([message]);
+    else if (this.messages.has(message.id)) {
+      this.insert([message]);
+      const quoting = Array.from(this.messages.values()).filter((reply) => reply.reply_to === message.id);
+      this.insert(quoting);   // their quotes show the new text
+    }
   }
 
   deleted(id) {
@@ -277,6 +284,7 @@ export class Threads {
     node.dataset.clientId = clientId;
     node.removeAttribute("id");
     node.querySelector("time").textContent = gettext("sending…");
+    node.querySelector(".msg-menu-button").hidden = true;
     this.list.append(node);
     this.toBottom();
     this.input.value = "";
@@ -298,6 +306,16 @@ export class Threads {
   toBottom() {
     const s = $("thread-scroller");
     s.scrollTop = s.scrollHeight;
+  }
+
+  /* A link to a message (#m<id>) that is a reply opens its thread. False for any other message. */
+  async follow(id) {
+    const result = await api("GET", `/api/rooms/${encodeURIComponent(this.room)}/messages/?around=${id}&limit=1`);
+    const message = result.ok ? result.data.results.find((m) => m.id === id) : null;
+    if (!message?.thread) return false;
+    await this.open(message.thread);
+    this.showQuoted(id);
+    return true;
   }
 
   /* A quote's click: the quoted message in the panel, else the room's link to it. */
