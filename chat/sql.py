@@ -10,7 +10,7 @@ they repeat (who is banned, what is unread) are written once, in chat/models.py.
 import contextlib
 import functools
 
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
 from .models import Membership, Message, Room
@@ -283,6 +283,24 @@ def originals(wanted: set[tuple[int, str]]) -> Statement:
 
 
 # The admin, the export and the health check
+
+
+@contextlib.contextmanager
+def snapshot():
+    """A transaction whose reads all see one snapshot of the database: REPEATABLE READ on
+    PostgreSQL (each statement would take its own under READ COMMITTED); on SQLite a
+    transaction's reads already do. A join's replay reads its changes and its new messages so:
+    every change up to the highest `seq` it sends is in what it sends.
+
+    ORM: `transaction.atomic()` and the isolation level. Pinned by
+    `test_resume_changes.py::test_a_replay_reads_changes_and_messages_in_one_snapshot`.
+    """
+    outermost = not connection.in_atomic_block  # inside another transaction, its level holds
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
 
 
 def estimated_rows(model) -> int | None:

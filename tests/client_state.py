@@ -8,6 +8,10 @@
   `hello` and that `room.joined` are kept but don't move it: the replay of older ones follows.
 - Sends stay in `unacked` until acknowledged, and go again with the same `client_id` after
   each `room.joined` (so do sends made while offline).
+- Changes (Version 2): a message arrives again, as `message.new` or `message.updated`, whenever
+  it changes; the copy with the higher `seq` wins. `changes` is the highest `seq` received after
+  such a `room.joined`, which the client resumes from with `join changes_since`. Errors answering
+  its own edits, deletes and reactions are expected (another device may have deleted the message).
 
 It also checks what the server promises each connection: one id is always the same message,
 and (with `check_order`) the room's messages come in id order (starting over at each
@@ -24,6 +28,7 @@ class ClientState:
         self.check_order = check_order
         self.view: dict[int, dict] = {}  # message id -> message
         self.mark = 0
+        self.changes = 0  # the highest seq received once synced: `join changes_since`
         self.synced = False  # the current connection's `join since` was answered
         self.join_ref: str | None = None
         self.last_id = 0  # the last message the connection sent, since it opened or since `room.joined`
@@ -36,7 +41,17 @@ class ClientState:
 
     def join(self) -> dict:
         self.join_ref = f"{self.name}:j{next(self._refs)}"
-        return {"type": "join", "room": self.room, "since": self.mark, "ref": self.join_ref}
+        return {
+            "type": "join",
+            "room": self.room,
+            "since": self.mark,
+            "changes_since": self.changes,
+            "ref": self.join_ref,
+        }
+
+    def change(self, frame: dict) -> dict:
+        """An edit, delete or reaction frame of this client's; an error answering it is expected."""
+        return {**frame, "ref": f"{self.name}:x{next(self._refs)}"}
 
     def send(self, client_id: str, body: str) -> dict:
         """The frame of a new send; it stays unacknowledged until the server echoes it."""
@@ -54,6 +69,8 @@ class ClientState:
 
     def handle(self, frame: dict) -> list[dict]:
         """Take in one server frame; returns the frames to send in response (resends)."""
+        if frame["type"] == "error" and (frame.get("ref") or "").startswith(f"{self.name}:x"):
+            return []
         assert frame["type"] != "error", f"{self.name} got {frame}"
         if frame["type"] == "room.joined":
             self.last_id = 0
@@ -62,13 +79,26 @@ class ClientState:
             return [self.message_send(client_id, body) for client_id, body in self.unacked.items()]
         if frame["type"] == "message.new":
             self._message(frame)
+        if frame["type"] == "message.updated":
+            self._keep(frame["message"])
         return []
+
+    def _keep(self, message: dict) -> None:
+        """Keep the newer copy of a message (by seq); one seq is always the same message."""
+        seen = self.view.get(message["id"])
+        if seen is None or message["seq"] > seen["seq"]:
+            self.view[message["id"]] = message
+        else:
+            assert message["seq"] < seen["seq"] or seen == message, (
+                f"{self.name}: message {message['id']} arrived twice at seq {message['seq']}, differently: {seen} {message}"
+            )
+        if self.synced:
+            self.changes = max(self.changes, message["seq"])
 
     def _message(self, frame: dict) -> None:
         message = frame["message"]
         assert message["room"] == self.room, f"{self.name} got a message of another room: {frame}"
-        seen = self.view.setdefault(message["id"], message)
-        assert seen == message, f"{self.name}: message {message['id']} arrived twice, differently: {seen} {message}"
+        self._keep(message)
         if self.check_order and not frame.get("duplicate"):
             assert message["id"] > self.last_id, f"{self.name}: message {message['id']} came after {self.last_id}"
             self.last_id = message["id"]

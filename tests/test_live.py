@@ -335,3 +335,75 @@ async def test_moderation_over_rest_on_a_takes_effect_on_b(
     root = await db(make_user)("root", is_staff=True)
     await db(services.user_deactivate)(actor=root, username="carol")
     assert await c.closed() == 4403
+
+
+async def test_join_changes_since_while_messages_change_on_two_processes(
+    daphne_a, daphne_b, alice, bob, general_with_bob
+):
+    """Writers on A and B send, edit and delete while a reader on B keeps reconnecting with
+    `join since changes_since` (the highest id and seq it got after each `room.joined`): in the
+    end its view of every message equals the database's, edits and deletions included."""
+    rng = random.Random(11)
+    view: dict[int, dict] = {}  # the reader's newest copy of each message, by seq
+    since = changes = reconnects = 0
+    writing = True
+
+    def keep(message: dict) -> None:
+        if message["id"] not in view or message["seq"] > view[message["id"]]["seq"]:
+            view[message["id"]] = message
+
+    async def write(server, tag: str, count: int):
+        writer = await ws_connect(server, alice)
+        mine = []
+        for i in range(count):
+            action = rng.choice(["send", "send", "edit", "delete"]) if mine else "send"
+            if action == "send":
+                await writer.send(type="message.send", room="general", body=f"{tag}{i}", ref=f"{tag}{i}")
+                mine.append((await writer.expect("message.new", ref=f"{tag}{i}"))["message"]["id"])
+            elif action == "edit":
+                await writer.send(type="message.edit", id=rng.choice(mine), body=f"{tag}{i} edited", ref=f"{tag}{i}")
+                await writer.expect(ref=f"{tag}{i}")
+            else:
+                await writer.send(type="message.delete", id=mine.pop(rng.randrange(len(mine))), ref=f"{tag}{i}")
+                await writer.expect(ref=f"{tag}{i}")
+            await asyncio.sleep(rng.uniform(0, 0.01))
+        await writer.close()
+
+    async def writers():
+        nonlocal writing
+        await asyncio.gather(write(daphne_a, "a", 60), write(daphne_b, "b", 60))
+        writing = False
+
+    task = asyncio.create_task(writers())
+    while writing:
+        reader = await ws_connect(daphne_b, bob)
+        await reader.send(type="join", room="general", since=since, changes_since=changes, ref="j")
+        joined = False
+        for frame in [await reader.recv()] + await reader.read_for(rng.uniform(0.02, 0.12)):
+            if frame.get("ref") == "j" and frame["type"] == "room.joined":
+                joined = True
+            if "message" in frame:
+                keep(frame["message"])
+                if joined:  # frames before `room.joined` are kept, but do not move the cursors
+                    since, changes = max(since, frame["message"]["id"]), max(changes, frame["message"]["seq"])
+        if reconnects % 2:
+            reader.abort()
+        else:
+            await reader.close()
+        reconnects += 1
+    await task
+    reader = await ws_connect(daphne_b, bob)
+    await reader.send(type="join", room="general", since=since, changes_since=changes, ref="j")
+    for frame in await reader.read_for(0.5):
+        if "message" in frame:
+            keep(frame["message"])
+    await reader.close()
+
+    def database_view():
+        from chat.serializers import message_data
+
+        rows = Message.objects.filter(room=general_with_bob).select_related("room", "author").order_by("id")
+        return [message_data(m) for m in rows]
+
+    assert reconnects >= 4
+    assert [view[i] for i in sorted(view)] == await db(database_view)()

@@ -1,13 +1,15 @@
-"""Delivery guarantees as a property: whatever the schedule of connects, drops, sends and
-resends, every client ends up with exactly the room's history.
+"""Delivery guarantees as a property: whatever the schedule of connects, drops, sends,
+resends, edits and deletes, every client ends up with exactly the room's history, each
+message as the database holds it now.
 
 Hypothesis draws schedules for 2-4 users (one or two devices each) in one room, run against
 the in-process ASGI app. Each device keeps what a correct client keeps
 (`tests.client_state.ClientState`: its view, the mark it resumes from with `join since`, its
 unacknowledged sends, resent with the same `client_id` after each `room.joined`).
 
-Invariant, after a final resync of every device: its id-ordered view equals the database's
-sequence for the room, message for message, and every `client_id` names exactly one message,
+Invariant, after a final resync of every device (`join since changes_since`): its id-ordered
+view equals the database's sequence for the room, message for message and field for field
+(bodies, deleted flags, seq), and every `client_id` names exactly one message,
 the one every acknowledgement of it named. Throughout, `ClientState` checks that each
 connection sends the room's messages in id order.
 """
@@ -108,6 +110,8 @@ STEP = st.one_of(
     st.tuples(st.just("resend"), DEVICE, st.integers(0, 30), st.booleans()),  # an earlier client_id of the user
     READ,
     READ,
+    st.tuples(st.just("edit"), DEVICE, st.integers(0, 30), st.booleans()),  # one of the user's messages it holds
+    st.tuples(st.just("delete"), DEVICE, st.integers(0, 30), st.booleans()),
     st.just(("pause",)),
 )
 
@@ -139,6 +143,26 @@ LIVE_BEFORE_JOIN = [
     ("read", 0, 4),
     ("rejoin", 0),
     ("abort", 0),
+]
+
+
+# Device 0 is away while device 1 edits, deletes and edits again the messages device 0 holds;
+# device 0 resumes with both cursors, and again after losing the connection mid-replay.
+CHANGES_WHILE_AWAY = [
+    ("send", 0, True),
+    ("send", 1, True),
+    ("send", 1, True),
+    ("read", 0, 4),
+    ("read", 1, 4),
+    ("abort", 0),
+    ("edit", 1, 0, True),
+    ("delete", 1, 1, True),
+    ("edit", 1, 0, False),
+    ("resync", 0),
+    ("read", 0, 2),
+    ("abort", 0),
+    ("edit", 1, 0, True),
+    ("resync", 0),
 ]
 
 
@@ -181,6 +205,16 @@ async def run_step(step, devices: list[Device], sent: dict, counter):
             await device.read_until_reply(frame["ref"])
     elif kind == "read" and device.client is not None:
         await device.read_queued(step[2])
+    elif kind in ("edit", "delete") and device.client is not None:
+        own = [m["id"] for m in device.state.ordered() if m["author"]["id"] == device.user.pk and m["kind"] == "user"]
+        if own:
+            target = own[step[2] % len(own)]
+            change = {"type": "message.edit", "id": target, "body": f"edit {next(counter)}"}
+            frame = device.state.change(change if kind == "edit" else {"type": "message.delete", "id": target})
+            device.seen.add(f"an {kind}" if kind == "edit" else "a delete")
+            await device.send(frame)
+            if step[3]:
+                await device.read_until_reply(frame["ref"])
 
 
 async def play(devices: list[Device], steps, sent: dict):
@@ -211,6 +245,7 @@ async def play(devices: list[Device], steps, sent: dict):
 @given(schedule=schedules())
 @hypothesis.example(schedule=(2, [0, 0, 1], DUPLICATE_AHEAD * 3))
 @hypothesis.example(schedule=(2, [0, 1], LIVE_BEFORE_JOIN))
+@hypothesis.example(schedule=(2, [0, 1], CHANGES_WHILE_AWAY))
 def test_every_client_ends_with_the_rooms_history(schedule, settings):
     settings.CHAT_RATE_PER_10S = 100_000
     users, owners, steps = schedule
@@ -234,6 +269,7 @@ def test_every_client_ends_with_the_rooms_history(schedule, settings):
     for user_id, client_ids in sent.items():
         for client_id, body in client_ids.items():
             stored = list(Message.objects.filter(author_id=user_id, client_id=client_id))
-            assert [m.body for m in stored] == [body], f"{client_id!r} is {len(stored)} messages"
+            assert len(stored) == 1, f"{client_id!r} is {len(stored)} messages"
+            assert stored[0].edited_at is not None or stored[0].body == body, f"{client_id!r} stored another text"
             acks = {d.state.acks[client_id] for d in devices if client_id in d.state.acks}
             assert acks == {stored[0].pk}, f"{client_id!r} acknowledged as {acks}, stored as {stored[0].pk}"

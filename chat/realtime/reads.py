@@ -7,7 +7,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from chat import events, selectors
+from chat import events, selectors, sql
 from chat.errors import Forbidden
 from chat.serializers import message_data
 
@@ -36,8 +36,13 @@ def replay_state(
     changes to the messages up to `since` after it (up to `until_seq`). Raises unless the user is an
     active member of the room `slug` still names.
 
-    The room's change sequence value is read before the messages, so every change up to the
-    highest `seq` read is in the read (they commit in seq order)."""
+    Everything is read in one snapshot (`sql.snapshot`), so every change up to the room's change
+    sequence value read is in what is sent."""
+    with sql.snapshot():
+        return _replay_state(user, slug, room_id, since, until, limit, changes_since, until_seq)
+
+
+def _replay_state(user, slug, room_id, since, until, limit, changes_since, until_seq) -> Replay:
     room, _membership = selectors.member_room_for_user(user, slug)
     if room.pk != room_id:  # the slug names another room now
         raise Forbidden(_("You are not a member of '%(slug)s': join it first."), slug=slug)
@@ -51,7 +56,7 @@ def replay_state(
         rows, gap = selectors.messages_since(room_id, since, limit, until)
         messages = [message_data(m) for m in rows]
     last_id = messages[-1]["id"] if messages else selectors.last_message_id_for(room_id)
-    seq = max([room.change_seq] + [m["seq"] for m in changes + messages])
+    seq = max([room.change_seq] + [m["seq"] for m in changes + messages])  # the room's, outside a snapshot
     return Replay(messages, gap, last_id, selectors.member_usernames(room_id), changes, changes_gap, seq)
 
 
