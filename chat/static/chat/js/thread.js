@@ -89,10 +89,9 @@ export class Threads {
       }
       quote.dataset.id = String(message.reply_to);
       quote.replaceChildren(
+        el("span", {className: "visually-hidden", textContent: gettext("In reply to")}),
         el("span", {className: "quote-author", textContent: target?.author?.username || gettext("(gone)")}),
         el("span", {className: "quote-text", dir: "auto", textContent: target ? firstLine(target) : gettext("an earlier message")}));
-      quote.setAttribute("aria-label", fmt(gettext("In reply to %(author)s: %(text)s"),
-        {author: target?.author?.username || "", text: target ? firstLine(target) : ""}));
     } else quote?.remove();
 
     let replies = node.querySelector(".replies-link");
