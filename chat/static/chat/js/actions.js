@@ -60,9 +60,9 @@ export class MessageActions {
       items.push([gettext("Copy link"), () => this.copyLink(message)]);
       return items;
     }
-    items.push(...this.more(message));
     if (mine) items.push([gettext("Edit"), () => this.startEdit(message.id, node)]);
     if (mine || this.canModerate) items.push([gettext("Delete"), () => this.remove(message)]);
+    items.push(...this.more(message));
     if (!mine) items.push([gettext("Report"), () => this.report(message)]);
     items.push([gettext("Copy link"), () => this.copyLink(message)]);
     return items;
