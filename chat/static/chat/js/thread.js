@@ -90,27 +90,25 @@ export class Threads {
       quote.dataset.id = String(message.reply_to);
       quote.replaceChildren(
         el("span", {className: "visually-hidden", textContent: gettext("In reply to")}),
-        el("span", {className: "quote-author", textContent: target?.author?.username || gettext("(gone)")}),
+        target ? el("span", {className: "quote-author", textContent: target.author?.username || gettext("(gone)")}) : null,
         el("span", {className: "quote-text", dir: "auto", textContent: target ? firstLine(target) : gettext("an earlier message")}));
     } else quote?.remove();
 
     let replies = node.querySelector(".replies-link");
     if (message.reply_count > 0 && !inPanel) {
-      if (!replies) {
-        replies = el("button", {type: "button", className: "replies-link link", "aria-haspopup": "dialog"});
-        main.append(replies);
-      }
+      replies ||= el("button", {type: "button", className: "replies-link link", "aria-controls": "thread-panel"});
+      main.append(replies);   // last, after the reactions, however they came
       replies.textContent = fmt(ngettext("%(count)s reply", "%(count)s replies", message.reply_count),
                                 {count: message.reply_count});
     } else replies?.remove();
 
     const canAnswer = inPanel && message.thread && !message.deleted && message.id;
     let answer = node.querySelector(".reply-to-button");
-    if (canAnswer && !answer) {
-      answer = el("button", {type: "button", className: "reply-to-button link", textContent: gettext("Reply"),
-                             "aria-label": fmt(gettext("Reply to %(author)s"), {author: message.author?.username || ""})});
+    if (canAnswer) {
+      answer ||= el("button", {type: "button", className: "reply-to-button link", textContent: gettext("Reply"),
+                               "aria-label": fmt(gettext("Reply to %(author)s"), {author: message.author?.username || ""})});
       main.append(answer);
-    } else if (!canAnswer) answer?.remove();
+    } else answer?.remove();
   }
 
   // The panel
