@@ -210,9 +210,8 @@ def test_phone_thread_sheet_and_picker_fit_and_chinese_plural(transactional_db, 
         open_room(page, "general", online=ONLINE[CHINESE])
         item = message_item(page, root.pk)
         item.locator(".msg-menu-button").click()
-        page.locator("#msg-menu [role=menuitem]").nth(
-            0
-        ).click()  # 添加表情回应 (add reaction): bob's menu starts with it
+        # Bob's menu on alice's message starts with 添加表情回应 (add reaction), then 在话题串中回复.
+        page.locator("#msg-menu [role=menuitem]").nth(0).click()
         picker = page.locator("#emoji-dialog")
         expect(picker.locator(".emoji-list .emoji").first).to_be_visible()
         assert no_sideways_overflow(page)
@@ -224,7 +223,7 @@ def test_phone_thread_sheet_and_picker_fit_and_chinese_plural(transactional_db, 
         expect(item.locator(".reaction-chip")).to_have_count(1)
 
         item.locator(".msg-menu-button").click()
-        page.locator("#msg-menu [role=menuitem]").nth(1).click()  # 在话题串中回复 (reply in thread)
+        page.locator("#msg-menu [role=menuitem]").nth(1).click()
         sheet = page.locator("#thread-panel")
         expect(sheet).to_be_visible()
         assert sheet.bounding_box() == {"x": 0, "y": 0, "width": PHONE["width"], "height": PHONE["height"]}
