@@ -34,7 +34,24 @@ FORMATS = {
     "ndjson": ("application/x-ndjson", "ndjson"),
     "csv": ("text/csv; charset=utf-8", "csv"),
 }
-CSV_COLUMNS = ["id", "created_at", "author", "kind", "body", "edited_at", "deleted", "client_id"]
+# No `html`: a spreadsheet shows text, and `body` is its source. New columns go at the end, so
+# that a reader of the earlier columns by position keeps working.
+CSV_COLUMNS = [
+    "id",
+    "created_at",
+    "author",
+    "kind",
+    "body",
+    "edited_at",
+    "deleted",
+    "client_id",
+    "reply_to",
+    "thread",
+    "reply_count",
+    "mentions",
+    "reactions",
+    "seq",
+]
 # Spreadsheets evaluate a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # The BOM tells spreadsheet software the file is UTF-8.
@@ -202,6 +219,10 @@ def _csv_line(values) -> str:
 def _csv_row(message: Message) -> str:
     data = message_data(message)
     data["author"] = data["author"] and data["author"]["username"]
+    data["mentions"] = " ".join(user["username"] for user in data["mentions"])
+    data["reactions"] = (
+        json.dumps(data["reactions"], ensure_ascii=False, separators=(",", ":")) if data["reactions"] else ""
+    )
     return _csv_line(data[column] for column in CSV_COLUMNS)
 
 

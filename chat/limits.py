@@ -27,6 +27,7 @@ NOUNS = {
     "room": _("new rooms"),
     "direct": _("new direct conversations"),
     "update": _("room changes"),
+    "react": _("reactions"),
 }
 
 

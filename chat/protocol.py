@@ -197,6 +197,9 @@ CLIENT_FRAMES: dict[str, dict[str, tuple]] = {
     },
     "message.edit": {"id": (_id, True), "body": (_text, True)},
     "message.delete": {"id": (_id, True)},
+    # `emoji` is checked by the service (chat/services/reactions.py), as REST's is.
+    "reaction.add": {"id": (_id, True), "emoji": (_text, True)},
+    "reaction.remove": {"id": (_id, True), "emoji": (_text, True)},
     "typing": {"room": (_slug, True)},
     "read": {"room": (_slug, True), "message_id": (_id, True)},
     "ping": {},

@@ -223,6 +223,33 @@ def message_page_around(room: Room, around: int, *, limit: int = 50) -> tuple[li
     return before + after, has_before, has_after
 
 
+def message_thread(
+    user, message_id: int, *, after: int | None = None, limit: int = 50
+) -> tuple[Message, list[Message], bool]:
+    """The thread of message `message_id`: its root (the message itself unless it is a reply),
+    one keyset page of the root's replies after id `after`, ascending by id (deleted ones
+    included, shown as deleted), and whether more follow. A constant number of queries.
+
+    A message in a room the user may not read is NotFound, as a missing one: a message id
+    must not tell that a private room exists. An archived room stays Gone.
+    """
+    try:
+        message = message_for_user(user, message_id)
+    except Forbidden:
+        raise NotFound(_("No message %(id)s."), id=message_id) from None
+    root = message
+    if message.thread_id is not None:
+        root = Message.objects.select_related("author").get(pk=message.thread_id)
+        root.room = message.room  # a reply's thread is in its room
+    replies = Message.objects.filter(thread=root).select_related("author").order_by("id")
+    if after is not None:
+        replies = replies.filter(id__gt=after)
+    rows = list(replies[: limit + 1])
+    for reply in rows:
+        reply.room = root.room
+    return root, rows[:limit], len(rows) > limit
+
+
 def users_with_prefix(prefix: str, *, limit: int = 10) -> list[User]:
     """Active users whose username starts with `prefix` (case-insensitive), by username ignoring case."""
     return list(

@@ -95,10 +95,26 @@ class MessageSendSerializer(serializers.Serializer):
     body = serializers.CharField(trim_whitespace=False, allow_blank=True)
     client_id = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
     kind = serializers.ChoiceField(choices=[("user", "user"), ("emote", "emote")], default="user")
+    reply_to = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, allow_null=True, default=None, help_text="A message id."
+    )
+
+
+class ThreadPageSerializer(serializers.Serializer):
+    root = MessageSerializer()
+    results = MessageSerializer(many=True)
+    has_more = serializers.BooleanField()
 
 
 class MessageEditSerializer(serializers.Serializer):
     body = serializers.CharField(trim_whitespace=False, allow_blank=True)
+
+
+class ReactionInputSerializer(serializers.Serializer):
+    emoji = serializers.CharField(
+        trim_whitespace=False,
+        help_text="One Unicode emoji (a single grapheme cluster) or a shortcode `:[a-z0-9_+-]{1,32}:`.",
+    )
 
 
 class RegisterSerializer(serializers.Serializer):

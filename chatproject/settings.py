@@ -380,6 +380,7 @@ CHAT_WRITE_RATES = env_rates(
         "room": "20/hour",
         "direct": "30/hour",
         "update": "20/min",
+        "react": "60/min",
     },
 )
 # A re-join this soon after leaving a room writes no new "joined"/"left" pair (chat.services).

@@ -172,3 +172,20 @@ def test_the_message_list_shows_system_messages_in_the_admins_language(admin_cli
     assert "bob joined" in detail and "field-shown_as" in detail and "bob 加入了房间" in detail  # stored, shown
     hello = Message.objects.get(body="hello 0")
     assert "field-shown_as" not in admin_client.get(f"/admin/chat/message/{hello.pk}/change/").content.decode()
+
+
+def test_the_message_page_shows_its_thread_rendering_and_seq_read_only(admin_client, alice, bob):
+    add_rooms(alice, bob, 0, 1)
+    root, _ = services.message_send(user=alice, slug="room-0", body="<script>x</script> @bob?")
+    reply, _ = services.message_send(user=bob, slug="room-0", body="yes", reply_to=root.pk)
+    page = admin_client.get(f"/admin/chat/message/{reply.pk}/change/").content.decode()
+    readonly = dict(re.findall(r'field-(\w+)">.*?<div class="readonly">(.*?)</div>', page, re.S))
+    assert {"reply_to", "thread", "reply_count", "seq", "mentions", "html"} <= readonly.keys()  # shown, not editable
+    root_link = f'<a href="/admin/chat/message/{root.pk}/change/">'
+    assert readonly["reply_to"].startswith(root_link) and readonly["thread"].startswith(root_link)
+    root.refresh_from_db()
+    page = admin_client.get(f"/admin/chat/message/{root.pk}/change/").content.decode()
+    readonly = dict(re.findall(r'field-(\w+)">.*?<div class="readonly">(.*?)</div>', page, re.S))
+    assert readonly["reply_count"] == "1" and readonly["seq"] == str(root.seq)
+    assert "bob" in readonly["mentions"] and "<script>" not in page  # the html is shown as text
+    assert readonly["html"].startswith("&lt;p&gt;")  # its markup as text

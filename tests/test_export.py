@@ -97,7 +97,7 @@ def test_csv_export_opens_in_a_spreadsheet(api, alice, bob, room):
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == 'attachment; filename="general-history.csv"'
     header, *rows = parse_csv(body(response))
-    assert header == ["id", "created_at", "author", "kind", "body", "edited_at", "deleted", "client_id"]
+    assert header[:8] == ["id", "created_at", "author", "kind", "body", "edited_at", "deleted", "client_id"]
     expected = stored(room)
     assert [int(r[0]) for r in rows] == [m["id"] for m in expected]
     assert [r[1] for r in rows] == [m["created_at"] for m in expected]
@@ -122,6 +122,31 @@ def test_csv_export_opens_in_a_spreadsheet(api, alice, bob, room):
     assert (edited[2], edited[4], edited[6], edited[7]) == ("bob", "second, final draft", "false", "")
     assert edited[5] == expected[-2]["edited_at"]
     assert (deleted[4], deleted[5], deleted[6]) == ("", "", "true")
+
+
+def test_csv_carries_replies_mentions_reactions_and_seq_but_no_html(api, alice, bob):
+    joined(public_room(alice), bob)
+    root, _ = services.message_send(user=alice, slug="general", body="@bob @alice, a question")
+    reply, _ = services.message_send(user=bob, slug="general", body="an answer", reply_to=root.pk)
+    services.message_send(user=alice, slug="general", body="thanks", reply_to=reply.pk)
+    Message.objects.filter(pk=root.pk).update(reactions=[{"emoji": "👍", "count": 2, "users": ["alice", "bob"]}])
+    header, *rows = parse_csv(body(api(alice).get("/api/rooms/general/export/?format=csv")))
+    assert header == [
+        *("id", "created_at", "author", "kind", "body", "edited_at", "deleted", "client_id"),
+        *("reply_to", "thread", "reply_count", "mentions", "reactions", "seq"),
+    ]
+    cells = [dict(zip(header, row)) for row in rows if row[3] == "user"]
+    first, answer, thanks = cells
+    assert sorted(first["mentions"].split(" ")) == ["alice", "bob"]
+    # Compact JSON (PostgreSQL's jsonb keeps its keys in an order of its own).
+    assert json.loads(first["reactions"]) == [{"emoji": "👍", "count": 2, "users": ["alice", "bob"]}]
+    assert ", " not in first["reactions"] and ": " not in first["reactions"]
+    assert (first["reply_to"], first["thread"], first["reply_count"]) == ("", "", "2")
+    assert (answer["reply_to"], answer["thread"], answer["reply_count"]) == (str(root.pk), str(root.pk), "0")
+    assert (thanks["reply_to"], thanks["thread"]) == (str(reply.pk), str(root.pk))
+    assert (answer["mentions"], answer["reactions"]) == ("", "")
+    stored_seqs = dict(Message.objects.values_list("id", "seq"))
+    assert all(int(row[13]) == stored_seqs[int(row[0])] for row in rows)
 
 
 def test_csv_neutralises_formula_like_author_names(api, make_user):
@@ -331,3 +356,18 @@ def test_export_memory_does_not_grow_with_the_room(alice, fmt):
     peak_small, peak_large = peak_allocation(small, fmt), peak_allocation(large, fmt)
     # 5x the rows: a list of them all would be ~5x the memory; streaming stays flat.
     assert peak_large < 1.5 * peak_small + 256 * 1024, (peak_small, peak_large)
+
+
+def test_csv_carries_the_conversation_columns(api, alice, bob, general_with_bob):
+    """Replies, threads, reactions (as JSON text), mentions (usernames) and `seq` come out in CSV too."""
+    root, _ = services.message_send(user=alice, slug="general", body="lunch?")
+    [(reply, _)] = services.message_send_batch([dict(user=bob, slug="general", body="@alice yes", reply_to=root.pk)])
+    services.reaction_add(user=bob, message_id=root.pk, emoji="👍")
+    header, *rows = parse_csv(body(api(alice).get("/api/rooms/general/export/?format=csv")))
+    cells = {int(row[0]): dict(zip(header, row, strict=True)) for row in rows}
+    root.refresh_from_db(), reply.refresh_from_db()
+    assert cells[root.pk]["reply_count"] == "1" and cells[root.pk]["reply_to"] == cells[root.pk]["thread"] == ""
+    assert json.loads(cells[root.pk]["reactions"]) == [{"emoji": "👍", "count": 1, "users": ["bob"]}]
+    assert cells[root.pk]["seq"] == str(root.seq)
+    assert (cells[reply.pk]["reply_to"], cells[reply.pk]["thread"]) == (str(root.pk), str(root.pk))
+    assert (cells[reply.pk]["mentions"], cells[reply.pk]["reactions"]) == ("alice", "")

@@ -106,6 +106,11 @@ WRITES = {
         lambda a, b, c: None,
         lambda a, b, c, _, n: services.direct_room(user=a, username=(b, c)[n].username),
     ),
+    "react": (
+        "bob",
+        _alices_messages_bob_sees,
+        lambda a, b, c, ms, n: services.reaction_add(user=b, message_id=ms[n].pk, emoji="👍"),
+    ),
     "update": (
         "alice",
         lambda a, b, c: public(a, "one"),
@@ -338,6 +343,7 @@ REST = {
     "room": ("alice", lambda c, o, n: c.post("/api/rooms/", {"name": f"Room {n}", "kind": "public"}, format="json")),
     "direct": ("alice", lambda c, o, n: c.post(f"/api/direct/{('bob', 'carol')[n]}/")),
     "update": ("alice", lambda c, o, n: c.patch("/api/rooms/one/", {"topic": f"topic {n}"}, format="json")),
+    "react": ("bob", lambda c, o, n: c.post(f"/api/messages/{o[n].pk}/reactions/", {"emoji": "👍"}, format="json")),
 }
 
 

@@ -37,6 +37,8 @@ class MessageAdmin(ModerationMixin, admin.ModelAdmin):
     ordering = ("-id",)
     show_full_result_count = False  # a COUNT(*) over all messages on every search is too slow
     actions = ("soft_delete", "restore")
+    # Written by chat.services.reactions only: the summary of the Reaction rows.
+    readonly_fields = ("reactions",)
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None and obj.kind == Message.Kind.SYSTEM:  # the stored English, and what readers see

@@ -38,6 +38,7 @@ from chat.serializers import (
     MessageSerializer,
     MuteSerializer,
     PasswordChangeSerializer,
+    ReactionInputSerializer,
     ReadSerializer,
     RegisterSerializer,
     RoomCreateSerializer,
@@ -299,6 +300,22 @@ class MessageDetailView(APIView):
     def delete(self, request, message_id):
         services.message_delete(user=request.user, message_id=message_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageReactionView(APIView):
+    """The caller's reaction on a message: adding one already there, or removing one that is
+    absent, changes nothing; either way the answer is the message as it stands."""
+
+    @extend_schema(request=ReactionInputSerializer, responses=MessageSerializer)
+    def post(self, request, message_id):
+        emoji = validated(ReactionInputSerializer, request.data)["emoji"]
+        return Response(message_data(services.reaction_add(user=request.user, message_id=message_id, emoji=emoji)))
+
+    @extend_schema(parameters=[ReactionInputSerializer], responses=MessageSerializer)
+    def delete(self, request, message_id):
+        # The JSON body, as the contract says; `?emoji=` too, for clients that send no body with a DELETE.
+        emoji = validated(ReactionInputSerializer, request.data or request.query_params)["emoji"]
+        return Response(message_data(services.reaction_remove(user=request.user, message_id=message_id, emoji=emoji)))
 
 
 class ReportSerializer(serializers.Serializer):

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 # Frames whose writes have a budget besides `message.send`: one accepted ends a run of `rate_limited`
 # errors (CHAT_FLOOD_CLOSE_AFTER), as an accepted send does.
-BUDGETED = {"join", "leave", "message.edit", "message.delete"}
+BUDGETED = {"join", "leave", "message.edit", "message.delete", "reaction.add", "reaction.remove"}
 
 _last_typing: dict[tuple[int, int], float] = {}  # (user_id, room_id) -> monotonic time
 
@@ -272,6 +272,22 @@ class ChatConsumer(Delivery):
             user=self.user, message_id=frame.get("id"), origin=self.channel_name, source="websocket"
         )
         await self._send(protocol.reply(protocol.message_deleted(message.room.slug, message.pk), frame.ref))
+
+    async def on_reaction_add(self, frame):
+        await self._react(services.reaction_add, frame)
+
+    async def on_reaction_remove(self, frame):
+        await self._react(services.reaction_remove, frame)
+
+    async def _react(self, service, frame):
+        message = await db(service)(
+            user=self.user,
+            message_id=frame.get("id"),
+            emoji=frame.get("emoji"),
+            origin=self.channel_name,
+            source="websocket",
+        )
+        await self._send_change(message, frame.ref)
 
     async def on_typing(self, frame):
         room_id = self.stream.room_id(frame.get("room"))

@@ -22,6 +22,7 @@ from .moderation import (
     user_deactivate,
 )
 from .notices import NOTICE_LEVELS, notice_send
+from .reactions import reaction_add, reaction_remove
 from .rooms import direct_room, room_archive, room_create, room_update
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "message_send_batch",
     "notice_send",
     "password_change",
+    "reaction_add",
+    "reaction_remove",
     "read_mark",
     "report_resolve",
     "room_archive",

@@ -22,17 +22,20 @@ def message_send(
     body,
     client_id: str = "",
     kind: str = Message.Kind.USER,
+    reply_to: int | None = None,
     origin: str | None = None,
 ) -> tuple[Message, bool]:
     """Persist a message in room `slug` (or the direct room with user `to`), then publish it.
 
     Returns (message, created). A `client_id` the author already used creates nothing and
     returns the original, so a client may resend after a lost acknowledgement.
+    `reply_to` answers a message of the same room (see `batch._check_replies`).
     `origin` names the connection that sent it, which acknowledges it itself.
     """
-    result = message_send_batch(
-        [dict(user=user, slug=slug, to=to, body=body, client_id=client_id, kind=kind, origin=origin)]
-    )[0]
+    request = dict(
+        user=user, slug=slug, to=to, body=body, client_id=client_id, kind=kind, reply_to=reply_to, origin=origin
+    )
+    result = message_send_batch([request])[0]
     if isinstance(result, Exception):
         raise result
     return result
