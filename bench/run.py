@@ -31,7 +31,7 @@ from chatproject.keys import setdefault_local_keys  # noqa: E402
 
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
-SCENARIOS = ["room100-afap", "rooms100x10", "half-sat", "ack200", "cluster2"]
+SCENARIOS = ["room100-afap", "room100-md", "rooms100x10", "half-sat", "ack200", "cluster2"]
 OURS_ONLY = {"half-sat", "ack200"}
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/test"
@@ -71,18 +71,21 @@ class Scenario:
     senders: int
     messages: int
     rate: float = 0
+    markdown: bool = False  # Markdown bodies with a link and a mention (wsbench --markdown)
 
 
 # Full sizes. room100-afap's 150 messages (15,000 deliveries) take ours ~5-10 s on a quiet
 # 2-core machine; rooms100x10 spends most of its time connecting its 1,000 clients.
 FULL = {
     "room100-afap": Scenario(rooms=1, clients=100, senders=5, messages=30),
+    "room100-md": Scenario(rooms=1, clients=100, senders=5, messages=30, markdown=True),
     "rooms100x10": Scenario(rooms=100, clients=10, senders=1, messages=10),
     "half-sat": Scenario(rooms=1, clients=100, senders=5, messages=0),  # rate and count from room100-afap
     "ack200": Scenario(rooms=1, clients=50, senders=5, messages=200, rate=200),
 }
 QUICK = {
     "room100-afap": Scenario(rooms=1, clients=10, senders=2, messages=20),
+    "room100-md": Scenario(rooms=1, clients=10, senders=2, messages=20, markdown=True),
     "rooms100x10": Scenario(rooms=10, clients=3, senders=1, messages=5),
     "half-sat": Scenario(rooms=1, clients=10, senders=2, messages=0),
     "ack200": Scenario(rooms=1, clients=10, senders=2, messages=25, rate=50),
@@ -328,6 +331,8 @@ def wsbench(server, scenario, size, room_prefix, timeout):
     ]
     if server.tokens:
         command += ["--tokens", server.tokens]
+    if size.markdown:
+        command.append("--markdown")
     log(
         f"  {scenario} on {server.name}: {size.rooms} room(s) x {size.clients} clients, {size.senders} sender(s) "
         f"x {size.messages} msgs, {'%g msg/s' % size.rate if size.rate else 'as fast as possible'}"

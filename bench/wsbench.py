@@ -42,6 +42,16 @@ PASSWORD = "bench-pass-7"
 OWNER = "benchowner"
 
 
+# `--markdown`: every body is its token followed by this (rendered through the Markdown parser,
+# with a link and a mention of a room member: bench1 is in room100-md's room).
+MARKDOWN = " says **bold**, _em_ and `code`, see https://example.com/docs and @bench1:\n> a quote\n- one\n- two"
+
+
+def first_word(body):
+    """A body's token: all of it, or what comes before `MARKDOWN`."""
+    return body.split(" ", 1)[0] if isinstance(body, str) else body
+
+
 def pct(xs, p):
     if not xs:
         return None
@@ -71,13 +81,13 @@ class Tutorial:
     async def ready(self, ws, room):
         return
 
-    def frame(self, room, tok):
-        return json.dumps({"message": tok})
+    def frame(self, room, tok, body):
+        return json.dumps({"message": body})
 
     def parse(self, data):
         """(token, room, ref, error code) of a frame; the tutorial names no room and has no refs."""
         try:
-            return json.loads(data).get("message"), None, None, None
+            return first_word(json.loads(data).get("message")), None, None, None
         except (ValueError, AttributeError):
             return None, None, None, None
 
@@ -153,8 +163,8 @@ class Ours:
             if msg.get("type") == "error":
                 raise RuntimeError(f"join {room}: {msg}")
 
-    def frame(self, room, tok):
-        return json.dumps({"type": "message.send", "room": room, "body": tok, "client_id": tok, "ref": tok})
+    def frame(self, room, tok, body):
+        return json.dumps({"type": "message.send", "room": room, "body": body, "client_id": tok, "ref": tok})
 
     def parse(self, data):
         try:
@@ -163,7 +173,7 @@ class Ours:
             return None, None, None, None
         kind = m.get("type")
         if kind == "message.new":
-            return (m.get("message") or {}).get("body"), m.get("room"), m.get("ref"), None
+            return first_word((m.get("message") or {}).get("body")), m.get("room"), m.get("ref"), None
         if kind == "error":
             return None, None, m.get("ref"), m.get("code") or "?"
         return None, None, None, None
@@ -175,7 +185,7 @@ class Ours:
             req = self._request(f"/api/rooms/{room}/export/?format=ndjson", token=self.tokens[OWNER])
             with urllib.request.urlopen(req, timeout=300) as r:
                 for line in r:
-                    body = json.loads(line).get("body") or ""
+                    body = first_word(json.loads(line).get("body")) or ""
                     if body.startswith(prefix):
                         stored[int(body[len(prefix) :])] += 1
         return stored
@@ -341,7 +351,7 @@ async def run(args):
             i = first + k
             tok = f"{prefix}{i}"
             sent_at[i] = time.perf_counter()
-            await client.ws.send(proto.frame(client.room, tok))
+            await client.ws.send(proto.frame(client.room, tok, tok + MARKDOWN if args.markdown else tok))
             stats["sent"] += 1
 
     # CPU while sending and receiving, the server's and this client's, in cores of the machine.
@@ -457,6 +467,7 @@ def parse_args(argv=None):
         help="sample this process's RSS (and its children's); repeatable",
     )
     ap.add_argument("--no-verify", action="store_true", help="ours: skip reading the history back")
+    ap.add_argument("--markdown", action="store_true", help="Markdown bodies with a link and a mention")
     return ap.parse_args(argv)
 
 

@@ -153,7 +153,9 @@ def test_message_actions_by_mouse_keyboard_and_links(transactional_db, alice, bo
         # Alice reports bob's message with a reason; she cannot edit it.
         rude = page_a.locator("#messages .msg", has_text="bob says something rude")
         rude.locator(".msg-menu-button").click()
-        expect(page_a.locator("#msg-menu [role=menuitem]")).to_have_text(["Delete", "Report", "Copy link"])
+        expect(page_a.locator("#msg-menu [role=menuitem]")).to_have_text(
+            ["Delete", "Add reaction", "Reply in thread", "Report", "Copy link"]
+        )
         screenshot(page_a, "room-message-menu")
         page_a.click("#msg-menu [role=menuitem]:has-text('Report')")
         page_a.fill("#report-reason", "insults")
@@ -259,7 +261,9 @@ def test_a_long_press_on_a_phone_opens_the_message_menu(transactional_db, alice,
         touch_event("touchStart")
         expect(page.locator("#msg-menu")).to_be_visible()
         touch_event("touchEnd")  # and lifting the finger clicks nothing: the menu keeps the focus
-        expect(page.locator("#msg-menu [role=menuitem]")).to_have_text(["Report", "Copy link"])
+        expect(page.locator("#msg-menu [role=menuitem]")).to_have_text(
+            ["Add reaction", "Reply in thread", "Report", "Copy link"]
+        )
         expect(page.locator("#msg-menu [role=menuitem]").first).to_be_focused()
         expect(target).to_have_class(re.compile(r"\bmenu-open\b"))
         page.keyboard.press("Escape")

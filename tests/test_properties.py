@@ -1,5 +1,5 @@
 """Delivery guarantees as a property: whatever the schedule of connects, drops, sends,
-resends, edits and deletes, every client ends up with exactly the room's history, each
+resends, edits, deletes and reactions, every client ends up with exactly the room's history, each
 message as the database holds it now.
 
 Hypothesis draws schedules for 2-4 users (one or two devices each) in one room, run against
@@ -9,7 +9,7 @@ unacknowledged sends, resent with the same `client_id` after each `room.joined`)
 
 Invariant, after a final resync of every device (`join since changes_since`): its id-ordered
 view equals the database's sequence for the room, message for message and field for field
-(bodies, deleted flags, seq), and every `client_id` names exactly one message,
+(bodies, deleted flags, reactions, seq), and every `client_id` names exactly one message,
 the one every acknowledgement of it named. Throughout, `ClientState` checks that each
 connection sends the room's messages in id order.
 """
@@ -97,6 +97,7 @@ class Device:
 
 DEVICE = st.integers(0, 7)  # taken modulo the number of devices
 SEND = st.tuples(st.just("send"), DEVICE, st.booleans())  # and wait for the acknowledgement, or not
+REACT = st.tuples(st.just("react"), DEVICE, st.integers(0, 30), st.sampled_from(["👍", "🇨🇳", ":tada:"]), st.booleans())
 READ = st.tuples(st.just("read"), DEVICE, st.integers(1, 4))  # some of what waits, as a busy client does
 STEP = st.one_of(
     st.tuples(st.just("connect"), DEVICE),  # a fresh connection, without `join since`
@@ -112,6 +113,8 @@ STEP = st.one_of(
     READ,
     st.tuples(st.just("edit"), DEVICE, st.integers(0, 30), st.booleans()),  # one of the user's messages it holds
     st.tuples(st.just("delete"), DEVICE, st.integers(0, 30), st.booleans()),
+    REACT,
+    REACT,
     st.just(("pause",)),
 )
 
@@ -162,6 +165,10 @@ CHANGES_WHILE_AWAY = [
     ("read", 0, 2),
     ("abort", 0),
     ("edit", 1, 0, True),
+    ("react", 1, 0, "👍", True),
+    ("abort", 0),
+    ("react", 1, 0, "👍", False),
+    ("react", 1, 1, ":tada:", True),
     ("resync", 0),
 ]
 
@@ -205,6 +212,17 @@ async def run_step(step, devices: list[Device], sent: dict, counter):
             await device.read_until_reply(frame["ref"])
     elif kind == "read" and device.client is not None:
         await device.read_queued(step[2])
+    elif kind == "react" and device.client is not None and device.state.view:
+        held = device.state.ordered()
+        target = held[step[2] % len(held)]
+        mine = any(r["emoji"] == step[3] and device.user.username in r["users"] for r in target["reactions"])
+        frame = device.state.change(
+            {"type": "reaction.remove" if mine else "reaction.add", "id": target["id"], "emoji": step[3]}
+        )
+        device.seen.add("a reaction")
+        await device.send(frame)
+        if step[4]:
+            await device.read_until_reply(frame["ref"])
     elif kind in ("edit", "delete") and device.client is not None:
         own = [m["id"] for m in device.state.ordered() if m["author"]["id"] == device.user.pk and m["kind"] == "user"]
         if own:

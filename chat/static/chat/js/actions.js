@@ -7,9 +7,11 @@ import {$, api, detailOf, el, toast} from "./util.js";
 const LONG_PRESS_MS = 550;
 
 export class MessageActions {
-  /* send(frame) -> bool puts a frame on the socket; timeline gives the messages. */
-  constructor({timeline, room, me, canModerate, send, onError}) {
-    Object.assign(this, {timeline, room, me, canModerate, send, onError});
+  /* send(frame) -> bool puts a frame on the socket; timeline gives the messages; more(message)
+   * gives other modules' items ([label, run], e.g. reactions and threads) for a live message;
+   * get(id) finds a message shown outside the timeline too (the thread panel). */
+  constructor({timeline, room, me, canModerate, send, onError, more = () => [], get = (id) => timeline.get(id)}) {
+    Object.assign(this, {timeline, room, me, canModerate, send, onError, more, get});
     this.menu = el("div", {className: "menu", role: "menu", hidden: true, id: "msg-menu"});
     document.body.append(this.menu);
     this.openFor = null;
@@ -51,28 +53,29 @@ export class MessageActions {
     });
   }
 
-  itemsFor(message) {
+  itemsFor(message, node) {
     const mine = message.author?.username === this.me;
     const items = [];
     if (message.kind === "system" || message.deleted) {
       items.push([gettext("Copy link"), () => this.copyLink(message)]);
       return items;
     }
-    if (mine) items.push([gettext("Edit"), () => this.startEdit(message.id)]);
+    if (mine) items.push([gettext("Edit"), () => this.startEdit(message.id, node)]);
     if (mine || this.canModerate) items.push([gettext("Delete"), () => this.remove(message)]);
+    items.push(...this.more(message));
     if (!mine) items.push([gettext("Report"), () => this.report(message)]);
     items.push([gettext("Copy link"), () => this.copyLink(message)]);
     return items;
   }
 
   open(node, button, at = null) {
-    const message = this.timeline.get(Number(node.dataset.id));
+    const message = this.get(Number(node.dataset.id));
     if (!message) return;
     this.close();
     this.openFor = {node, button};
     node.classList.add("menu-open");
     button.setAttribute("aria-expanded", "true");
-    this.menu.replaceChildren(...this.itemsFor(message).map(([label, run]) => {
+    this.menu.replaceChildren(...this.itemsFor(message, node).map(([label, run]) => {
       const item = el("button", {type: "button", role: "menuitem", textContent: label, tabIndex: -1});
       item.addEventListener("click", () => {
         this.close();   // focus back on the message's button, where a dialog returns it
@@ -116,9 +119,8 @@ export class MessageActions {
 
   // Edit in place: Enter saves, Escape cancels.
 
-  startEdit(id) {
-    const message = this.timeline.get(id);
-    const node = this.timeline.nodes.get(id);
+  startEdit(id, node = this.timeline.nodes.get(id)) {
+    const message = this.get(id);
     if (!message || !node || this.editing) return;
     const body = node.querySelector(".body");
     const input = el("textarea", {value: message.body, rows: 2, dir: "auto"});

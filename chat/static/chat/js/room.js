@@ -14,9 +14,11 @@ import {fillGap, reloadView} from "./gaps.js";
 import {Members, suggestUsers, wireInvite, wireLeave, wirePanels, wireSettings} from "./members.js";
 import {MentionSuggestions, wireFormattingHelp} from "./mentions.js";
 import {notifyFrame, wireNotifySetting} from "./notify.js";
+import {Reactions} from "./reactions.js";
 import {RoomsState, setUpNotificationButton} from "./rooms-state.js";
 import {renderSwitcher} from "./switcher.js";
-import {Timeline, mentionsMe, messageElement} from "./timeline.js";
+import {Threads} from "./thread.js";
+import {Timeline, mentionsMe, messageElement, messageHooks} from "./timeline.js";
 import {$, api, config as readConfig, el, fmt, staffNotice} from "./util.js";
 
 const TYPING_SHOWN_MS = 3000;
@@ -78,11 +80,22 @@ function dismissButton(box) {
 const timeline = new Timeline({
   list: $("messages"), pending: $("pending"), scroller: $("scroller"), older: $("load-older"), newer: $("load-newer"),
   jumpNew: $("jump-new"), me: ME, lastReadId: config.lastReadId, fetchPage, onAtBottom: () => markRead(),
-  onError: (text) => showNotice(text),
+  onError: (text) => showNotice(text), skip: (message) => Boolean(message.thread),
 });
 
+// Reactions and threads (reactions.js, thread.js): replies live in the thread panel, not the timeline.
+const threads = new Threads({room: ROOM, me: ME, send: (frame) => send(frame), lookup: (id) => timeline.get(id),
+                             newClientId, onError: (text) => showNotice(text)});
+const reactions = new Reactions({me: ME, send: (frame) => send(frame), get: (id) => timeline.get(id) || threads.get(id),
+                                 onError: (text) => showNotice(text)});
+messageHooks.push((node, message) => reactions.render(node, message), (node, message) => threads.render(node, message));
+
 const actions = new MessageActions({timeline, room: ROOM, me: ME, canModerate: config.canModerate,
-                                    send: (frame) => send(frame), onError: (text) => showNotice(text)});
+                                    send: (frame) => send(frame), onError: (text) => showNotice(text),
+                                    get: (id) => timeline.get(id) || threads.get(id),
+                                    more: (message) => [[gettext("Add reaction"), () => reactions.openPicker(message.id)],
+                                                        [gettext("Reply in thread"), () => threads.open(message.thread || message.id)]]});
+threads.onMenu = (node, button) => actions.open(node, button);
 
 const composer = new Composer({
   room: ROOM, maxBody: config.maxBody, isStaff: config.user.isStaff,
@@ -227,6 +240,7 @@ const handlers = {
     members.render();
     members.reload();
     state.unacked.forEach((_, clientId) => transmit(clientId));
+    threads.resend();
     markRead();
   },
   "room.left"(frame) {
@@ -261,7 +275,8 @@ const handlers = {
     seen(message);
     const mine = acknowledge(message);
     if (message.author) stopTyping(message.author.username);
-    timeline.add([message], {live: true});
+    if (message.thread) threads.received(message);
+    else timeline.add([message], {live: true});
     if (mine) timeline.toBottom();
     markRead();
   },
@@ -269,9 +284,12 @@ const handlers = {
     if (frame.room !== ROOM) return;
     if (state.joined && frame.message.seq) state.resumeSeq = Math.max(state.resumeSeq, frame.message.seq);
     timeline.update(frame.message);
+    threads.updated(frame.message);
   },
   "message.deleted"(frame) {
-    if (frame.room === ROOM) timeline.markDeleted(frame.id);
+    if (frame.room !== ROOM) return;
+    timeline.markDeleted(frame.id);
+    threads.deleted(frame.id);
   },
   "presence"(frame) {
     if (frame.room !== ROOM) return;
@@ -315,6 +333,7 @@ const handlers = {
     if (frame.code === "muted" && frame.retry_after) {
       composer.setMutedUntil(new Date(Date.now() + frame.retry_after * 1000).toISOString());
     }
+    if (threads.failed(frame)) return;
     if (frame.ref && state.unacked.has(frame.ref)) {
       if (frame.code === "rate_limited" || frame.code === "unavailable") {
         setTimeout(() => transmit(frame.ref), (frame.retry_after || 1) * 1000);
@@ -390,9 +409,11 @@ ui.jumpUnread?.addEventListener("click", async () => {
   ui.jumpUnread.hidden = true;
 });
 
-function followHash() {
+async function followHash() {
   const match = location.hash.match(/^#m(\d+)$/);
-  if (match) timeline.showAround(Number(match[1]));
+  if (!match) return;
+  const id = Number(match[1]);
+  if (timeline.get(id) || !await threads.follow(id)) timeline.showAround(id);   // a reply opens in its thread
 }
 followHash();
 window.addEventListener("hashchange", followHash);

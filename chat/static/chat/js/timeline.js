@@ -39,6 +39,9 @@ export function markRendered(body, message) {
   }
 }
 
+/* Functions (node, message) that add to a message's element each time it is filled: reactions, replies. */
+export const messageHooks = [];
+
 export function messageElement(message) {
   const body = el("div", {className: "body", dir: "auto"});
   body.dataset.deletedLabel = gettext("message deleted");
@@ -79,12 +82,14 @@ export function fillMessage(node, message) {
   node.querySelector(".edited").hidden = !message.edited_at || message.deleted;
   node.querySelector(".msg-menu-button").setAttribute("aria-label",
     fmt(gettext("Actions for the message from %(author)s"), {author}));
+  for (const hook of messageHooks) hook(node, message);
 }
 
 export class Timeline {
   /* fetchPage(params) -> {results, has_more | has_more_before, has_more_after} over REST. */
-  constructor({list, pending, scroller, older, newer, jumpNew, me, lastReadId, fetchPage, onAtBottom, onError}) {
-    Object.assign(this, {list, pending, scroller, older, newer, jumpNew, me, lastReadId, fetchPage, onAtBottom, onError});
+  /* skip(message) -> true keeps a message out of this timeline (a thread's reply). */
+  constructor({list, pending, scroller, older, newer, jumpNew, me, lastReadId, fetchPage, onAtBottom, onError, skip}) {
+    Object.assign(this, {list, pending, scroller, older, newer, jumpNew, me, lastReadId, fetchPage, onAtBottom, onError, skip});
     this.messages = new Map();      // id -> message
     this.nodes = new Map();         // id -> element
     this.oldestId = null;
@@ -164,6 +169,10 @@ export class Timeline {
 
   insert(messages) {
     for (const message of messages) {
+      // A skipped message still moves the edges: the next page starts past it.
+      this.oldestId = this.oldestId === null ? message.id : Math.min(this.oldestId, message.id);
+      this.newestId = this.newestId === null ? message.id : Math.max(this.newestId, message.id);
+      if (this.skip?.(message)) continue;
       this.messages.set(message.id, message);
       const known = this.nodes.get(message.id);
       if (known) {
@@ -177,8 +186,6 @@ export class Timeline {
         next = Array.from(this.list.children).find((child) => Number(child.dataset.id) > message.id) || null;
       }
       this.list.insertBefore(node, next);
-      this.oldestId = this.oldestId === null ? message.id : Math.min(this.oldestId, message.id);
-      this.newestId = this.newestId === null ? message.id : Math.max(this.newestId, message.id);
     }
   }
 
