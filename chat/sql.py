@@ -13,7 +13,7 @@ import functools
 from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
-from .models import Membership, Message, Room
+from .models import Membership, Mention, Message, Room
 
 Statement = tuple[str, list]
 
@@ -126,21 +126,29 @@ def member_rooms(select: str, user_id: int, params=()) -> Statement:
 
 
 def room_summaries(user_id: int) -> Statement:
-    """The slug, name, kind, newest message id, unread count and change sequence value of each of
-    the user's rooms (`member_rooms`), for the `hello` frame.
+    """The slug, name, kind, newest message id, unread count, change sequence value, unread
+    mention count and stored `notify` of each of the user's rooms (`member_rooms`), for the
+    `hello` frame.
 
     ORM: `selectors.rooms_for_user(user, member_only=True)`, whose `unread` is
-    `models.unread_messages_q`: the unread condition below repeats it.
-    Pinned by `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`
-    and `test_sql.py::test_unread_is_counted_alike_everywhere`.
+    `models.unread_messages_q` and `mentions` `models.unread_mentions_q`: the conditions below
+    repeat them. Pinned by
+    `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`,
+    `test_sql.py::test_unread_is_counted_alike_everywhere` and
+    `test_sql.py::test_unread_mentions_are_counted_alike_everywhere`.
     """
-    messages = _table(Message)
+    messages, mentions = _table(Message), _table(Mention)
+    unread = (
+        f"FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
+        "AND (m.author_id <> %s OR m.author_id IS NULL)"
+    )
     return member_rooms(
         f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
-        f"(SELECT COUNT(*) FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
-        "AND (m.author_id <> %s OR m.author_id IS NULL)), r.change_seq",
+        f"(SELECT COUNT(*) {unread}), r.change_seq, "
+        f"(SELECT COUNT(*) {unread} AND (m.mentions_room OR EXISTS "
+        f"(SELECT 1 FROM {mentions} n WHERE n.message_id = m.id AND n.user_id = %s))), s.notify",
         user_id,
-        [user_id],
+        [user_id, user_id, user_id],
     )
 
 
