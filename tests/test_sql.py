@@ -9,7 +9,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from chat import selectors, sql
-from chat.models import Membership, Message, Room, active_membership_q, unread_messages_q
+from chat.models import Membership, Mention, Message, Room, active_membership_q, unread_mentions_q, unread_messages_q
 
 
 def values(instance) -> list[tuple]:
@@ -97,6 +97,37 @@ def test_unread_is_counted_alike_everywhere(alice, bob, make_user):
     [summary] = selectors.room_summaries(alice)
     [listed] = selectors.rooms_for_user(alice, member_only=True)
     assert orm == selectors.unread_count(membership) == summary["unread"] == listed.unread == 3
+
+
+def test_unread_mentions_are_counted_alike_everywhere(alice, bob, carol, make_user):
+    """`models.unread_mentions_q` (the `unread` frame, the room list, the membership) and
+    `sql.room_summaries` (the `hello` frame): unread messages that name the member (a `Mention`
+    row) or the room, each once, neither deleted nor their own."""
+    room = Room.objects.create(slug="room", name="Room")
+    gone = make_user("gone")
+
+    def post(author, named=(), **fields):
+        message = Message.objects.create(room=room, author=author, body="x", **fields)
+        for user in named:
+            Mention.objects.create(message=message, user=user, room=room)
+        return message
+
+    read = post(bob, [alice])  # read already
+    post(bob, [alice])  # counts
+    post(bob, mentions_room=True)  # counts
+    post(bob, [alice], mentions_room=True)  # counts once
+    post(bob)
+    post(bob, [carol])
+    post(bob, [alice], deleted=True)
+    post(alice, [alice], mentions_room=True)  # one's own
+    post(gone, [alice])  # counts: the author is gone
+    gone.delete()
+    membership = Membership.objects.create(room=room, user=alice, last_read_id=read.pk)
+    orm = Message.objects.filter(unread_mentions_q(alice.pk, read.pk), room=room).count()
+    [summary] = selectors.room_summaries(alice)
+    [listed] = selectors.rooms_for_user(alice, member_only=True)
+    assert orm == selectors.unread_counts(membership)[1] == summary["mentions"] == listed.mentions == 4
+    assert selectors.unread_counts(membership)[0] == summary["unread"] == 6
 
 
 def test_originals_find_what_the_orm_finds(alice, bob):
