@@ -4,7 +4,7 @@ REST and the mentions inbox."""
 
 import pytest
 
-from chat import events, selectors, services
+from chat import events, selectors, services, sql
 from chat.errors import Invalid
 from chat.models import Membership, Message
 from chat.services import content, notify
@@ -153,14 +153,15 @@ def test_system_messages_alert_nobody(alice, bob, published, committed):
     assert notifications(published) == []
 
 
-def test_whom_to_alert_is_read_with_one_query_for_a_batch(trio, alice, bob, carol, django_assert_num_queries):
+def test_whom_to_alert_is_read_with_one_statement_for_a_batch(trio, alice, bob, carol, django_assert_num_queries):
     direct = services.direct_room(user=alice, username="bob")
     services.membership_notify_set(user=carol, slug="general", notify="all")
     drafts = [Message(room=trio, author=alice, body=body) for body in ("@bob", "plain", "@room")]
     drafts.append(Message(room=direct, author=alice, body="psst"))
     content.render(drafts)
     with django_assert_num_queries(1):
-        found = notify.recipients(drafts)
+        [rows] = sql.fetch_all([notify.audience(drafts)])
+    found = notify.recipients(drafts, rows)
     assert found == [
         {bob.pk: "mention", carol.pk: "direct"},
         {carol.pk: "direct"},

@@ -42,13 +42,14 @@ def insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | None
     set on the returned instance), read under the same lock: a connection that receives
     a message whose predecessor it has not sent yet knows to fetch the gap first.
 
-    The members to alert (`notify.recipients`) are read before the rooms are locked, so that the
-    read does not hold the locks longer.
+    The members to alert (`notify.audience`) are read in the same round trip, after the insert.
     """
     drafts = [draft for _, room_drafts in rooms for draft, _ in room_drafts]
-    alerts = iter(notify.recipients(drafts))
     roots = Counter(draft.thread_id for draft in drafts if draft.thread_id is not None)
-    last_ids, written_ids, _root_seqs = sql.lock_rooms_and_insert([room.pk for room, _ in rooms], drafts, dict(roots))
+    last_ids, written_ids, _root_seqs, audience = sql.lock_rooms_and_insert(
+        [room.pk for room, _ in rooms], drafts, dict(roots), then=notify.audience(drafts)
+    )
+    alerts = iter(notify.recipients(drafts, audience))
     for draft, (pk, seq) in zip(drafts, written_ids):
         # As the ORM marks a saved instance. `Message.from_db` would make new instances and drop
         # the room and author loaded on the drafts, which `message_data` reads.

@@ -7,16 +7,15 @@ Each member's effective `notify` (`Membership.effective_notify`) decides: `all`,
 user; system messages alert nobody. Once per message: an edit alerts only the members it newly
 mentions (see `publish_edit_alerts`).
 
-The members to alert are read with one query per batch of messages, and each message's alerts
+The members to alert are read with one statement per batch of messages, in the round trip that
+writes it (`audience`, `sql.alert_members`), and each message's alerts
 go to its room's group as one event per reason, naming their users (`events.notification_event`):
 each connection of the room delivers it only to its own user, where an event per member would
 cost a layer send each on the hot path of every send.
 """
 
-from django.db.models import Q
-
-from .. import events
-from ..models import Membership, Message, Room, active_membership_q, effective_notify
+from .. import events, sql
+from ..models import Membership, Message, Room, effective_notify
 from ..serializers import message_data
 
 MENTION, ROOM_MENTION, DIRECT = "mention", "room_mention", "direct"
@@ -45,9 +44,31 @@ def _named(message: Message) -> set[int]:
     return {mentioned["id"] for mentioned in message.mentions}
 
 
-def recipients(messages: list[Message]) -> list[Recipients]:
-    """Whom each message (its `room` loaded, saved or not) alerts, and why: one query for all."""
-    members = _members(messages)
+def audience(messages: list[Message]) -> sql.Statement | None:
+    """The statement reading the members who may be alerted of one of the messages (their
+    `room` loaded, saved or not), for `recipients`; None when none alerts anyone.
+
+    In a room mentioned as a whole, every active member whose setting is not `none`; elsewhere
+    those who follow every message and those named. So a plain message in a group room where
+    nobody chose `all` reads no row. It runs in the batch's write round trip (`sql.alert_members`).
+    """
+    alerting = [message for message in messages if _alerting(message)]
+    if not alerting:
+        return None
+    rooms = {message.room_id: message.room for message in alerting}
+    whole = {message.room_id for message in alerting if message.mentions_room}
+    direct = [pk for pk, room in rooms.items() if pk not in whole and room.kind == Room.Kind.DIRECT]
+    group = [pk for pk, room in rooms.items() if pk not in whole and room.kind != Room.Kind.DIRECT]
+    named = set().union(*(_named(message) for message in alerting))
+    return sql.alert_members(whole=sorted(whole), direct=direct, group=group, named=sorted(named))
+
+
+def recipients(messages: list[Message], rows: list[tuple] | None) -> list[Recipients]:
+    """Whom each message alerts, and why, from the rows of its `audience` statement."""
+    kinds = {message.room_id: message.room.kind for message in messages}
+    members: dict[int, list[tuple[int, str]]] = {}
+    for room_id, user_id, notify in rows or ():
+        members.setdefault(room_id, []).append((user_id, effective_notify(notify, kinds[room_id])))
     return [
         _recipients(message, members.get(message.room_id, ())) if _alerting(message) else {} for message in messages
     ]
@@ -57,33 +78,6 @@ def _recipients(message: Message, members) -> Recipients:
     names = _named(message)
     pairs = ((user_id, reason(message, user_id, notify, names)) for user_id, notify in members)
     return {user_id: why for user_id, why in pairs if why is not None}
-
-
-def _members(messages: list[Message]) -> dict[int, list[tuple[int, str]]]:
-    """room id -> (user id, effective notify) of the members who may be alerted of one of the
-    messages: one query. In a room mentioned as a whole, every active member whose setting is not
-    `none`; elsewhere those who follow every message and those named. So a plain message in a
-    group room where nobody chose `all` reads no row.
-    """
-    alerting = [message for message in messages if _alerting(message)]
-    if not alerting:
-        return {}
-    rooms = {message.room_id: message.room for message in alerting}
-    whole = {message.room_id for message in alerting if message.mentions_room}
-    named = set().union(*(_named(message) for message in alerting))
-    not_none = ~Q(notify=Membership.Notify.NONE)
-    wanted = Q(room_id__in=whole) & not_none
-    for direct, follows_all in ((True, [Membership.Notify.ALL, ""]), (False, [Membership.Notify.ALL])):
-        ids = [pk for pk, room in rooms.items() if pk not in whole and (room.kind == Room.Kind.DIRECT) == direct]
-        if ids:
-            wanted |= Q(room_id__in=ids) & (Q(notify__in=follows_all) | (Q(user_id__in=named) & not_none))
-    rows = Membership.objects.filter(wanted, active_membership_q(), user__is_active=True).values_list(
-        "room_id", "user_id", "notify"
-    )
-    members: dict[int, list[tuple[int, str]]] = {}
-    for room_id, user_id, notify in rows:
-        members.setdefault(room_id, []).append((user_id, effective_notify(notify, rooms[room_id].kind)))
-    return members
 
 
 def publish_alerts(message: Message, alerted: Recipients) -> None:
@@ -108,9 +102,11 @@ def publish_edit_alerts(message: Message, *, named_before: set[int], room_before
     newly = _named(message) - named_before
     if not newly and not message.mentions_room:
         return
+    [rows] = sql.fetch_all([audience([message])])
+    kind = message.room.kind
     members = [
-        (user_id, notify)
-        for user_id, notify in _members([message]).get(message.room_id, ())
-        if notify == Membership.Notify.MENTIONS and user_id not in named_before
+        (user_id, effective_notify(notify, kind))
+        for _room_id, user_id, notify in rows
+        if effective_notify(notify, kind) == Membership.Notify.MENTIONS and user_id not in named_before
     ]
     publish_alerts(message, _recipients(message, members))
