@@ -7,6 +7,7 @@ import pytest
 from chat import events, selectors, services, sql
 from chat.errors import Invalid
 from chat.models import Membership, Message
+from chat.realtime.stream import DROP, SEND, RoomStream
 from chat.services import content, notify
 from tests.support import connect, db, joined, membership, send
 
@@ -200,6 +201,19 @@ def test_a_notification_event_names_its_users_and_no_message_id(trio, alice, bob
         [bob.pk],
     )
     assert event["frame"]["message"]["id"] == message.pk and event["frame"]["room"] == "general"
+
+
+def test_a_connection_takes_a_notification_only_for_its_user_and_moves_no_mark():
+    stream = RoomStream(user_id=7, origin="c1")
+    stream.subscribe(1, "general")
+    stream.opened(1, last_id=10, seq=20)
+    for users, action in (([3, 7, 9], SEND), ([7], SEND), ([3, 9], DROP), ([], DROP), ([8, 70], DROP)):
+        event = events.frame_event({"type": "notification"}, room_id=1, notify_users=users)
+        assert stream.take(event) == action
+    assert (stream.marks[1], stream.changes[1]) == (10, 20)
+    assert (
+        stream.take(events.frame_event({"type": "notification"}, room_id=2, notify_users=[7])) == DROP
+    )  # not followed
 
 
 @pytest.mark.django_db(transaction=True)

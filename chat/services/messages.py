@@ -71,6 +71,7 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
         room_before = message.mentions_room
         message.body, message.edited_at = body, timezone.now()
         content.render_into(message)
+        alerted = notify.edit_recipients(message, named_before=named_before, room_before=room_before)  # before the lock
         message.seq = sql.next_seq(message.room_id)
         message.save(update_fields=["body", "edited_at", *content.FIELDS, "seq"])
         content.write_mentions([message], replace=True)
@@ -86,7 +87,7 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
                 after=body,
             )
         events.publish(events.room_group(message.room_id), events.change_event(message, origin=origin))
-        notify.publish_edit_alerts(message, named_before=named_before, room_before=room_before)
+        notify.publish_alerts(message, alerted)
     return message
 
 

@@ -5,7 +5,7 @@ Each member's effective `notify` (`Membership.effective_notify`) decides: `all`,
 (named), else `room_mention` (`@room`, `@all`), else `direct`: the member follows every message
 (`all`, the default in a direct room). Never the author, nor a banned member or an inactive
 user; system messages alert nobody. Once per message: an edit alerts only the members it newly
-mentions (see `publish_edit_alerts`).
+mentions (see `edit_recipients`).
 
 The members to alert are read with one statement per batch of messages, in the round trip that
 writes it (`audience`, `sql.alert_members`), and each message's alerts
@@ -93,20 +93,20 @@ def publish_alerts(message: Message, alerted: Recipients) -> None:
         events.publish(events.room_group(message.room_id), events.notification_event(message, data, why, user_ids))
 
 
-def publish_edit_alerts(message: Message, *, named_before: set[int], room_before: bool) -> None:
-    """After an edit, alert the members it newly mentions (named now and not before, or all of
-    them when `@room` is new), whose setting is `mentions`: a member following every message was
-    alerted when it was sent, and the previously mentioned were alerted then."""
-    if not _alerting(message) or room_before:
-        return
-    newly = _named(message) - named_before
-    if not newly and not message.mentions_room:
-        return
+def edit_recipients(message: Message, *, named_before: set[int], room_before: bool) -> Recipients:
+    """Whom an edit alerts (`message` rendered anew; `named_before` and `room_before` its mentions
+    before): the members it newly mentions (named now and not before, or all of them when `@room`
+    is new) whose setting is `mentions`. A member following every message was alerted when it was
+    sent, and the members mentioned before were alerted then."""
+    if not _alerting(message) or room_before or not (_named(message) - named_before or message.mentions_room):
+        return {}
     [rows] = sql.fetch_all([audience([message])])
-    kind = message.room.kind
-    members = [
-        (user_id, effective_notify(notify, kind))
-        for _room_id, user_id, notify in rows
-        if effective_notify(notify, kind) == Membership.Notify.MENTIONS and user_id not in named_before
-    ]
-    publish_alerts(message, _recipients(message, members))
+    members = [(user_id, effective_notify(notify, message.room.kind)) for _room_id, user_id, notify in rows]
+    return _recipients(
+        message,
+        [
+            (user_id, notify)
+            for user_id, notify in members
+            if notify == Membership.Notify.MENTIONS and user_id not in named_before
+        ],
+    )
