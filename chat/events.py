@@ -60,6 +60,7 @@ def frame_event(
     seq: int | None = None,
     changed_id: int | None = None,
     skip_user: int | None = None,
+    notify_users: list[int] | None = None,
     origin: str | None = None,
 ) -> dict:
     """A `chat.frame` event: the consumer forwards `text` to its client, except
@@ -67,6 +68,7 @@ def frame_event(
     - a `message.new` (`message_id`, with `prev_id` the room's message before it) that the
       connection already sent; the consumer delivers those in id order (see consumers),
     - to `skip_user` (typing is not echoed to the typist),
+    - with `notify_users` (a `notification`), to any user not listed,
     - to `origin`, the connection that caused the event and already got it as its reply,
     - a change (`seq`, the room's change sequence value; `changed_id` the message changed) that
       the connection already sent.
@@ -80,6 +82,7 @@ def frame_event(
         "seq": seq,
         "changed_id": changed_id,
         "skip_user": skip_user,
+        **({"notify_users": notify_users} if notify_users is not None else {}),
         "origin": origin,
     }
 
@@ -105,6 +108,15 @@ def change_event(message, *, origin: str | None = None) -> dict:
         seq=message.seq,
         changed_id=message.pk,
         origin=origin,
+    )
+
+
+def notification_event(message, data: dict, reason: str, user_ids: list[int]) -> dict:
+    """The `chat.frame` event alerting `user_ids` of a stored message (`data`: its `message_data`)
+    for `reason`. It carries no id or seq: it never moves a connection's marks. The ids go
+    sorted (`RoomStream.classify` bisects them)."""
+    return frame_event(
+        protocol.notification(data["room"], data, reason), room_id=message.room_id, notify_users=sorted(user_ids)
     )
 
 

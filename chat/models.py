@@ -6,7 +6,7 @@ State changes go through `chat.services`; nothing here saves on its own or sends
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -111,9 +111,14 @@ class Membership(models.Model):
     @property
     def effective_notify(self) -> str:
         """The member's choice, else every message in a direct room and mentions elsewhere."""
-        if self.notify:
-            return self.notify
-        return self.Notify.ALL if self.room.kind == Room.Kind.DIRECT else self.Notify.MENTIONS
+        return effective_notify(self.notify, self.room.kind)
+
+
+def effective_notify(notify: str, kind: str) -> str:
+    """`Membership.effective_notify` of a stored `notify` in a room of `kind` (for rows read by hand)."""
+    if notify:
+        return notify
+    return Membership.Notify.ALL if kind == Room.Kind.DIRECT else Membership.Notify.MENTIONS
 
 
 def active_membership_q(prefix: str = "", now=None) -> Q:
@@ -135,6 +140,23 @@ def unread_messages_q(user_id, last_read_id) -> Q:
     `test_sql.py::test_unread_is_counted_alike_everywhere` holds them together.
     """
     return Q(id__gt=last_read_id, deleted=False) & ~Q(author_id=user_id)
+
+
+def mentioning_q(user_id) -> Q:
+    """The messages that mention the user: by name (a `Mention` row for them) or the whole room
+    (`mentions_room`, `@room` or `@all`). `user_id` may be an `OuterRef`.
+
+    With `unread_messages_q`, the unread mention count (`unread_mentions_q`); alone (and not
+    their own), the mentions inbox. `chat.sql.room_summaries` repeats it by hand, and
+    `test_sql.py::test_unread_mentions_are_counted_alike_everywhere` holds them together.
+    """
+    named = Mention.objects.filter(message_id=OuterRef("pk"), user_id=user_id)
+    return Q(mentions_room=True) | Q(Exists(named))
+
+
+def unread_mentions_q(user_id, last_read_id) -> Q:
+    """The unread messages (`unread_messages_q`) that mention the member (`mentioning_q`)."""
+    return unread_messages_q(user_id, last_read_id) & mentioning_q(user_id)
 
 
 class Message(models.Model):

@@ -318,8 +318,14 @@ def message_deleted(room: str, message_id: int) -> dict:
     return {"type": "message.deleted", "room": room, "id": message_id}
 
 
-def unread(room: str, count: int, last_read_id: int | None) -> dict:
-    return {"type": "unread", "room": room, "count": count, "last_read_id": last_read_id}
+def unread(room: str, count: int, last_read_id: int | None, mentions: int) -> dict:
+    """`count` unread messages after `last_read_id`, `mentions` of them mentioning the member."""
+    return {"type": "unread", "room": room, "count": count, "last_read_id": last_read_id, "mentions": mentions}
+
+
+def notification(room: str, message: dict, reason: str) -> dict:
+    """To the connections of a member alerted of `message` (see `chat.services.notify`)."""
+    return {"type": "notification", "room": room, "message": message, "reason": reason}
 
 
 def presence(room: str, user: dict, status: str) -> dict:

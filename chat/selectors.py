@@ -7,7 +7,16 @@ from django.utils.translation import gettext_lazy as _
 
 from . import sql
 from .errors import ChatError, Forbidden, Gone, NotFound
-from .models import Membership, Message, Room, active_membership_q, unread_messages_q
+from .models import (
+    Membership,
+    Message,
+    Room,
+    active_membership_q,
+    effective_notify,
+    mentioning_q,
+    unread_mentions_q,
+    unread_messages_q,
+)
 
 User = get_user_model()
 
@@ -135,10 +144,11 @@ def _last_message_id():
     )
 
 
-def _unread_count(user, last_read_ref):
+def _count_of(messages_q):
+    """The count of the room's (`OuterRef("pk")`) messages matching `messages_q`, 0 when none."""
     return Coalesce(
         Subquery(
-            Message.objects.filter(unread_messages_q(user.pk, last_read_ref), room=OuterRef("pk"))
+            Message.objects.filter(messages_q, room=OuterRef("pk"))
             .order_by()
             .values("room")
             .annotate(n=Count("id"))
@@ -155,14 +165,23 @@ def member_room_ids(user) -> list[tuple[int, str]]:
 
 
 def _with_user_state(rooms, user):
-    """Annotate `member`, `role`, `last_message_id` and `unread` (0 outside the rooms one belongs to)."""
+    """Annotate `member`, `role`, `last_message_id`, `notify_choice` (the stored `notify`), and
+    `unread` and `mentions` (0 outside the rooms one belongs to)."""
     mine = Membership.objects.filter(room=OuterRef("pk"), user=user)
     return rooms.annotate(
         member=Exists(mine.filter(active_membership_q())),
         role=Subquery(mine.values("role")[:1]),
         last_read=Subquery(mine.values("last_read_id")[:1]),
+        notify_choice=Subquery(mine.values("notify")[:1]),
         last_message_id=_last_message_id(),
-    ).annotate(unread=Case(When(member=True, then=_unread_count(user, OuterRef("last_read"))), default=Value(0)))
+    ).annotate(
+        unread=Case(
+            When(member=True, then=_count_of(unread_messages_q(user.pk, OuterRef("last_read")))), default=Value(0)
+        ),
+        mentions=Case(
+            When(member=True, then=_count_of(unread_mentions_q(user.pk, OuterRef("last_read")))), default=Value(0)
+        ),
+    )
 
 
 def room_state(user, room: Room) -> Room:
@@ -181,11 +200,20 @@ def rooms_for_user(user, *, member_only: bool = False):
 
 def room_summaries(user) -> list[dict]:
     """The `rooms` list of the `hello` frame: `rooms_for_user(user, member_only=True)`, by hand
-    (`sql.room_summaries`): it runs for every new connection."""
+    (`sql.room_summaries`): it runs for every new connection. `notify` is the effective setting."""
     [rows] = sql.fetch_all([sql.room_summaries(user.pk)])
     return [
-        {"slug": slug, "name": name, "kind": kind, "unread": unread, "last_message_id": last_id, "seq": seq}
-        for slug, name, kind, last_id, unread, seq in rows
+        {
+            "slug": slug,
+            "name": name,
+            "kind": kind,
+            "unread": unread,
+            "mentions": mentions,
+            "notify": effective_notify(notify, kind),
+            "last_message_id": last_id,
+            "seq": seq,
+        }
+        for slug, name, kind, last_id, unread, seq, mentions, notify in rows
     ]
 
 
@@ -311,9 +339,31 @@ def usernames(user_ids) -> dict[int, str]:
 
 
 def unread_count(membership: Membership) -> int:
-    return Message.objects.filter(
+    return unread_counts(membership)[0]
+
+
+def unread_counts(membership: Membership) -> tuple[int, int]:
+    """The member's unread messages in the room, and how many of them mention them (one query)."""
+    counts = Message.objects.filter(
         unread_messages_q(membership.user_id, membership.last_read_id), room_id=membership.room_id
-    ).count()
+    ).aggregate(unread=Count("id"), mentions=Count("id", filter=mentioning_q(membership.user_id)))
+    return counts["unread"], counts["mentions"]
+
+
+def mentions_for_user(user, *, before: int | None = None, limit: int = 50) -> tuple[list[Message], bool]:
+    """The mentions inbox: one keyset page of the messages that mention the user (`mentioning_q`)
+    in the rooms they may read (active membership, room not archived), not deleted and not their
+    own, ascending by id, newest page first (`before` pages back), and whether more lie before it."""
+    rooms = Membership.objects.filter(active_membership_q(), user=user, room__archived=False).values("room_id")
+    found = (
+        Message.objects.filter(mentioning_q(user.pk), room_id__in=rooms, deleted=False)
+        .exclude(author_id=user.pk)
+        .select_related("room", "author")
+    )
+    if before is not None:
+        found = found.filter(id__lt=before)
+    rows = list(found.order_by("-id")[: limit + 1])
+    return list(reversed(rows[:limit])), len(rows) > limit
 
 
 def last_message_id_for(room_id: int) -> int | None:

@@ -148,6 +148,7 @@ class TokenPairSerializer(serializers.Serializer):
 
 class RoomSerializer(serializers.ModelSerializer):
     unread = serializers.IntegerField(read_only=True, default=0)
+    mentions = serializers.IntegerField(read_only=True, default=0, help_text="Unread messages that mention you.")
     member = serializers.BooleanField(read_only=True, default=False)
     role = serializers.CharField(read_only=True, allow_null=True, default=None)
     last_message_id = serializers.IntegerField(read_only=True, allow_null=True, default=None)
@@ -164,6 +165,7 @@ class RoomSerializer(serializers.ModelSerializer):
             "archived",
             "created_at",
             "unread",
+            "mentions",
             "member",
             "role",
             "last_message_id",

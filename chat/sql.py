@@ -10,10 +10,11 @@ they repeat (who is banned, what is unread) are written once, in chat/models.py.
 import contextlib
 import functools
 
+from django.contrib.auth import get_user_model
 from django.db import DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
-from .models import Membership, Message, Room
+from .models import Membership, Mention, Message, Room
 
 Statement = tuple[str, list]
 
@@ -126,21 +127,29 @@ def member_rooms(select: str, user_id: int, params=()) -> Statement:
 
 
 def room_summaries(user_id: int) -> Statement:
-    """The slug, name, kind, newest message id, unread count and change sequence value of each of
-    the user's rooms (`member_rooms`), for the `hello` frame.
+    """The slug, name, kind, newest message id, unread count, change sequence value, unread
+    mention count and stored `notify` of each of the user's rooms (`member_rooms`), for the
+    `hello` frame.
 
     ORM: `selectors.rooms_for_user(user, member_only=True)`, whose `unread` is
-    `models.unread_messages_q`: the unread condition below repeats it.
-    Pinned by `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`
-    and `test_sql.py::test_unread_is_counted_alike_everywhere`.
+    `models.unread_messages_q` and `mentions` `models.unread_mentions_q`: the conditions below
+    repeat them. Pinned by
+    `test_selectors.py::test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists`,
+    `test_sql.py::test_unread_is_counted_alike_everywhere` and
+    `test_sql.py::test_unread_mentions_are_counted_alike_everywhere`.
     """
-    messages = _table(Message)
+    messages, mentions = _table(Message), _table(Mention)
+    unread = (
+        f"FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
+        "AND (m.author_id <> %s OR m.author_id IS NULL)"
+    )
     return member_rooms(
         f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
-        f"(SELECT COUNT(*) FROM {messages} m WHERE m.room_id = r.id AND m.id > s.last_read_id AND NOT m.deleted "
-        "AND (m.author_id <> %s OR m.author_id IS NULL)), r.change_seq",
+        f"(SELECT COUNT(*) {unread}), r.change_seq, "
+        f"(SELECT COUNT(*) {unread} AND (m.mentions_room OR EXISTS "
+        f"(SELECT 1 FROM {mentions} n WHERE n.message_id = m.id AND n.user_id = %s))), s.notify",
         user_id,
-        [user_id],
+        [user_id, user_id, user_id],
     )
 
 
@@ -148,14 +157,15 @@ def room_summaries(user_id: int) -> Statement:
 
 
 def lock_rooms_and_insert(
-    room_ids: list[int], drafts: list[Message], roots: dict[int, int] | None = None
-) -> tuple[dict[int, int | None], list[tuple[int, int]], list[int]]:
+    room_ids: list[int], drafts: list[Message], roots: dict[int, int] | None = None, then: Statement | None = None
+) -> tuple[dict[int, int | None], list[tuple[int, int]], list[int], list[tuple] | None]:
     """Lock the rooms' rows until commit, in id order (so that two writers never deadlock), take
     the rooms' change sequence values (`Room.change_seq`), read the id of each room's newest
     message (None if it has none), insert `drafts` in order, and count each reply on its
     thread's root (`roots`: root id -> replies in `drafts`; the roots are in these rooms).
-    Returns those newest ids by room id, the inserted messages' (id, seq) in order, and the
-    roots' new seq values in the order of `roots`.
+    Returns those newest ids by room id, the inserted messages' (id, seq) in order, the roots'
+    new seq values in the order of `roots`, and the rows of the statement `then` (a SELECT run
+    last, in the same round trip: the members to alert, `alert_members`), None without it.
 
     Each room's drafts take its next values in order, then its roots take theirs: a client
     that has seen a root's new `seq` has seen the reply's.
@@ -210,6 +220,8 @@ def lock_rooms_and_insert(
     statements = [newest, insert]
     if roots:
         statements.append(_count_replies(roots, root_rooms, after))
+    if then is not None:
+        statements.append(then)
     if connection.vendor == "postgresql":
         statements.insert(0, (f"SELECT id FROM {rooms} WHERE id IN ({listed}) ORDER BY id FOR UPDATE", ids))
     results = fetch_all(statements)
@@ -221,6 +233,7 @@ def lock_rooms_and_insert(
         {room_id: last_id for room_id, _seq, last_id in newest_rows},
         [(pk, seq) for pk, seq in inserted],
         [root_seqs[root_id] for root_id in roots],
+        results[-1] if then is not None else None,
     )
 
 
@@ -247,6 +260,36 @@ def _count_replies(roots: dict[int, int], root_rooms: dict[int, int], after: dic
         f"UPDATE {messages} SET reply_count = reply_count + CASE id {' '.join(counted)} END, "
         f"seq = CASE id {' '.join(seqs)} END WHERE id IN ({placeholders(listed)}) RETURNING id, seq",
         params_count + params_seq + listed,
+    )
+
+
+def alert_members(*, whole: list[int], direct: list[int], group: list[int], named: list[int]) -> Statement:
+    """The room id, user id and stored `notify` of the members who may be alerted of new
+    messages (`chat.services.notify`): of the rooms mentioned as a whole (`whole`), every active
+    member whose setting is not `none`; of the other rooms, `direct` or `group` ones, those who
+    follow every message (`all`, or no choice in a direct room) and those `named` whose setting
+    is not `none`. Active members of active users only: the ban condition is
+    `models.active_membership_q`'s, as in `member_rooms`. Each list may be empty.
+
+    Hand-written so that it runs in the batch's write round trip (`lock_rooms_and_insert`'s `then`).
+    ORM: `Membership.objects.filter(active_membership_q(), user__is_active=True).filter(
+    Q(room_id__in=whole) & ~Q(notify="none") | Q(room_id__in=direct) & (Q(notify__in=["all", ""])
+    | Q(user_id__in=named) & ~Q(notify="none")) | Q(room_id__in=group) & (Q(notify="all") | ...))`.
+    Pinned by `test_sql.py::test_alert_members_are_those_the_orm_finds`.
+    """
+    memberships_table, users = _table(Membership), _table(get_user_model())
+    named_sql = f"(s.user_id IN ({placeholders(named)}) AND s.notify <> 'none')" if named else "FALSE"
+    terms, params = [], []
+    for ids, follows in ((whole, None), (direct, "s.notify IN ('all', '')"), (group, "s.notify = 'all'")):
+        if not ids:
+            continue
+        wanted = "s.notify <> 'none'" if follows is None else f"({follows} OR {named_sql})"
+        terms.append(f"(s.room_id IN ({placeholders(ids)}) AND {wanted})")
+        params += ids + (named if follows is not None and named else [])
+    return (
+        f"SELECT s.room_id, s.user_id, s.notify FROM {memberships_table} s INNER JOIN {users} u ON u.id = s.user_id "
+        f"WHERE u.is_active AND (NOT s.banned OR s.banned_until <= %s) AND ({' OR '.join(terms) or 'FALSE'})",
+        [connection.ops.adapt_datetimefield_value(timezone.now()), *params],
     )
 
 

@@ -326,11 +326,13 @@ def test_read_marker_moves_forward_only(api, alice, bob, published, django_captu
     with django_capture_on_commit_callbacks(execute=True):
         response = api(bob).post("/api/rooms/general/read/", {"message_id": first.pk}, format="json")
     assert response.status_code == 200
-    assert response.json() == {"room": "general", "last_read_id": first.pk, "unread": 1}
-    assert frames(published, "unread") == [{"type": "unread", "room": "general", "count": 1, "last_read_id": first.pk}]
+    assert response.json() == {"room": "general", "last_read_id": first.pk, "unread": 1, "mentions": 0}
+    assert frames(published, "unread") == [
+        {"type": "unread", "room": "general", "count": 1, "last_read_id": first.pk, "mentions": 0}
+    ]
 
     stale = api(bob).post("/api/rooms/general/read/", {"message_id": first.pk - 1}, format="json")
-    assert stale.json() == {"room": "general", "last_read_id": first.pk, "unread": 1}
+    assert stale.json() == {"room": "general", "last_read_id": first.pk, "unread": 1, "mentions": 0}
     assert Membership.objects.get(room__slug="general", user=bob).last_read_id == first.pk
 
 

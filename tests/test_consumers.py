@@ -328,6 +328,7 @@ async def test_read_marker_sends_unread(alice, bob, general):
         "room": "general",
         "count": 2,
         "last_read_id": ids[0],
+        "mentions": 0,
         "ref": "rd",
     }
     other = await b2.expect("unread")

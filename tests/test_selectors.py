@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from chat import selectors, services
 from chat.errors import Forbidden, Gone, NotFound
-from chat.models import Membership, Message, Room
+from chat.models import Membership, Message, Room, effective_notify
 from chat.serializers import message_data
 
 
@@ -194,6 +194,8 @@ def test_room_summaries(alice, world):
         "name": "Joined",
         "kind": "public",
         "unread": 2,
+        "mentions": 0,
+        "notify": "mentions",
         "last_message_id": selectors.last_message_id(world["joined"]),
         "seq": Room.objects.get(slug="joined").change_seq,
     }
@@ -212,6 +214,8 @@ def test_room_summaries_and_member_room_ids_list_what_rooms_for_user_lists(alice
                 "name": r.name,
                 "kind": r.kind,
                 "unread": r.unread or 0,
+                "mentions": r.mentions,
+                "notify": effective_notify(r.notify_choice, r.kind),
                 "last_message_id": r.last_message_id,
                 "seq": r.change_seq,
             }

@@ -5,11 +5,11 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from chat import selectors, sql
-from chat.models import Membership, Message, Room, active_membership_q, unread_messages_q
+from chat.models import Membership, Mention, Message, Room, active_membership_q, unread_mentions_q, unread_messages_q
 
 
 def values(instance) -> list[tuple]:
@@ -99,6 +99,79 @@ def test_unread_is_counted_alike_everywhere(alice, bob, make_user):
     assert orm == selectors.unread_count(membership) == summary["unread"] == listed.unread == 3
 
 
+def test_unread_mentions_are_counted_alike_everywhere(alice, bob, carol, make_user):
+    """`models.unread_mentions_q` (the `unread` frame, the room list, the membership) and
+    `sql.room_summaries` (the `hello` frame): unread messages that name the member (a `Mention`
+    row) or the room, each once, neither deleted nor their own."""
+    room = Room.objects.create(slug="room", name="Room")
+    gone = make_user("gone")
+
+    def post(author, named=(), **fields):
+        message = Message.objects.create(room=room, author=author, body="x", **fields)
+        for user in named:
+            Mention.objects.create(message=message, user=user, room=room)
+        return message
+
+    read = post(bob, [alice])  # read already
+    post(bob, [alice])  # counts
+    post(bob, mentions_room=True)  # counts
+    post(bob, [alice], mentions_room=True)  # counts once
+    post(bob)
+    post(bob, [carol])
+    post(bob, [alice], deleted=True)
+    post(alice, [alice], mentions_room=True)  # one's own
+    post(gone, [alice])  # counts: the author is gone
+    gone.delete()
+    membership = Membership.objects.create(room=room, user=alice, last_read_id=read.pk)
+    orm = Message.objects.filter(unread_mentions_q(alice.pk, read.pk), room=room).count()
+    [summary] = selectors.room_summaries(alice)
+    [listed] = selectors.rooms_for_user(alice, member_only=True)
+    assert orm == selectors.unread_counts(membership)[1] == summary["mentions"] == listed.mentions == 4
+    assert selectors.unread_counts(membership)[0] == summary["unread"] == 6
+
+
+def test_alert_members_are_those_the_orm_finds(alice, bob, carol, make_user):
+    """`sql.alert_members` against its ORM query, over every notify setting, banned members
+    (lifted or not), inactive users, and rooms mentioned as a whole, direct and group."""
+    now = timezone.now()
+    rooms = {
+        slug: Room.objects.create(slug=slug, name=slug, kind=kind)
+        for slug, kind in [("whole", "public"), ("direct", "direct"), ("group", "public"), ("elsewhere", "public")]
+    }
+    dave, erin = make_user("dave"), make_user("erin", is_active=False)
+    states = [
+        {"notify": ""},
+        {"notify": "all"},
+        {"notify": "mentions"},
+        {"notify": "none"},
+        {"notify": "all", "banned": True},
+        {"notify": "all", "banned": True, "banned_until": now - timedelta(minutes=1)},
+    ]
+    for room in rooms.values():
+        for user, state in zip((alice, bob, carol, dave, erin, make_user(f"x-{room.slug}")), states):
+            Membership.objects.create(room=room, user=user, **state)
+    ids = {slug: [room.pk] for slug, room in rooms.items()}
+    named = [alice.pk, carol.pk, dave.pk]
+    counts = []
+    for whole, direct, group, names in [
+        (ids["whole"], ids["direct"], ids["group"], named),
+        ([], ids["direct"], ids["group"], []),
+        (ids["whole"], [], [], named),
+        ([], [], ids["group"], named),
+        ([], [], [], []),
+    ]:
+        not_none = ~Q(notify="none")
+        orm = Membership.objects.filter(active_membership_q(), user__is_active=True).filter(
+            Q(room_id__in=whole) & not_none
+            | Q(room_id__in=direct) & (Q(notify__in=["all", ""]) | Q(user_id__in=names) & not_none)
+            | Q(room_id__in=group) & (Q(notify="all") | Q(user_id__in=names) & not_none)
+        )
+        [by_hand] = sql.fetch_all([sql.alert_members(whole=whole, direct=direct, group=group, named=names)])
+        assert sorted(by_hand) == sorted(orm.values_list("room_id", "user_id", "notify"))
+        counts.append(len(by_hand))
+    assert counts == [12, 5, 4, 4, 0]
+
+
 def test_originals_find_what_the_orm_finds(alice, bob):
     room = Room.objects.create(slug="room", name="Room")
     for author, client_id in [(alice, "a-1"), (alice, "a-2"), (alice, ""), (bob, "a-1"), (bob, "b-1"), (bob, "")]:
@@ -138,7 +211,7 @@ def test_the_batch_insert_stores_what_the_orm_stores(alice, bob):
     newest_orm = {room.pk: room.messages.aggregate(Max("id"))["id__max"] for room in (one, two, empty)}
     seq_before = {room.pk: room.change_seq for room in Room.objects.filter(pk__in=[one.pk, two.pk, empty.pk])}
     with transaction.atomic():
-        newest, written, roots = sql.lock_rooms_and_insert([two.pk, one.pk, empty.pk], drafts())
+        newest, written, roots, _ = sql.lock_rooms_and_insert([two.pk, one.pk, empty.pk], drafts())
     ids = [pk for pk, _seq in written]
     assert newest == newest_orm
     assert ids == sorted(ids)
@@ -172,14 +245,14 @@ def test_the_batch_insert_stores_what_the_orm_stores(alice, bob):
 def test_replies_count_on_their_root_after_the_replies_seq(alice):
     room = Room.objects.create(slug="room", name="Room")
     with transaction.atomic():
-        _, [(root_id, root_seq)], _ = sql.lock_rooms_and_insert(
+        _, [(root_id, root_seq)], _, _ = sql.lock_rooms_and_insert(
             [room.pk], [Message(room=room, author=alice, body="root")]
         )
     replies = [
         Message(room=room, author=alice, body=f"reply {n}", reply_to_id=root_id, thread_id=root_id) for n in range(2)
     ]
     with transaction.atomic():
-        _, written, root_seqs = sql.lock_rooms_and_insert([room.pk], replies, {root_id: 2})
+        _, written, root_seqs, _ = sql.lock_rooms_and_insert([room.pk], replies, {root_id: 2})
     assert [seq for _pk, seq in written] == [root_seq + 1, root_seq + 2]
     assert root_seqs == [root_seq + 3]
     root = Message.objects.get(pk=root_id)
@@ -190,7 +263,7 @@ def test_replies_count_on_their_root_after_the_replies_seq(alice):
 def test_next_seq_counts_on_from_the_batch_insert(alice):
     room = Room.objects.create(slug="room", name="Room")
     with transaction.atomic():
-        _, [(_pk, seq)], _ = sql.lock_rooms_and_insert([room.pk], [Message(room=room, author=alice, body="one")])
+        _, [(_pk, seq)], _, _ = sql.lock_rooms_and_insert([room.pk], [Message(room=room, author=alice, body="one")])
     with transaction.atomic():
         assert sql.next_seq(room.pk) == seq + 1
         assert sql.next_seq(room.pk) == seq + 2

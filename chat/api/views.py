@@ -361,15 +361,15 @@ class ReadView(APIView):
                 "room": serializers.CharField(),
                 "last_read_id": serializers.IntegerField(),
                 "unread": serializers.IntegerField(),
+                "mentions": serializers.IntegerField(),
             },
         ),
     )
     def post(self, request, slug):
         message_id = validated(ReadSerializer, request.data)["message_id"]
         membership = services.read_mark(user=request.user, slug=slug, message_id=message_id)
-        return Response(
-            {"room": slug, "last_read_id": membership.last_read_id, "unread": selectors.unread_count(membership)}
-        )
+        unread, mentions = selectors.unread_counts(membership)
+        return Response({"room": slug, "last_read_id": membership.last_read_id, "unread": unread, "mentions": mentions})
 
 
 class ExportQuerySerializer(serializers.Serializer):

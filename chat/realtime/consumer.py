@@ -305,8 +305,9 @@ class ChatConsumer(Delivery):
         membership = await db(services.read_mark)(
             user=self.user, slug=frame.get("room"), message_id=frame.get("message_id"), origin=self.channel_name
         )
-        count = await db(selectors.unread_count)(membership)
-        await self._send(protocol.reply(protocol.unread(frame.get("room"), count, membership.last_read_id), frame.ref))
+        count, mentions = await db(selectors.unread_counts)(membership)
+        unread = protocol.unread(frame.get("room"), count, membership.last_read_id, mentions)
+        await self._send(protocol.reply(unread, frame.ref))
 
     async def on_ping(self, frame):
         await self._send(protocol.reply(protocol.pong(), frame.ref))

@@ -38,6 +38,8 @@ Changes (`seq`, the room's change sequence, taken in commit order) follow the sa
 - `change_floors[room]` is the change mark when the room was subscribed, as `floors` is.
 """
 
+import bisect
+
 from django.utils.translation import gettext_lazy as _
 
 from chat.errors import Forbidden
@@ -48,6 +50,13 @@ SEND = "send"  # its frame, now
 CATCH_UP = "catch_up"  # the messages before it that have not come, read from the database, first
 ACK = "ack"  # the connection's waiting acknowledgement (`take_ack`), now
 WAIT = "wait"  # its turn: behind the connection's other work, or its frame's
+
+
+def _listed(sorted_ids: list[int], user_id: int | None) -> bool:
+    """Whether `user_id` is in the ascending list: each of a room's connections looks itself up in
+    the same event, so a bisection rather than a scan of the whole list."""
+    at = bisect.bisect_left(sorted_ids, user_id) if user_id is not None else len(sorted_ids)
+    return at < len(sorted_ids) and sorted_ids[at] == user_id
 
 
 class RoomStream:
@@ -125,6 +134,8 @@ class RoomStream:
         connection caused is its acknowledgement (`origin`), never a plain SEND."""
         if event.get("skip_user") == self.user_id:
             return DROP
+        if "notify_users" in event and not _listed(event["notify_users"], self.user_id):
+            return DROP  # a `notification` for others
         message_id = event.get("message_id")
         if event.get("room_id") is not None and event["room_id"] not in self.marks:
             return DROP  # a room this connection left, or was removed from, while the event was on its way

@@ -9,7 +9,7 @@ commands all call these functions, as `services.<name>`; none of them writes mod
 
 from .accounts import password_change, sign_ins_end, user_register
 from .batch import message_send_batch
-from .members import member_invite, member_remove, room_join, room_leave
+from .members import member_invite, member_remove, membership_notify_set, room_join, room_leave
 from .messages import message_delete, message_edit, message_restore, message_send, read_mark
 from .moderation import (
     audit,
@@ -35,6 +35,7 @@ __all__ = [
     "member_remove",
     "member_unban",
     "member_unmute",
+    "membership_notify_set",
     "message_delete",
     "message_edit",
     "message_report",

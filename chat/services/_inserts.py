@@ -1,5 +1,6 @@
 """The one path that inserts messages: the rooms locked, the ids drawn in commit order, and
-`message.new` published on commit for each, naming the message before it."""
+`message.new` published on commit for each, naming the message before it, then its
+`notification`s."""
 
 from collections import Counter
 
@@ -7,7 +8,7 @@ from django.db import connection
 
 from .. import events, sql
 from ..models import Message, Room
-from . import content
+from . import content, notify
 
 
 def insert_message(
@@ -40,10 +41,15 @@ def insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | None
     commit order. Each event therefore names the room's previous message (`prev_id`, also
     set on the returned instance), read under the same lock: a connection that receives
     a message whose predecessor it has not sent yet knows to fetch the gap first.
+
+    The members to alert (`notify.audience`) are read in the same round trip, after the insert.
     """
     drafts = [draft for _, room_drafts in rooms for draft, _ in room_drafts]
     roots = Counter(draft.thread_id for draft in drafts if draft.thread_id is not None)
-    last_ids, written_ids, _root_seqs = sql.lock_rooms_and_insert([room.pk for room, _ in rooms], drafts, dict(roots))
+    last_ids, written_ids, _root_seqs, audience = sql.lock_rooms_and_insert(
+        [room.pk for room, _ in rooms], drafts, dict(roots), then=notify.audience(drafts)
+    )
+    alerts = iter(notify.recipients(drafts, audience))
     for draft, (pk, seq) in zip(drafts, written_ids):
         # As the ORM marks a saved instance. `Message.from_db` would make new instances and drop
         # the room and author loaded on the drafts, which `message_data` reads.
@@ -58,6 +64,7 @@ def insert_rooms_messages(rooms: list[tuple[Room, list[tuple[Message, str | None
         for (_, origin), message in zip(room_drafts, messages):
             message.room, message.prev_id = room, prev_id
             events.publish(events.room_group(room.pk), events.message_event(message, prev_id=prev_id, origin=origin))
+            notify.publish_alerts(message, next(alerts))
             prev_id = message.pk
             room_messages.append(message)
         written.append(room_messages)

@@ -152,3 +152,16 @@ def member_remove(*, actor, slug: str, username: str, source: str = "rest") -> N
         )
         member_event(protocol.member_left, room, membership.user)
         unsubscribe(membership.user_id, room, reason="kicked")
+
+
+def membership_notify_set(*, user, slug: str, notify) -> Membership:
+    """Set what the member is alerted of in the room (`Membership.Notify`: `all`, `mentions` or
+    `none`); counted against the `update` budget. Returns the membership, its room loaded."""
+    if notify not in Membership.Notify.values:
+        raise Invalid(_("notify: use 'all', 'mentions' or 'none'."))
+    _room, membership = member_room_for_user(user, slug)
+    budget("update", user)
+    if membership.notify != notify:
+        membership.notify = notify
+        membership.save(update_fields=["notify"])
+    return membership

@@ -8,8 +8,8 @@ from django.utils.translation import gettext_lazy as _
 from .. import events, protocol, sql
 from ..errors import Forbidden, Invalid
 from ..models import Membership, Message
-from ..selectors import last_message_id, member_room_for_user, message_for_user, unread_count
-from . import content
+from ..selectors import last_message_id, member_room_for_user, message_for_user, unread_counts
+from . import content, notify
 from ._common import audit, budget, clean_body, require_may_moderate, require_writable
 from .batch import message_send_batch
 
@@ -70,9 +70,11 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
     body = clean_body(body)
     budget("edit", user)
     with transaction.atomic():
-        before = message.body
+        before, named_before = message.body, {mentioned["id"] for mentioned in message.mentions}
+        room_before = message.mentions_room
         message.body, message.edited_at = body, timezone.now()
         content.render_into(message)
+        alerted = notify.edit_recipients(message, named_before=named_before, room_before=room_before)  # before the lock
         message.seq = sql.next_seq(message.room_id)
         message.save(update_fields=["body", "edited_at", *content.FIELDS, "seq"])
         content.write_mentions([message], replace=True)
@@ -88,6 +90,7 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
                 after=body,
             )
         events.publish(events.room_group(message.room_id), events.change_event(message, origin=origin))
+        notify.publish_alerts(message, alerted)
     return message
 
 
@@ -156,6 +159,7 @@ def read_mark(*, user, slug: str, message_id: int, origin: str | None = None) ->
         if message_id > membership.last_read_id:
             membership.last_read_id = message_id
             membership.save(update_fields=["last_read_id"])
-        frame = protocol.unread(room.slug, unread_count(membership), membership.last_read_id)
+        count, mentions = unread_counts(membership)
+        frame = protocol.unread(room.slug, count, membership.last_read_id, mentions)
         events.publish(events.user_group(user.pk), events.frame_event(frame, room_id=room.pk, origin=origin))
     return membership
