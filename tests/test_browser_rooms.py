@@ -60,7 +60,7 @@ def test_new_rooms_invitations_and_removals_reach_every_open_page(transactional_
         # and a desktop notification says who wrote.
         dm = page_b.locator("#my-rooms li[data-room^=dm-]")
         expect(dm).to_have_count(1)
-        expect(dm.locator(".badge")).to_have_text("1")
+        expect(dm.locator(".badge.unread")).to_have_text("1")
         expect(page_b).to_have_title(re.compile(r"^\(1\) "))
         assert page_b.evaluate("window.shown") == [["alice", "hi bob, privately"]]
 
@@ -76,7 +76,7 @@ def test_new_rooms_invitations_and_removals_reach_every_open_page(transactional_
         expect(page_b.locator("#room-nav li[data-room=secret]")).to_have_count(1)
         assert session_fetch(page_a, "DELETE", "/api/rooms/secret/members/bob/") == 204
         expect(page_b.locator("#room-nav li[data-room=secret]")).to_have_count(0)
-        expect(page_b.locator("#room-nav li[data-room^=dm-] .badge")).to_have_text("1")
+        expect(page_b.locator("#room-nav li[data-room^=dm-] .badge.unread")).to_have_text("1")
         assert page_a.errors == [] and page_b.errors == []
 
 
