@@ -67,6 +67,12 @@ def test_every_page_passes_axe_in_both_languages_themes_and_sizes(
     for n in range(8):
         services.message_send(user=bob if n % 3 else alice, slug="general", body=f"message {n} " + "words " * n)
     services.message_send(user=bob, slug="lobby", body="a room alice has not joined")
+    # Version 2: a formatted message with a mention, a reaction and a reply in its thread.
+    formatted, _ = services.message_send(
+        user=alice, slug="general", body="**Release** notes: `v2` ships, see https://example.com @bob\n> quoted\n- one"
+    )
+    services.reaction_add(user=bob, message_id=formatted.pk, emoji="👍")
+    services.message_send(user=bob, slug="general", body="On it", reply_to=formatted.pk)
     services.message_send(user=bob, slug="general", body="שלום לכולם")  # right-to-left text
     viewport = DESKTOP if size == "desktop" else PHONE
     lang, word, time_format, shots = LANGUAGES[locale]
