@@ -166,7 +166,7 @@ def test_a_client_cannot_choose_its_address_with_x_forwarded_for(nginx_cluster, 
 
 
 async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001(
-    redis_url, alice, bob, general_with_bob
+    redis_url, alice, bob, general_with_bob, tmp_path
 ):
     """deploy/cluster.py as `make cluster` and the load tests run it: `ready:` once it serves,
     and SIGTERM stops the servers (their clients get 1001 through nginx), then nginx."""
@@ -187,11 +187,13 @@ async def test_cluster_script_serves_until_sigterm_then_closes_sockets_with_1001
         cwd=cluster.BASE_DIR,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "cluster.err").open("w"),  # what it says if it stops early, for the failure
         text=True,
     )
     try:
-        ready = await asyncio.wait_for(asyncio.to_thread(read_until_ready, process), timeout=60)
+        ready = await asyncio.wait_for(
+            asyncio.to_thread(read_until_ready, process, tmp_path / "cluster.err"), timeout=60
+        )
         assert ready.startswith(f"ready: http://127.0.0.1:{port}/ -> 2 daphne processes"), ready
         front = Endpoint(port)
         a = await ws_connect(front, alice)
@@ -212,11 +214,12 @@ def port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
-def read_until_ready(process) -> str:
+def read_until_ready(process, errors=None) -> str:
     for line in process.stdout:
         if line.startswith("ready:"):
             return line.strip()
-    raise AssertionError(f"deploy/cluster.py exited with {process.wait()} before it was ready")
+    said = errors.read_text()[-2000:] if errors is not None and errors.exists() else ""
+    raise AssertionError(f"deploy/cluster.py exited with {process.wait()} before it was ready: {said}")
 
 
 # The channel layer on two Redis shards
