@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.i18n import JavaScriptCatalog, set_language
 
 from chat import throttles
-from chat.api.views import healthz, metrics_view
+from chat.api.health import healthz, metrics_view
 
 urlpatterns = [
     # Before the admin's own URLs: its login page is throttled like every other.

@@ -1,31 +1,24 @@
 """The REST API: thin views that parse input, call one service or selector, and serialize.
 
 Access rules live in `chat.selectors.room_for_user` and the services; a `ChatError` they
-raise becomes `{"detail", "code"}` with its status in `chat.api.errors`. `healthz` is a
-plain Django view, served outside `/api/`.
+raise becomes `{"detail", "code"}` with its status in `chat.api.errors`. Sign-up, tokens and
+the password are in `accounts`, the health check and metrics in `health`; threads and mentions
+have modules of their own.
 """
 
-import asyncio
 import logging
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.contrib.auth import update_session_auth_hash
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.permissions import AllowAny, IsAdminUser
+from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.views import TokenBlacklistView, TokenObtainPairView, TokenRefreshView
 
-from chat import auth, export, metrics, selectors, services, sql, throttles, tokens
+from chat import export, selectors, services
 from chat.models import MAX_ID
 from chat.realtime import presence
 from chat.serializers import (
@@ -37,15 +30,12 @@ from chat.serializers import (
     MessageSendSerializer,
     MessageSerializer,
     MuteSerializer,
-    PasswordChangeSerializer,
     ReactionInputSerializer,
     ReadSerializer,
-    RegisterSerializer,
     RoomCreateSerializer,
     RoomSerializer,
     RoomUpdateSerializer,
     SanctionSerializer,
-    TokenPairSerializer,
     UserSerializer,
     message_data,
 )
@@ -75,66 +65,6 @@ def with_online(memberships: list) -> list:
     for m in memberships:
         m.online = m.user_id in online
     return memberships
-
-
-# Authentication
-
-
-class RegisterView(APIView):
-    authentication_classes = []  # a stale token sent along must not turn a sign-up into a 401
-    permission_classes = [AllowAny]
-    throttle_classes = throttles.REGISTER
-
-    @extend_schema(request=RegisterSerializer, responses={201: UserSerializer})
-    def post(self, request):
-        user = services.user_register(**validated(RegisterSerializer, request.data))
-        return Response(UserSerializer(user).data, status=status.HTTP_201_CREATED)
-
-
-class LoginView(TokenObtainPairView):
-    """`{"username","password"}` -> `{"access","refresh"}`, throttled per client address and per username."""
-
-    throttle_classes = throttles.LOGIN
-    serializer_class = tokens.SignInSerializer
-
-
-class RefreshView(TokenRefreshView):
-    """`{"refresh"}` -> `{"access","refresh"}`: rotated, within JWT_SESSION_MAX_DAYS of the sign-in."""
-
-    serializer_class = tokens.RefreshSerializer
-
-
-class LogoutView(TokenBlacklistView):
-    """Blacklist a refresh token. Holding the token is the credential, so an expired access token is no obstacle."""
-
-    @extend_schema(responses={205: OpenApiResponse(description="The refresh token is blacklisted.")})
-    def post(self, request, *args, **kwargs):
-        super().post(request, *args, **kwargs)
-        return Response(status=status.HTTP_205_RESET_CONTENT)
-
-
-class PasswordChangeView(APIView):
-    throttle_classes = throttles.LOGIN  # the old password must not be guessable here either
-
-    @extend_schema(request=PasswordChangeSerializer, responses={200: TokenPairSerializer})
-    def post(self, request):
-        """Change the caller's password; every earlier token, session and socket of the user ends,
-        except the session this request came with. Returns a fresh token pair."""
-        by_session = isinstance(request.successful_authenticator, SessionAuthentication)
-        keep = auth.session_mark(request.session.session_key) if by_session else None
-        user = services.password_change(
-            user=request.user, keep_session=keep, **validated(PasswordChangeSerializer, request.data)
-        )
-        if by_session:
-            update_session_auth_hash(request, user)
-        refresh = tokens.token_pair(user)
-        return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
-
-
-class MeView(APIView):
-    @extend_schema(responses=UserSerializer)
-    def get(self, request):
-        return Response(UserSerializer(request.user).data)
 
 
 # Rooms
@@ -439,56 +369,3 @@ class NoticeView(APIView):
         """Staff only. 202 with the `notice` frame, sent to every open connection (or one room's) on every process."""
         frame = services.notice_send(actor=request.user, **validated(NoticeSerializer, request.data))
         return Response(frame, status=status.HTTP_202_ACCEPTED)
-
-
-# Health
-
-HEALTH_TIMEOUT_S = 3
-
-
-def check_database() -> None:
-    sql.ping()
-
-
-def check_channel_layer() -> None:
-    """A `group_send` to a group nobody joins: the path every publish takes, storing nothing.
-
-    On Redis it is a round trip to the server; on the in-memory layer, a no-op.
-    """
-    layer = get_channel_layer()
-
-    async def probe():
-        await asyncio.wait_for(layer.group_send("healthz", {"type": "healthz"}), HEALTH_TIMEOUT_S)
-
-    async_to_sync(probe)()
-
-
-@require_safe
-@never_cache
-def healthz(request):
-    """200 when the database and the channel layer answer, else 503 naming the part that failed."""
-    state = {}
-    for name, check in (("database", check_database), ("channel_layer", check_channel_layer)):
-        try:
-            check()
-            state[name] = "ok"
-        except Exception:  # any failure means unhealthy; the details go to the log, not to the public
-            logger.exception("healthz: %s check failed", name)
-            state[name] = "error"
-    healthy = all(value == "ok" for value in state.values())
-    return JsonResponse(state, status=200 if healthy else 503)
-
-
-@require_safe
-@never_cache
-def metrics_view(request):
-    """This process's Prometheus metrics, for the addresses in CHAT_METRICS_ALLOW or a bearer of CHAT_METRICS_TOKEN."""
-    if not metrics.scraper_allowed(request.META.get("REMOTE_ADDR", ""), request.headers.get("Authorization", "")):
-        return HttpResponse(
-            "Forbidden: scrape /metrics from an address in CHAT_METRICS_ALLOW, or send "
-            "'Authorization: Bearer <CHAT_METRICS_TOKEN>'.\n",
-            status=403,
-            content_type="text/plain",
-        )
-    body, content_type = metrics.render()
-    return HttpResponse(body, content_type=content_type)
