@@ -1,6 +1,7 @@
 """What the delivery core reads from the database, each on the database thread: a joining
 connection's replay, the messages a connection missed, and the ones the hub holds events for."""
 
+import contextlib
 from typing import NamedTuple
 
 from channels.db import database_sync_to_async
@@ -36,9 +37,11 @@ def replay_state(
     changes to the messages up to `since` after it (up to `until_seq`). Raises unless the user is an
     active member of the room `slug` still names.
 
-    Everything is read in one snapshot (`sql.snapshot`), so every change up to the room's change
-    sequence value read is in what is sent."""
-    with sql.snapshot():
+    With changes to replay, everything is read in one snapshot (`sql.snapshot`), so every change
+    up to the room's change sequence value read is in what is sent. Without, the messages are one
+    statement, and the snapshot's transaction would only add round trips to every join."""
+    replaying_changes = since is not None and changes_since is not None
+    with sql.snapshot() if replaying_changes else contextlib.nullcontext():
         return _replay_state(user, slug, room_id, since, until, limit, changes_since, until_seq)
 
 
