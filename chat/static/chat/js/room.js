@@ -14,14 +14,14 @@ import {fillGap, reloadView} from "./gaps.js";
 import {Members, suggestUsers, wireInvite, wireLeave, wirePanels, wireSettings} from "./members.js";
 import {MentionSuggestions, wireFormattingHelp} from "./mentions.js";
 import {notifyFrame, wireNotifySetting} from "./notify.js";
+import {Outbox, newClientId} from "./outbox.js";
 import {Reactions} from "./reactions.js";
 import {RoomsState, setUpNotificationButton} from "./rooms-state.js";
 import {renderSwitcher} from "./switcher.js";
 import {Threads} from "./thread.js";
-import {Timeline, mentionsMe, messageElement, messageHooks} from "./timeline.js";
+import {Timeline, mentionsMe, messageHooks} from "./timeline.js";
+import {Typists} from "./typing.js";
 import {$, api, config as readConfig, el, fmt, staffNotice} from "./util.js";
-
-const TYPING_SHOWN_MS = 3000;
 
 const config = readConfig();
 const ROOM = config.room.slug;
@@ -51,9 +51,7 @@ const state = {
   highestId: 0,
   resumeId: 0,             // the highest id received after this connection's room.joined
   resumeSeq: 0,            // the same for the room's change sequence (`seq`): resumes edits and deletions
-  unacked: new Map(),      // client_id -> body, until the server echoes the message back
   online: new Set(),
-  typists: new Map(),      // username -> timer that hides them
   lastReadSent: config.lastReadId || 0,
   readTimer: null,
 };
@@ -99,13 +97,22 @@ threads.onMenu = (node, button) => actions.open(node, button);
 
 const composer = new Composer({
   room: ROOM, maxBody: config.maxBody, isStaff: config.user.isStaff,
-  onSend: sendMessage,
+  onSend: (body) => outbox.add(body),
   onTyping: () => send({type: "typing", room: ROOM}),
   onEditLast: () => {
     const message = timeline.lastOwn();
     if (message) actions.startEdit(message.id);
   },
 });
+
+const outbox = new Outbox({
+  room: ROOM, user: {id: config.user.id, username: ME}, timeline, send: (frame) => send(frame),
+  onRefused: (body, detail) => {
+    if (body !== undefined) composer.restore(body);
+    showNotice(fmt(gettext("Not sent: %(reason)s Your text is back in the box."), {reason: detail}));
+  },
+});
+const typists = new Typists(ui.typing);
 
 const members = new Members({room: ROOM, me: ME, online: state.online, onError: (text) => showNotice(text)});
 new MentionSuggestions({input: $("body"), form: $("composer"), me: ME,
@@ -130,17 +137,6 @@ function seen(message) {
   if (message.seq) state.resumeSeq = Math.max(state.resumeSeq, message.seq);
 }
 
-function renderTyping() {
-  const names = Array.from(state.typists.keys());
-  ui.typing.textContent = names.length === 0 ? ""
-    : fmt(ngettext("%(names)s is typing…", "%(names)s are typing…", names.length), {names: names.join(", ")});
-}
-
-function stopTyping(name) {
-  clearTimeout(state.typists.get(name));
-  if (state.typists.delete(name)) renderTyping();
-}
-
 function renderHeader() {
   ui.name.textContent = room.name;
   ui.topic.textContent = room.topic;
@@ -156,54 +152,8 @@ function updateJumpUnread() {
 
 // Sending
 
-function newClientId() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  // randomUUID needs a secure context; plain-HTTP deployments fall back to random bytes.
-  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 function send(frame) {
   return state.joined && connection.send(frame);
-}
-
-function transmit(clientId) {
-  const body = state.unacked.get(clientId);
-  if (body !== undefined) send({type: "message.send", room: ROOM, body, client_id: clientId, ref: clientId});
-}
-
-function pendingItem(clientId) {
-  return Array.from(timeline.pending.children).find((node) => node.dataset.clientId === clientId);
-}
-
-function sendMessage(body) {
-  const clientId = newClientId();
-  state.unacked.set(clientId, body);
-  const node = messageElement({id: 0, author: {id: config.user.id, username: ME}, body, kind: "user",
-                               created_at: new Date().toISOString()});
-  node.classList.add("pending");
-  node.dataset.clientId = clientId;
-  node.removeAttribute("id");
-  node.querySelector("time").textContent = gettext("sending…");
-  node.querySelector(".msg-menu-button").hidden = true;
-  timeline.pending.append(node);
-  if (timeline.hasNewer) timeline.jumpToNewest();
-  else timeline.toBottom();
-  transmit(clientId);   // offline: it goes out after the next join
-}
-
-function acknowledge(message) {
-  if (!message.client_id || !state.unacked.delete(message.client_id)) return false;
-  pendingItem(message.client_id)?.remove();
-  return true;
-}
-
-/* A refused send: its text goes back into the composer, and the notice says why. */
-function failSend(clientId, detail) {
-  const body = state.unacked.get(clientId);
-  state.unacked.delete(clientId);
-  pendingItem(clientId)?.remove();
-  if (body !== undefined) composer.restore(body);
-  showNotice(fmt(gettext("Not sent: %(reason)s Your text is back in the box."), {reason: detail}));
 }
 
 function markRead() {
@@ -239,7 +189,7 @@ const handlers = {
     frame.online.forEach((name) => state.online.add(name));
     members.render();
     members.reload();
-    state.unacked.forEach((_, clientId) => transmit(clientId));
+    outbox.resendAll();
     threads.resend();
     markRead();
   },
@@ -273,8 +223,8 @@ const handlers = {
       return;
     }
     seen(message);
-    const mine = acknowledge(message);
-    if (message.author) stopTyping(message.author.username);
+    const mine = outbox.acknowledge(message);
+    if (message.author) typists.stop(message.author.username);
     if (message.thread) threads.received(message);
     else timeline.add([message], {live: true});
     if (mine) timeline.toBottom();
@@ -308,9 +258,7 @@ const handlers = {
   "typing"(frame) {
     const name = frame.user.username;
     if (frame.room !== ROOM || name === ME) return;
-    clearTimeout(state.typists.get(name));
-    state.typists.set(name, setTimeout(() => stopTyping(name), TYPING_SHOWN_MS));
-    renderTyping();
+    typists.typing(name);
   },
   "membership.updated"(frame) {
     if (frame.room === ROOM) composer.setMutedUntil(frame.muted_until);
@@ -333,14 +281,7 @@ const handlers = {
     if (frame.code === "muted" && frame.retry_after) {
       composer.setMutedUntil(new Date(Date.now() + frame.retry_after * 1000).toISOString());
     }
-    if (threads.failed(frame)) return;
-    if (frame.ref && state.unacked.has(frame.ref)) {
-      if (frame.code === "rate_limited" || frame.code === "unavailable") {
-        setTimeout(() => transmit(frame.ref), (frame.retry_after || 1) * 1000);
-        return;
-      }
-      return failSend(frame.ref, frame.detail);
-    }
+    if (threads.failed(frame) || outbox.failed(frame)) return;
     showNotice(frame.detail);
   },
 };
