@@ -240,6 +240,15 @@ def render(body: str, members: dict[str, tuple[int, str]]) -> Rendered:
     return Rendered(html=SANITIZER.clean(dirty).strip(), mentions=mentions, mentions_room=env["mentions_room"])
 
 
+def warm_up() -> None:
+    """Render one body that takes every path once: the regular expressions the parser and linkify
+    compile on first use then cost the server's start, not its first message (about 40 ms)."""
+    body = "**a** _b_ `c` ~~d~~ [e](https://example.com) https://example.com/e //example.com/e www.example.com"
+    body += " mailto:e@example.com e@example.com @f\n> g\n- h\n1. i\n```j\nk\n```"
+    render(body, {"f": (0, "f")})
+    _tokens.cache_clear()
+
+
 def mention_candidates(body: str) -> set[str]:
     """The lowercased names written as `@name` outside code, to look up before `render`.
 

@@ -13,11 +13,13 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from chat import markup  # noqa: E402
 from chat.auth import WebSocketAuthMiddleware  # noqa: E402
 from chat.realtime.daphne import patch_daphne  # noqa: E402
 from chat.realtime.routing import websocket_urlpatterns  # noqa: E402
 
 patch_daphne()
+markup.warm_up()
 
 application = ProtocolTypeRouter(
     {

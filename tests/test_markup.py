@@ -1,5 +1,8 @@
 """chat.markup: the Markdown subset, the sanitizer, mentions, and the plain-text fast path."""
 
+import subprocess
+import sys
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -342,3 +345,28 @@ def test_render_only_looks_up_candidates(body):
     members = EveryoneIsAMember()
     render(body, members)
     assert members.asked <= mention_candidates(body)
+
+
+WARM_UP_CHECK = """
+import re, sys
+from unittest import mock
+from chat import markup
+if sys.argv[1] == "warm":
+    markup.warm_up()
+bodies = ["see https://example.com/a?b=c#d and http://x.org", "//x.org/a and www.x.cn/b", "mail e@example.com",
+          "mailto:e@example.com", "x.co", "**a** _b_ `c` ~~d~~ @bob", "> q\\n- a\\n1. b", "[t](https://example.com)",
+          "```py\\nx\\n```", "@all hi", "a & b < c"]
+with mock.patch.object(re._compiler, "compile", wraps=re._compiler.compile) as compile:
+    for body in bodies:
+        markup.mention_candidates(body)
+        markup.render(body, {"bob": (8, "bob")})
+print(compile.call_count)
+"""
+
+
+@pytest.mark.parametrize(("mode", "compiles"), [("warm", False), ("cold", True)])
+def test_after_the_warm_up_a_first_message_compiles_no_regular_expression(mode, compiles):
+    """The server calls `warm_up` at start (chatproject/asgi.py): linkify and the parser compile
+    their expressions on first use, which would otherwise stall the first messages written."""
+    done = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, mode], capture_output=True, text=True, check=True)
+    assert (int(done.stdout.split()[-1]) > 0) is compiles
