@@ -9,8 +9,8 @@ from chat.realtime.layers import LocalChannelLayer
 
 
 class Member:
-    def __init__(self, fail=False, name="conn.member"):
-        self.got, self.fail, self.channel_name = [], fail, name
+    def __init__(self, fail=False, name="conn.member", user_id=None):
+        self.got, self.fail, self.channel_name, self.user_id = [], fail, name, user_id
 
     def deliver(self, event, frame):
         if self.fail:
@@ -63,6 +63,19 @@ async def test_many_local_members_are_one_layer_member_and_get_every_event_in_or
     await settle()
     assert [m.got for m in members] == [[0, 1, 2]] * 3
     hub.reader.cancel()
+
+
+async def test_an_event_naming_its_users_is_handed_to_their_connections_only():
+    """A `notification` goes to its room's group naming the users to alert: the hub hands it to
+    their connections alone, not to every connection of the room to drop."""
+    hub = Hub(LocalChannelLayer())
+    members = [Member(name=f"conn.{n}", user_id=n) for n in (1, 2, 3, 3)]
+    for member in members:
+        await hub.join("room.1", member)
+    await hub.layer.group_send("room.1", {"type": "chat.frame", "group": "room.1", "n": 0, "notify_users": [1, 3]})
+    await send(hub, "room.1", 1)
+    await settle()
+    assert [m.got for m in members] == [[0, 1], [1], [0, 1], [0, 1]]
 
 
 async def test_concurrent_first_joins_share_one_channel():

@@ -44,6 +44,10 @@ class Delivery(Connection):
         """The order of delivery of this connection's rooms; made anew as the connection opens."""
         return RoomStream(user_id=getattr(self.user, "pk", None), origin=self.channel_name)
 
+    @property
+    def user_id(self) -> int | None:
+        return self.stream.user_id
+
     # The stream's marks and slugs under the consumer's names: a test of a bare consumer sets them
     # (test_security_access.py::test_room_events_on_their_way_after_leaving_are_dropped).
     rooms = property(lambda self: self.stream.marks, lambda self, marks: setattr(self.stream, "marks", marks))

@@ -215,14 +215,18 @@ class Hub:
         members = self.members.get(group)
         if not members or not events:
             return
-        frames = [(event, Frame(event["text"]) if "text" in event else None) for event in events]
+        frames = [
+            (event, Frame(event["text"]) if "text" in event else None, _only(event.get("notify_users"))) for event in events
+        ]
         origins = {event["origin"] for event in events if event.get("origin")}
         if origins:  # a stable sort: the others keep their order
             members = sorted(members, key=lambda consumer: consumer.channel_name not in origins)
         else:
             members = list(members)  # a copy: a member may leave meanwhile
         for consumer in members:
-            for event, frame in frames:
+            for event, frame, only in frames:
+                if only is not None and consumer.user_id not in only:
+                    continue  # a `notification` for other users: most of the room's connections
                 try:
                     consumer.deliver(event, frame)
                 except Exception:  # one broken connection must not stop the others' events
@@ -263,3 +267,8 @@ def running_hub() -> Hub | None:
 
 
 events.register_local_hub(running_hub)
+
+
+def _only(user_ids: list[int] | None) -> frozenset[int] | None:
+    """The users an event names as its only recipients (`notify_users`), or None for everyone."""
+    return None if user_ids is None else frozenset(user_ids)
