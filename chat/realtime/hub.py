@@ -216,7 +216,8 @@ class Hub:
         if not members or not events:
             return
         frames = [
-            (event, Frame(event["text"]) if "text" in event else None, _only(event.get("notify_users"))) for event in events
+            (event, Frame(event["text"]) if "text" in event else None, _only(event.get("notify_users")))
+            for event in events
         ]
         origins = {event["origin"] for event in events if event.get("origin")}
         if origins:  # a stable sort: the others keep their order
