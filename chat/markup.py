@@ -18,7 +18,8 @@ Mentions:
   letter, digit or one of `.@+-` (`me@bob`, e-mail addresses); after Chinese text it is
   (`你好@bob`). `\\@bob` is not a mention. `@bob.com` is a link (linkify) and not a mention.
 
-Links carry `target="_blank" rel="nofollow noopener noreferrer"`, in that order (nh3 adds `rel` last).
+Links carry `rel="nofollow noopener noreferrer" target="_blank"`, in the contract's order (nh3 writes
+`target` first; `_contract_order` swaps them in the sanitizer's output, where a `<a ` is always a tag).
 
 Speed: plain messages (no Markdown character, nothing that looks like a URL, no `@`) skip the
 parser and the sanitizer: `_plain_html` builds what the full path would, which the tests check by
@@ -54,6 +55,7 @@ SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 BLOCK_START_RE = re.compile(r"(?m)^(?:[-+>]|\d+[.)])")
 # What linkify's pretest needs (a schema's `:` or `//`, `localhost`, `www.`, a dot before a TLD or
 # an IP address's digits; `@` is refused above), cheaper than the pretest itself (6 µs).
+SANITIZED_LINK_RE = re.compile(r'(<a(?: href="[^"]*")?) target="_blank" rel="nofollow noopener noreferrer">')
 MAYBE_LINK_RE = re.compile(r"[:/]|localhost|www\.|\.[^\W_]", re.IGNORECASE)
 
 
@@ -237,7 +239,17 @@ def render(body: str, members: dict[str, tuple[int, str]]) -> Rendered:
     env = {"members": members, "mentioned": {}, "mentions_room": False}
     dirty = MARKDOWN.renderer.render(_tokens(body), MARKDOWN.options, env)
     mentions = [{"id": user_id, "username": username} for user_id, username in env["mentioned"].items()]
-    return Rendered(html=SANITIZER.clean(dirty).strip(), mentions=mentions, mentions_room=env["mentions_room"])
+    clean = sanitize(dirty).strip()
+    return Rendered(html=clean, mentions=mentions, mentions_room=env["mentions_room"])
+
+
+def sanitize(dirty: str) -> str:
+    """The allowlist sanitizer, with link attributes in the contract's order."""
+    return _contract_order(SANITIZER.clean(dirty))
+
+
+def _contract_order(clean: str) -> str:
+    return SANITIZED_LINK_RE.sub(r'\1 rel="nofollow noopener noreferrer" target="_blank">', clean)
 
 
 def warm_up() -> None:
