@@ -86,10 +86,14 @@ def test_summary_order_of_first_use_exact_count_and_twenty_users(make_user, alic
     party, thumbs = result.reactions
     assert (party["count"], party["users"]) == (2, ["u00", "alice"])
     assert thumbs["count"] == 25 and thumbs["users"] == [f"u{i:02}" for i in range(20)]
-    # "First use" counts the reactions still there: without u00's, 🎉 was first used by alice, last.
+    # 🎉 keeps its place while a reaction with it remains, even without the first one.
     result = remove(users[0], message, "🎉")
+    assert [entry["emoji"] for entry in result.reactions] == ["🎉", "👍"]
+    assert result.reactions[0] == {"emoji": "🎉", "count": 1, "users": ["alice"]}
+    # Once none remains, it is new again when it comes back: last.
+    remove(alice, message, "🎉")
+    result = add(users[1], message, "🎉")
     assert [entry["emoji"] for entry in result.reactions] == ["👍", "🎉"]
-    assert result.reactions[1] == {"emoji": "🎉", "count": 1, "users": ["alice"]}
 
 
 @pytest.mark.django_db

@@ -43,9 +43,10 @@ def _reactable(user, message_id: int) -> Message:
     return message
 
 
-def summary(message_id: int) -> list[dict]:
+def summary(message_id: int, before: list[dict] = ()) -> list[dict]:
     """`Message.reactions`: one entry per emoji in order of first use, its exact count, and the
-    first MAX_USERS usernames in order of reacting."""
+    first MAX_USERS usernames in order of reacting. `before` is the summary being replaced: an
+    emoji keeps its place while anyone's reaction with it remains, even when the first one went."""
     entries: dict[str, dict] = {}
     rows = Reaction.objects.filter(message_id=message_id).order_by("pk").values_list("emoji", "user__username")
     for emoji, username in rows:
@@ -53,7 +54,8 @@ def summary(message_id: int) -> list[dict]:
         entry["count"] += 1
         if len(entry["users"]) < MAX_USERS:
             entry["users"].append(username)
-    return list(entries.values())
+    place = {entry["emoji"]: index for index, entry in enumerate(before)}
+    return sorted(entries.values(), key=lambda entry: place.get(entry["emoji"], len(place)))  # stable: new ones by first row
 
 
 def reaction_add(*, user, message_id: int, emoji, origin: str | None = None, source: str = "rest") -> Message:
@@ -97,6 +99,6 @@ def reaction_remove(*, user, message_id: int, emoji, origin: str | None = None, 
 
 
 def _save(message: Message, seq: int, origin: str | None) -> None:
-    message.reactions, message.seq = summary(message.pk), seq
+    message.reactions, message.seq = summary(message.pk, message.reactions), seq
     message.save(update_fields=["reactions", "seq"])
     events.publish(events.room_group(message.room_id), events.change_event(message, origin=origin))
