@@ -245,10 +245,15 @@ def message_history(
 
 def message_page_around(room: Room, around: int, *, limit: int = 50) -> tuple[list[Message], bool, bool]:
     """The page centred on id `around` (which it holds when it exists), ascending by id, and
-    whether more lie before and after it. Two keyset reads, like `message_history`."""
-    before, has_before = message_history(room, before=around + 1, limit=limit - limit // 2)
-    after, has_after = message_history(room, after=around, limit=limit // 2)
-    return before + after, has_before, has_after
+    whether more lie before and after it. Near either end of the history the other side fills
+    the page, so it holds `limit` messages whenever the room has them. Two keyset reads, like
+    `message_history`."""
+    before, more_before = message_history(room, before=around + 1, limit=limit)
+    after, more_after = message_history(room, after=around, limit=limit)
+    take_after = min(len(after), max(limit // 2, limit - len(before)))
+    take_before = min(len(before), limit - take_after)
+    page = before[len(before) - take_before :] + after[:take_after]
+    return page, more_before or take_before < len(before), more_after or take_after < len(after)
 
 
 def message_thread(

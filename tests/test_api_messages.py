@@ -38,8 +38,18 @@ def test_history_around_a_message_centres_the_page(api, alice, bob, django_asser
     assert page.status_code == 200
     assert ids(page) == all_ids[26:36] and middle in ids(page)
     assert page.json()["has_more_before"] is True and page.json()["has_more_after"] is True
+    # Near an end, the other side fills the page.
     edge = api(bob).get(f"/api/rooms/general/messages/?around={all_ids[-1]}&limit=10").json()
-    assert [m["id"] for m in edge["results"]] == all_ids[-5:] and edge["has_more_after"] is False
+    assert [m["id"] for m in edge["results"]] == all_ids[-10:]
+    assert (edge["has_more_before"], edge["has_more_after"]) == (True, False)
+    start = api(bob).get(f"/api/rooms/general/messages/?around={all_ids[1]}&limit=10").json()
+    assert [m["id"] for m in start["results"]] == all_ids[:10]
+    assert (start["has_more_before"], start["has_more_after"]) == (False, True)
+    whole = api(bob).get(f"/api/rooms/general/messages/?around={all_ids[1]}&limit=60").json()
+    assert [m["id"] for m in whole["results"]] == all_ids
+    assert (whole["has_more_before"], whole["has_more_after"]) == (False, False)
+    one = api(bob).get(f"/api/rooms/general/messages/?around={middle}&limit=1").json()
+    assert [m["id"] for m in one["results"]] == [middle]
     assert api(bob).get("/api/rooms/general/messages/?around=-1").status_code == 400
 
 
