@@ -142,21 +142,23 @@ def unread_messages_q(user_id, last_read_id) -> Q:
     return Q(id__gt=last_read_id, deleted=False) & ~Q(author_id=user_id)
 
 
-def mentioning_q(user_id) -> Q:
-    """The messages that mention the user: by name (a `Mention` row for them) or the whole room
-    (`mentions_room`, `@room` or `@all`). `user_id` may be an `OuterRef`.
+def mentioning_q(user_id, joined_at) -> Q:
+    """The messages that mention the member: by name (a `Mention` row for them) or the whole room
+    (`mentions_room`, `@room` or `@all`) once they were in it (written at or after `joined_at`:
+    the room's members of the time were mentioned, not those who came later). Either argument
+    may be an `OuterRef`.
 
     With `unread_messages_q`, the unread mention count (`unread_mentions_q`); alone (and not
     their own), the mentions inbox. `chat.sql.room_summaries` repeats it by hand, and
     `test_sql.py::test_unread_mentions_are_counted_alike_everywhere` holds them together.
     """
     named = Mention.objects.filter(message_id=OuterRef("pk"), user_id=user_id)
-    return Q(mentions_room=True) | Q(Exists(named))
+    return Q(mentions_room=True, created_at__gte=joined_at) | Q(Exists(named))
 
 
-def unread_mentions_q(user_id, last_read_id) -> Q:
+def unread_mentions_q(user_id, last_read_id, joined_at) -> Q:
     """The unread messages (`unread_messages_q`) that mention the member (`mentioning_q`)."""
-    return unread_messages_q(user_id, last_read_id) & mentioning_q(user_id)
+    return unread_messages_q(user_id, last_read_id) & mentioning_q(user_id, joined_at)
 
 
 class Message(models.Model):

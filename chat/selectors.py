@@ -1,7 +1,7 @@
 """Reads. `room_for_user` is the one access rule, used by the API, the consumer and the services."""
 
 from django.contrib.auth import get_user_model
-from django.db.models import Case, Count, Exists, IntegerField, OuterRef, Q, Subquery, Value, When
+from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Lower
 from django.utils.translation import gettext_lazy as _
 
@@ -173,13 +173,15 @@ def _with_user_state(rooms, user):
         role=Subquery(mine.values("role")[:1]),
         last_read=Subquery(mine.values("last_read_id")[:1]),
         notify_choice=Subquery(mine.values("notify")[:1]),
+        joined=Subquery(mine.values("joined_at")[:1]),
         last_message_id=_last_message_id(),
     ).annotate(
         unread=Case(
             When(member=True, then=_count_of(unread_messages_q(user.pk, OuterRef("last_read")))), default=Value(0)
         ),
         mentions=Case(
-            When(member=True, then=_count_of(unread_mentions_q(user.pk, OuterRef("last_read")))), default=Value(0)
+            When(member=True, then=_count_of(unread_mentions_q(user.pk, OuterRef("last_read"), OuterRef("joined")))),
+            default=Value(0),
         ),
     )
 
@@ -351,17 +353,19 @@ def unread_counts(membership: Membership) -> tuple[int, int]:
     """The member's unread messages in the room, and how many of them mention them (one query)."""
     counts = Message.objects.filter(
         unread_messages_q(membership.user_id, membership.last_read_id), room_id=membership.room_id
-    ).aggregate(unread=Count("id"), mentions=Count("id", filter=mentioning_q(membership.user_id)))
+    ).aggregate(unread=Count("id"), mentions=Count("id", filter=mentioning_q(membership.user_id, membership.joined_at)))
     return counts["unread"], counts["mentions"]
 
 
 def mentions_for_user(user, *, before: int | None = None, limit: int = 50) -> tuple[list[Message], bool]:
     """The mentions inbox: one keyset page of the messages that mention the user (`mentioning_q`)
-    in the rooms they may read (active membership, room not archived), not deleted and not their
-    own, ascending by id, newest page first (`before` pages back), and whether more lie before it."""
-    rooms = Membership.objects.filter(active_membership_q(), user=user, room__archived=False).values("room_id")
+    in the rooms they may read (`readable_rooms`; `@room` only where they are a member), not
+    deleted and not their own, ascending by id, newest page first (`before` pages back), and
+    whether more lie before it."""
+    joined = Membership.objects.filter(active_membership_q(), room_id=OuterRef("room_id"), user=user)
     found = (
-        Message.objects.filter(mentioning_q(user.pk), room_id__in=rooms, deleted=False)
+        Message.objects.annotate(joined=Subquery(joined.values("joined_at")[:1]))
+        .filter(mentioning_q(user.pk, F("joined")), room_id__in=readable_rooms(user).values("id"), deleted=False)
         .exclude(author_id=user.pk)
         .select_related("room", "author")
     )
@@ -369,6 +373,17 @@ def mentions_for_user(user, *, before: int | None = None, limit: int = 50) -> tu
         found = found.filter(id__lt=before)
     rows = list(found.order_by("-id")[: limit + 1])
     return list(reversed(rows[:limit])), len(rows) > limit
+
+
+def readable_rooms(user):
+    """The unarchived rooms the user may read, `room_for_user`'s rule for many rooms: public ones
+    unless banned there, and their own; staff every room."""
+    rooms = Room.objects.filter(archived=False)
+    if user.is_staff:
+        return rooms
+    mine = Membership.objects.filter(active_membership_q(), user=user).values("room_id")
+    banned_here = Membership.objects.filter(room=OuterRef("pk"), user=user).exclude(active_membership_q())
+    return rooms.filter(Q(kind=Room.Kind.PUBLIC) | Q(pk__in=mine)).exclude(Exists(banned_here))
 
 
 def last_message_id_for(room_id: int) -> int | None:

@@ -146,7 +146,7 @@ def room_summaries(user_id: int) -> Statement:
     return member_rooms(
         f"r.slug, r.name, r.kind, (SELECT MAX(m.id) FROM {messages} m WHERE m.room_id = r.id), "
         f"(SELECT COUNT(*) {unread}), r.change_seq, "
-        f"(SELECT COUNT(*) {unread} AND (m.mentions_room OR EXISTS "
+        f"(SELECT COUNT(*) {unread} AND (m.mentions_room AND m.created_at >= s.joined_at OR EXISTS "
         f"(SELECT 1 FROM {mentions} n WHERE n.message_id = m.id AND n.user_id = %s))), s.notify",
         user_id,
         [user_id, user_id, user_id],

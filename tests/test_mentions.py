@@ -6,7 +6,7 @@ import pytest
 
 from chat import events, selectors, services, sql
 from chat.errors import Invalid
-from chat.models import Membership, Message
+from chat.models import Membership, Message, Room
 from chat.realtime.stream import DROP, SEND, RoomStream
 from chat.services import content, notify
 from tests.support import connect, db, joined, membership, send
@@ -28,6 +28,16 @@ def test_unread_mentions_count_named_and_room_mentions_after_the_read_marker(ali
     assert selectors.unread_counts(membership(general, alice)) == (4, 2)
     services.read_mark(user=alice, slug="general", message_id=seen.pk + 2)  # past both mentions
     assert selectors.unread_counts(membership(general, alice)) == (2, 0)
+
+
+def test_a_room_mention_from_before_one_joined_is_not_ones_mention(api, alice, bob, general):
+    send(alice, general, "@room before bob")
+    joined(general, bob)
+    after = send(alice, general, "@room with bob")
+    assert selectors.unread_counts(membership(general, bob)) == (2, 1)
+    assert [room.mentions for room in selectors.rooms_for_user(bob, member_only=True)] == [1]
+    assert [room["mentions"] for room in selectors.room_summaries(bob)] == [1]
+    assert [m["id"] for m in api(bob).get("/api/mentions/").json()["results"]] == [after.pk]
 
 
 # hello and unread
@@ -305,15 +315,20 @@ def test_the_mentions_inbox_pages_back_from_the_newest(api, alice, bob, carol, g
 
 def test_the_mentions_inbox_lists_only_rooms_the_caller_reads(api, alice, bob, general):
     joined(general, bob)
-    other = services.room_create(user=alice, name="Other", slug="other")
-    joined(other, bob)
+    private = services.room_create(user=alice, name="Private", slug="private", kind=Room.Kind.PRIVATE)
+    services.member_invite(actor=alice, slug="private", username="bob")
+    public = services.room_create(user=alice, name="Public", slug="public")
+    joined(public, bob)
     kept = send(alice, general, "@bob here")
-    send(alice, other, "@bob there")
-    services.room_leave(user=bob, slug="other")
+    send(alice, private, "@bob there")
+    left = send(alice, public, "@bob still readable")
+    send(alice, public, "@room before bob left")
+    services.room_leave(user=bob, slug="private")  # private: no longer readable
+    services.room_leave(user=bob, slug="public")  # public: readable, named mentions stay, @room goes
     send(alice, services.room_create(user=alice, name="Never", slug="never"), "@room not bob's")
-    assert [m["id"] for m in api(bob).get("/api/mentions/").json()["results"]] == [kept.pk]
+    assert [m["id"] for m in api(bob).get("/api/mentions/").json()["results"]] == [kept.pk, left.pk]
     services.member_ban(actor=alice, slug="general", username="bob")
-    assert api(bob).get("/api/mentions/").json() == {"results": [], "has_more": False}
+    assert [m["id"] for m in api(bob).get("/api/mentions/").json()["results"]] == [left.pk]
 
 
 def test_the_mentions_inbox_validates_its_query(api, bob):

@@ -112,7 +112,9 @@ def test_unread_mentions_are_counted_alike_everywhere(alice, bob, carol, make_us
             Mention.objects.create(message=message, user=user, room=room)
         return message
 
+    membership = Membership.objects.create(room=room, user=alice, last_read_id=0)
     read = post(bob, [alice])  # read already
+    post(bob, mentions_room=True, created_at=membership.joined_at - timedelta(seconds=1))  # before alice came
     post(bob, [alice])  # counts
     post(bob, mentions_room=True)  # counts
     post(bob, [alice], mentions_room=True)  # counts once
@@ -122,12 +124,13 @@ def test_unread_mentions_are_counted_alike_everywhere(alice, bob, carol, make_us
     post(alice, [alice], mentions_room=True)  # one's own
     post(gone, [alice])  # counts: the author is gone
     gone.delete()
-    membership = Membership.objects.create(room=room, user=alice, last_read_id=read.pk)
-    orm = Message.objects.filter(unread_mentions_q(alice.pk, read.pk), room=room).count()
+    Membership.objects.filter(pk=membership.pk).update(last_read_id=read.pk)
+    membership.refresh_from_db()
+    orm = Message.objects.filter(unread_mentions_q(alice.pk, read.pk, membership.joined_at), room=room).count()
     [summary] = selectors.room_summaries(alice)
     [listed] = selectors.rooms_for_user(alice, member_only=True)
     assert orm == selectors.unread_counts(membership)[1] == summary["mentions"] == listed.mentions == 4
-    assert selectors.unread_counts(membership)[0] == summary["unread"] == 6
+    assert selectors.unread_counts(membership)[0] == summary["unread"] == 7
 
 
 def test_alert_members_are_those_the_orm_finds(alice, bob, carol, make_user):

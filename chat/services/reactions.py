@@ -55,7 +55,9 @@ def summary(message_id: int, before: list[dict] = ()) -> list[dict]:
         if len(entry["users"]) < MAX_USERS:
             entry["users"].append(username)
     place = {entry["emoji"]: index for index, entry in enumerate(before)}
-    return sorted(entries.values(), key=lambda entry: place.get(entry["emoji"], len(place)))  # stable: new ones by first row
+    return sorted(
+        entries.values(), key=lambda entry: place.get(entry["emoji"], len(place))
+    )  # stable: new ones by first row
 
 
 def reaction_add(*, user, message_id: int, emoji, origin: str | None = None, source: str = "rest") -> Message:
