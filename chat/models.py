@@ -186,6 +186,9 @@ class Message(models.Model):
     html = models.TextField(_("HTML"), blank=True)
     mentions = models.JSONField(_("mentions"), default=list, blank=True)  # [{"id", "username"}]
     mentions_room = models.BooleanField(_("mentions the room"), default=False)
+    # Whom the earlier versions of an edited message named (`{"users": [ids], "room": bool}`): they
+    # were alerted then, so an edit that names them again alerts nobody twice.
+    earlier_mentions = models.JSONField(_("earlier mentions"), default=dict, blank=True, editable=False)
     reply_to = models.ForeignKey(
         "self", verbose_name=_("reply to"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -8,6 +8,7 @@ from chat import events, selectors, services, sql
 from chat.errors import Invalid
 from chat.models import Membership, Message, Room
 from chat.realtime.stream import DROP, SEND, RoomStream
+from chat.serializers import message_data
 from chat.services import content, notify
 from tests.support import connect, db, joined, membership, send
 
@@ -197,6 +198,21 @@ def test_an_edit_alerts_only_the_newly_mentioned(trio, alice, bob, carol, dave, 
     with committed():
         services.message_edit(user=alice, message_id=other.pk, body="later, @room")
     assert notifications(published) == [(sorted([bob.pk, carol.pk]), "room_mention", "later, @room")]
+
+
+def test_a_mention_removed_and_written_again_alerts_once(trio, alice, bob, carol, published, committed):
+    with committed():
+        message = send(alice, trio, "hi @bob")
+    for body in ("hi", "hi @bob again", "@room", "no one", "@room again, @carol"):
+        with committed():
+            services.message_edit(user=alice, message_id=message.pk, body=body)
+    assert notifications(published) == [
+        ([bob.pk], "mention", "hi @bob"),
+        ([carol.pk], "room_mention", "@room"),  # bob was alerted by the first version
+    ]
+    message.refresh_from_db()
+    assert message.earlier_mentions == {"users": [bob.pk], "room": True}
+    assert "earlier_mentions" not in message_data(message)
 
 
 def test_a_notification_event_names_its_users_and_no_message_id(trio, alice, bob, published, committed):

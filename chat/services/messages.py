@@ -70,13 +70,14 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
     body = clean_body(body)
     budget("edit", user)
     with transaction.atomic():
-        before, named_before = message.body, {mentioned["id"] for mentioned in message.mentions}
-        room_before = message.mentions_room
+        before = message.body
+        earlier = notify.earlier_mentions(message)
         message.body, message.edited_at = body, timezone.now()
         content.render_into(message)
-        alerted = notify.edit_recipients(message, named_before=named_before, room_before=room_before)  # before the lock
-        message.seq = sql.next_seq(message.room_id)
-        message.save(update_fields=["body", "edited_at", *content.FIELDS, "seq"])
+        alerted = notify.edit_recipients(message, named_before=set(earlier["users"]), room_before=earlier["room"])
+        message.earlier_mentions = earlier
+        message.seq = sql.next_seq(message.room_id)  # the room's lock, after the reads above
+        message.save(update_fields=["body", "edited_at", *content.FIELDS, "earlier_mentions", "seq"])
         content.write_mentions([message], replace=True)
         if message.author_id != user.pk:  # the original text survives in the audit log
             audit(

@@ -4,8 +4,8 @@ Each member's effective `notify` (`Membership.effective_notify`) decides: `all`,
 `mentions`, the messages that name them or the room; `none`, nothing. The reason is `mention`
 (named), else `room_mention` (`@room`, `@all`), else `direct`: the member follows every message
 (`all`, the default in a direct room). Never the author, nor a banned member or an inactive
-user; system messages alert nobody. Once per message: an edit alerts only the members it newly
-mentions (see `edit_recipients`).
+user; system messages alert nobody. Once per message: an edit alerts only the members that no
+version of it named before (see `edit_recipients`, `earlier_mentions`).
 
 The members to alert are read with one statement per batch of messages, in the round trip that
 writes it (`audience`, `sql.alert_members`), and each message's alerts
@@ -93,9 +93,19 @@ def publish_alerts(message: Message, alerted: Recipients) -> None:
         events.publish(events.room_group(message.room_id), events.notification_event(message, data, why, user_ids))
 
 
+def earlier_mentions(message: Message) -> dict:
+    """Whom the message and its earlier versions named, before it is edited again
+    (`Message.earlier_mentions`)."""
+    earlier = message.earlier_mentions or {}
+    return {
+        "users": sorted(set(earlier.get("users", ())) | _named(message)),
+        "room": bool(earlier.get("room")) or message.mentions_room,
+    }
+
+
 def edit_recipients(message: Message, *, named_before: set[int], room_before: bool) -> Recipients:
-    """Whom an edit alerts (`message` rendered anew; `named_before` and `room_before` its mentions
-    before): the members it newly mentions (named now and not before, or all of them when `@room`
+    """Whom an edit alerts (`message` rendered anew; `named_before` and `room_before` the mentions
+    of every version before, `earlier_mentions`): the members it newly mentions (named now and not before, or all of them when `@room`
     is new) whose setting is `mentions`. A member following every message was alerted when it was
     sent, and the members mentioned before were alerted then."""
     if not _alerting(message) or room_before or not (_named(message) - named_before or message.mentions_room):
