@@ -8,7 +8,8 @@ line: reactions accepted/s (each phase), `message.updated` frames received/s, th
 reaction's send to each client seeing an update of that reaction's `seq` or later (p50/p99, and
 p99 of the time until the last client saw it), `error` frames by code, lost updates (clients
 whose last view of the message is not the database's after a phase), the peak RSS and the CPU
-of the server processes named by `--server-pid`.
+of the server processes named by `--server-pid`, and the messages the server read back from the
+database because their event came late (its /metrics).
 """
 
 import argparse
@@ -26,6 +27,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from bench.wsbench import OWNER, Ours, cpu_seconds, pct, sample_rss  # noqa: E402
 
 EMOJI = [f":e{i}:" for i in range(20)]  # shortcodes: 20 distinct, the most a message takes
+
+
+def gap_reads(http):
+    """The server's count of messages read from the database because their event came late
+    (`chat_layer_gap_messages` on /metrics, served to 127.0.0.1), or None without it."""
+    try:
+        with urllib.request.urlopen(f"{http}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("chat_layer_gap_messages_total "):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 class Client:
@@ -91,6 +105,7 @@ async def run(args):
         with urllib.request.urlopen(req, timeout=60) as r:
             return next(m for m in map(json.loads, r) if m["id"] == target["id"])
 
+    gaps0 = await asyncio.to_thread(gap_reads, args.http)
     cpu0, busy = cpu_seconds(args.server_pid) if args.server_pid else 0, 0.0
     frames0 = 0
     lat, last_lat = array.array("d"), array.array("d")
@@ -146,6 +161,7 @@ async def run(args):
         }
         frames0 = frames
     server_cores = (cpu_seconds(args.server_pid) - cpu0) / busy if args.server_pid else None
+    gaps1 = await asyncio.to_thread(gap_reads, args.http)
     await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
     for t in readers:
         t.cancel()
@@ -167,6 +183,7 @@ async def run(args):
         "lost": add["lost"] + remove["lost"],
         "errors": dict(errors),
         "phases": phases,
+        "gap_reads": None if gaps0 is None or gaps1 is None else int(gaps1 - gaps0),
         "peak_rss_mib": round(rss_peak[0] / 1024, 1) if args.server_pid else None,
         "server_cores": None if server_cores is None else round(server_cores, 2),
     }

@@ -248,7 +248,7 @@ def test_run_quick_storm_end_to_end(tmp_path):
     assert storm["sent"] == storm["accepted"] == 40 and storm["errors"] == {}
     assert storm["lost"] == 0 and storm["reactions_per_s"] > 0 and storm["updates_per_s"] > 0
     assert storm["p50_ms"] <= storm["p99_ms"] and storm["all_seen_p99_ms"] > 0
-    assert storm["peak_rss_mib"] > 0 and storm["server_cores"] is not None
+    assert storm["peak_rss_mib"] > 0 and storm["server_cores"] is not None and storm["gap_reads"] >= 0
     add, remove = storm["phases"]["add"], storm["phases"]["remove"]
     # 10 clients x 2 of the 20 emoji, each a neighbour's too: 11 distinct, and none once all are removed.
     assert (add["accepted"], add["final_emoji"], remove["final_emoji"]) == (20, 11, 0)
