@@ -31,15 +31,16 @@ from chatproject.keys import setdefault_local_keys  # noqa: E402
 
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
-SCENARIOS = ["room100-afap", "room100-md", "rooms100x10", "half-sat", "ack200", "cluster2"]
-OURS_ONLY = {"half-sat", "ack200"}
+SCENARIOS = ["room100-afap", "room100-md", "rooms100x10", "half-sat", "ack200", "storm", "cluster2"]
+OURS_ONLY = {"half-sat", "ack200", "storm"}
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 DEFAULT_DATABASE = "postgres://postgres@127.0.0.1:5432/test"
 
 # Limits a load test would hit at once; everything else stays as production has it.
 OURS_ENV = {
     "CHAT_RATE_PER_10S": "10000000",
-    "CHAT_WRITE_RATES": "room=100000/hour,join=100000/min",  # one owner creates (or rejoins) every room
+    # One owner creates (or rejoins) every room; storm's clients react far beyond a person's budget.
+    "CHAT_WRITE_RATES": "room=100000/hour,join=100000/min,react=100000/min",
     "CHAT_LOGIN_RATE": "100000/min",
     "CHAT_REGISTER_RATE": "100000/min",
     "CHAT_MAX_CONNECTIONS_PER_USER": "100000",
@@ -82,6 +83,7 @@ FULL = {
     "rooms100x10": Scenario(rooms=100, clients=10, senders=1, messages=10),
     "half-sat": Scenario(rooms=1, clients=100, senders=5, messages=0),  # rate and count from room100-afap
     "ack200": Scenario(rooms=1, clients=50, senders=5, messages=200, rate=200),
+    "storm": Scenario(rooms=1, clients=100, senders=100, messages=3),  # messages: emoji per client
 }
 QUICK = {
     "room100-afap": Scenario(rooms=1, clients=10, senders=2, messages=20),
@@ -89,6 +91,7 @@ QUICK = {
     "rooms100x10": Scenario(rooms=10, clients=3, senders=1, messages=5),
     "half-sat": Scenario(rooms=1, clients=10, senders=2, messages=0),
     "ack200": Scenario(rooms=1, clients=10, senders=2, messages=25, rate=50),
+    "storm": Scenario(rooms=1, clients=10, senders=10, messages=2),
 }
 HALF_SAT_SECONDS = {False: 8, True: 1}  # how long half-sat offers its rate (full, quick)
 
@@ -346,6 +349,38 @@ def wsbench(server, scenario, size, room_prefix, timeout):
     return {"scenario": scenario, "server": server.name, **result}
 
 
+def storm(server, size, room_prefix, timeout):
+    """bench/storm.py: every client of one room reacts to one message (ours only)."""
+    command = [PYTHON, str(BENCH / "storm.py"), "--ws", f"ws://127.0.0.1:{server.port}"]
+    command += ["--http", f"http://127.0.0.1:{server.port}", "--clients", str(size.clients)]
+    command += ["--emoji", str(size.messages), "--room-prefix", room_prefix, "--timeout", str(timeout)]
+    command += ["--tokens", server.tokens, "--server-pid", str(server.process.pid)]
+    log(f"  storm on {server.name}: {size.clients} clients x {size.messages} emoji, added then removed")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        log(f"  failed: {reason}")
+        return {"scenario": "storm", "server": server.name, "failed": reason}
+    return {"scenario": "storm", "server": server.name, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def storm_notes(results):
+    """The lines under the table on the reaction storm: it delivers message.updated, not messages."""
+    runs = [r for r in results if r["scenario"] == "storm" and "failed" not in r]
+    if not runs:
+        return []
+    return [
+        "\nstorm (every client reacts to one message; reactions accepted/s, message.updated received/s, "
+        "send -> each client p50/p99, -> every client p99, clients whose last view is not the database's, "
+        "errors, peak RSS, server cores):"
+    ] + [
+        f"- {r['server']}: {r['reactions_per_s']:,.0f}/s, {r['updates_per_s']:,.0f}/s, {fmt_ms(r['p50_ms'])}/"
+        f"{fmt_ms(r['p99_ms'])}, {fmt_ms(r['all_seen_p99_ms'])}, {r['lost']}, {r['errors'] or 'none'}, "
+        f"{r['peak_rss_mib']:.0f} MiB, {r['server_cores']:.2f}"
+        for r in runs
+    ]
+
+
 def run_scenarios(server, wanted, sizes, args, results):
     """Run the wanted scenarios on one server; half-sat needs room100-afap's rate on the same server."""
     pid = os.getpid()
@@ -359,6 +394,9 @@ def run_scenarios(server, wanted, sizes, args, results):
             continue
         size = sizes[scenario]
         room_prefix = f"{scenario.replace('-', '')}{pid}r"  # letters and digits: valid for both protocols
+        if scenario == "storm":
+            results.append(storm(server, size, room_prefix, args.timeout))
+            continue
         if scenario == "half-sat":
             if afap is None:  # measured here, not shown: half-sat's rate depends on it
                 afap = wsbench(server, "room100-afap", sizes["room100-afap"], f"probe{pid}r", args.timeout)
@@ -415,7 +453,7 @@ def table(results, notes=()):
             base[(r["scenario"], "raw" if r["server"] == "raw_ws" else "tutorial")] = r["deliveries_per_s"]
     for scenario in SCENARIOS:
         for r in results:
-            if r["scenario"] != scenario:
+            if r["scenario"] != scenario or (scenario == "storm" and "failed" not in r):  # storm_notes
                 continue
             if "failed" in r:
                 cells = [scenario, r["server"], r["failed"]] + [""] * (len(COLUMNS) - 3)
@@ -554,6 +592,7 @@ def main(argv=None):
             results.append({"scenario": wanted[0], "server": label, "failed": f"server failed to start: {exc}"})
     notes += cluster_notes(results)
 
+    notes += storm_notes(results)
     notes += disk_notes(results)
 
     with open(output, "w") as out:

@@ -226,6 +226,37 @@ def test_run_quick_room100_afap_and_ack200_end_to_end(tmp_path):
     assert "- ack200 on ours (daphne, sqlite+memory): " in done.stdout
 
 
+def test_run_quick_storm_end_to_end(tmp_path):
+    """storm runs on ours alone: every client's reactions are accepted, each client's last view of
+    the message is the database's after each phase, and the note under the table gives its figures."""
+    output = tmp_path / "results.jsonl"
+    command = [
+        sys.executable,
+        str(BASE_DIR / "bench" / "run.py"),
+        "--quick",
+        "--only",
+        "storm",
+        "--output",
+        str(output),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=BASE_DIR)
+    assert done.returncode == 0, done.stderr
+
+    [storm] = [json.loads(line) for line in output.read_text().splitlines()]
+    assert storm["server"] == "ours (daphne, sqlite+memory)" and "failed" not in storm, storm
+    assert storm["clients"] == 10 and storm["emoji_per_client"] == 2
+    assert storm["sent"] == storm["accepted"] == 40 and storm["errors"] == {}
+    assert storm["lost"] == 0 and storm["reactions_per_s"] > 0 and storm["updates_per_s"] > 0
+    assert storm["p50_ms"] <= storm["p99_ms"] and storm["all_seen_p99_ms"] > 0
+    assert storm["peak_rss_mib"] > 0 and storm["server_cores"] is not None and storm["gap_reads"] >= 0
+    add, remove = storm["phases"]["add"], storm["phases"]["remove"]
+    # 10 clients x 2 of the 20 emoji, each a neighbour's too: 11 distinct, and none once all are removed.
+    assert (add["accepted"], add["final_emoji"], remove["final_emoji"]) == (20, 11, 0)
+    assert remove["final_seq"] == add["final_seq"] + 20 and add["updates"] > 0
+    assert "\nstorm (every client reacts to one message" in done.stdout
+    assert "- ours (daphne, sqlite+memory): " in done.stdout and "| storm |" not in done.stdout
+
+
 def test_table_compares_with_the_baselines_of_the_same_scenario():
     run = load_bench_module()
     row = {
