@@ -23,7 +23,8 @@ Links carry `rel="nofollow noopener noreferrer" target="_blank"`, in the contrac
 
 Speed: plain messages (no Markdown character, nothing that looks like a URL, no `@`) skip the
 parser and the sanitizer: `_plain_html` builds what the full path would, which the tests check by
-property. Otherwise `mention_candidates` and the `render` after it share one parse (`_tokens`).
+property. Otherwise `mention_candidates` and the `render` after it share one parse (`_tokens`), which
+the batch writer makes as a send arrives (`parse_ahead`), while the batch before it is written.
 """
 
 import functools
