@@ -23,7 +23,8 @@ Links carry `rel="nofollow noopener noreferrer" target="_blank"`, in the contrac
 
 Speed: plain messages (no Markdown character, nothing that looks like a URL, no `@`) skip the
 parser and the sanitizer: `_plain_html` builds what the full path would, which the tests check by
-property. Otherwise `mention_candidates` and the `render` after it share one parse (`_tokens`).
+property. Otherwise `mention_candidates` and the `render` after it share one parse (`_tokens`), which
+the batch writer makes as a send arrives (`parse_ahead`), while the batch before it is written.
 """
 
 import functools
@@ -218,13 +219,26 @@ def _plain_html(body: str) -> str | None:
     return "<p>" + "<br>\n".join(html.escape(line, quote=False) for line in lines) + "</p>"
 
 
-@functools.lru_cache(maxsize=32)
+# A batch's worth: the bodies parsed ahead (`parse_ahead`) stay until their batch renders them.
+PARSED_KEPT = 500
+AHEAD_MAX_CHARS = 1000  # a longer body is parsed on the database thread, never on the event loop
+
+
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def _tokens(body: str) -> list[Token]:
-    """The parse of `body`, shared by `mention_candidates` and the `render` that follows it.
+    """The parse of `body`, shared by `parse_ahead`, `mention_candidates` and the `render` that follows.
 
     Rendering only reads tokens, so a cached list is safe to render again.
     """
     return MARKDOWN.parse(SURROGATE_RE.sub("\ufffd", body))
+
+
+def parse_ahead(body) -> None:
+    """Parse a short body that needs the parser now, so that rendering it later only reads the
+    parse: the batch writer calls this on the event loop as a send arrives, while the database
+    thread writes the batch before it."""
+    if isinstance(body, str) and len(body) <= AHEAD_MAX_CHARS and body.strip() and _plain_html(body) is None:
+        _tokens(body)
 
 
 def render(body: str, members: dict[str, tuple[int, str]]) -> Rendered:

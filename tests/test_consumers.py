@@ -571,6 +571,29 @@ async def test_sends_in_a_row_are_written_together_and_every_frame_is_answered_i
     await a.close()
 
 
+async def test_a_send_is_parsed_as_it_arrives_before_its_batch_is_written(alice, general, monkeypatch):
+    """The Markdown parse runs on the event loop as the frame arrives (`markup.parse_ahead`): the
+    database thread, busy with the batch before it, then only renders."""
+    from chat import markup
+    from chat import services as chat_services
+
+    events_seen = []
+    monkeypatch.setattr(markup, "parse_ahead", lambda body: events_seen.append(("parsed", body)))
+    send_batch = chat_services.message_send_batch
+
+    def record(requests):
+        events_seen.append(("written", [request["body"] for request in requests]))
+        return send_batch(requests)
+
+    monkeypatch.setattr(chat_services, "message_send_batch", record)
+    a = await connect(alice)
+    await a.drain()
+    await a.send(type="message.send", room="general", body="**bold**", ref="s")
+    assert (await a.recv())["message"]["html"] == "<p><strong>bold</strong></p>"
+    assert events_seen == [("parsed", "**bold**"), ("written", ["**bold**"])]
+    await a.close()
+
+
 async def test_an_ack_is_waiting_before_its_event_can_overtake_the_answer(alice, general):
     """The connection's own event may come back before its `message.send` is answered: the ack
     goes out in the event's place, once, before the next message."""

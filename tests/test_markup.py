@@ -370,3 +370,23 @@ def test_after_the_warm_up_a_first_message_compiles_no_regular_expression(mode, 
     their expressions on first use, which would otherwise stall the first messages written."""
     done = subprocess.run([sys.executable, "-c", WARM_UP_CHECK, mode], capture_output=True, text=True, check=True)
     assert (int(done.stdout.split()[-1]) > 0) is compiles
+
+
+def test_a_body_parsed_ahead_is_rendered_without_parsing_it_again(monkeypatch):
+    body = "**parsed** ahead, see https://example.com/ahead @bob"
+    markup._tokens.cache_clear()
+    markup.parse_ahead(body)
+    parse = markup.MARKDOWN.parse
+    calls = []
+    monkeypatch.setattr(markup.MARKDOWN, "parse", lambda *args: calls.append(args) or parse(*args))
+    assert mention_candidates(body) == {"bob"}
+    assert render(body, MEMBERS).mentions == [{"id": 8, "username": "bob"}]
+    assert calls == []
+
+
+@pytest.mark.parametrize("body", ["plain text", "   ", "*" * (markup.AHEAD_MAX_CHARS + 1), None, 42])
+def test_long_plain_and_odd_bodies_are_not_parsed_ahead(body, monkeypatch):
+    """A long body would hold the event loop: the database thread parses it when it renders."""
+    markup._tokens.cache_clear()
+    monkeypatch.setattr(markup.MARKDOWN, "parse", lambda *args: pytest.fail("parsed ahead"))
+    markup.parse_ahead(body)

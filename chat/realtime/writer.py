@@ -9,7 +9,7 @@ import asyncio
 import weakref
 from collections.abc import Callable
 
-from chat import events, services
+from chat import events, markup, services
 
 # Sends per database call: a batch is one INSERT, whose parameters both databases cap (SQLite
 # at 32,766); and a bounded batch keeps the sends behind it waiting a bounded time.
@@ -23,6 +23,7 @@ class _Sends:
 
     def submit(self, request: dict, written) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
+        markup.parse_ahead(request.get("body"))
         self.waiting.append((request, future, written))
         if self.writer is None:
             self.writer = asyncio.ensure_future(self._write())
