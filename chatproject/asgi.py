@@ -16,12 +16,13 @@ from django.conf import settings  # noqa: E402
 from chat.auth import WebSocketAuthMiddleware  # noqa: E402
 from chat.realtime.daphne import patch_daphne  # noqa: E402
 from chat.realtime.routing import websocket_urlpatterns  # noqa: E402
+from chat.uploads.limit import BodyLimit  # noqa: E402
 
 patch_daphne()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimit(django_asgi_app),
         "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -39,20 +39,20 @@ upstream and the test that fails without it (drop the fix when that test passes 
    large export made the server hold it all: +500 MB). The app's `send` waits while Twisted's
    transport is paused; a client that reads nothing for CHAT_HTTP_SEND_TIMEOUT_S is dropped.
    Test: test_security_export.py::test_stalled_export_clients_keep_the_servers_memory_flat.
-9. A request body over CHAT_MAX_REQUEST_BYTES is refused with 413 from its Content-Length, before
-   it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
+9. A request body over CHAT_MAX_REQUEST_BYTES (CHAT_MAX_UPLOAD_BYTES for uploads) is refused with 413
+   from its Content-Length, before it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
    Test: test_security_export.py::test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read.
 """
 
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 
 from django.conf import settings
 
 from chat import protocol as chat_protocol
+from chat.uploads.limit import body_limit, too_large_body
 
 from . import transport
 
@@ -399,7 +399,8 @@ def _flow_controlled_responses(server_class, request_class) -> None:
 
 
 def _refuse_large_bodies(request_class) -> None:
-    """Answer 413 to a request whose body is over CHAT_MAX_REQUEST_BYTES, and close its connection.
+    """Answer 413 to a request whose body is over its path's limit (`chat.uploads.limit.body_limit`:
+    CHAT_MAX_REQUEST_BYTES, or CHAT_MAX_UPLOAD_BYTES for uploads), and close its connection.
 
     Twisted calls `gotLength` with the Content-Length once the headers are in, before any of the
     body is read: the request is refused there. A body without a length (chunked) is counted as
@@ -409,9 +410,10 @@ def _refuse_large_bodies(request_class) -> None:
     got_length = request_class.gotLength
 
     def got_length_within_limit(self, length):
-        got_length(self, 0 if length and length > settings.CHAT_MAX_REQUEST_BYTES else length)
+        self.chat_body_limit = _limit(self)
+        got_length(self, 0 if length and length > self.chat_body_limit else length)
         self.chat_body_bytes = 0
-        if length and length > settings.CHAT_MAX_REQUEST_BYTES:
+        if length and length > self.chat_body_limit:
             _refuse(self)
 
     handle_content_chunk = request_class.handleContentChunk
@@ -420,7 +422,7 @@ def _refuse_large_bodies(request_class) -> None:
         if getattr(self, "chat_refused", False):
             return
         self.chat_body_bytes = getattr(self, "chat_body_bytes", 0) + len(data)
-        if self.chat_body_bytes > settings.CHAT_MAX_REQUEST_BYTES:
+        if self.chat_body_bytes > getattr(self, "chat_body_limit", settings.CHAT_MAX_REQUEST_BYTES):
             _refuse(self)
             return
         handle_content_chunk(self, data)
@@ -436,14 +438,18 @@ def _refuse_large_bodies(request_class) -> None:
     request_class.process = process_unless_refused
 
 
+def _limit(request) -> int:
+    """The body limit of `request`'s path: the request line is in, its path on the channel
+    (Twisted gives it to the request only once the body is read)."""
+    path = getattr(request.channel, "_path", b"") or b""
+    return body_limit(path.split(b"?", 1)[0].decode("latin-1"))
+
+
 def _refuse(request) -> None:
     """Write a 413 to `request`'s connection and close it, as Twisted answers a malformed request."""
     request.chat_refused = True
     request.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the refusal
-    limit = settings.CHAT_MAX_REQUEST_BYTES
-    body = json.dumps(
-        {"detail": f"Request bodies are limited to {limit} bytes: send less.", "code": chat_protocol.TOO_LARGE}
-    ).encode()
+    body = too_large_body(getattr(request, "chat_body_limit", settings.CHAT_MAX_REQUEST_BYTES))
     request.channel.transport.write(
         b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
