@@ -16,11 +16,10 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
 
-from .. import selectors
+from .. import selectors, services
 from ..errors import INFRASTRUCTURE, ChatError, Invalid, NotFound, TooLarge, Unavailable
 from ..events import run_sync
 from ..serializers import upload_data
-from ..services import uploads as upload_services
 from ..uploads import files, storage
 
 # Own threads: the default executor is shared with everything else `sync_to_async` offloads.
@@ -90,9 +89,9 @@ async def upload_create_view(request, slug: str):
         user, refusal = await _user_or_response(request)
         if refusal is not None:
             return refusal
-        await run_sync(upload_services.upload_check)(user=user, slug=slug)
+        await run_sync(services.upload_check)(user=user, slug=slug)
         inspected, name, thumb = await _in_pool(_stored, upload)
-        row = await run_sync(upload_services.upload_create)(
+        row = await run_sync(services.upload_create)(
             user=user,
             slug=slug,
             filename=_filename(upload),

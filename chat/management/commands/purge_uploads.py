@@ -4,13 +4,13 @@ deleted messages, and uploads never sent within 24 hours). Run it from cron or a
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from chat import services
 from chat.management.base import ChatCommand
-from chat.services import uploads
 
 
 class Command(ChatCommand):
     help = gettext_lazy("Delete the stored files of deleted messages and of uploads never sent within 24 hours.")
 
     def handle(self, *args, **options):
-        count = uploads.uploads_purge()
+        count = services.uploads_purge()
         self.stdout.write(_("Purged %(count)s files.") % {"count": count})
