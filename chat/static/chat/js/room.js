@@ -19,6 +19,7 @@ import {RoomsState, setUpNotificationButton} from "./rooms-state.js";
 import {renderSwitcher} from "./switcher.js";
 import {Threads} from "./thread.js";
 import {Timeline, mentionsMe, messageElement, messageHooks} from "./timeline.js";
+import {Uploads, renderAttachments} from "./uploads.js";
 import {$, api, config as readConfig, el, fmt, staffNotice} from "./util.js";
 
 const TYPING_SHOWN_MS = 3000;
@@ -88,7 +89,8 @@ const threads = new Threads({room: ROOM, me: ME, send: (frame) => send(frame), l
                              newClientId, onError: (text) => showNotice(text)});
 const reactions = new Reactions({me: ME, send: (frame) => send(frame), get: (id) => timeline.get(id) || threads.get(id),
                                  onError: (text) => showNotice(text)});
-messageHooks.push((node, message) => reactions.render(node, message), (node, message) => threads.render(node, message));
+messageHooks.push((node, message) => reactions.render(node, message), (node, message) => threads.render(node, message),
+                  renderAttachments);
 
 const actions = new MessageActions({timeline, room: ROOM, me: ME, canModerate: config.canModerate,
                                     send: (frame) => send(frame), onError: (text) => showNotice(text),
@@ -97,9 +99,11 @@ const actions = new MessageActions({timeline, room: ROOM, me: ME, canModerate: c
                                                         [gettext("Reply in thread"), () => threads.open(message.thread || message.id)]]});
 threads.onMenu = (node, button) => actions.open(node, button);
 
+const uploads = new Uploads({room: ROOM, form: $("composer"), input: $("body"), onError: (text) => showNotice(text),
+                             onChange: () => composer.refresh()});
 const composer = new Composer({
   room: ROOM, maxBody: config.maxBody, isStaff: config.user.isStaff,
-  onSend: sendMessage,
+  onSend: sendMessage, attachments: uploads,
   onTyping: () => send({type: "typing", room: ROOM}),
   onEditLast: () => {
     const message = timeline.lastOwn();
@@ -168,7 +172,9 @@ function send(frame) {
 
 function transmit(clientId) {
   const body = state.unacked.get(clientId);
-  if (body !== undefined) send({type: "message.send", room: ROOM, body, client_id: clientId, ref: clientId});
+  if (body !== undefined) {
+    send({type: "message.send", room: ROOM, body, client_id: clientId, ref: clientId, ...uploads.fields(clientId)});
+  }
 }
 
 function pendingItem(clientId) {
@@ -178,6 +184,7 @@ function pendingItem(clientId) {
 function sendMessage(body) {
   const clientId = newClientId();
   state.unacked.set(clientId, body);
+  uploads.claim(clientId);
   const node = messageElement({id: 0, author: {id: config.user.id, username: ME}, body, kind: "user",
                                created_at: new Date().toISOString()});
   node.classList.add("pending");
@@ -193,6 +200,7 @@ function sendMessage(body) {
 
 function acknowledge(message) {
   if (!message.client_id || !state.unacked.delete(message.client_id)) return false;
+  uploads.acknowledged(message.client_id);
   pendingItem(message.client_id)?.remove();
   return true;
 }
@@ -203,6 +211,7 @@ function failSend(clientId, detail) {
   state.unacked.delete(clientId);
   pendingItem(clientId)?.remove();
   if (body !== undefined) composer.restore(body);
+  uploads.restore(clientId);
   showNotice(fmt(gettext("Not sent: %(reason)s Your text is back in the box."), {reason: detail}));
 }
 
