@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -49,8 +50,9 @@ def seed():
     return str(AccessToken.for_user(alice)), str(AccessToken.for_user(bob))
 
 
-def upload_loop(port: int, token: str, size: int, stop: threading.Event, done: list, errors: list) -> None:
-    """Upload a file of `size` random bytes again and again until `stop`; streams it from memory."""
+def upload_loop(port: int, token: str, size: int, stop, done, errors) -> None:
+    """Upload a file of `size` random bytes again and again until `stop`; streams it from memory.
+    Runs in a process of its own, so that the uploaders never take the measuring loop's GIL."""
     boundary = uuid.uuid4().hex
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
@@ -73,9 +75,11 @@ def upload_loop(port: int, token: str, size: int, stop: threading.Event, done: l
             connection.send(tail)
             response = connection.getresponse()
             response.read()
-            (done if response.status == 201 else errors).append(response.status)
-        except OSError as exc:
-            errors.append(repr(exc))
+            with (done if response.status == 201 else errors).get_lock():
+                (done if response.status == 201 else errors).value += 1
+        except OSError:
+            with errors.get_lock():
+                errors.value += 1
         finally:
             connection.close()
 
@@ -131,21 +135,35 @@ def main(argv=None) -> int:
     parser.add_argument("--size-mib", type=int, default=25)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--database-url", default="")
+    parser.add_argument(
+        "--files-dir",
+        default="",
+        help="where the server's upload temporary files and MEDIA_ROOT go (default: beside the database)",
+    )
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="bench-uploads-")
     database_url = args.database_url or f"sqlite:///{work}/db.sqlite3"
-    os.environ["MEDIA_ROOT"] = f"{work}/media"
+    files = tempfile.mkdtemp(prefix="bench-uploads-files-", dir=args.files_dir or work)
+    os.environ["MEDIA_ROOT"] = f"{files}/media"
+    os.environ["TMPDIR"] = files  # the server's (daphne inherits it): Twisted's and Django's temporary files
     os.environ.setdefault("CHAT_RATE_PER_10S", "100000")
     os.environ.setdefault("CHAT_WRITE_RATES", "")
     setup_django(database_url)
     sender, receiver = seed()
     size = args.size_mib * 1024 * 1024
-    result = {"tool": "uploads", "uploaders": args.uploaders, "size_mib": args.size_mib, "seconds": args.seconds}
+    result = {
+        "tool": "uploads",
+        "uploaders": args.uploaders,
+        "size_mib": args.size_mib,
+        "seconds": args.seconds,
+        "files_dir": args.files_dir or "beside the database",
+    }
     with daphne(database_url) as (port, pid):
         baseline_rss = rss_kib(pid)
         result["alone"] = summary(asyncio.run(deliveries(port, sender, receiver, args.seconds)))
         log("alone:", result["alone"])
-        stop, done, errors, peak = threading.Event(), [], [], [rss_kib(pid)]
+        stop, done, errors, peak = multiprocessing.Event(), multiprocessing.Value("i"), multiprocessing.Value("i"), [0]
+        peak[0] = rss_kib(pid)
 
         def sample():
             while not stop.is_set():
@@ -154,7 +172,7 @@ def main(argv=None) -> int:
                 time.sleep(0.05)
 
         threads = [threading.Thread(target=sample, daemon=True)] + [
-            threading.Thread(target=upload_loop, args=(port, sender, size, stop, done, errors), daemon=True)
+            multiprocessing.Process(target=upload_loop, args=(port, sender, size, stop, done, errors), daemon=True)
             for _ in range(args.uploaders)
         ]
         for thread in threads:
@@ -163,14 +181,14 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         result["with_uploads"] = summary(asyncio.run(deliveries(port, sender, receiver, args.seconds)))
         elapsed = time.perf_counter() - started
-        uploaded = len(done)
+        uploaded = done.value
         stop.set()
         for thread in threads:
             thread.join(300)
         result.update(
             uploads_during=uploaded,
-            uploads_total=len(done),
-            upload_errors=errors[:5],
+            uploads_total=done.value,
+            upload_errors=errors.value,
             upload_mib_per_s=round(uploaded * args.size_mib / elapsed, 1),
             rss_start_mib=round(baseline_rss / 1024),
             rss_peak_mib=round(peak[0] / 1024),

@@ -42,6 +42,12 @@ upstream and the test that fails without it (drop the fix when that test passes 
 9. A request body over CHAT_MAX_REQUEST_BYTES (CHAT_MAX_UPLOAD_BYTES for uploads) is refused with 413
    from its Content-Length, before it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
    Test: test_security_export.py::test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read.
+10. An upload's body reaches the app as the file Twisted wrote it to, not in memory
+   (`_hand_over_upload_bodies`): Twisted parsed every multipart body with the email package
+   (`_parsePOSTFormSubmission`, unused by daphne) and daphne then read the whole body into its
+   queue, both on the event loop, which held back every message of the process and kept each
+   upload in memory. No upstream issue. Tests: test_uploads_live.py; the figures in bench/README.md
+   (item 28).
 """
 
 import asyncio
@@ -52,7 +58,7 @@ import sys
 from django.conf import settings
 
 from chat import protocol as chat_protocol
-from chat.uploads.limit import body_limit, too_large_body
+from chat.uploads.limit import UPLOAD_PATH, body_limit, too_large_body
 
 from . import transport
 
@@ -219,6 +225,7 @@ def patch_daphne() -> None:
     _websocket_limits(ws_protocol.WebSocketFactory, protocol)
     _flow_controlled_responses(sys.modules["daphne.server"].Server, sys.modules["daphne.http_protocol"].WebRequest)
     _refuse_large_bodies(sys.modules["daphne.http_protocol"].WebRequest)
+    _hand_over_upload_bodies(sys.modules["daphne.server"].Server, sys.modules["daphne.http_protocol"].WebRequest)
     transport.use(DaphneServer())
 
 
@@ -455,3 +462,56 @@ def _refuse(request) -> None:
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     request.channel.loseConnection()
+
+
+def _hand_over_upload_bodies(server_class, request_class) -> None:
+    """Twisted parses no request body (daphne passes the raw body on); an upload's body goes to
+    the app as Twisted's temporary file, in the scope (`chat.body_file`, read by
+    `chat.uploads.limit.BodyFileHandler`), and daphne queues none of its bytes."""
+    got_length = request_class.gotLength
+
+    def got_length_unparsed(self, length):
+        self._parsePOSTFormSubmission = False  # set per request by Twisted's __init__
+        got_length(self, length)
+
+    process = request_class.process
+
+    def process_handing_over(self):
+        if UPLOAD_PATH.match((self.path or b"").decode("latin-1")) and not isinstance(self.content, _HandedOver):
+            self.chat_body_file, self.content = self.content, _HandedOver(self.content)
+        return process(self)
+
+    create_application = server_class.create_application
+
+    def create_application_with_body_file(self, protocol, scope):
+        body_file = getattr(protocol, "chat_body_file", None)
+        if body_file is not None:
+            scope["chat.body_file"] = body_file
+        return create_application(self, protocol, scope)
+
+    request_class.gotLength = got_length_unparsed
+    request_class.process = process_handing_over
+    server_class.create_application = create_application_with_body_file
+
+
+class _HandedOver:
+    """What daphne reads of a body handed to the app as a file: nothing."""
+
+    def __init__(self, file):
+        self.file = file
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+    def seek(self, *args) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+    def read(self, *args) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        """The app may still be reading the file: it goes with its last reference."""

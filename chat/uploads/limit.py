@@ -6,14 +6,17 @@ daphne reads a body whole before the application sees any of it. `BodyLimit` enf
 limit for any other ASGI server, which passes the body on as it arrives.
 """
 
+import contextvars
 import json
 import re
 
 from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
 
 from ..protocol import TOO_LARGE
 
 UPLOAD_PATH = re.compile(r"^/api/rooms/[^/]+/uploads/$")
+_body_file = contextvars.ContextVar("chat_body_file", default=None)
 MULTIPART_SLACK = 64 * 1024  # the boundaries and part headers around the file
 
 
@@ -79,3 +82,24 @@ async def _refuse(send, limit: int) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class BodyFileHandler(ASGIHandler):
+    """Django's ASGI handler, which takes a body the server already holds in a file
+    (`scope["chat.body_file"]`, from chat/realtime/daphne.py) as it is, instead of copying every
+    byte from the server's messages into a file of its own on the event loop."""
+
+    async def handle(self, scope, receive, send):
+        token = _body_file.set(scope.get("chat.body_file"))
+        try:
+            return await super().handle(scope, receive, send)
+        finally:
+            _body_file.reset(token)
+
+    async def read_body(self, receive):
+        body_file = _body_file.get()
+        if body_file is None:
+            return await super().read_body(receive)
+        (await super().read_body(receive)).close()  # the server's (empty) messages, up to the last
+        body_file.seek(0)
+        return body_file
