@@ -1,6 +1,7 @@
 """The upload size limit against a real daphne and raw sockets: refused while the body arrives,
 answered before the client has sent it all, and nothing stored."""
 
+import concurrent.futures
 import json
 import os
 import socket
@@ -11,7 +12,7 @@ import pytest
 from chat import services
 from tests.live import run_daphne
 from tests.support import access_token
-from tests.test_security_export import request_bytes, response_head
+from tests.test_security_export import request_bytes, response_head, rss_kib
 
 LIMIT = 1_000_000
 
@@ -98,3 +99,35 @@ def test_a_chunked_upload_is_refused_as_soon_as_it_passes_the_limit(server, alic
     assert status == 413 and headers["connection"] == "close"
     assert stored_files(server.media) == []
     assert server.process.poll() is None
+
+
+@pytest.mark.live
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_uploads_never_hold_their_bodies_in_the_servers_memory(alice, tmp_path):
+    """Four 20 MB uploads at once: the server's RSS grows by a fraction of one body (Twisted's
+    multipart parse and daphne's queue held each about eight times over)."""
+    services.room_create(user=alice, name="General", slug="general")
+    size, uploads = 20_000_000, 4
+    env = {"CHAT_MAX_UPLOAD_BYTES": str(size + 1000), "MEDIA_ROOT": str(tmp_path / "media")}
+    with run_daphne(env) as server:
+        before = rss_kib(server.process.pid)
+        content_type, body = multipart(os.urandom(size), "big.bin")
+        headers = {
+            "Authorization": f"Bearer {access_token(alice)}",
+            "Content-Type": content_type,
+            "Content-Length": str(len(body)),
+        }
+        request = request_bytes("POST", "/api/rooms/general/uploads/", server.port, headers, body)
+        clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(uploads)]
+        peak = [before]
+        with concurrent.futures.ThreadPoolExecutor(uploads) as pool:
+            sent = [pool.submit(client.sendall, request) for client in clients]
+            while not all(future.done() for future in sent):
+                peak[0] = max(peak[0], rss_kib(server.process.pid))
+            statuses = [response_head(client, timeout=60)[0] for client in clients]
+        for client in clients:
+            client.close()
+        peak[0] = max(peak[0], rss_kib(server.process.pid))
+    assert statuses == [201] * uploads
+    assert len(stored_files(tmp_path / "media")) == uploads
+    assert (peak[0] - before) * 1024 < size, f"RSS grew by {(peak[0] - before) // 1024} MiB"
