@@ -129,3 +129,34 @@ def test_exports_list_attachments_and_never_inline_them(api, alice):
     text = b"".join(api(alice).get("/api/rooms/general/export/?format=csv").streaming_content).decode("utf-8-sig")
     row = list(csv.DictReader(io.StringIO(text)))[-1]
     assert json.loads(row["attachments"]) == [document] and "%PDF" not in text
+
+
+@pytest.mark.usefixtures("fresh_layer")
+async def test_a_websocket_send_carries_files_to_every_subscriber_and_refuses_anothers(alice, bob, general):
+    from chat.uploads.files import Inspected
+    from tests.support import connect, db
+
+    def stored(user):
+        return services.upload_create(
+            user=user,
+            slug="general",
+            filename="r.pdf",
+            size=10,
+            inspected=Inspected(content_type="application/pdf"),
+            name="uploads/x",
+            thumb="",
+        )
+
+    await db(services.room_join)(user=bob, slug="general")
+    mine, bobs = await db(stored)(alice), await db(stored)(bob)
+    a, b = await connect(alice), await connect(bob)
+    await a.send(type="message.send", room="general", body="", attachments=[mine.pk], client_id="c1", ref="r1")
+    ack = await a.expect("message.new")
+    got = await b.expect("message.new")
+    assert ack["ref"] == "r1" and got["message"]["attachments"] == ack["message"]["attachments"]
+    assert [item["id"] for item in got["message"]["attachments"]] == [mine.pk] and got["message"]["body"] == ""
+    await a.send(type="message.send", room="general", body="x", attachments=[bobs.pk], client_id="c2", ref="r2")
+    error = await a.expect("error")
+    assert error["ref"] == "r2" and error["code"] == "invalid"
+    assert await db(Message.objects.filter(client_id="c2").count)() == 0
+    await a.close(), await b.close()
