@@ -47,3 +47,32 @@ def test_attach_an_image_and_a_pdf_and_both_members_see_them(transactional_db, a
         expect(page_b.locator("#image-viewer")).to_be_visible()
         stored = in_thread(Message.objects.get, author_id=alice.pk, kind="user")
         assert stored.body == "" and [item["name"] for item in stored.attachments] == ["red.png", "report.pdf"]
+
+
+DROP_AND_PASTE = """async () => {
+    const png = Uint8Array.from(atob("%s"), (c) => c.charCodeAt(0));  // the page's policy forbids data: fetches
+    const pasted = new DataTransfer();
+    pasted.items.add(new File([png], "pasted.png", {type: "image/png"}));
+    document.getElementById("body").dispatchEvent(new ClipboardEvent("paste", {clipboardData: pasted, bubbles: true, cancelable: true}));
+    const dropped = new DataTransfer();
+    dropped.items.add(new File(["plain notes"], "notes.txt", {type: "text/plain"}));
+    document.getElementById("composer").dispatchEvent(new DragEvent("drop", {dataTransfer: dropped, bubbles: true, cancelable: true}));
+}"""
+
+
+def test_files_pasted_and_dropped_are_sent_with_the_text(transactional_db, alice, tmp_path):
+    import base64
+
+    use_server_hasher(alice)
+    services.room_create(user=alice, name="General", slug="general")
+    with run_daphne({"MEDIA_ROOT": str(tmp_path / "media")}) as server, chromium() as browser:
+        page = log_in(browser, server, "alice")
+        open_room(page, "general")
+        page.evaluate(DROP_AND_PASTE % base64.b64encode(png((20, 20))).decode())
+        expect(page.locator("#upload-tray .upload-item.uploaded")).to_have_count(2)
+        page.locator("#body").fill("two files")
+        page.locator("#body").press("Enter")
+        message = page.locator("#messages .msg").last
+        expect(message.locator(".body")).to_have_text("two files")
+        expect(message.locator(".attachment-image img")).to_have_attribute("alt", "pasted.png")
+        expect(message.locator(".attachment-card .attachment-name")).to_have_text("notes.txt")
