@@ -411,6 +411,7 @@ CHAT_WRITE_RATES = env_rates(
         "direct": "30/hour",
         "update": "20/min",
         "react": "60/min",
+        "upload": "30/min",
     },
 )
 # A re-join this soon after leaving a room writes no new "joined"/"left" pair (chat.services).

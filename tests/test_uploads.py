@@ -169,3 +169,12 @@ def test_deleting_the_message_makes_its_files_unreachable_at_once(api, alice, bo
     assert api(alice).get(data["url"]).status_code == 404
     history = api(bob).get("/api/rooms/general/messages/").json()["results"]
     assert [m["attachments"] for m in history if m["id"] == message.pk] == [[]]
+
+
+def test_uploads_spend_a_budget_per_user(api, alice, settings):
+    settings.CHAT_WRITE_RATES = {**settings.CHAT_WRITE_RATES, "upload": (2, 60)}
+    public_room(alice)
+    assert [upload(api(alice), "general", pdf(), "r.pdf").status_code for _ in range(2)] == [201, 201]
+    refused = upload(api(alice), "general", pdf(), "r.pdf")
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited" and int(refused["Retry-After"]) > 0
+    assert Upload.objects.count() == 2

@@ -34,7 +34,10 @@ async def _in_pool(fn, *args):
 
 
 def _error(exc: ChatError) -> JsonResponse:
-    return JsonResponse({"detail": exc.detail, "code": exc.code}, status=exc.status)
+    response = JsonResponse({"detail": exc.detail, "code": exc.code}, status=exc.status)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 def _authenticate(request):

@@ -12,15 +12,17 @@ from ..models import Upload
 from ..selectors import member_room_for_user
 from ..uploads import storage
 from ..uploads.files import Inspected
-from ._common import require_writable
+from ._common import budget, require_writable
 
 UNATTACHED_FOR = timedelta(hours=24)
 
 
 def upload_check(*, user, slug: str) -> None:
-    """Raises unless `user` may send in room `slug` (as `message_send` would refuse it)."""
+    """Raises unless `user` may send in room `slug` (as `message_send` would refuse it), and
+    counts the upload against the user's `upload` budget (CHAT_WRITE_RATES)."""
     room, membership = member_room_for_user(user, slug)
     require_writable(user, room, membership)
+    budget("upload", user)
 
 
 def upload_create(*, user, slug: str, filename: str, size: int, inspected: Inspected, name: str, thumb: str) -> Upload:
