@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from chat import services
-from chat.models import Message
+from chat.models import Message, Upload
 from tests.browser import chromium, in_thread, log_in, open_room, use_server_hasher
 from tests.live import run_daphne
 from tests.uploads_support import pdf, png
@@ -32,6 +32,7 @@ def test_attach_an_image_and_a_pdf_and_both_members_see_them(transactional_db, a
         expect(page_a.locator("#upload-tray progress").first).to_have_attribute("value", "100")
         page_a.locator("#send").click()
         expect(page_a.locator("#upload-tray")).to_be_hidden()
+        ids = dict(in_thread(lambda: list(Upload.objects.values_list("filename", "pk"))))
 
         for page in (page_a, page_b):
             message = page.locator("#messages .msg").last
@@ -41,9 +42,11 @@ def test_attach_an_image_and_a_pdf_and_both_members_see_them(transactional_db, a
             assert thumb.evaluate("img => img.naturalWidth") == 300  # the preview, smaller than its bound
             card = message.locator(".attachment-card")
             expect(card.locator(".attachment-name")).to_have_text("report.pdf")
-            expect(card.locator("a.attachment-download")).to_have_attribute("href", "/api/uploads/2/")
+            expect(card.locator("a.attachment-download")).to_have_attribute(
+                "href", f"/api/uploads/{ids['report.pdf']}/"
+            )
         page_b.locator("#messages .msg").last.locator(".attachment-image").click()
-        expect(page_b.locator("#image-viewer img")).to_have_attribute("src", "/api/uploads/1/")
+        expect(page_b.locator("#image-viewer img")).to_have_attribute("src", f"/api/uploads/{ids['red.png']}/")
         expect(page_b.locator("#image-viewer")).to_be_visible()
         stored = in_thread(Message.objects.get, author_id=alice.pk, kind="user")
         assert stored.body == "" and [item["name"] for item in stored.attachments] == ["red.png", "report.pdf"]
