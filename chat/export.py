@@ -51,6 +51,7 @@ CSV_COLUMNS = [
     "mentions",
     "reactions",
     "seq",
+    "attachments",
 ]
 # Spreadsheets evaluate a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -222,6 +223,10 @@ def _csv_row(message: Message) -> str:
     data["mentions"] = " ".join(user["username"] for user in data["mentions"])
     data["reactions"] = (
         json.dumps(data["reactions"], ensure_ascii=False, separators=(",", ":")) if data["reactions"] else ""
+    )
+    # Files are listed (their metadata and URL as in `message_data`), never inlined.
+    data["attachments"] = (
+        json.dumps(data["attachments"], ensure_ascii=False, separators=(",", ":")) if data["attachments"] else ""
     )
     return _csv_line(data[column] for column in CSV_COLUMNS)
 

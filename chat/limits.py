@@ -28,6 +28,7 @@ NOUNS = {
     "direct": _("new direct conversations"),
     "update": _("room changes"),
     "react": _("reactions"),
+    "upload": _("uploads"),
 }
 
 

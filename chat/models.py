@@ -199,6 +199,8 @@ class Message(models.Model):
     # The wire summary of `Reaction` rows, rewritten with them: [{"emoji", "count", "users"}].
     reactions = models.JSONField(_("reactions"), default=list, blank=True)
     seq = models.BigIntegerField(_("change sequence"), default=0)
+    # The wire shape of each attached `Upload`, written when they are attached: [{"id", "name", …}].
+    attachments = models.JSONField(_("attachments"), default=list, blank=True)
 
     class Meta:
         verbose_name, verbose_name_plural = _("message"), _("messages")
@@ -215,6 +217,38 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} in {self.room_id}"
+
+
+class Upload(models.Model):
+    """A file stored through Django's storage API, sent with at most one message.
+
+    Unattached, only its uploader may fetch it; attached, whoever may read the room, until the
+    message is deleted. `name` is the stored file's storage name, `thumb` its preview's.
+    """
+
+    room = models.ForeignKey(Room, verbose_name=_("room"), on_delete=models.CASCADE, related_name="uploads")
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("uploader"), on_delete=models.CASCADE, related_name="uploads"
+    )
+    message = models.ForeignKey(
+        Message, verbose_name=_("message"), null=True, blank=True, on_delete=models.SET_NULL, related_name="uploads"
+    )
+    filename = models.CharField(_("file name"), max_length=255)
+    size = models.BigIntegerField(_("size"))
+    content_type = models.CharField(_("content type"), max_length=100)
+    name = models.CharField(_("stored file"), max_length=300)
+    thumb = models.CharField(_("stored preview"), max_length=300, blank=True)
+    width = models.IntegerField(_("width"), null=True, blank=True)
+    height = models.IntegerField(_("height"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    # The stored bytes were removed (`purge_uploads`): the row stays for the message's history.
+    purged = models.BooleanField(_("purged"), default=False)
+
+    class Meta:
+        verbose_name, verbose_name_plural = _("upload"), _("uploads")
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.pk})"
 
 
 class Mention(models.Model):

@@ -172,6 +172,16 @@ def _text(value):
     return value
 
 
+def _ids(value):
+    if not isinstance(value, list) or len(value) > 10 or not all(_is_id(item) for item in value):
+        raise ValueError(_("a list of at most 10 upload ids"))
+    return value
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID
+
+
 def _client_id(value):
     if not isinstance(value, str) or len(value) > 64:
         raise ValueError(_("a string of at most 64 characters"))
@@ -194,6 +204,7 @@ CLIENT_FRAMES: dict[str, dict[str, tuple]] = {
         "body": (_text, True),
         "client_id": (_client_id, False),
         "reply_to": (_id, False),
+        "attachments": (_ids, False),
     },
     "message.edit": {"id": (_id, True), "body": (_text, True)},
     "message.delete": {"id": (_id, True)},

@@ -11,6 +11,7 @@ from .models import (
     Membership,
     Message,
     Room,
+    Upload,
     active_membership_q,
     effective_notify,
     mentioning_q,
@@ -397,3 +398,20 @@ def member_usernames(room_id: int) -> dict[int, str]:
         .filter(active_membership_q())
         .values_list("user_id", "user__username")
     )
+
+
+def upload_for_user(user, upload_id: int) -> Upload:
+    """An upload `user` may download, else NotFound (whatever the reason, so that nothing shows
+    through): attached to a message that is not deleted, in a room the user may read; unattached,
+    to its uploader only. Checked on every request."""
+    missing = NotFound(_("No file %(id)s."), id=upload_id)
+    upload = Upload.objects.select_related("room", "message").filter(pk=upload_id, purged=False).first()
+    if upload is None or (upload.message is None and upload.uploader_id != user.pk):
+        raise missing
+    if upload.message is not None and upload.message.deleted:
+        raise missing
+    try:
+        room_for_user(user, upload.room.slug)
+    except ChatError:
+        raise missing from None
+    return upload

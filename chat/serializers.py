@@ -44,9 +44,26 @@ def message_data(message: Message) -> dict:
         "mentions": [] if message.deleted else message.mentions,
         "mentions_room": message.mentions_room and not message.deleted,
         "reactions": [] if message.deleted else message.reactions,
-        "attachments": [],
+        "attachments": [] if message.deleted else message.attachments,
         "seq": message.seq,
     }
+
+
+def upload_data(upload) -> dict:
+    """The wire shape of an upload (PROTOCOL.md, "Files"), also what a message's `attachments`
+    keeps of it. The URLs are paths on this server; each download is authorized on its own."""
+    data = {
+        "id": upload.pk,
+        "name": upload.filename,
+        "size": upload.size,
+        "content_type": upload.content_type,
+        "url": f"/api/uploads/{upload.pk}/",
+    }
+    if upload.thumb:
+        data["thumb_url"] = f"/api/uploads/{upload.pk}/thumb/"
+    if upload.width is not None:
+        data["width"], data["height"] = upload.width, upload.height
+    return data
 
 
 class UserSerializer(serializers.Serializer):
@@ -97,6 +114,14 @@ class MessageSendSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=[("user", "user"), ("emote", "emote")], default="user")
     reply_to = serializers.IntegerField(
         min_value=1, max_value=MAX_ID, required=False, allow_null=True, default=None, help_text="A message id."
+    )
+    attachments = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        max_length=10,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Upload ids (at most 10): the sender's own unattached uploads in this room.",
     )
 
 

@@ -6,9 +6,9 @@ import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+import django  # noqa: E402
 
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application, whose handler is replaced
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
@@ -17,13 +17,14 @@ from chat import markup  # noqa: E402
 from chat.auth import WebSocketAuthMiddleware  # noqa: E402
 from chat.realtime.daphne import patch_daphne  # noqa: E402
 from chat.realtime.routing import websocket_urlpatterns  # noqa: E402
+from chat.uploads.limit import BodyFileHandler, BodyLimit  # noqa: E402
 
 patch_daphne()
 markup.warm_up()
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": BodyLimit(BodyFileHandler()),
         "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

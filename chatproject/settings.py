@@ -307,6 +307,36 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = True
 
+# Uploaded files (PROTOCOL.md, "Files"), through Django's storage API: the file system under
+# MEDIA_ROOT by default; with CHAT_S3_BUCKET set, any S3-compatible store (django-storages), whose
+# downloads are redirects to short-lived signed URLs. Never served from MEDIA_URL: every download
+# is authorized by /api/uploads/<id>/ (docs/deployment.md, "Files").
+MEDIA_ROOT = os.environ.get("MEDIA_ROOT", "") or str(BASE_DIR / "media")
+CHAT_S3_BUCKET = os.environ.get("CHAT_S3_BUCKET", "")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if CHAT_S3_BUCKET:
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CHAT_S3_BUCKET,
+            "endpoint_url": os.environ.get("CHAT_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("CHAT_S3_REGION") or None,
+            "access_key": os.environ.get("CHAT_S3_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("CHAT_S3_SECRET_ACCESS_KEY") or None,
+            "location": os.environ.get("CHAT_S3_PREFIX", ""),
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": env_int("CHAT_S3_URL_SECONDS", 300),
+            "file_overwrite": False,
+        },
+    }
+# Behind nginx with the file system storage: downloads answer `X-Accel-Redirect: <prefix><name>`
+# and nginx serves the bytes from an internal location (deploy/nginx/chat.conf); empty: daphne does.
+CHAT_FILES_ACCEL_PREFIX = os.environ.get("CHAT_FILES_ACCEL_PREFIX", "")
+
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
@@ -381,6 +411,7 @@ CHAT_WRITE_RATES = env_rates(
         "direct": "30/hour",
         "update": "20/min",
         "react": "60/min",
+        "upload": "30/min",
     },
 )
 # A re-join this soon after leaving a room writes no new "joined"/"left" pair (chat.services).
@@ -398,6 +429,14 @@ CHAT_EXPORTS_PER_PROCESS = env_int("CHAT_EXPORTS_PER_PROCESS", 8)
 CHAT_HTTP_SEND_TIMEOUT_S = float(os.environ.get("CHAT_HTTP_SEND_TIMEOUT_S", "60"))
 # Larger request bodies are refused with 413 from their Content-Length, before they are read.
 CHAT_MAX_REQUEST_BYTES = env_int("CHAT_MAX_REQUEST_BYTES", 1024 * 1024)
+# An uploaded file's limit (its request may carry a little more: the multipart framing), checked
+# while the body arrives (chat/uploads/limit.py, chat/realtime/daphne.py).
+CHAT_MAX_UPLOAD_BYTES = env_int("CHAT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+# Images over this many pixels are refused before they are decoded (decompression bombs).
+CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 40_000_000)
+CHAT_THUMB_PX = env_int("CHAT_THUMB_PX", 480)  # a preview's longer side, at most
+# Threads for the file work of uploads (parsing, decoding, storing), apart from the database thread.
+CHAT_UPLOAD_THREADS = env_int("CHAT_UPLOAD_THREADS", 4)
 CHAT_TYPING_INTERVAL_S = 2
 CHAT_REGISTRATION_OPEN = env_bool("CHAT_REGISTRATION_OPEN", True)
 # Who may read /metrics: these addresses or networks (compared with the TCP peer, so a proxy on

@@ -2,6 +2,7 @@
 channel layer, the rooms every module uses, and the service tests' checks of what a call changed
 (`committed`, `refused`). Helpers that are not fixtures are in tests/support.py."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ pytest_plugins = [
 
 
 def _missing() -> set[str]:
-    """What this run lacks of what some tests need (the markers `redis`, `postgres`, `browser`, `gettext`)."""
+    """What this run lacks of what some tests need (the markers `redis`, `postgres`, `browser`, `gettext`, `s3`)."""
     from django.conf import settings
 
     missing = set()
@@ -37,6 +38,8 @@ def _missing() -> set[str]:
         missing.add("browser")
     if shutil.which("xgettext") is None:
         missing.add("gettext")
+    if importlib.util.find_spec("moto") is None:
+        missing.add("s3")
     return missing
 
 
@@ -56,7 +59,7 @@ def pytest_collection_modifyitems(config, items):
     missing = _missing()
     keep, drop = [], []
     for item in items:
-        needs = {marker.name for marker in item.iter_markers()} & {"redis", "postgres", "browser", "gettext"}
+        needs = {marker.name for marker in item.iter_markers()} & {"redis", "postgres", "browser", "gettext", "s3"}
         if "redis_url" in getattr(item, "fixturenames", ()):
             needs.add("redis")
         (drop if needs & missing else keep).append(item)

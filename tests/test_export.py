@@ -133,7 +133,7 @@ def test_csv_carries_replies_mentions_reactions_and_seq_but_no_html(api, alice, 
     header, *rows = parse_csv(body(api(alice).get("/api/rooms/general/export/?format=csv")))
     assert header == [
         *("id", "created_at", "author", "kind", "body", "edited_at", "deleted", "client_id"),
-        *("reply_to", "thread", "reply_count", "mentions", "reactions", "seq"),
+        *("reply_to", "thread", "reply_count", "mentions", "reactions", "seq", "attachments"),
     ]
     cells = [dict(zip(header, row)) for row in rows if row[3] == "user"]
     first, answer, thanks = cells

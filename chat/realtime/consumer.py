@@ -194,6 +194,7 @@ class ChatConsumer(Delivery):
                         body=frame.get("body"),
                         client_id=frame.get("client_id", ""),
                         reply_to=frame.get("reply_to"),
+                        attachments=frame.get("attachments"),
                         origin=self.channel_name,
                     ),
                     functools.partial(self._written, frame.ref, seq=self.received),

@@ -39,20 +39,26 @@ upstream and the test that fails without it (drop the fix when that test passes 
    large export made the server hold it all: +500 MB). The app's `send` waits while Twisted's
    transport is paused; a client that reads nothing for CHAT_HTTP_SEND_TIMEOUT_S is dropped.
    Test: test_security_export.py::test_stalled_export_clients_keep_the_servers_memory_flat.
-9. A request body over CHAT_MAX_REQUEST_BYTES is refused with 413 from its Content-Length, before
-   it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
+9. A request body over CHAT_MAX_REQUEST_BYTES (CHAT_MAX_UPLOAD_BYTES for uploads) is refused with 413
+   from its Content-Length, before it is read (`_refuse_large_bodies`): daphne reads every body whole before the app sees it.
    Test: test_security_export.py::test_a_body_over_the_limit_is_refused_from_its_content_length_before_it_is_read.
+10. An upload's body reaches the app as the file Twisted wrote it to, not in memory
+   (`_hand_over_upload_bodies`): Twisted parsed every multipart body with the email package
+   (`_parsePOSTFormSubmission`, unused by daphne) and daphne then read the whole body into its
+   queue, both on the event loop, which held back every message of the process and kept each
+   upload in memory. No upstream issue. Tests: test_uploads_live.py; the figures in bench/README.md
+   (item 28).
 """
 
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 
 from django.conf import settings
 
 from chat import protocol as chat_protocol
+from chat.uploads.limit import UPLOAD_PATH, body_limit, too_large_body
 
 from . import transport
 
@@ -219,6 +225,7 @@ def patch_daphne() -> None:
     _websocket_limits(ws_protocol.WebSocketFactory, protocol)
     _flow_controlled_responses(sys.modules["daphne.server"].Server, sys.modules["daphne.http_protocol"].WebRequest)
     _refuse_large_bodies(sys.modules["daphne.http_protocol"].WebRequest)
+    _hand_over_upload_bodies(sys.modules["daphne.server"].Server, sys.modules["daphne.http_protocol"].WebRequest)
     transport.use(DaphneServer())
 
 
@@ -399,7 +406,8 @@ def _flow_controlled_responses(server_class, request_class) -> None:
 
 
 def _refuse_large_bodies(request_class) -> None:
-    """Answer 413 to a request whose body is over CHAT_MAX_REQUEST_BYTES, and close its connection.
+    """Answer 413 to a request whose body is over its path's limit (`chat.uploads.limit.body_limit`:
+    CHAT_MAX_REQUEST_BYTES, or CHAT_MAX_UPLOAD_BYTES for uploads), and close its connection.
 
     Twisted calls `gotLength` with the Content-Length once the headers are in, before any of the
     body is read: the request is refused there. A body without a length (chunked) is counted as
@@ -409,9 +417,10 @@ def _refuse_large_bodies(request_class) -> None:
     got_length = request_class.gotLength
 
     def got_length_within_limit(self, length):
-        got_length(self, 0 if length and length > settings.CHAT_MAX_REQUEST_BYTES else length)
+        self.chat_body_limit = _limit(self)
+        got_length(self, 0 if length and length > self.chat_body_limit else length)
         self.chat_body_bytes = 0
-        if length and length > settings.CHAT_MAX_REQUEST_BYTES:
+        if length and length > self.chat_body_limit:
             _refuse(self)
 
     handle_content_chunk = request_class.handleContentChunk
@@ -420,7 +429,7 @@ def _refuse_large_bodies(request_class) -> None:
         if getattr(self, "chat_refused", False):
             return
         self.chat_body_bytes = getattr(self, "chat_body_bytes", 0) + len(data)
-        if self.chat_body_bytes > settings.CHAT_MAX_REQUEST_BYTES:
+        if self.chat_body_bytes > getattr(self, "chat_body_limit", settings.CHAT_MAX_REQUEST_BYTES):
             _refuse(self)
             return
         handle_content_chunk(self, data)
@@ -436,16 +445,73 @@ def _refuse_large_bodies(request_class) -> None:
     request_class.process = process_unless_refused
 
 
+def _limit(request) -> int:
+    """The body limit of `request`'s path: the request line is in, its path on the channel
+    (Twisted gives it to the request only once the body is read)."""
+    path = getattr(request.channel, "_path", b"") or b""
+    return body_limit(path.split(b"?", 1)[0].decode("latin-1"))
+
+
 def _refuse(request) -> None:
     """Write a 413 to `request`'s connection and close it, as Twisted answers a malformed request."""
     request.chat_refused = True
     request.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the refusal
-    limit = settings.CHAT_MAX_REQUEST_BYTES
-    body = json.dumps(
-        {"detail": f"Request bodies are limited to {limit} bytes: send less.", "code": chat_protocol.TOO_LARGE}
-    ).encode()
+    body = too_large_body(getattr(request, "chat_body_limit", settings.CHAT_MAX_REQUEST_BYTES))
     request.channel.transport.write(
         b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nConnection: close\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
     )
     request.channel.loseConnection()
+
+
+def _hand_over_upload_bodies(server_class, request_class) -> None:
+    """Twisted parses no request body (daphne passes the raw body on); an upload's body goes to
+    the app as Twisted's temporary file, in the scope (`chat.body_file`, read by
+    `chat.uploads.limit.BodyFileHandler`), and daphne queues none of its bytes."""
+    got_length = request_class.gotLength
+
+    def got_length_unparsed(self, length):
+        self._parsePOSTFormSubmission = False  # set per request by Twisted's __init__
+        got_length(self, length)
+
+    process = request_class.process
+
+    def process_handing_over(self):
+        if UPLOAD_PATH.match((self.path or b"").decode("latin-1")) and not isinstance(self.content, _HandedOver):
+            self.chat_body_file, self.content = self.content, _HandedOver(self.content)
+        return process(self)
+
+    create_application = server_class.create_application
+
+    def create_application_with_body_file(self, protocol, scope):
+        body_file = getattr(protocol, "chat_body_file", None)
+        if body_file is not None:
+            scope["chat.body_file"] = body_file
+        return create_application(self, protocol, scope)
+
+    request_class.gotLength = got_length_unparsed
+    request_class.process = process_handing_over
+    server_class.create_application = create_application_with_body_file
+
+
+class _HandedOver:
+    """What daphne reads of a body handed to the app as a file: nothing."""
+
+    def __init__(self, file):
+        self.file = file
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+    def seek(self, *args) -> int:
+        return 0
+
+    def tell(self) -> int:
+        return 0
+
+    def read(self, *args) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        """The app may still be reading the file: it goes with its last reference."""

@@ -24,6 +24,7 @@ from .moderation import (
 from .notices import NOTICE_LEVELS, notice_send
 from .reactions import reaction_add, reaction_remove
 from .rooms import direct_room, room_archive, room_create, room_update
+from .uploads import upload_check, upload_create, uploads_purge
 
 __all__ = [
     "NOTICE_LEVELS",
@@ -55,5 +56,8 @@ __all__ = [
     "room_update",
     "sign_ins_end",
     "user_deactivate",
+    "upload_check",
+    "upload_create",
+    "uploads_purge",
     "user_register",
 ]

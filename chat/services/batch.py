@@ -16,7 +16,7 @@ from ..errors import INFRASTRUCTURE, Forbidden, Invalid
 from ..limits import check_send_rates
 from ..models import MAX_ID, Membership, Message, Room
 from ..selectors import member_rooms_for_users
-from . import _common, content
+from . import _common, attachments, content
 from ._common import clean_body, require_writable
 from ._inserts import insert_messages, insert_rooms_messages
 from .rooms import direct_room
@@ -96,13 +96,14 @@ def _write_rooms(rooms: list[tuple[Room, list["_Send"]]], results: list) -> None
     alone = (
         connection.vendor == "postgresql"
         and connection.get_autocommit()
-        and not any(send.rendered.get("mentions") for _room, sends in rooms for send in sends)
+        and not any(send.rendered.get("mentions") or send.attachments for _room, sends in rooms for send in sends)
     )
     one_transaction = contextlib.nullcontext() if alone else transaction.atomic()
     with one_transaction:
         written = insert_rooms_messages(
             [(room, [(send.draft(), send.origin) for send in sends]) for room, sends in rooms]
         )
+        _attach([send for _room, sends in rooms for send in sends], [m for ms in written for m in ms])
     for (_room, sends), messages in zip(rooms, written):
         for send, message in zip(sends, messages):
             results[send.index] = (message, True)
@@ -112,6 +113,7 @@ def _write_room(room: Room, sends: list["_Send"], results: list) -> None:
     try:
         with transaction.atomic():
             messages = insert_messages(room, [(send.draft(), send.origin) for send in sends])
+            _attach(sends, messages)
     except INFRASTRUCTURE as exc:
         for send in sends:
             results[send.index] = exc
@@ -122,6 +124,13 @@ def _write_room(room: Room, sends: list["_Send"], results: list) -> None:
         return
     for send, message in zip(sends, messages):
         results[send.index] = (message, True)
+
+
+def _attach(sends: list["_Send"], messages: list[Message]) -> None:
+    """Only for the sends that carry attachments: the others cost nothing here."""
+    pairs = [(send.attachments, message) for send, message in zip(sends, messages) if send.attachments]
+    if pairs:
+        attachments.attach(pairs)
 
 
 @dataclass
@@ -137,9 +146,11 @@ class _Send:
     kind: str = Message.Kind.USER
     reply_to: int | None = None
     origin: str | None = None
+    attachments: list[int] | None = None  # upload ids
     room: Room | None = None  # once access is checked
     thread: int | None = None  # once `reply_to` is checked
     rendered: dict = dataclasses.field(default_factory=dict)  # `content.FIELDS`, once rendered
+    attachment_data: list = dataclasses.field(default_factory=list)  # once `attachments` are checked
 
     def draft(self) -> Message:
         """A new, unsaved message of this send."""
@@ -151,6 +162,7 @@ class _Send:
             client_id=self.client_id,
             reply_to_id=self.reply_to,
             thread_id=self.thread,
+            attachments=self.attachment_data,
             **self.rendered,
         )
 
@@ -175,6 +187,7 @@ def _check_sends(requests: list[dict], results: list) -> list[_Send]:
         _each(_check_body_and_target),
         functools.partial(_check_rooms, read),
         _check_replies,
+        _check_attachments,
         _check_rates,
         _render,
     ):
@@ -238,6 +251,8 @@ def _check_options(send: _Send) -> None:
             _common.storable(field, text)
     if send.kind not in (Message.Kind.USER, Message.Kind.EMOTE):
         raise Invalid(_("kind: use 'user' or 'emote'."))
+    if send.attachments is not None:
+        send.attachments = attachments.clean_ids(send.attachments)
     if send.reply_to is not None and (
         not isinstance(send.reply_to, int) or isinstance(send.reply_to, bool) or not 0 < send.reply_to <= MAX_ID
     ):
@@ -291,7 +306,10 @@ def _answer_resends(read: dict, found: list[tuple[_Send, Message]]) -> list[tupl
 
 
 def _check_body_and_target(send: _Send) -> None:
-    send.body = clean_body(send.body)
+    # With files, the text is optional (PROTOCOL.md, "message.send").
+    send.body = (
+        "" if send.attachments and isinstance(send.body, str) and not send.body.strip() else clean_body(send.body)
+    )
     if send.to is not None:  # rare enough to look up (or create) one at a time
         send.slug = direct_room(user=send.user, username=send.to).slug
     if not isinstance(send.slug, str) or not send.slug:
@@ -344,6 +362,12 @@ def _check_replies(sends: list[_Send]) -> list[Exception | None]:
     return refusals
 
 
+def _check_attachments(sends: list[_Send]) -> list[Exception | None]:
+    if not any(send.attachments for send in sends):
+        return [None] * len(sends)
+    return attachments.check(sends)
+
+
 def _check_rates(sends: list[_Send]) -> list[Exception | None]:
     return check_send_rates([send.user.pk for send in sends])
 
@@ -353,6 +377,7 @@ def _insert_or_original(send: _Send) -> tuple[Message, bool] | Exception:
     try:
         with transaction.atomic():
             insert_messages(send.room, [(message, send.origin)])
+            _attach([send], [message])
     except IntegrityError as exc:
         original = _original(send.user, send.client_id)
         return _answer_resends({}, [(send, original)])[0] if original is not None else _refused_by_database(exc)

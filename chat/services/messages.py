@@ -23,6 +23,7 @@ def message_send(
     client_id: str = "",
     kind: str = Message.Kind.USER,
     reply_to: int | None = None,
+    attachments: list[int] | None = None,
     origin: str | None = None,
 ) -> tuple[Message, bool]:
     """Persist a message in room `slug` (or the direct room with user `to`), then publish it.
@@ -30,10 +31,19 @@ def message_send(
     Returns (message, created). A `client_id` the author already used creates nothing and
     returns the original, so a client may resend after a lost acknowledgement.
     `reply_to` answers a message of the same room (see `batch._check_replies`).
+    `attachments` are upload ids, the sender's own unattached uploads in the room (`attachments.check`).
     `origin` names the connection that sent it, which acknowledges it itself.
     """
     request = dict(
-        user=user, slug=slug, to=to, body=body, client_id=client_id, kind=kind, reply_to=reply_to, origin=origin
+        user=user,
+        slug=slug,
+        to=to,
+        body=body,
+        client_id=client_id,
+        kind=kind,
+        reply_to=reply_to,
+        origin=origin,
+        attachments=attachments,
     )
     result = message_send_batch([request])[0]
     if isinstance(result, Exception):

@@ -6,8 +6,8 @@ import {$, fmt, fullDateTime, parseDate} from "./util.js";
 const TYPING_EVERY_MS = 2000;   // the server relays at most one typing frame per 2 s anyway
 
 export class Composer {
-  constructor({room, maxBody, isStaff, onSend, onTyping, onEditLast}) {
-    Object.assign(this, {room, maxBody, isStaff, onSend, onTyping, onEditLast});
+  constructor({room, maxBody, isStaff, onSend, onTyping, onEditLast, attachments = null}) {
+    Object.assign(this, {room, maxBody, isStaff, onSend, onTyping, onEditLast, attachments});
     this.form = $("composer");
     this.input = $("body");
     this.button = $("send");
@@ -70,7 +70,10 @@ export class Composer {
 
   submit() {
     const body = this.input.value;
-    if (!body.trim() || !this.open() || this.length > this.maxBody) return;
+    // With files (uploads.js) the text may be empty; while one still uploads, nothing goes.
+    const files = this.attachments;
+    if (files && files.busy()) return;
+    if ((!body.trim() && !(files && files.ready())) || !this.open() || this.length > this.maxBody) return;
     this.onSend(body);
     this.input.value = "";
     this.saveDraft();
@@ -128,7 +131,7 @@ export class Composer {
     const open = this.open();
     this.input.disabled = !open;
     const over = this.length - this.maxBody;
-    this.button.disabled = !open || over > 0;
+    this.button.disabled = !open || over > 0 || Boolean(this.attachments && this.attachments.busy());
     this.count.classList.toggle("over", over > 0);
     this.count.textContent = over > 0
       ? fmt(ngettext("%(count)s character over the limit of %(max)s: shorten it to send.",

@@ -1,5 +1,6 @@
 /* The room's unanswered sends: each shows as a pending item until the server echoes its
  * client_id back, goes out again after every join, and returns to the composer when refused.
+ * Its files (`attachments`, uploads.js) go with it, and back with its text.
  */
 import {messageElement} from "./timeline.js";
 
@@ -10,14 +11,15 @@ export function newClientId() {
 }
 
 export class Outbox {
-  constructor({room, user, timeline, send, onRefused}) {
-    Object.assign(this, {room, user, timeline, send, onRefused});
+  constructor({room, user, timeline, attachments, send, onRefused}) {
+    Object.assign(this, {room, user, timeline, attachments, send, onRefused});
     this.unacked = new Map();   // client_id -> body
   }
 
   add(body) {
     const clientId = newClientId();
     this.unacked.set(clientId, body);
+    this.attachments.claim(clientId);
     const node = messageElement({id: 0, author: {id: this.user.id, username: this.user.username}, body, kind: "user",
                                  created_at: new Date().toISOString()});
     node.classList.add("pending");
@@ -33,7 +35,9 @@ export class Outbox {
 
   transmit(clientId) {
     const body = this.unacked.get(clientId);
-    if (body !== undefined) this.send({type: "message.send", room: this.room, body, client_id: clientId, ref: clientId});
+    if (body === undefined) return;
+    this.send({type: "message.send", room: this.room, body, client_id: clientId, ref: clientId,
+               ...this.attachments.fields(clientId)});
   }
 
   resendAll() {
@@ -43,6 +47,7 @@ export class Outbox {
   /* True when the message answers one of our sends (its pending item goes). */
   acknowledge(message) {
     if (!message.client_id || !this.unacked.delete(message.client_id)) return false;
+    this.attachments.acknowledged(message.client_id);
     this.pendingItem(message.client_id)?.remove();
     return true;
   }
@@ -58,6 +63,7 @@ export class Outbox {
     const body = this.unacked.get(frame.ref);
     this.unacked.delete(frame.ref);
     this.pendingItem(frame.ref)?.remove();
+    this.attachments.restore(frame.ref);
     this.onRefused(body, frame.detail);
     return true;
   }

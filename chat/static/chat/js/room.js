@@ -21,6 +21,7 @@ import {renderSwitcher} from "./switcher.js";
 import {Threads} from "./thread.js";
 import {Timeline, mentionsMe, messageHooks} from "./timeline.js";
 import {Typists} from "./typing.js";
+import {Uploads, renderAttachments} from "./uploads.js";
 import {$, api, config as readConfig, el, fmt, staffNotice} from "./util.js";
 
 const config = readConfig();
@@ -86,7 +87,8 @@ const threads = new Threads({room: ROOM, me: ME, send: (frame) => send(frame), l
                              newClientId, onError: (text) => showNotice(text)});
 const reactions = new Reactions({me: ME, send: (frame) => send(frame), get: (id) => timeline.get(id) || threads.get(id),
                                  onError: (text) => showNotice(text)});
-messageHooks.push((node, message) => reactions.render(node, message), (node, message) => threads.render(node, message));
+messageHooks.push((node, message) => reactions.render(node, message), (node, message) => threads.render(node, message),
+                  renderAttachments);
 
 const actions = new MessageActions({timeline, room: ROOM, me: ME, canModerate: config.canModerate,
                                     send: (frame) => send(frame), onError: (text) => showNotice(text),
@@ -95,9 +97,11 @@ const actions = new MessageActions({timeline, room: ROOM, me: ME, canModerate: c
                                                         [gettext("Reply in thread"), () => threads.open(message.thread || message.id)]]});
 threads.onMenu = (node, button) => actions.open(node, button);
 
+const uploads = new Uploads({room: ROOM, form: $("composer"), input: $("body"), onError: (text) => showNotice(text),
+                             onChange: () => composer.refresh()});
 const composer = new Composer({
   room: ROOM, maxBody: config.maxBody, isStaff: config.user.isStaff,
-  onSend: (body) => outbox.add(body),
+  onSend: (body) => outbox.add(body), attachments: uploads,
   onTyping: () => send({type: "typing", room: ROOM}),
   onEditLast: () => {
     const message = timeline.lastOwn();
@@ -106,7 +110,7 @@ const composer = new Composer({
 });
 
 const outbox = new Outbox({
-  room: ROOM, user: {id: config.user.id, username: ME}, timeline, send: (frame) => send(frame),
+  room: ROOM, user: {id: config.user.id, username: ME}, timeline, attachments: uploads, send: (frame) => send(frame),
   onRefused: (body, detail) => {
     if (body !== undefined) composer.restore(body);
     showNotice(fmt(gettext("Not sent: %(reason)s Your text is back in the box."), {reason: detail}));
