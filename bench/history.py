@@ -69,11 +69,11 @@ def seed_messages(room, author, count: int) -> int:
     table = Message._meta.db_table
     columns = (
         "room_id, author_id, body, kind, client_id, created_at, deleted, html, mentions, mentions_room, "
-        "earlier_mentions, reactions, reply_count, seq"
+        "earlier_mentions, reactions, attachments, reply_count, seq"
     )
     # As `chat.markup` renders these bodies; each takes the room's next change sequence value.
     values = (
-        f"%s, %s, 'message ' || n, 'user', '', %s, false, '<p>message ' || n || '</p>', '[]', false, '{{}}', '[]', 0, "
+        f"%s, %s, 'message ' || n, 'user', '', %s, false, '<p>message ' || n || '</p>', '[]', false, '{{}}', '[]', '[]', 0, "
         f"{int(room.change_seq)} + n"
     )
     if connection.vendor == "postgresql":
