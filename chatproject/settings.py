@@ -425,12 +425,12 @@ CHAT_REPLAY_LIMIT = env_int("CHAT_REPLAY_LIMIT", 500)
 # Exports in progress: each holds a database connection and a thread for as long as its client reads.
 CHAT_EXPORTS_PER_USER = env_int("CHAT_EXPORTS_PER_USER", 2)
 CHAT_EXPORTS_PER_PROCESS = env_int("CHAT_EXPORTS_PER_PROCESS", 8)
-# An HTTP response whose client has taken nothing for this long is dropped (see chat/realtime/daphne.py).
+# An HTTP response whose client has taken nothing for this long is dropped (see chat/realtime/daphne/).
 CHAT_HTTP_SEND_TIMEOUT_S = float(os.environ.get("CHAT_HTTP_SEND_TIMEOUT_S", "60"))
 # Larger request bodies are refused with 413 from their Content-Length, before they are read.
 CHAT_MAX_REQUEST_BYTES = env_int("CHAT_MAX_REQUEST_BYTES", 1024 * 1024)
 # An uploaded file's limit (its request may carry a little more: the multipart framing), checked
-# while the body arrives (chat/uploads/limit.py, chat/realtime/daphne.py).
+# while the body arrives (chat/uploads/limit.py, chat/realtime/daphne/).
 CHAT_MAX_UPLOAD_BYTES = env_int("CHAT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
 # Images over this many pixels are refused before they are decoded (decompression bombs).
 CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 40_000_000)

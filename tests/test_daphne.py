@@ -1,4 +1,4 @@
-"""Daphne's direct writes (chat/realtime/daphne.py), against real Twisted TCP connections.
+"""Daphne's direct writes (chat/realtime/daphne/), against real Twisted TCP connections.
 
 Each connection is Twisted's own `tcp.Server` on one end of a socket pair; no event loop runs,
 so what Twisted buffers stays buffered until the test calls `doWrite`, as the reactor would.

@@ -103,7 +103,7 @@ def gauge(server, name: str) -> float:
 
 async def test_the_hub_writes_straight_to_daphnes_sockets(daphne_a, alice, bob, general_with_bob):
     """The fan-out's fast path is engaged under daphne: each connection's transport writes frames
-    at once (chat/realtime/daphne.py), which nothing wrapping daphne's ASGI `send` may turn off."""
+    at once (chat/realtime/daphne/), which nothing wrapping daphne's ASGI `send` may turn off."""
     a, b = await ws_connect(daphne_a, alice), await ws_connect(daphne_a, bob)
     assert gauge(daphne_a, "chat_direct_connections") == gauge(daphne_a, "chat_open_connections") >= 2
     await a.send(type="message.send", room="general", body="straight", ref="s")
@@ -153,7 +153,7 @@ async def test_a_closed_connection_leaves_nothing_for_the_garbage_collector(alic
         await asyncio.sleep(0.2)
         count, kinds = await collected_garbage(server, probe)
     # Django's SQL compiler leaves 3 (a recursive local function) per query with select_related;
-    # each connection left about 60 more before chat/realtime/daphne.py broke its cycles.
+    # each connection left about 60 more before chat/realtime/daphne/ broke its cycles.
     assert count <= 5 * 20, f"{count} objects in reference cycles after 20 connections closed: {kinds}"
 
 

@@ -1,5 +1,5 @@
 """Exports and request bodies against clients that hold the server's memory: flow control end to
-end (chat/realtime/daphne.py), export slots (chat/export.py) and the request body limit."""
+end (chat/realtime/daphne/), export slots (chat/export.py) and the request body limit."""
 
 import json
 import socket

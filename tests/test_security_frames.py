@@ -1,5 +1,5 @@
 """RFC 6455 violations sent as raw frames to a real daphne: each is answered with a close frame
-(1002, 1007, 1009), never a TCP reset (chat/realtime/daphne.py, `_websocket_limits`)."""
+(1002, 1007, 1009), never a TCP reset (chat/realtime/daphne/, `_websocket_limits`)."""
 
 import base64
 import os

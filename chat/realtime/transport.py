@@ -5,7 +5,7 @@ Every frame can go through the ASGI `send` the server gave the connection (Chann
 offers. A server that lets frames be written at once, without an await or a task switch, gives
 its connections a `Transport` whose `direct` is true: the hub's fan-out then writes each event,
 framed once for every recipient (`Frame`), straight to each socket (`ChatConsumer.deliver`).
-The server's module registers itself (`use`); only chat/realtime/daphne.py knows a server.
+The server's module registers itself (`use`); only chat/realtime/daphne/ knows a server.
 """
 
 import contextlib
@@ -61,7 +61,7 @@ _server = Server()
 
 
 def use(server: Server) -> None:
-    """Give connections `server`'s direct transports from now on (see chat/realtime/daphne.py)."""
+    """Give connections `server`'s direct transports from now on (see chat/realtime/daphne/)."""
     global _server
     _server = server
 

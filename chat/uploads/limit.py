@@ -1,7 +1,7 @@
 """The request body limits, by path: an upload may carry CHAT_MAX_UPLOAD_BYTES (plus its
 multipart framing), any other request CHAT_MAX_REQUEST_BYTES.
 
-Under daphne the limit is enforced in Twisted, as the body arrives (chat/realtime/daphne.py):
+Under daphne the limit is enforced in Twisted, as the body arrives (chat/realtime/daphne/):
 daphne reads a body whole before the application sees any of it. `BodyLimit` enforces the same
 limit for any other ASGI server, which passes the body on as it arrives.
 """
@@ -86,7 +86,7 @@ async def _refuse(send, limit: int) -> None:
 
 class BodyFileHandler(ASGIHandler):
     """Django's ASGI handler, which takes a body the server already holds in a file
-    (`scope["chat.body_file"]`, from chat/realtime/daphne.py) as it is, instead of copying every
+    (`scope["chat.body_file"]`, from chat/realtime/daphne/) as it is, instead of copying every
     byte from the server's messages into a file of its own on the event loop."""
 
     async def handle(self, scope, receive, send):
