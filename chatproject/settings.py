@@ -6,7 +6,6 @@ DJANGO_ALLOWED_HOSTS, DATABASE_URL and REDIS_URL.
 """
 
 import os
-import re
 import tempfile
 import warnings
 from datetime import timedelta
@@ -17,47 +16,9 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from chatproject import keys
+from chatproject.env import env_bool, env_int, env_list, env_rates
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return default if value in (None, "") else int(value)
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-RATE_PERIODS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
-
-
-def env_rates(name: str, defaults: dict[str, str]) -> dict[str, tuple[int, int]]:
-    """`action=count/period` pairs (period: s, min, hour or day, optionally times a number, as in
-    `5/10min`) over `defaults`, which also name the only actions allowed: {action: (count, seconds)}."""
-    rates = dict(defaults)
-    for item in env_list(name, ""):
-        action, _, rate = item.partition("=")
-        if action.strip() not in defaults:
-            raise ImproperlyConfigured(f"{name}: unknown action '{action.strip()}'; use {', '.join(defaults)}.")
-        rates[action.strip()] = rate.strip()
-    parsed = {}
-    for action, rate in rates.items():
-        match = re.fullmatch(r"(\d+)/([1-9]\d*)?([a-z]+)", rate)
-        if match is None or match[3] not in RATE_PERIODS:
-            raise ImproperlyConfigured(
-                f"{name}: '{action}={rate}' is not a rate; write it as 20/min, 5/10s or 10/hour."
-            )
-        parsed[action] = (int(match[1]), int(match[2] or 1) * RATE_PERIODS[match[3]])
-    return parsed
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
