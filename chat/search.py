@@ -2,9 +2,10 @@
 
 Substring matching everywhere, so that Chinese, Japanese and Korean text, written without
 spaces, matches any part of a message. PostgreSQL answers with `ILIKE` over a `pg_trgm` GIN
-index on the body; SQLite with an FTS5 trigram table that triggers keep (migration
-0006_search). Terms under three characters have no trigram: they are filtered by `instr` / `ILIKE`
-alone. The access rule is `selectors.readable_room_ids`; docs/protocol.md, "Search", has the why.
+index on the body (and a GIN index of the body's character pairs for two-character terms);
+SQLite with an FTS5 trigram table that triggers keep (migration 0006_search). Shorter terms
+are filtered by `instr` / `ILIKE` alone. The access rule is `selectors.readable_room_ids`;
+docs/protocol.md, "Search", has the why.
 """
 
 import re
@@ -62,12 +63,17 @@ def _like(term: str) -> str:
 
 class Contains(Lookup):
     """`body__search_has=term`: the body holds `term`, ignoring case. On PostgreSQL an `ILIKE`,
-    which the trigram index answers for terms of three characters or more."""
+    which the trigram index answers for terms of three characters or more, the character-pair
+    index for terms of two."""
 
     lookup_name = "search_has"
 
     def as_sql(self, compiler, connection):
         lhs, params = self.process_lhs(compiler, connection)
+        if connection.vendor == "postgresql" and len(self.rhs) == 2:
+            # The character-pair index (migration 0006_search) finds two-character terms.
+            sql = f"(chat_bigrams({lhs}) @> ARRAY[lower(%s)] AND {lhs} ILIKE %s)"
+            return sql, [*params, self.rhs, *params, _like(self.rhs)]
         if connection.vendor == "postgresql":
             return f"{lhs} ILIKE %s", [*params, _like(self.rhs)]
         return f"instr(lower({lhs}), lower(%s)) > 0", [*params, self.rhs]

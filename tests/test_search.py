@@ -25,6 +25,7 @@ def test_every_word_must_match_newest_first(api, alice):
     assert found(api, alice, "apple") == ["green apple", "red apple pie"]
     assert found(api, alice, "red apple") == ["red apple pie"]
     assert found(api, alice, "APPLE Red") == ["red apple pie"]
+    assert found(api, alice, "CA") == ["red car"]  # two characters: the character-pair path
 
 
 def test_a_quoted_phrase_matches_as_a_whole_and_minus_excludes(api, alice):

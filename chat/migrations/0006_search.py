@@ -1,5 +1,5 @@
-"""Message search indexes (chat/search.py), per database: a `pg_trgm` GIN index on the body on
-PostgreSQL; on SQLite an FTS5 trigram table over the bodies of messages not deleted, kept by
+"""Message search indexes (chat/search.py), per database: on PostgreSQL a `pg_trgm` GIN index on
+the body and a GIN index of its character pairs; on SQLite an FTS5 trigram table over the bodies of messages not deleted, kept by
 triggers in the writing transaction (so that the hand-written INSERT in chat/sql.py needs no change)."""
 
 from django.db import migrations
@@ -7,8 +7,18 @@ from django.db import migrations
 POSTGRESQL = [
     "CREATE EXTENSION IF NOT EXISTS pg_trgm",
     "CREATE INDEX IF NOT EXISTS message_body_trgm ON chat_message USING gin (body gin_trgm_ops)",
+    # A two-character term (a Chinese word, most often) has no trigram: the body's distinct
+    # lower-cased character pairs, in an expression index, answer it instead.
+    "CREATE OR REPLACE FUNCTION chat_bigrams(body text) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS "
+    "$$ SELECT coalesce(array_agg(DISTINCT substr(lower(body), i, 2)), '{}') "
+    "FROM generate_series(1, length(body) - 1) AS i $$",
+    "CREATE INDEX IF NOT EXISTS message_body_bigrams ON chat_message USING gin (chat_bigrams(body))",
 ]
-POSTGRESQL_REVERSE = ["DROP INDEX IF EXISTS message_body_trgm"]
+POSTGRESQL_REVERSE = [
+    "DROP INDEX IF EXISTS message_body_trgm",
+    "DROP INDEX IF EXISTS message_body_bigrams",
+    "DROP FUNCTION IF EXISTS chat_bigrams(text)",
+]
 
 SQLITE = [
     "CREATE VIRTUAL TABLE chat_message_fts USING fts5("
