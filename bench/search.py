@@ -55,6 +55,7 @@ QUERIES = {
     "rare phrase": '"budget review"',
     "Chinese, 3 chars, rare": "大熊猫",
     "common word -word": "meeting -lunch",
+    "two that never meet": "meeting deploy",
     "Chinese, 2 chars, common": "中文",
     "Chinese, 2 chars, rare": "熊猫",
     "Chinese, 4 chars": "中文消息",

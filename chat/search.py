@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from django.db import connection
-from django.db.models import Lookup, Q
+from django.db.models import F, Lookup, Q
 from django.db.models.expressions import RawSQL
 from django.utils.translation import gettext_lazy as _
 
@@ -23,7 +23,8 @@ from .models import Message
 
 MAX_QUERY = 200  # characters of `q`
 MAX_TERMS = 10
-HIGHLIGHT_CHARS = 160  # the window of a long body shown around its first match
+HIGHLIGHT_CHARS = 160
+RECENT = 20_000  # messages searched by walking back from the newest (`search_messages`)  # the window of a long body shown around its first match
 
 TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
 
@@ -123,7 +124,13 @@ def search_messages(
     user, q: str | None, *, room: str | None = None, author: str | None = None, before: int | None = None, limit=20
 ) -> tuple[list[tuple[Message, str]], bool]:
     """One page of the messages matching `q` that `user` may read, newest first, each with its
-    highlight, and whether more lie before it (`before`: a message id, exclusive)."""
+    highlight, and whether more lie before it (`before`: a message id, exclusive).
+
+    Two reads at most, so that neither plan's worst case is met: the newest `RECENT` messages
+    first (walking the id index backwards, fast when matches are common), then, only if they
+    held less than a page, the older ones through the search index, sorted after matching
+    (`id + 0` keeps the planner off the id index: fast when matches are rare).
+    """
     query = parse(q)
     found = Message.objects.filter(matching_q(query), room_id__in=selectors.readable_room_ids(user), deleted=False)
     if room:
@@ -133,5 +140,11 @@ def search_messages(
         found = found.filter(author__username=author)
     if before is not None:
         found = found.filter(id__lt=before)
-    rows = list(found.select_related("room", "author").order_by("-id")[: limit + 1])
+    found = found.select_related("room", "author")
+    table = Message._meta.db_table
+    floor = RawSQL(f"(SELECT MAX(id) FROM {table}) - %s", [RECENT])
+    rows = list(found.filter(id__gt=floor).order_by("-id")[: limit + 1])
+    if len(rows) <= limit:
+        older = found.filter(id__lte=floor).annotate(unindexed_id=F("id") + 0).order_by("-unindexed_id")
+        rows += list(older[: limit + 1 - len(rows)])
     return [(m, highlight(m.body, query.include)) for m in rows[:limit]], len(rows) > limit

@@ -116,11 +116,23 @@ def test_pages_back_with_before_and_a_constant_number_of_queries(api, alice, bob
     first = api(alice).get("/api/search/", {"q": "item", "limit": 3}).json()
     assert [r["message"]["id"] for r in first["results"]] == sent[:-4:-1] and first["has_more"] is True
     with CaptureQueriesContext(connection) as small:
-        api(alice).get("/api/search/", {"q": "item", "limit": 1, "room": "general"})
+        api(alice).get("/api/search/", {"q": "item", "limit": 50, "room": "general"})
     with CaptureQueriesContext(connection) as large:
         last = api(alice).get("/api/search/", {"q": "item", "limit": 5, "room": "general", "before": sent[4]})
     assert [r["message"]["id"] for r in last.json()["results"]] == sent[3::-1] and last.json()["has_more"] is False
-    assert len(small.captured_queries) == len(large.captured_queries)
+    # Whatever the page size and the number of results: the caller, the room, the newest messages, the older ones.
+    assert len(small.captured_queries) == len(large.captured_queries) == 4
+
+
+def test_older_matches_are_found_past_the_recent_window(api, alice, monkeypatch):
+    room = public_room(alice)
+    old = send(alice, room, "ancient needle").pk
+    recent = [send(alice, room, f"recent needle {i}").pk for i in range(3)]
+    monkeypatch.setattr(search, "RECENT", 2)  # the newest two messages only in the first read
+    response = api(alice).get("/api/search/", {"q": "needle", "limit": 3}).json()
+    assert [r["message"]["id"] for r in response["results"]] == recent[::-1] and response["has_more"] is True
+    response = api(alice).get("/api/search/", {"q": "needle", "limit": 10}).json()
+    assert [r["message"]["id"] for r in response["results"]] == [*recent[::-1], old]
 
 
 @pytest.mark.parametrize("query", [None, "", "   ", "-only", '""'])
