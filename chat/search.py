@@ -83,11 +83,13 @@ class Contains(Lookup):
 Message._meta.get_field("body").register_lookup(Contains)
 
 
-def matching_q(query: Query) -> Q:
-    """The filter for messages matching `query` (deleted ones and access are the caller's)."""
+def matching_q(query: Query, *, indexed: bool = True) -> Q:
+    """The filter for messages matching `query` (deleted ones and access are the caller's).
+    `indexed=False`: row by row on SQLite, for a read that walks a bounded range of ids, where
+    the FTS5 table would first list every match in the room."""
     found = Q()
     long_terms = [t for t in query.include if len(t) >= 3]
-    if connection.vendor == "sqlite" and long_terms:
+    if connection.vendor == "sqlite" and long_terms and indexed:
         # One MATCH on the trigram table for every long term (FTS5 phrases, implicitly ANDed).
         table = Message._meta.db_table
         phrases = " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
@@ -132,7 +134,7 @@ def search_messages(
     (`id + 0` keeps the planner off the id index: fast when matches are rare).
     """
     query = parse(q)
-    found = Message.objects.filter(matching_q(query), room_id__in=selectors.readable_room_ids(user), deleted=False)
+    found = Message.objects.filter(room_id__in=selectors.readable_room_ids(user), deleted=False)
     if room:
         # A room the caller may not see answers as it does everywhere else (404, 403, 410).
         found = found.filter(room_id=selectors.room_for_user(user, room)[0].pk)
@@ -143,8 +145,10 @@ def search_messages(
     found = found.select_related("room", "author")
     table = Message._meta.db_table
     floor = RawSQL(f"(SELECT MAX(id) FROM {table}) - %s", [RECENT])
-    rows = list(found.filter(id__gt=floor).order_by("-id")[: limit + 1])
+    rows = list(found.filter(matching_q(query, indexed=False), id__gt=floor).order_by("-id")[: limit + 1])
     if len(rows) <= limit:
-        older = found.filter(id__lte=floor).annotate(unindexed_id=F("id") + 0).order_by("-unindexed_id")
+        older = (
+            found.filter(matching_q(query), id__lte=floor).annotate(unindexed_id=F("id") + 0).order_by("-unindexed_id")
+        )
         rows += list(older[: limit + 1 - len(rows)])
     return [(m, highlight(m.body, query.include)) for m in rows[:limit]], len(rows) > limit

@@ -11,6 +11,15 @@ from tests.support import joined, private_room, public_room, send
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True, params=["walk", "index"])
+def read(request, monkeypatch):
+    """Each test twice: as the first read finds messages (walking the newest ids, row by row),
+    and as the second does (through the search index: trigram or pairs, FTS5 on SQLite)."""
+    if request.param == "index":
+        monkeypatch.setattr(search, "RECENT", 0)
+    return request.param
+
+
 def found(api, user, query, **params):
     response = api(user).get("/api/search/", {"q": query, **params})
     assert response.status_code == 200, response.json()
