@@ -23,8 +23,8 @@ from .models import Message
 
 MAX_QUERY = 200  # characters of `q`
 MAX_TERMS = 10
-HIGHLIGHT_CHARS = 160
-RECENT = 20_000  # messages searched by walking back from the newest (`search_messages`)  # the window of a long body shown around its first match
+HIGHLIGHT_CHARS = 160  # the window of a long body shown around its first match
+RECENT = 20_000  # ids searched by walking back from the newest (`search_messages`)
 
 TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
 
