@@ -139,6 +139,14 @@ def direct_room_for_user(user, username: str) -> Room:
     return room
 
 
+def readable_room_ids(user):
+    """The ids of the rooms whose messages `user` may read, as a subquery: an active membership
+    of a room that is not archived; staff, every room that is not archived (as `_check_access`)."""
+    if user.is_staff:
+        return Room.objects.filter(archived=False).values("id")
+    return Membership.objects.filter(active_membership_q(), user=user, room__archived=False).values("room_id")
+
+
 def _last_message_id():
     return Subquery(
         Message.objects.filter(room=OuterRef("pk")).order_by("-id").values("id")[:1], output_field=IntegerField()

@@ -53,6 +53,8 @@ def test_schema_is_openapi(api, db):
     history = schema["paths"]["/api/rooms/{slug}/messages/"]["get"]
     assert {p["name"] for p in history["parameters"]} == {"slug", "before", "after", "limit", "around"}
     assert {p["name"] for p in schema["paths"]["/api/users/"]["get"]["parameters"]} == {"q", "limit"}
+    search = schema["paths"]["/api/search/"]["get"]
+    assert {p["name"] for p in search["parameters"]} == {"q", "room", "author", "before", "limit"}
 
 
 def test_docs_page_points_at_the_schema(api, db):

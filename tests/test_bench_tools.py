@@ -12,6 +12,8 @@ import pytest
 from rest_framework_simplejwt.tokens import AccessToken
 
 from bench import history
+from bench import search as search_bench
+from chat import search
 from chat.models import Message
 from tests.live import BASE_DIR, run_daphne
 
@@ -97,3 +99,15 @@ def test_history_times_both_pages_through_a_live_server():
     for timing in timings.values():
         assert timing["requests"] == 5
         assert 0 < timing["p50_ms"] <= timing["p99_ms"] <= timing["max_ms"]
+
+
+def test_search_bench_seeds_the_mix_once_and_its_queries_find_it():
+    room, author, added = search_bench.bench_room(300)
+    assert added == 300 and search_bench.bench_room(300)[2] == 0
+    bodies = list(Message.objects.filter(room=room).order_by("id").values_list("body", flat=True))
+    assert bodies[0] == "我们明天开会讨论中文消息的搜索 1" and "zebra 大熊猫" in bodies[76]
+    found = {label: len(search.search_messages(author, q, limit=200)[0]) for label, q in search_bench.QUERIES.items()}
+    assert found["common word"] == 90 and found["rare word"] == 1 and found["Chinese, 2 chars, rare"] == 1
+    assert found["two that never meet"] == 0 and found["rare phrase"] == 1
+    queries, _ = history.count_queries(author, "/api/search/?q=meeting&limit=20")
+    assert queries > 0

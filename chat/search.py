@@ -1,0 +1,154 @@
+"""Message search (PROTOCOL.md, "Search"): the query language, the database filter and the highlight.
+
+Substring matching everywhere, so that Chinese, Japanese and Korean text, written without
+spaces, matches any part of a message. PostgreSQL answers with `ILIKE` over a `pg_trgm` GIN
+index on the body (and a GIN index of the body's character pairs for two-character terms);
+SQLite with an FTS5 trigram table that triggers keep (migration 0009_search). Shorter terms
+are filtered by `instr` / `ILIKE` alone. The access rule is `selectors.readable_room_ids`;
+docs/protocol.md, "Search", has the why.
+"""
+
+import re
+from dataclasses import dataclass, field
+from html import escape
+
+from django.db import connection
+from django.db.models import F, Lookup, Q
+from django.db.models.expressions import RawSQL
+from django.utils.translation import gettext_lazy as _
+
+from . import selectors
+from .errors import Invalid
+from .models import Message
+
+MAX_QUERY = 200  # characters of `q`
+MAX_TERMS = 10
+HIGHLIGHT_CHARS = 160  # the window of a long body shown around its first match
+RECENT = 20_000  # ids searched by walking back from the newest (`search_messages`)
+
+TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+
+
+@dataclass
+class Query:
+    include: list[str] = field(default_factory=list)  # words and phrases, all must match
+    exclude: list[str] = field(default_factory=list)
+
+
+def parse(q: str | None) -> Query:
+    """Words, `"quoted phrases"` and `-word` / `-"phrase"` to exclude; `invalid` when nothing
+    is left to look for (an empty `q`, or only exclusions)."""
+    q = (q or "").strip()
+    if len(q) > MAX_QUERY:
+        raise Invalid(_("A search is at most %(max)s characters."), max=MAX_QUERY)
+    query = Query()
+    for match in TOKEN.finditer(q):
+        negated, phrase, word = match.groups()
+        if word is not None:
+            negated, term = word.startswith("-") and len(word) > 1, word
+            term = term[1:] if negated else term
+        else:
+            term = " ".join(phrase.split())
+        if term:
+            (query.exclude if negated else query.include).append(term)
+    if not query.include:
+        raise Invalid(_("Type a word to search for."))
+    if len(query.include) + len(query.exclude) > MAX_TERMS:
+        raise Invalid(_("A search has at most %(max)s words."), max=MAX_TERMS)
+    return query
+
+
+def _like(term: str) -> str:
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class Contains(Lookup):
+    """`body__search_has=term`: the body holds `term`, ignoring case. On PostgreSQL an `ILIKE`,
+    which the trigram index answers for terms of three characters or more, the character-pair
+    index for terms of two."""
+
+    lookup_name = "search_has"
+
+    def as_sql(self, compiler, connection):
+        lhs, params = self.process_lhs(compiler, connection)
+        if connection.vendor == "postgresql" and len(self.rhs) == 2:
+            # The character-pair index (migration 0009_search) finds two-character terms.
+            sql = f"(chat_bigrams({lhs}) @> ARRAY[lower(%s)] AND {lhs} ILIKE %s)"
+            return sql, [*params, self.rhs, *params, _like(self.rhs)]
+        if connection.vendor == "postgresql":
+            return f"{lhs} ILIKE %s", [*params, _like(self.rhs)]
+        return f"instr(lower({lhs}), lower(%s)) > 0", [*params, self.rhs]
+
+
+Message._meta.get_field("body").register_lookup(Contains)
+
+
+def matching_q(query: Query, *, indexed: bool = True) -> Q:
+    """The filter for messages matching `query` (deleted ones and access are the caller's).
+    `indexed=False`: row by row on SQLite, for a read that walks a bounded range of ids, where
+    the FTS5 table would first list every match in the room."""
+    found = Q()
+    long_terms = [t for t in query.include if len(t) >= 3]
+    if connection.vendor == "sqlite" and long_terms and indexed:
+        # One MATCH on the trigram table for every long term (FTS5 phrases, implicitly ANDed).
+        table = Message._meta.db_table
+        phrases = " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
+        found &= Q(id__in=RawSQL(f"SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH %s", [phrases]))
+        found &= Q(*[Q(body__search_has=t) for t in query.include if len(t) < 3])
+    else:
+        found &= Q(*[Q(body__search_has=t) for t in query.include])
+    for term in query.exclude:
+        found &= ~Q(body__search_has=term)
+    return found
+
+
+def highlight(body: str, terms: list[str], width: int = HIGHLIGHT_CHARS) -> str:
+    """`body` HTML-escaped with every match of `terms` in `<mark>`, ignoring case; a long body
+    is cut to a window of about `width` characters around its first match."""
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(terms, key=len, reverse=True)), re.IGNORECASE)
+    first = pattern.search(body)
+    start, end = 0, len(body)
+    if len(body) > width:
+        at = first.start() if first else 0
+        start = max(0, min(at - width // 3, len(body) - width))
+        end = start + width
+    text = body[start:end]
+    parts, pos = [], 0
+    for match in pattern.finditer(text):
+        parts.append(escape(text[pos : match.start()], quote=False))
+        parts.append(f"<mark>{escape(match.group(), quote=False)}</mark>")
+        pos = match.end()
+    parts.append(escape(text[pos:], quote=False))
+    return ("…" if start > 0 else "") + "".join(parts) + ("…" if end < len(body) else "")
+
+
+def search_messages(
+    user, q: str | None, *, room: str | None = None, author: str | None = None, before: int | None = None, limit=20
+) -> tuple[list[tuple[Message, str]], bool]:
+    """One page of the messages matching `q` that `user` may read, newest first, each with its
+    highlight, and whether more lie before it (`before`: a message id, exclusive).
+
+    Two reads at most, so that neither plan's worst case is met: the newest `RECENT` messages
+    first (walking the id index backwards, fast when matches are common), then, only if they
+    held less than a page, the older ones through the search index, sorted after matching
+    (`id + 0` keeps the planner off the id index: fast when matches are rare).
+    """
+    query = parse(q)
+    found = Message.objects.filter(room_id__in=selectors.readable_room_ids(user), deleted=False)
+    if room:
+        # A room the caller may not see answers as it does everywhere else (404, 403, 410).
+        found = found.filter(room_id=selectors.room_for_user(user, room)[0].pk)
+    if author:
+        found = found.filter(author__username=author)
+    if before is not None:
+        found = found.filter(id__lt=before)
+    found = found.select_related("room", "author")
+    table = Message._meta.db_table
+    floor = RawSQL(f"(SELECT MAX(id) FROM {table}) - %s", [RECENT])
+    rows = list(found.filter(matching_q(query, indexed=False), id__gt=floor).order_by("-id")[: limit + 1])
+    if len(rows) <= limit:
+        older = (
+            found.filter(matching_q(query), id__lte=floor).annotate(unindexed_id=F("id") + 0).order_by("-unindexed_id")
+        )
+        rows += list(older[: limit + 1 - len(rows)])
+    return [(m, highlight(m.body, query.include)) for m in rows[:limit]], len(rows) > limit

@@ -1,0 +1,155 @@
+"""`GET /api/search/` (PROTOCOL.md, "Search"): on SQLite by default, on PostgreSQL with DATABASE_URL."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from chat import search, services
+from chat.models import Message
+from tests.support import joined, private_room, public_room, send
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["walk", "index"])
+def read(request, monkeypatch):
+    """Each test twice: as the first read finds messages (walking the newest ids, row by row),
+    and as the second does (through the search index: trigram or pairs, FTS5 on SQLite)."""
+    if request.param == "index":
+        monkeypatch.setattr(search, "RECENT", 0)
+    return request.param
+
+
+def found(api, user, query, **params):
+    response = api(user).get("/api/search/", {"q": query, **params})
+    assert response.status_code == 200, response.json()
+    return [r["message"]["body"] for r in response.json()["results"]]
+
+
+def test_every_word_must_match_newest_first(api, alice):
+    room = public_room(alice)
+    send(alice, room, "red apple pie")
+    send(alice, room, "green apple")
+    send(alice, room, "red car")
+    assert found(api, alice, "apple") == ["green apple", "red apple pie"]
+    assert found(api, alice, "red apple") == ["red apple pie"]
+    assert found(api, alice, "APPLE Red") == ["red apple pie"]
+    assert found(api, alice, "CA") == ["red car"]  # two characters: the character-pair path
+
+
+def test_a_quoted_phrase_matches_as_a_whole_and_minus_excludes(api, alice):
+    room = public_room(alice)
+    send(alice, room, "the quick brown fox")
+    send(alice, room, "brown and quick")
+    assert found(api, alice, '"quick brown"') == ["the quick brown fox"]
+    assert found(api, alice, "quick -fox") == ["brown and quick"]
+    assert found(api, alice, 'quick -"brown and"') == ["the quick brown fox"]
+
+
+def test_chinese_matches_by_substring_including_two_characters(api, alice):
+    room = public_room(alice)
+    send(alice, room, "我们明天开会讨论中文消息搜索")
+    send(alice, room, "今天天气很好")
+    assert found(api, alice, "中文") == ["我们明天开会讨论中文消息搜索"]
+    assert found(api, alice, "消息搜索") == ["我们明天开会讨论中文消息搜索"]
+    assert found(api, alice, "天气") == ["今天天气很好"]
+    assert found(api, alice, "明天 -天气") == ["我们明天开会讨论中文消息搜索"]
+    assert found(api, alice, "日本") == []
+
+
+def test_like_wildcards_are_plain_characters(api, alice):
+    room = public_room(alice)
+    send(alice, room, "100% sure")
+    send(alice, room, "1000 sure")
+    assert found(api, alice, "100%") == ["100% sure"]
+    assert found(api, alice, "_") == []
+
+
+def test_filters_by_room_and_author(api, alice, bob):
+    general = joined(public_room(alice), bob)
+    random = joined(public_room(alice, "random"), bob)
+    send(alice, general, "lunch alice general")
+    send(bob, general, "lunch bob general")
+    send(bob, random, "lunch bob random")
+    assert found(api, alice, "lunch", room="general") == ["lunch bob general", "lunch alice general"]
+    assert found(api, alice, "lunch", author="bob") == ["lunch bob random", "lunch bob general"]
+    assert found(api, alice, "lunch", room="random", author="alice") == []
+    assert api(alice).get("/api/search/", {"q": "lunch", "room": "nowhere"}).status_code == 404
+
+
+def test_only_rooms_the_caller_may_read(api, alice, bob, carol, staff):
+    general = public_room(alice)
+    secret = private_room(alice, members=[bob])
+    send(alice, general, "needle public")
+    send(alice, secret, "needle secret")
+    assert found(api, alice, "needle") == ["needle secret", "needle public"]
+    assert found(api, bob, "needle") == ["needle secret"]  # not a member of general
+    assert found(api, carol, "needle") == []
+    assert api(carol).get("/api/search/", {"q": "needle", "room": "secret"}).status_code == 403
+    assert found(api, staff, "needle") == ["needle secret", "needle public"]
+    services.room_leave(user=bob, slug="secret")
+    assert found(api, bob, "needle") == []
+
+
+def test_deleted_never_and_edited_by_current_text(api, alice):
+    room = public_room(alice)
+    gone = send(alice, room, "secret plans")
+    edited = send(alice, room, "old wording")
+    services.message_delete(user=alice, message_id=gone.pk)
+    services.message_edit(user=alice, message_id=edited.pk, body="new phrasing")
+    assert found(api, alice, "secret") == []
+    assert found(api, alice, "old") == []
+    assert found(api, alice, "phrasing") == ["new phrasing"]
+    assert Message.objects.get(pk=gone.pk).body == "secret plans"  # kept, yet never found
+
+
+def test_highlight_escapes_html_and_marks_matches(api, alice):
+    room = public_room(alice)
+    send(alice, room, "<script>alert(1)</script> Alert & co")
+    response = api(alice).get("/api/search/", {"q": "alert"})
+    assert response.json()["results"][0]["highlight"] == (
+        "&lt;script&gt;<mark>alert</mark>(1)&lt;/script&gt; <mark>Alert</mark> &amp; co"
+    )
+
+
+def test_highlight_of_a_long_body_is_a_window_around_the_first_match():
+    body = "x" * 500 + " 中文 " + "y" * 500
+    text = search.highlight(body, ["中文"])
+    assert "<mark>中文</mark>" in text and text.startswith("…") and text.endswith("…")
+    assert len(text) < 200
+
+
+def test_pages_back_with_before_and_a_constant_number_of_queries(api, alice, bob):
+    room = joined(public_room(alice), bob)
+    sent = [send(alice if i % 2 else bob, room, f"page item {i}").pk for i in range(7)]
+    first = api(alice).get("/api/search/", {"q": "item", "limit": 3}).json()
+    assert [r["message"]["id"] for r in first["results"]] == sent[:-4:-1] and first["has_more"] is True
+    with CaptureQueriesContext(connection) as small:
+        api(alice).get("/api/search/", {"q": "item", "limit": 50, "room": "general"})
+    with CaptureQueriesContext(connection) as large:
+        last = api(alice).get("/api/search/", {"q": "item", "limit": 5, "room": "general", "before": sent[4]})
+    assert [r["message"]["id"] for r in last.json()["results"]] == sent[3::-1] and last.json()["has_more"] is False
+    # Whatever the page size and the number of results: the caller, the room, the newest messages, the older ones.
+    assert len(small.captured_queries) == len(large.captured_queries) == 4
+
+
+def test_older_matches_are_found_past_the_recent_window(api, alice, monkeypatch):
+    room = public_room(alice)
+    old = send(alice, room, "ancient needle").pk
+    recent = [send(alice, room, f"recent needle {i}").pk for i in range(3)]
+    monkeypatch.setattr(search, "RECENT", 2)  # the newest two messages only in the first read
+    response = api(alice).get("/api/search/", {"q": "needle", "limit": 3}).json()
+    assert [r["message"]["id"] for r in response["results"]] == recent[::-1] and response["has_more"] is True
+    response = api(alice).get("/api/search/", {"q": "needle", "limit": 10}).json()
+    assert [r["message"]["id"] for r in response["results"]] == [*recent[::-1], old]
+
+
+@pytest.mark.parametrize("query", [None, "", "   ", "-only", '""'])
+def test_an_empty_query_is_invalid(api, alice, query):
+    params = {} if query is None else {"q": query}
+    response = api(alice).get("/api/search/", params)
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
+
+
+def test_anonymous_is_refused(api):
+    assert api().get("/api/search/", {"q": "x"}).status_code == 401
