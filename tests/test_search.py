@@ -153,3 +153,16 @@ def test_an_empty_query_is_invalid(api, alice, query):
 
 def test_anonymous_is_refused(api):
     assert api().get("/api/search/", {"q": "x"}).status_code == 401
+
+
+@pytest.mark.postgres
+def test_the_character_pairs_index_holds_every_pair_of_a_long_body():
+    """`chat_bigrams` (migration 0009_search): every lower-cased pair of adjacent characters, at
+    even and odd offsets, newlines and Chinese included."""
+    body = ("Ab中文\n例子 xY" * 400)[:4000]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT chat_bigrams(%s)", [body])
+        [pairs] = cursor.fetchone()
+    lower = body.lower()
+    assert set(pairs) == {lower[i : i + 2] for i in range(len(lower) - 1)}
+    assert len(pairs) == len(set(pairs))
