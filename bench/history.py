@@ -52,11 +52,14 @@ def setup_django(database_url: str) -> None:
 # Seeding and counting: plain functions on the configured database (the tests use them too)
 
 
-def seed_messages(room, author, count: int) -> int:
+def seed_messages(
+    room, author, count: int, *, body_sql: str = "'message ' || n", html_sql: str = "'<p>message ' || n || '</p>'"
+) -> int:
     """Add messages to `room` until it holds `count`, in one INSERT ... SELECT; return how many were added.
 
-    Bodies are `message <n>`. On PostgreSQL the rows come from generate_series, elsewhere
-    from a recursive CTE. The table is analyzed afterwards, so the planner knows its size.
+    Bodies and their html are SQL expressions of the row number `n` (default `message <n>`, as
+    `chat.markup` renders it). On PostgreSQL the rows come from generate_series, elsewhere from a
+    recursive CTE. The table is analyzed afterwards, so the planner knows its size.
     """
     from django.db import connection
     from django.utils import timezone
@@ -71,9 +74,9 @@ def seed_messages(room, author, count: int) -> int:
         "room_id, author_id, body, kind, client_id, created_at, deleted, html, mentions, mentions_room, "
         "earlier_mentions, reactions, attachments, reply_count, seq"
     )
-    # As `chat.markup` renders these bodies; each takes the room's next change sequence value.
+    # Each row takes the room's next change sequence value.
     values = (
-        f"%s, %s, 'message ' || n, 'user', '', %s, false, '<p>message ' || n || '</p>', '[]', false, '{{}}', '[]', '[]', 0, "
+        f"%s, %s, {body_sql}, 'user', '', %s, false, {html_sql}, '[]', false, '{{}}', '[]', '[]', 0, "
         f"{int(room.change_seq)} + n"
     )
     if connection.vendor == "postgresql":
