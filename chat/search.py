@@ -4,7 +4,7 @@ Substring matching everywhere, so that Chinese, Japanese and Korean text, writte
 spaces, matches any part of a message. PostgreSQL answers with `ILIKE` over a `pg_trgm` GIN
 index on the body (and a GIN index of the body's character pairs for two-character terms);
 SQLite with an FTS5 trigram table that triggers keep (migration 0009_search). Shorter terms
-are filtered by `instr` / `ILIKE` alone. The access rule is `selectors.readable_room_ids`;
+are filtered by `instr` / `ILIKE` alone. The access rule is `selectors.searchable_room_ids`;
 docs/protocol.md, "Search", has the why.
 """
 
@@ -134,7 +134,7 @@ def search_messages(
     (`id + 0` keeps the planner off the id index: fast when matches are rare).
     """
     query = parse(q)
-    found = Message.objects.filter(room_id__in=selectors.readable_room_ids(user), deleted=False)
+    found = Message.objects.filter(room_id__in=selectors.searchable_room_ids(user), deleted=False)
     if room:
         # A room the caller may not see answers as it does everywhere else (404, 403, 410).
         found = found.filter(room_id=selectors.room_for_user(user, room)[0].pk)
