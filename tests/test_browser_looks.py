@@ -8,6 +8,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from rest_framework.test import APIClient
 
 from chat import services
 from tests.browser import (
@@ -26,6 +27,7 @@ from tests.browser import (
     use_server_hasher,
 )
 from tests.live import run_daphne
+from tests.uploads_support import pdf, png, upload
 
 pytestmark = pytest.mark.browser
 
@@ -57,9 +59,10 @@ def small_targets(page) -> list[str]:
 @pytest.mark.parametrize("size", ["desktop", "phone"])
 @pytest.mark.parametrize("locale", LANGUAGES)
 def test_every_page_passes_axe_in_both_languages_themes_and_sizes(
-    transactional_db, alice, bob, locale, scheme, size, settings
+    transactional_db, alice, bob, locale, scheme, size, settings, tmp_path
 ):
     settings.CHAT_RATE_PER_10S = 1000
+    settings.MEDIA_ROOT = str(tmp_path / "media")
     use_server_hasher(alice, bob)
     services.room_create(user=alice, name="General", slug="general", topic="Everything and anything")
     services.room_create(user=bob, name="Lobby", slug="lobby")
@@ -73,11 +76,17 @@ def test_every_page_passes_axe_in_both_languages_themes_and_sizes(
     )
     services.reaction_add(user=bob, message_id=formatted.pk, emoji="👍")
     services.message_send(user=bob, slug="general", body="On it", reply_to=formatted.pk)
+    # Files: an image preview and a file card (issue 20).
+    client = APIClient()
+    client.force_authenticate(bob)
+    files = [upload(client, "general", png((320, 200)), "chart.png").json()["id"]]
+    files.append(upload(client, "general", pdf(), "minutes.pdf").json()["id"])
+    services.message_send(user=bob, slug="general", body="the chart and the minutes", attachments=files)
     services.message_send(user=bob, slug="general", body="שלום לכולם")  # right-to-left text
     viewport = DESKTOP if size == "desktop" else PHONE
     lang, word, time_format, shots = LANGUAGES[locale]
     options = {"viewport": viewport, "color_scheme": scheme, "locale": locale}
-    with run_daphne() as server, chromium() as browser:
+    with run_daphne({"MEDIA_ROOT": settings.MEDIA_ROOT}) as server, chromium() as browser:
         anonymous = new_page(browser, server, **options)
         for name, path in (("login", "/login/"), ("register", "/register/")):
             assert anonymous.goto(path).status == 200
@@ -98,6 +107,17 @@ def test_every_page_passes_axe_in_both_languages_themes_and_sizes(
             if size == "phone":
                 assert small_targets(page) == [], name
             screenshot(page, f"{name}-{scheme}-{size}", shots)
+            if name == "room":  # and with search results shown (issue 20)
+                if size == "phone":  # the search box is in the sidebar, behind its button
+                    page.locator("#toggle-sidebar").click()
+                page.locator("#search-q").fill("message")
+                page.locator("#search-q").press("Enter")
+                page.locator("#search-results mark").first.wait_for()
+                assert axe_violations(page) == [], "search"
+                assert no_sideways_overflow(page), "search"
+                if size == "phone":
+                    assert small_targets(page) == [], "search"
+                screenshot(page, f"search-{scheme}-{size}", shots)
             if name == "room":  # right-to-left text is laid out right to left, the rest left to right
                 bodies = page.locator("#messages .msg .body")
                 assert bodies.last.evaluate("node => getComputedStyle(node).direction") == "rtl"
