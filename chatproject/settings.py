@@ -104,7 +104,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "chat.middleware.valid_text_urls",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "chat.middleware.StaticFiles",  # WhiteNoise
     "django.contrib.sessions.middleware.SessionMiddleware",
     # After the session (it reads the language cookie), before CommonMiddleware (Django's order).
     "django.middleware.locale.LocaleMiddleware",

@@ -24,3 +24,45 @@ def test_a_server_process_hands_the_gil_over_within_its_switch_interval(configur
         cwd=Path(__file__).parent.parent,
     )
     assert float(shown.stdout) == pytest.approx(interval)
+
+
+def test_no_middleware_sends_a_request_through_a_thread_and_back(caplog, settings):
+    """Under daphne every middleware runs on the event loop; only the view goes to a thread. A
+    sync-only middleware (WhiteNoise's own) would cost each request two more thread switches."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    settings.DEBUG = True  # Django logs each adaptation then
+    with caplog.at_level("DEBUG", logger="django.request"):
+        ASGIHandler()
+    assert not [r.getMessage() for r in caplog.records if "adapted" in r.getMessage()]
+
+
+def asgi_get(path: str) -> tuple[int, bytes]:
+    """Status and body of a GET through Django's ASGI handler, as daphne calls it."""
+    from asgiref.sync import async_to_sync
+    from asgiref.testing import ApplicationCommunicator
+    from django.core.handlers.asgi import ASGIHandler
+
+    async def get():
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": [(b"host", b"testserver")]}
+        communicator = ApplicationCommunicator(ASGIHandler(), scope)
+        await communicator.send_input({"type": "http.request", "body": b""})
+        start = await communicator.receive_output(5)
+        body = b""
+        while True:
+            message = await communicator.receive_output(5)
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                return start["status"], body
+
+    return async_to_sync(get)()
+
+
+@pytest.mark.django_db
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
+def test_static_files_are_served_on_both_paths(client):
+    assert client.get("/static/chat/js/room.js").status_code == 200  # the test client's sync path
+    status, body = asgi_get("/static/chat/js/room.js")
+    assert status == 200
+    assert b"connection" in body
+    assert asgi_get("/static/chat/js/none.js")[0] == 404
