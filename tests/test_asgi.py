@@ -44,7 +44,13 @@ def asgi_get(path: str) -> tuple[int, bytes]:
     from django.core.handlers.asgi import ASGIHandler
 
     async def get():
-        scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": [(b"host", b"testserver")]}
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "query_string": b"",
+            "headers": [(b"host", b"testserver")],
+        }
         communicator = ApplicationCommunicator(ASGIHandler(), scope)
         await communicator.send_input({"type": "http.request", "body": b""})
         start = await communicator.receive_output(5)
