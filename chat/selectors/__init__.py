@@ -127,16 +127,21 @@ def member_rooms_for_users(
 
 def message_for_user(user, message_id: int) -> Message:
     """A message in a room the user may see, with room and author loaded."""
+    return message_and_membership(user, message_id)[0]
+
+
+def message_and_membership(user, message_id: int) -> tuple[Message, Membership | None]:
+    """`message_for_user`, and the user's membership of its room (None if not a member)."""
     message = Message.objects.select_related("room", "author").filter(pk=message_id).first()
     if message is None:
         raise NotFound(_("No message %(id)s."), id=message_id)
     try:
-        room_for_user(user, message.room.slug)
+        _room, membership = room_for_user(user, message.room.slug)
     except Gone:
         raise
     except NotFound:  # a direct room of others: its slug must not show through
         raise NotFound(_("No message %(id)s."), id=message_id) from None
-    return message
+    return message, membership
 
 
 def direct_slug(user_id: int, other_id: int) -> str:

@@ -1,6 +1,7 @@
 """Reactions: a user's emoji on a message. Adding one already there, or removing one that is
 absent, changes nothing (no seq, no event); each real change takes the room's next seq and
-rewrites the message's `reactions` summary from the Reaction rows."""
+rewrites the message's `reactions` summary from the Reaction rows, read once under the room's
+lock (the repeat check, the distinct-emoji limit and the summary all come from that read)."""
 
 import re
 
@@ -10,8 +11,8 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import events, sql
 from ..errors import Invalid
-from ..models import Membership, Message, Reaction
-from ..selectors import message_for_user
+from ..models import Message, Reaction
+from ..selectors import message_and_membership
 from ._common import budget, require_writable
 
 SHORTCODE_RE = re.compile(r":[a-z0-9_+-]{1,32}:")
@@ -34,8 +35,8 @@ def clean_emoji(value) -> str:
 def _reactable(user, message_id: int) -> Message:
     """The message, if the user may read its room and write there (muted and locked refuse),
     and it takes reactions (neither deleted nor a system notice)."""
-    message = message_for_user(user, message_id)
-    require_writable(user, message.room, Membership.objects.filter(room_id=message.room_id, user=user).first())
+    message, membership = message_and_membership(user, message_id)
+    require_writable(user, message.room, membership)
     if message.deleted:
         raise Invalid(_("This message is deleted."))
     if message.kind == Message.Kind.SYSTEM:
@@ -43,13 +44,22 @@ def _reactable(user, message_id: int) -> Message:
     return message
 
 
-def summary(message_id: int, before: list[dict] = ()) -> list[dict]:
-    """`Message.reactions`: one entry per emoji in order of first use, its exact count, and the
-    first MAX_USERS usernames in order of reacting. `before` is the summary being replaced: an
-    emoji keeps its place while anyone's reaction with it remains, even when the first one went."""
+Rows = list[tuple[str, int, str]]  # a message's reactions, oldest first: (emoji, user id, username)
+
+
+def _rows(message_id: int) -> Rows:
+    return list(
+        Reaction.objects.filter(message_id=message_id).order_by("pk").values_list("emoji", "user_id", "user__username")
+    )
+
+
+def summary(rows: Rows, before: list[dict] = ()) -> list[dict]:
+    """`Message.reactions` from the message's `rows`: one entry per emoji in order of first use,
+    its exact count, and the first MAX_USERS usernames in order of reacting. `before` is the
+    summary being replaced: an emoji keeps its place while anyone's reaction with it remains,
+    even when the first one went."""
     entries: dict[str, dict] = {}
-    rows = Reaction.objects.filter(message_id=message_id).order_by("pk").values_list("emoji", "user__username")
-    for emoji, username in rows:
+    for emoji, _user_id, username in rows:
         entry = entries.setdefault(emoji, {"emoji": emoji, "count": 0, "users": []})
         entry["count"] += 1
         if len(entry["users"]) < MAX_USERS:
@@ -63,20 +73,20 @@ def summary(message_id: int, before: list[dict] = ()) -> list[dict]:
 def reaction_add(*, user, message_id: int, emoji, origin: str | None = None, source: str = "rest") -> Message:
     emoji = clean_emoji(emoji)
     message = _reactable(user, message_id)
-    mine = Reaction.objects.filter(message=message, user=user, emoji=emoji)
-    if mine.exists():  # nothing to do costs no budget, as a delete of a deleted message
-        return message
+    if Reaction.objects.filter(message=message, user=user, emoji=emoji).exists():
+        return message  # nothing to do costs no budget, as a delete of a deleted message
     budget("react", user, source)
     try:
         with transaction.atomic():
             seq = sql.next_seq(message.room_id)  # first: it locks the room, serialising reactions
-            if mine.exists():
-                raise _Unchanged
-            used = set(Reaction.objects.filter(message=message).values_list("emoji", flat=True).distinct())
+            rows = _rows(message.pk)
+            if (emoji, user.pk) in {(row_emoji, user_id) for row_emoji, user_id, _ in rows}:
+                raise _Unchanged  # another request added it first
+            used = {row_emoji for row_emoji, _, _ in rows}
             if emoji not in used and len(used) >= MAX_DISTINCT:
                 raise Invalid(_("emoji: a message takes at most %(limit)s different emoji."), limit=MAX_DISTINCT)
             Reaction.objects.create(message=message, user=user, emoji=emoji)
-            _save(message, seq, origin)
+            _save(message, seq, origin, [*rows, (emoji, user.pk, user.username)])
     except (_Unchanged, IntegrityError):
         message.refresh_from_db()
     return message
@@ -94,13 +104,13 @@ def reaction_remove(*, user, message_id: int, emoji, origin: str | None = None, 
             seq = sql.next_seq(message.room_id)
             if not mine.delete()[0]:
                 raise _Unchanged
-            _save(message, seq, origin)
+            _save(message, seq, origin, _rows(message.pk))
     except _Unchanged:
         message.refresh_from_db()
     return message
 
 
-def _save(message: Message, seq: int, origin: str | None) -> None:
-    message.reactions, message.seq = summary(message.pk, message.reactions), seq
+def _save(message: Message, seq: int, origin: str | None, rows: Rows) -> None:
+    message.reactions, message.seq = summary(rows, message.reactions), seq
     message.save(update_fields=["reactions", "seq"])
     events.publish(events.room_group(message.room_id), events.change_event(message, origin=origin))
