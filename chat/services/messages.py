@@ -8,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import events, protocol, sql
 from ..errors import Forbidden, Invalid
 from ..models import Membership, Message
-from ..selectors import last_message_id, member_room_for_user, message_for_user, unread_counts
+from ..selectors import last_message_id, member_room_for_user, message_and_membership, unread_counts
 from . import content, notify
 from ._common import audit, budget, clean_body, require_may_moderate, require_writable
 from .batch import message_send_batch
@@ -57,11 +57,11 @@ ONLY_AUTHOR_OR_MODERATOR = {
 }
 
 
-def _require_author_or_moderator(user, message: Message, what: str) -> None:
-    """The author, or someone who may moderate the author in the message's room (`require_may_moderate`)."""
+def _require_author_or_moderator(user, message: Message, membership: Membership | None, what: str) -> None:
+    """The author, or someone who may moderate the author in the message's room (`require_may_moderate`);
+    `membership` is the user's in that room."""
     if message.author_id == user.pk:
         return
-    membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
     if not user.is_staff and (membership is None or not membership.can_moderate or membership.is_banned()):
         raise Forbidden(ONLY_AUTHOR_OR_MODERATOR[what])
     if message.author is not None:
@@ -70,9 +70,9 @@ def _require_author_or_moderator(user, message: Message, what: str) -> None:
 
 
 def message_edit(*, user, message_id: int, body, origin: str | None = None, source: str = "rest") -> Message:
-    message = message_for_user(user, message_id)
-    _require_author_or_moderator(user, message, "edit")
-    require_writable(user, message.room, Membership.objects.filter(room_id=message.room_id, user=user).first())
+    message, membership = message_and_membership(user, message_id)
+    _require_author_or_moderator(user, message, membership, "edit")
+    require_writable(user, message.room, membership)
     if message.deleted:
         raise Invalid(_("This message is deleted."))
     if message.kind == Message.Kind.SYSTEM:
@@ -107,8 +107,8 @@ def message_edit(*, user, message_id: int, body, origin: str | None = None, sour
 
 def message_delete(*, user, message_id: int, origin: str | None = None, source: str = "rest") -> Message:
     """Soft delete: the id stays, the body is hidden from every reader (and kept for moderation)."""
-    message = message_for_user(user, message_id)
-    _require_author_or_moderator(user, message, "delete")
+    message, membership = message_and_membership(user, message_id)
+    _require_author_or_moderator(user, message, membership, "delete")
     if message.deleted:
         return message
     budget("delete", user, source)
@@ -136,8 +136,7 @@ def message_delete(*, user, message_id: int, origin: str | None = None, source: 
 
 def message_restore(*, user, message_id: int, source: str = "rest") -> Message:
     """Undo a soft delete (room moderators and staff): readers get the message back as `message.updated`."""
-    message = message_for_user(user, message_id)
-    membership = Membership.objects.filter(room_id=message.room_id, user=user).first()
+    message, membership = message_and_membership(user, message_id)
     if not (user.is_staff or (membership is not None and membership.can_moderate and not membership.is_banned())):
         raise Forbidden(_("Only moderators and staff can restore a message."))
     if not message.deleted:
