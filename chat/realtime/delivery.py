@@ -61,8 +61,9 @@ class Delivery(Connection):
 
     # Events
 
-    def deliver(self, event: dict, frame) -> None:
-        """Take an event of one of this connection's groups, from the hub, in order.
+    def deliver(self, event: dict, frame) -> bool:
+        """Take an event of one of this connection's groups, from the hub, in order; True if a
+        message's frame was written now (the hub counts them, in one metrics update per event).
 
         A `chat.frame` that needs nothing but a send is written at once, while nothing else
         of this connection is running or waiting; every other event waits its turn in the inbox.
@@ -70,17 +71,14 @@ class Delivery(Connection):
         if self.transport.direct and not self.queued and not self.turn.locked() and event["type"] == "chat.frame":
             action = self.stream.take(event)
             if action == SEND:
-                if self.transport.write_shared(frame) and event.get("message_id"):
-                    metrics.MESSAGES_DELIVERED.inc()
-                return
+                return self.transport.write_shared(frame) and bool(event.get("message_id"))
             if action == ACK:  # its own message, with nothing missing before it: the ack goes in its place
                 ack = self._take_ack(event["message_id"])
-                if ack is not None and self.transport.write_text(ack):
-                    metrics.MESSAGES_DELIVERED.inc()
-                return
+                return ack is not None and self.transport.write_text(ack)
             if action == DROP:
-                return
+                return False
         self.wait_in_turn(event)
+        return False
 
     async def chat_frame(self, event):
         action = self.stream.classify(event)

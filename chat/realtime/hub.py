@@ -224,14 +224,18 @@ class Hub:
             members = sorted(members, key=lambda consumer: consumer.channel_name not in origins)
         else:
             members = list(members)  # a copy: a member may leave meanwhile
+        written = 0
         for consumer in members:
             for event, frame, only in frames:
                 if only is not None and consumer.user_id not in only:
                     continue  # a `notification` for other users: most of the room's connections
                 try:
-                    consumer.deliver(event, frame)
+                    if consumer.deliver(event, frame):
+                        written += 1
                 except Exception:  # one broken connection must not stop the others' events
                     logger.exception("delivering %s failed", event.get("type"))
+        if written:
+            metrics.MESSAGES_DELIVERED.inc(written)
 
     def _refresh(self) -> None:
         """Re-add groups before a layer with membership expiry (RedisChannelLayer's

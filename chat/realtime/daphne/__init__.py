@@ -84,7 +84,7 @@ def patch_daphne() -> None:
     def patched_handle_reply(self, message):
         kind = message.get("type")
         if kind == "websocket.send":
-            if not _writable(self):
+            if not _writable(self, settings.CHAT_MAX_SEND_BUFFER):
                 return None
         elif kind == "websocket.close" and self.state != self.STATE_CONNECTING:
             reason = (message.get("reason") or "").encode()[:MAX_REASON_BYTES].decode("utf-8", "ignore")

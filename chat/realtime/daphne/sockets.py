@@ -36,11 +36,12 @@ def writes_straight_through(connection) -> bool:
     )
 
 
-def _writable(protocol) -> bool:
-    """Whether a frame may be written to `protocol` now; aborts a client that stopped reading."""
+def _writable(protocol, limit: int) -> bool:
+    """Whether a frame may be written to `protocol` now; aborts a client that stopped reading
+    (more than `limit` bytes unsent)."""
     if protocol.state != protocol.STATE_OPEN:
         return False  # closing or closed: nothing can be sent any more
-    if unsent_bytes(protocol.transport) > settings.CHAT_MAX_SEND_BUFFER:
+    if unsent_bytes(protocol.transport) > limit:
         logger.warning("dropping a client that stopped reading (%s)", protocol.client_addr)
         protocol.transport.abortConnection()
         return False
@@ -50,22 +51,23 @@ def _writable(protocol) -> bool:
 class DaphneTransport(transport.Transport):
     """A daphne WebSocket: frames are written straight to its autobahn protocol, without an await."""
 
-    __slots__ = ("protocol",)
+    __slots__ = ("protocol", "limit")
     direct = True
 
     def __init__(self, protocol):
         self.protocol = protocol
+        self.limit = settings.CHAT_MAX_SEND_BUFFER  # read once: a settings lookup per frame showed at fan-out
 
     def write_shared(self, frame: transport.Frame) -> bool:
         protocol = self.protocol
-        if not _writable(protocol):
+        if not _writable(protocol, self.limit):
             return False
         protocol.sendPreparedMessage(frame.prepared(protocol.factory))
         return True
 
     def write_text(self, text: str) -> bool:
         protocol = self.protocol
-        if not _writable(protocol):
+        if not _writable(protocol, self.limit):
             return False
         protocol.sendPreparedMessage(protocol.factory.prepareMessage(text.encode()))
         return True
