@@ -169,12 +169,14 @@ def direct_room_for_user(user, username: str) -> Room:
 
 
 def searchable_room_ids(user):
-    """The ids of the rooms search looks in, as a subquery (PROTOCOL.md, "Search": the rooms the
-    caller is a member of): an active membership of a room that is not archived; staff, every room
-    that is not archived. Unlike `readable_rooms`, public rooms one has not joined are left out."""
+    """The ids of the rooms search looks in (PROTOCOL.md, "Search": the rooms the caller is a
+    member of): an active membership of a room that is not archived; staff, every room that is
+    not archived. Unlike `readable_rooms`, public rooms one has not joined are left out."""
     if user.is_staff:
-        return Room.objects.filter(archived=False).values("id")
-    return Membership.objects.filter(active_membership_q(), user=user, room__archived=False).values("room_id")
+        return Room.objects.filter(archived=False).values_list("id", flat=True)
+    return Membership.objects.filter(active_membership_q(), user=user, room__archived=False).values_list(
+        "room_id", flat=True
+    )
 
 
 def _last_message_id():
