@@ -65,8 +65,9 @@ class StaticFiles(WhiteNoiseMiddleware):
         return super().__call__(request)
 
     async def __acall__(self, request):
-        if self.autorefresh:  # development: looks on disk for every request
-            static_file = await sync_to_async(self.find_file)(request.path_info)
+        if self.autorefresh:  # development: looks on disk, for static URLs only (WHITENOISE_ROOT is not used)
+            static = request.path_info.startswith(self.static_prefix)
+            static_file = await sync_to_async(self.find_file)(request.path_info) if static else None
         else:
             static_file = self.files.get(request.path_info)
         if static_file is not None:

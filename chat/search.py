@@ -63,9 +63,10 @@ def _like(term: str) -> str:
 
 
 class Contains(Lookup):
-    """`body__search_has=term`: the body holds `term`, ignoring case, found through the search
-    index. On PostgreSQL an `ILIKE` (`search_scan`), which the trigram index answers for terms of
-    three characters or more, and the character-pair index for terms of two."""
+    """`body__search_has=term`: the body holds `term`, ignoring case, in a form the PostgreSQL
+    search indexes answer: an `ILIKE` (`search_scan`) for the trigram index, for terms of three
+    characters or more, and the character pairs for terms of two. Elsewhere, and for one
+    character, it is `search_scan` (SQLite's FTS5 MATCH is added by `matching_q`)."""
 
     lookup_name = "search_has"
 
@@ -99,7 +100,7 @@ def matching_q(query: Query, *, indexed: bool = True) -> Q:
     """The filter for messages matching `query` (deleted ones and access are the caller's).
     `indexed=False`: row by row, for a read that walks a bounded range of ids, where the FTS5
     table would first list every match in the room (SQLite) and the character pairs of each
-    row walked would be computed (PostgreSQL)."""
+    row walked would be computed (PostgreSQL). Exclusions are always tested row by row."""
     has = "body__search_has" if indexed else "body__search_scan"
     found = Q()
     long_terms = [t for t in query.include if len(t) >= 3]

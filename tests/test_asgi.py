@@ -66,9 +66,12 @@ def asgi_get(path: str) -> tuple[int, bytes]:
 
 @pytest.mark.django_db
 @pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume synchronous iterators")
-def test_static_files_are_served_on_both_paths(client):
+@pytest.mark.parametrize("debug", [False, True], ids=["files-listed-at-start", "development-looks-on-disk"])
+def test_static_files_are_served_on_both_paths(client, settings, debug):
+    settings.DEBUG = debug  # WhiteNoise's autorefresh follows it
     assert client.get("/static/chat/js/room.js").status_code == 200  # the test client's sync path
     status, body = asgi_get("/static/chat/js/room.js")
     assert status == 200
     assert b"connection" in body
     assert asgi_get("/static/chat/js/none.js")[0] == 404
+    assert asgi_get("/healthz")[0] == 200  # everything else goes on to Django

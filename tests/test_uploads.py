@@ -139,6 +139,18 @@ def test_uploading_needs_the_right_to_send(api, alice, bob, carol):
     assert api(bob).post("/api/rooms/secret/uploads/", {}, format="multipart").json()["code"] == "invalid"
 
 
+def test_a_bad_token_is_refused_as_the_rest_views_refuse_it(api, alice):
+    public_room(alice)
+    client = api()
+    client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+    refused = upload(client, "general", png(), "a.png")
+    rest = client.get("/api/rooms/")
+    assert refused.status_code == rest.status_code == 401
+    assert refused.json()["code"] == rest.json()["code"] == "token_not_valid"
+    assert refused.json()["detail"] == rest.json()["detail"]
+    assert not Upload.objects.exists()
+
+
 def test_downloads_are_checked_against_room_access_every_time(api, alice, bob, carol):
     from chat import services
 

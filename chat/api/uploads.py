@@ -49,7 +49,9 @@ async def _user_or_response(request):
     try:
         user = await run_sync(_authenticate)(request)
     except exceptions.APIException as exc:
-        return None, JsonResponse({"detail": str(exc.detail), "code": exc.get_codes()}, status=exc.status_code)
+        # simplejwt's InvalidToken carries {"detail", "code", "messages"}: sent as the REST views send it.
+        body = exc.detail if isinstance(exc.detail, dict) else {"detail": str(exc.detail), "code": exc.get_codes()}
+        return None, JsonResponse(body, status=exc.status_code)
     if not user.is_authenticated:
         return None, JsonResponse(
             {"detail": _("Authentication credentials were not provided."), "code": "not_authenticated"}, status=401

@@ -1,7 +1,7 @@
 """Reactions: a user's emoji on a message. Adding one already there, or removing one that is
 absent, changes nothing (no seq, no event); each real change takes the room's next seq and
-rewrites the message's `reactions` summary from the Reaction rows, read once under the room's
-lock (the repeat check, the distinct-emoji limit and the summary all come from that read)."""
+rewrites the message's `reactions` summary from the Reaction rows, read under the room's lock
+(for an add, the repeat check, the distinct-emoji limit and the summary come from one read)."""
 
 import re
 
