@@ -132,8 +132,16 @@ ATTACK = [
 ]
 
 
+REMOVING = {"kick", "ban", "leave", "archive"}
+
+
 async def run_step(step, owner, users, rooms, connections, used):
     kind = step[0]
+    if kind in REMOVING:
+        # The check of a `room.joined` read after a removal asks the database whether the user is
+        # a member now: one sent while they were (another connection's `join`, an invite) must be
+        # read before this step can remove them again.
+        await asyncio.gather(*(conn.read_until_quiet() for conn in connections))
     if kind in ("invite", "kick", "ban", "unban", "leave"):
         user, slug = users[step[1]], rooms[step[2]]
         call = {
@@ -204,6 +212,8 @@ async def play(owner, users, rooms, connections, steps, used):
 @hypothesis.settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(STEP, min_size=1, max_size=25))
 @hypothesis.example(steps=ATTACK)
+# Once a flaky failure of this test's own: the invite's `room.joined` was read after the kick.
+@hypothesis.example(steps=[("frame-leave", 0, 0), ("invite", 0, 0), ("kick", 0, 0)])
 def test_no_frame_of_a_room_reaches_a_non_member(steps, settings):
     settings.CHAT_RATE_PER_10S = 100_000
     settings.CHAT_TYPING_INTERVAL_S = 0
