@@ -62,23 +62,6 @@ def _like(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-class Contains(Lookup):
-    """`body__search_has=term`: the body holds `term`, ignoring case, in a form the PostgreSQL
-    search indexes answer: an `ILIKE` (`search_scan`) for the trigram index, for terms of three
-    characters or more, and the character pairs for terms of two. Elsewhere, and for one
-    character, it is `search_scan` (SQLite's FTS5 MATCH is added by `matching_q`)."""
-
-    lookup_name = "search_has"
-
-    def as_sql(self, compiler, connection):
-        lhs, params = self.process_lhs(compiler, connection)
-        if connection.vendor == "postgresql" and len(self.rhs) == 2:
-            # The character-pair index (migration 0009_search) finds two-character terms.
-            sql = f"(chat_bigrams({lhs}) @> ARRAY[lower(%s)] AND {lhs} ILIKE %s)"
-            return sql, [*params, self.rhs, *params, _like(self.rhs)]
-        return ContainsScan.as_sql(self, compiler, connection)
-
-
 class ContainsScan(Lookup):
     """`body__search_scan=term`: the same test row by row, for a read that walks a bounded range
     of ids: a plain `ILIKE` on PostgreSQL (the character pairs of each row walked cost more)."""
@@ -90,6 +73,23 @@ class ContainsScan(Lookup):
         if connection.vendor == "postgresql":
             return f"{lhs} ILIKE %s", [*params, _like(self.rhs)]
         return f"instr(lower({lhs}), lower(%s)) > 0", [*params, self.rhs]
+
+
+class Contains(ContainsScan):
+    """`body__search_has=term`: the body holds `term`, ignoring case, in a form the PostgreSQL
+    search indexes answer: an `ILIKE` (`search_scan`) for the trigram index, for terms of three
+    characters or more, and the character pairs for terms of two. Elsewhere, and for one
+    character, it is `search_scan` (SQLite's FTS5 MATCH is added by `matching_q`)."""
+
+    lookup_name = "search_has"
+
+    def as_sql(self, compiler, connection):
+        if connection.vendor != "postgresql" or len(self.rhs) != 2:
+            return super().as_sql(compiler, connection)
+        # The character-pair index (migration 0009_search) finds two-character terms.
+        lhs, params = self.process_lhs(compiler, connection)
+        sql = f"(chat_bigrams({lhs}) @> ARRAY[lower(%s)] AND {lhs} ILIKE %s)"
+        return sql, [*params, self.rhs, *params, _like(self.rhs)]
 
 
 Message._meta.get_field("body").register_lookup(Contains)
@@ -113,7 +113,7 @@ def matching_q(query: Query, *, indexed: bool = True) -> Q:
     else:
         found &= Q(*[Q(**{has: t}) for t in query.include])
     for term in query.exclude:
-        found &= ~Q(**{"body__search_scan": term})
+        found &= ~Q(body__search_scan=term)
     return found
 
 
