@@ -15,16 +15,17 @@ from django.conf import settings  # noqa: E402
 
 from chat import markup  # noqa: E402
 from chat.auth import WebSocketAuthMiddleware  # noqa: E402
+from chat.handlers import Handler  # noqa: E402
 from chat.realtime.daphne import patch_daphne  # noqa: E402
 from chat.realtime.routing import websocket_urlpatterns  # noqa: E402
-from chat.uploads.limit import BodyFileHandler, BodyLimit  # noqa: E402
+from chat.uploads.limit import BodyLimit  # noqa: E402
 
 patch_daphne()
 markup.warm_up()
 
 application = ProtocolTypeRouter(
     {
-        "http": BodyLimit(BodyFileHandler()),
+        "http": BodyLimit(Handler()),
         "websocket": WebSocketAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

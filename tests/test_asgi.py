@@ -27,8 +27,8 @@ def test_a_server_process_hands_the_gil_over_within_its_switch_interval(configur
 
 
 def test_no_middleware_sends_a_request_through_a_thread_and_back(caplog, settings):
-    """Under daphne every middleware runs on the event loop; only the view goes to a thread. A
-    sync-only middleware (WhiteNoise's own) would cost each request two more thread switches."""
+    """The async chain (an async view's requests) runs every middleware on the event loop. A
+    sync-only middleware (WhiteNoise's own) would send the rest of the chain to a thread and back."""
     from django.core.handlers.asgi import ASGIHandler
 
     settings.DEBUG = True  # Django logs each adaptation then
@@ -38,10 +38,11 @@ def test_no_middleware_sends_a_request_through_a_thread_and_back(caplog, setting
 
 
 def asgi_get(path: str) -> tuple[int, bytes]:
-    """Status and body of a GET through Django's ASGI handler, as daphne calls it."""
+    """Status and body of a GET through the server's Django handler, as daphne calls it."""
     from asgiref.sync import async_to_sync
     from asgiref.testing import ApplicationCommunicator
-    from django.core.handlers.asgi import ASGIHandler
+
+    from chat.handlers import Handler
 
     async def get():
         scope = {
@@ -51,7 +52,7 @@ def asgi_get(path: str) -> tuple[int, bytes]:
             "query_string": b"",
             "headers": [(b"host", b"testserver")],
         }
-        communicator = ApplicationCommunicator(ASGIHandler(), scope)
+        communicator = ApplicationCommunicator(Handler(), scope)
         await communicator.send_input({"type": "http.request", "body": b""})
         start = await communicator.receive_output(5)
         body = b""
@@ -75,3 +76,35 @@ def test_static_files_are_served_on_both_paths(client, settings, debug):
     assert b"connection" in body
     assert asgi_get("/static/chat/js/none.js")[0] == 404
     assert asgi_get("/healthz")[0] == 200  # everything else goes on to Django
+
+
+@pytest.fixture
+def thread_hops(monkeypatch):
+    """The functions a request sent to a thread with asgiref's `sync_to_async`, in order."""
+    from asgiref.sync import SyncToAsync
+
+    hops = []
+    original = SyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__qualname__", repr(self.func)))
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncToAsync, "__call__", counted)
+    return hops
+
+
+@pytest.mark.django_db
+def test_a_sync_view_and_its_middleware_go_to_a_thread_once(thread_hops):
+    """Django's async mode goes to a thread and back for each hook of each Django middleware."""
+    assert asgi_get("/api/users/")[0] == 401  # a REST view, through every middleware
+    assert thread_hops.count("BaseHandler.get_response") == 1
+    assert len(thread_hops) <= 3, thread_hops  # the request, its log line, the response's close
+
+
+@pytest.mark.django_db
+def test_an_async_view_keeps_the_async_path(thread_hops):
+    """An upload must not hold a thread while its body is read and stored."""
+    assert asgi_get("/api/rooms/general/uploads/")[0] == 405  # the upload view answers a GET
+    assert "BaseHandler.get_response" not in thread_hops
+    assert "csrf_exempt.<locals>._view_wrapper" not in thread_hops  # the view itself ran on the loop
