@@ -2,7 +2,7 @@
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core.handlers.base import BaseHandler
-from django.urls import Resolver404, get_resolver
+from django.urls import get_resolver
 
 from .uploads.limit import BodyFileHandler
 
@@ -26,8 +26,11 @@ class Handler(BodyFileHandler):
 
 
 def async_view(path_info: str) -> bool:
-    """Whether `path_info` resolves to an async view (an unknown path is answered by the sync path)."""
+    """Whether `path_info` resolves to an async view. A path that does not resolve goes the sync
+    way, whose chain answers it (404, the slash redirect, or a 500 for a broken URLconf). The
+    root URLconf is resolved as is: with `i18n_patterns` or a middleware setting
+    `request.urlconf`, an async view could be missed and run through `async_to_sync`, slower."""
     try:
         return iscoroutinefunction(get_resolver().resolve(path_info).func)
-    except Resolver404:
+    except Exception:
         return False

@@ -60,6 +60,7 @@ def asgi_get(path: str) -> tuple[int, bytes]:
             message = await communicator.receive_output(5)
             body += message.get("body", b"")
             if not message.get("more_body"):
+                await communicator.wait(5)  # the response's close and `request_finished` too
                 return start["status"], body
 
     return async_to_sync(get)()
@@ -99,7 +100,7 @@ def test_a_sync_view_and_its_middleware_go_to_a_thread_once(thread_hops):
     """Django's async mode goes to a thread and back for each hook of each Django middleware."""
     assert asgi_get("/api/users/")[0] == 401  # a REST view, through every middleware
     assert thread_hops.count("BaseHandler.get_response") == 1
-    assert len(thread_hops) <= 3, thread_hops  # the request, its log line, the response's close
+    assert len(thread_hops) <= 3, thread_hops  # request_started, the request, the response's close
 
 
 @pytest.mark.django_db
@@ -107,4 +108,31 @@ def test_an_async_view_keeps_the_async_path(thread_hops):
     """An upload must not hold a thread while its body is read and stored."""
     assert asgi_get("/api/rooms/general/uploads/")[0] == 405  # the upload view answers a GET
     assert "BaseHandler.get_response" not in thread_hops
-    assert "csrf_exempt.<locals>._view_wrapper" not in thread_hops  # the view itself ran on the loop
+
+
+@pytest.mark.django_db
+def test_a_sync_view_closes_its_response_on_the_thread_it_ran_on(monkeypatch):
+    """`request_finished` returns the thread's database connection to the pool: it must run on
+    the thread that took it, the request's one thread."""
+    import threading
+
+    from django.core.signals import request_finished
+    from rest_framework.views import APIView
+
+    seen = {}
+    original = APIView.dispatch
+
+    def dispatch(self, request, *args, **kwargs):
+        seen["view"] = threading.get_ident()
+        return original(self, request, *args, **kwargs)
+
+    def finished(**kwargs):
+        seen["finished"] = threading.get_ident()
+
+    monkeypatch.setattr(APIView, "dispatch", dispatch)
+    request_finished.connect(finished)
+    try:
+        assert asgi_get("/api/users/")[0] == 401
+    finally:
+        request_finished.disconnect(finished)
+    assert seen["finished"] == seen["view"]
