@@ -76,18 +76,21 @@ def seed(room, author, count: int) -> int:
     indexes are dropped for the load and built again after it, which is much faster."""
     from django.db import connection
 
-    _search_sql = importlib.import_module("chat.migrations.0009_search")  # the index it builds
+    # The indexes (and the word list's triggers) the search migrations build.
+    migrations = [importlib.import_module(f"chat.migrations.{name}") for name in ("0009_search", "0010_search_words")]
     from chat.models import Message
 
     if Message.objects.filter(room=room).count() >= count:
         return 0
     postgresql = connection.vendor == "postgresql"
     with connection.cursor() as cursor:
-        for sql in _search_sql.POSTGRESQL_REVERSE if postgresql else ():
-            cursor.execute(sql)
+        for migration in reversed(migrations) if postgresql else ():
+            for sql in migration.POSTGRESQL_REVERSE:
+                cursor.execute(sql)
         added = seed_messages(room, author, count, body_sql=body_sql(), html_sql="''")
-        for sql in _search_sql.POSTGRESQL if postgresql else ():
-            cursor.execute(sql)
+        for migration in migrations if postgresql else ():
+            for sql in migration.POSTGRESQL:
+                cursor.execute(sql)
     return added
 
 

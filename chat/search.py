@@ -1,11 +1,13 @@
 """Message search (PROTOCOL.md, "Search"): the query language, the database filter and the highlight.
 
 Substring matching everywhere, so that Chinese, Japanese and Korean text, written without
-spaces, matches any part of a message. PostgreSQL answers with `ILIKE` over a `pg_trgm` GIN
-index on the body (and a GIN index of the body's character pairs for two-character terms);
-SQLite with an FTS5 trigram table that triggers keep (migration 0009_search). Shorter terms
-are filtered by `instr` / `ILIKE` alone. The access rule is `selectors.searchable_room_ids`;
-docs/protocol.md, "Search", has the why.
+spaces, matches any part of a message. PostgreSQL answers a term of Latin letters and digits
+through the index of each body's words (`search_words`: the words that contain it, looked up in
+`chat_word`), other terms with `ILIKE` over a `pg_trgm` GIN index on the body (and a GIN index of
+the body's character pairs for two-character terms); SQLite with an FTS5 trigram table that
+triggers keep (migrations 0009_search and 0010_search_words). Shorter terms are filtered by
+`instr` / `ILIKE` alone. The access rule is `selectors.searchable_room_ids`; docs/protocol.md,
+"Search", has the why.
 """
 
 import re
@@ -25,8 +27,11 @@ MAX_QUERY = 200  # characters of `q`
 MAX_TERMS = 10
 HIGHLIGHT_CHARS = 160  # the window of a long body shown around its first match
 RECENT = 5_000  # ids searched by walking back from the newest (`search_messages`)
+WORD_LIST_MAX = 50  # words containing a term, past which the trigram index answers it (`word_lists`)
 
 TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+# A term `chat_words` (migration 0010_search_words) can answer: it lies inside one of the body's words.
+LATIN_WORD = re.compile(r"[a-z0-9]*[a-z][a-z0-9]*")
 
 
 @dataclass
@@ -92,15 +97,50 @@ class Contains(ContainsScan):
         return sql, [*params, self.rhs, *params, _like(self.rhs)]
 
 
+class WordsContain(Lookup):
+    """`body__search_words=(term, words)`, PostgreSQL only: some word of the body is one of `words`
+    (the words that contain `term`, from `word_lists`), by the word index, then the body holds
+    `term`, by `strpos` on the lower-cased body (what `ILIKE` compares, and which the trigram
+    index cannot answer: the planner uses the word index alone)."""
+
+    lookup_name = "search_words"
+    prepare_rhs = False
+
+    def as_sql(self, compiler, connection):
+        lhs, params = self.process_lhs(compiler, connection)
+        term, words = self.rhs
+        sql = f"(chat_words({lhs}) && %s::text[] AND strpos(lower({lhs}), %s) > 0)"
+        return sql, [*params, words, *params, term.lower()]
+
+
+def word_lists(terms: list[str]) -> dict[str, list[str]]:
+    """For each term of three or more ASCII letters and digits with a letter, the words ever
+    written (`chat_word`, migration 0010_search_words) that contain it, in one query; PostgreSQL
+    only. A term inside more than WORD_LIST_MAX words is left out: the trigram index answers it
+    with fewer lists."""
+    latin = sorted({t.lower() for t in terms if len(t) >= 3 and t.isascii() and LATIN_WORD.fullmatch(t.lower())})
+    if connection.vendor != "postgresql" or not latin:
+        return {}
+    sql = (
+        "SELECT t, ARRAY(SELECT word FROM chat_word WHERE word LIKE '%%' || t || '%%' LIMIT %s) "
+        "FROM unnest(%s::text[]) AS t"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [WORD_LIST_MAX + 1, latin])
+        return {term: words for term, words in cursor.fetchall() if len(words) <= WORD_LIST_MAX}
+
+
 Message._meta.get_field("body").register_lookup(Contains)
 Message._meta.get_field("body").register_lookup(ContainsScan)
+Message._meta.get_field("body").register_lookup(WordsContain)
 
 
-def matching_q(query: Query, *, indexed: bool = True) -> Q:
+def matching_q(query: Query, *, indexed: bool = True, words: dict[str, list[str]] | None = None) -> Q:
     """The filter for messages matching `query` (deleted ones and access are the caller's).
     `indexed=False`: row by row, for a read that walks a bounded range of ids, where the FTS5
     table would first list every match in the room (SQLite) and the character pairs of each
-    row walked would be computed (PostgreSQL). Exclusions are always tested row by row."""
+    row walked would be computed (PostgreSQL). `words`: `word_lists(query.include)`, for the
+    terms the word index answers. Exclusions are always tested row by row."""
     has = "body__search_has" if indexed else "body__search_scan"
     found = Q()
     long_terms = [t for t in query.include if len(t) >= 3]
@@ -110,6 +150,13 @@ def matching_q(query: Query, *, indexed: bool = True) -> Q:
         phrases = " AND ".join('"' + t.replace('"', '""') + '"' for t in long_terms)
         found &= Q(id__in=RawSQL(f"SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH %s", [phrases]))
         found &= Q(*[Q(**{has: t}) for t in query.include if len(t) < 3])
+    elif indexed and words:
+        found &= Q(
+            *[
+                Q(body__search_words=(t, words[t.lower()])) if t.lower() in words else Q(body__search_has=t)
+                for t in query.include
+            ]
+        )
     else:
         found &= Q(*[Q(**{has: t}) for t in query.include])
     for term in query.exclude:
@@ -158,7 +205,8 @@ def search_messages(
     rows = list(recent.filter(matching_q(query, indexed=False), id__gt=floor).order_by("-id")[: limit + 1])
     if len(rows) <= limit:
         older = _scope(list(selectors.searchable_room_ids(user)), room_id, author, before, indexable=False)
-        older = older.filter(matching_q(query), scope_id__lte=floor).order_by("-scope_id")
+        older = older.filter(matching_q(query, words=word_lists(query.include)), scope_id__lte=floor)
+        older = older.order_by("-scope_id")
         rows += list(older[: limit + 1 - len(rows)])
     return [(m, highlight(m.body, query.include)) for m in rows[:limit]], len(rows) > limit
 
