@@ -98,27 +98,29 @@ class Contains(ContainsScan):
 
 
 class WordsContain(Lookup):
-    """`body__search_words=(term, words)`, PostgreSQL only: some word of the body is one of `words`
-    (the words that contain `term`, from `word_lists`), by the word index, then the body holds
-    `term`, by `strpos` on the lower-cased body (what `ILIKE` compares, and which the trigram
-    index cannot answer: the planner uses the word index alone)."""
+    """`body__search_words=(term, lists)`, PostgreSQL only: for each word of `term` (a word, or
+    a phrase's words), some word of the body is in its list (the words that contain it, from
+    `word_lists`), by the word index; then the body holds `term`, by `strpos` on the lower-cased
+    body (what `ILIKE` compares, and which the trigram index cannot answer: the planner uses the
+    word index alone)."""
 
     lookup_name = "search_words"
     prepare_rhs = False
 
     def as_sql(self, compiler, connection):
         lhs, params = self.process_lhs(compiler, connection)
-        term, words = self.rhs
-        sql = f"(chat_words({lhs}) && %s::text[] AND strpos(lower({lhs}), %s) > 0)"
-        return sql, [*params, words, *params, term.lower()]
+        term, lists = self.rhs
+        sql = " AND ".join([f"chat_words({lhs}) && %s::text[]"] * len(lists) + [f"strpos(lower({lhs}), %s) > 0"])
+        return f"({sql})", [*(value for words in lists for value in (*params, words)), *params, term.lower()]
 
 
 def word_lists(terms: list[str]) -> dict[str, list[str]]:
-    """For each term of three or more ASCII letters and digits with a letter, the words ever
-    written (`chat_word`, migration 0010_search_words) that contain it, in one query; PostgreSQL
-    only. A term inside more than WORD_LIST_MAX words is left out: the trigram index answers it
-    with fewer lists."""
-    latin = sorted({t.lower() for t in terms if len(t) >= 3 and t.isascii() and LATIN_WORD.fullmatch(t.lower())})
+    """For each word of `terms` (phrases split) of three or more ASCII letters and digits with a
+    letter, the words ever written (`chat_word`, migration 0010_search_words) that contain it,
+    in one query; PostgreSQL only. A word inside more than WORD_LIST_MAX words is left out: the
+    trigram index answers it with fewer lists."""
+    words = {w for t in terms for w in t.lower().split(" ")}
+    latin = sorted(w for w in words if len(w) >= 3 and w.isascii() and LATIN_WORD.fullmatch(w))
     if connection.vendor != "postgresql" or not latin:
         return {}
     sql = (
@@ -127,7 +129,16 @@ def word_lists(terms: list[str]) -> dict[str, list[str]]:
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [WORD_LIST_MAX + 1, latin])
-        return {term: words for term, words in cursor.fetchall() if len(words) <= WORD_LIST_MAX}
+        return {word: found for word, found in cursor.fetchall() if len(found) <= WORD_LIST_MAX}
+
+
+def _indexed(term: str, words: dict[str, list[str]]) -> Q:
+    """The second read's test of an included term: by the word index when every word of it has
+    a list, else by the trigram or character-pair index."""
+    lists = [words.get(w) for w in term.lower().split(" ")]
+    if all(found is not None for found in lists):
+        return Q(body__search_words=(term, lists))
+    return Q(body__search_has=term)
 
 
 Message._meta.get_field("body").register_lookup(Contains)
@@ -151,12 +162,7 @@ def matching_q(query: Query, *, indexed: bool = True, words: dict[str, list[str]
         found &= Q(id__in=RawSQL(f"SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH %s", [phrases]))
         found &= Q(*[Q(**{has: t}) for t in query.include if len(t) < 3])
     elif indexed and words:
-        found &= Q(
-            *[
-                Q(body__search_words=(t, words[t.lower()])) if t.lower() in words else Q(body__search_has=t)
-                for t in query.include
-            ]
-        )
+        found &= Q(*[_indexed(t, words) for t in query.include])
     else:
         found &= Q(*[Q(**{has: t}) for t in query.include])
     for term in query.exclude:
@@ -192,8 +198,9 @@ def search_messages(
 
     Two reads at most, so that neither plan's worst case is met: the newest `RECENT` messages
     first (walking the id index backwards, fast when matches are common), then, only if they
-    held less than a page, the older ones through the search index, sorted after matching
-    (`id + 0` keeps the planner off the id index: fast when matches are rare).
+    held less than a page, the older ones through the search indexes, sorted after matching
+    (`id + 0` keeps the planner off the id index: fast when matches are rare); on PostgreSQL
+    the words of the query's Latin terms are looked up before that second read (`word_lists`).
     """
     query = parse(q)
     room_id = selectors.room_for_user(user, room)[0].pk if room else None

@@ -196,15 +196,17 @@ TRICKY = [
 
 @pytest.mark.postgres
 @pytest.mark.parametrize(
-    "term", ["deploy", "DEPLOY", "eploy", "meeting", "kelvin", "caf", "bar", "2024deploy", "needle", "d3p"]
+    "term",
+    ["deploy", "DEPLOY", "eploy", "meeting", "kelvin", "caf", "bar", "2024deploy", "needle", "d3p", "deployed the mee"],
 )
-def test_the_words_index_finds_what_ilike_finds(alice, term):
+def test_the_words_index_finds_what_ilike_finds(alice, term, monkeypatch):
     """The second read's test for a Latin term (`search_words`) against the row-by-row one (`ILIKE`)."""
+    monkeypatch.setattr(search, "WORD_LIST_MAX", 100_000)  # `the` is inside many words of other tests
     room = public_room(alice)
     for body in TRICKY:
         send(alice, room, body)
-    words = search.word_lists([term])[term.lower()]
-    by_words = set(Message.objects.filter(body__search_words=(term, words)).values_list("body", flat=True))
+    lists = [search.word_lists([term])[word] for word in term.lower().split(" ")]
+    by_words = set(Message.objects.filter(body__search_words=(term, lists)).values_list("body", flat=True))
     by_rows = set(Message.objects.filter(body__search_scan=term).values_list("body", flat=True))
     assert by_words == by_rows and by_rows
 
@@ -221,3 +223,14 @@ def test_an_edit_adds_its_new_words_and_the_index_read_uses_them(api, alice):
         assert found(api, alice, "zyzzyva") == ["a brand new zyzzyvas sighting"]
     # Less than a page in the newest messages: the older ones are read through the word index.
     assert any("chat_words(" in q["sql"] for q in queries.captured_queries)
+
+
+@pytest.mark.postgres
+def test_a_word_inside_many_written_words_goes_to_the_trigram_index(api, alice, monkeypatch):
+    room = public_room(alice)
+    send(alice, room, "unqzbrkable")
+    send(alice, room, "qzbrkfast")
+    assert sorted(search.word_lists(["QZBRK"])["qzbrk"]) == ["qzbrkfast", "unqzbrkable"]
+    monkeypatch.setattr(search, "WORD_LIST_MAX", 1)
+    assert search.word_lists(["qzbrk", "qzbrkfa"]) == {"qzbrkfa": ["qzbrkfast"]}
+    assert sorted(found(api, alice, "qzbrk")) == ["qzbrkfast", "unqzbrkable"]
