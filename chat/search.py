@@ -2,12 +2,12 @@
 
 Substring matching everywhere, so that Chinese, Japanese and Korean text, written without
 spaces, matches any part of a message. PostgreSQL answers a term of Latin letters and digits
-through the index of each body's words (`search_words`: the words that contain it, looked up in
-`chat_word`), other terms with `ILIKE` over a `pg_trgm` GIN index on the body (and a GIN index of
-the body's character pairs for two-character terms); SQLite with an FTS5 trigram table that
-triggers keep (migrations 0009_search and 0010_search_words). Shorter terms are filtered by
-`instr` / `ILIKE` alone. The access rule is `selectors.searchable_room_ids`; docs/protocol.md,
-"Search", has the why.
+through the index of each body's words (`search_words`: the words that contain it, looked up
+in `chat_word`), other terms with `ILIKE` over a `pg_trgm` GIN index on the body (and a GIN
+index of the body's character pairs for two-character terms): migrations 0009_search and
+0010_search_words. SQLite uses an FTS5 trigram table that triggers keep (0009_search).
+Shorter terms are filtered by `instr` / `ILIKE` alone. The access rule is
+`selectors.searchable_room_ids`; docs/protocol.md, "Search", has the why.
 """
 
 import re
@@ -119,8 +119,10 @@ def word_lists(terms: list[str]) -> dict[str, list[str]]:
     letter, the words ever written (`chat_word`, migration 0010_search_words) that contain it,
     in one query; PostgreSQL only. A word inside more than WORD_LIST_MAX words is left out: the
     trigram index answers it with fewer lists."""
-    words = {w for t in terms for w in t.lower().split(" ")}
-    latin = sorted(w for w in words if len(w) >= 3 and w.isascii() and LATIN_WORD.fullmatch(w))
+    # ASCII before lowering: `\u212a` (a Kelvin sign) lowers to `k` here, and in PostgreSQL only
+    # where the database's ctype says so.
+    words = {w.lower() for t in terms for w in t.split(" ") if w.isascii()}
+    latin = sorted(w for w in words if len(w) >= 3 and LATIN_WORD.fullmatch(w))
     if connection.vendor != "postgresql" or not latin:
         return {}
     sql = (
@@ -135,7 +137,7 @@ def word_lists(terms: list[str]) -> dict[str, list[str]]:
 def _indexed(term: str, words: dict[str, list[str]]) -> Q:
     """The second read's test of an included term: by the word index when every word of it has
     a list, else by the trigram or character-pair index."""
-    lists = [words.get(w) for w in term.lower().split(" ")]
+    lists = [words.get(w.lower()) if w.isascii() else None for w in term.split(" ")]
     if all(found is not None for found in lists):
         return Q(body__search_words=(term, lists))
     return Q(body__search_has=term)

@@ -9,13 +9,16 @@ from django.db import migrations
 
 # A word: a run of ASCII letters and digits, of three characters or more, with a letter (runs of
 # digits alone, numbers and ids, are left to the trigram index: they would fill `chat_word`).
-# PARALLEL RESTRICTED keeps a read through the word index in one process: the planner takes the
-# words of a search as independent, can expect thousands of matches where there are none, and
-# then starts parallel workers, 5-10 ms before the first row.
+# A run over 400 characters (a pasted key) is kept as 400-character pieces every 200, which
+# hold every part of it a search can ask for (`q` is at most 200 characters) and fit the index
+# entries' size limit. PARALLEL RESTRICTED keeps a read through the word index in one process:
+# the planner takes the words of a search as independent, can expect thousands of matches
+# where there are none, and then starts parallel workers, 5-10 ms before the first row.
 WORDS = (
     "CREATE OR REPLACE FUNCTION chat_words(body text) RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL RESTRICTED AS "
-    "$$ SELECT coalesce(array_agg(DISTINCT m[1]), '{}') "
-    "FROM regexp_matches(lower(body), '([a-z0-9]*[a-z][a-z0-9]*)', 'g') AS m WHERE length(m[1]) >= 3 $$"
+    "$$ SELECT coalesce(array_agg(DISTINCT substr(m[1], i, 400)), '{}') "
+    "FROM regexp_matches(lower(body), '([a-z0-9]*[a-z][a-z0-9]*)', 'g') AS m, "
+    "generate_series(1, greatest(length(m[1]) - 200, 1), 200) AS i WHERE length(m[1]) >= 3 $$"
 )
 # Words are added in order, so that two transactions adding the same new words never wait on each other in a cycle.
 LEARN = (
