@@ -119,10 +119,7 @@ def word_lists(terms: list[str]) -> dict[str, list[str]]:
     letter, the words ever written (`chat_word`, migration 0010_search_words) that contain it,
     in one query; PostgreSQL only. A word inside more than WORD_LIST_MAX words is left out: the
     trigram index answers it with fewer lists."""
-    # ASCII before lowering: `\u212a` (a Kelvin sign) lowers to `k` here, and in PostgreSQL only
-    # where the database's ctype says so.
-    words = {w.lower() for t in terms for w in t.split(" ") if w.isascii()}
-    latin = sorted(w for w in words if len(w) >= 3 and LATIN_WORD.fullmatch(w))
+    latin = sorted({key for t in terms for w in t.split(" ") if (key := _latin_word(w))})
     if connection.vendor != "postgresql" or not latin:
         return {}
     sql = (
@@ -134,10 +131,20 @@ def word_lists(terms: list[str]) -> dict[str, list[str]]:
         return {word: found for word, found in cursor.fetchall() if len(found) <= WORD_LIST_MAX}
 
 
+def _latin_word(word: str) -> str | None:
+    """`word` lower-cased if `chat_words` can answer it (three or more ASCII letters and digits
+    with a letter), else None. ASCII before lowering: `\u212a` (a Kelvin sign) lowers to `k`
+    here, and in PostgreSQL only where the database's ctype says so."""
+    if not word.isascii() or len(word) < 3:
+        return None
+    word = word.lower()
+    return word if LATIN_WORD.fullmatch(word) else None
+
+
 def _indexed(term: str, words: dict[str, list[str]]) -> Q:
     """The second read's test of an included term: by the word index when every word of it has
     a list, else by the trigram or character-pair index."""
-    lists = [words.get(w.lower()) if w.isascii() else None for w in term.split(" ")]
+    lists = [words.get(_latin_word(w)) for w in term.split(" ")]
     if all(found is not None for found in lists):
         return Q(body__search_words=(term, lists))
     return Q(body__search_has=term)
