@@ -128,6 +128,6 @@ def test_concurrent_uploads_never_hold_their_bodies_in_the_servers_memory(alice,
         for client in clients:
             client.close()
         peak[0] = max(peak[0], rss_kib(server.process.pid))
-    assert statuses == [201] * uploads
+        assert statuses == [201] * uploads, server.output()
     assert len(stored_files(tmp_path / "media")) == uploads
     assert (peak[0] - before) * 1024 < size, f"RSS grew by {(peak[0] - before) // 1024} MiB"
